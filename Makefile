@@ -1,0 +1,39 @@
+# ownvol: `make up` runs the driver and the hook on this machine's engine; `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+REDIS_IMAGE ?= ownvol/redis:7
+BASE_IMAGE ?= ownvol/debian-base:bookworm
+export REDIS_IMAGE BASE_IMAGE
+
+.PHONY: venv engine images up down test test-unit
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml scripts/venv.sh
+	scripts/venv.sh
+	touch $@
+
+## engine: make sure a Docker engine answers (installs docker.io and starts dockerd without a bridge if none does)
+engine:
+	scripts/engine.sh
+
+## images: build the offline Redis image (REDIS_IMAGE=redis:7 to use the official one instead)
+images: engine
+	scripts/images.sh
+
+## up: the driver on /run/docker/plugins/ownvol.sock and the hook, in the background
+up: venv engine
+	scripts/daemon.sh start plugin $(BIN)/ownvol plugin
+	scripts/daemon.sh start hook $(BIN)/ownvol watch
+
+down:
+	-scripts/daemon.sh stop hook
+	-scripts/daemon.sh stop plugin
+
+## test: the whole suite, engine tests included
+test: venv engine images
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-unit: the quick run, no engine
+test-unit: venv
+	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""The ownvol hook: watch Redis containers, detect persistence failures, recover, verify."""

@@ -1,0 +1,206 @@
+"""Check and repair who owns a data directory, without ever leaving it.
+
+The driver's Mount preflight and the hook's repair are the same operation and both call
+this module. The walk is fd-relative from a root opened with O_NOFOLLOW: symlinks are
+re-owned themselves (never their targets), a directory is only entered through an fd
+opened with O_NOFOLLOW|O_DIRECTORY (so a directory swapped for a link mid-walk is
+refused, not followed), the walk stays on the root's filesystem, files that vanish are
+counted, and regular files with more than one hard link are left alone and reported,
+because their other name may lie outside the volume.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class OwnershipError(Exception):
+    """The root itself cannot be checked or repaired (missing, a symlink, not a directory)."""
+
+
+@dataclass
+class RootState:
+    path: str
+    uid: int
+    gid: int
+    mode: int
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RepairReport:
+    path: str
+    changed: int = 0
+    visited: int = 0
+    vanished: int = 0
+    skipped_hardlinks: int = 0
+    skipped_other_fs: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "changed": self.changed,
+            "visited": self.visited,
+            "vanished": self.vanished,
+            "skipped_hardlinks": self.skipped_hardlinks,
+            "skipped_other_fs": self.skipped_other_fs,
+            "errors": self.errors[:10],
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def _open_root(path: str) -> int:
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise OwnershipError(f"{path} does not exist") from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OwnershipError(f"{path} is a symlink; ownvol never follows one") from None
+        raise OwnershipError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def inspect_root(path: str, uid: int, gid: int, mode: int | None = None) -> RootState:
+    """Look at the root only: one lstat, whatever the size of the tree below."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise OwnershipError(f"{path} does not exist") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OwnershipError(f"{path} is a symlink; ownvol never follows one")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OwnershipError(f"{path} is not a directory")
+    problems = []
+    if st.st_uid != uid or st.st_gid != gid:
+        problems.append(f"owner {st.st_uid}:{st.st_gid}, want {uid}:{gid}")
+    actual_mode = stat.S_IMODE(st.st_mode)
+    if mode is not None and actual_mode != mode:
+        problems.append(f"mode {actual_mode:04o}, want {mode:04o}")
+    return RootState(path, st.st_uid, st.st_gid, actual_mode, not problems, problems)
+
+
+def repair(path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True) -> RepairReport:
+    """Give the root (and, with walk, everything below it on the same filesystem) to uid:gid.
+
+    mode, when given, applies to the root directory only: the tree's own modes are the
+    application's business.
+    """
+    report = RepairReport(path)
+    started = time.monotonic()
+    root_fd = _open_root(path)
+    try:
+        st = os.fstat(root_fd)
+        report.visited += 1
+        wrong_owner = st.st_uid != uid or st.st_gid != gid
+        wrong_mode = mode is not None and stat.S_IMODE(st.st_mode) != mode
+        if wrong_owner:
+            os.fchown(root_fd, uid, gid)
+        if wrong_mode:
+            os.fchmod(root_fd, mode)
+        report.changed += int(wrong_owner or wrong_mode)
+        if walk:
+            _walk(root_fd, st.st_dev, uid, gid, report)
+    finally:
+        os.close(root_fd)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport) -> list[str]:
+    """Re-own the non-directory entries of one directory; return its subdirectory names."""
+    subdirs: list[str] = []
+    try:
+        entries = list(os.scandir(dir_fd))
+    except OSError as exc:
+        report.errors.append(f"listing a directory: {exc.strerror}")
+        return subdirs
+    for entry in entries:
+        name = entry.name
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            report.vanished += 1
+            continue
+        report.visited += 1
+        if st.st_dev != dev:
+            report.skipped_other_fs += 1
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            subdirs.append(name)
+            continue
+        if st.st_uid == uid and st.st_gid == gid:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            report.skipped_hardlinks += 1
+            continue
+        try:
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            report.changed += 1
+        except FileNotFoundError:
+            report.vanished += 1
+        except OSError as exc:
+            report.errors.append(f"{name}: {exc.strerror}")
+    return subdirs
+
+
+def _walk(root_fd: int, dev: int, uid: int, gid: int, report: RepairReport) -> None:
+    # A stack of (dir fd, pending subdirectory names): open fds stay bounded by the depth.
+    stack: list[tuple[int, list[str]]] = [(root_fd, _fix_entries(root_fd, dev, uid, gid, report))]
+    try:
+        while stack:
+            parent_fd, pending = stack[-1]
+            if not pending:
+                stack.pop()
+                if parent_fd != root_fd:
+                    os.close(parent_fd)
+                continue
+            name = pending.pop()
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except FileNotFoundError:
+                report.vanished += 1
+                continue
+            except OSError as exc:
+                # ELOOP/ENOTDIR: swapped for a link or a file since it was listed; never follow.
+                report.errors.append(f"{name}: not entered ({exc.strerror})")
+                continue
+            st = os.fstat(fd)
+            if st.st_dev != dev:
+                report.skipped_other_fs += 1
+                os.close(fd)
+                continue
+            if st.st_uid != uid or st.st_gid != gid:
+                try:
+                    os.fchown(fd, uid, gid)
+                    report.changed += 1
+                except OSError as exc:
+                    report.errors.append(f"{name}: {exc.strerror}")
+            stack.append((fd, _fix_entries(fd, dev, uid, gid, report)))
+    finally:
+        for fd, _ in stack:
+            if fd != root_fd:
+                os.close(fd)
+
+
+def tree_owned_by(path: str, uid: int, gid: int) -> list[str]:
+    """Paths below path (same filesystem, links not followed) not owned by uid:gid; for diagnosis."""
+    wrong = []
+    root_dev = os.lstat(path).st_dev
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if st.st_dev == root_dev and (st.st_uid != uid or st.st_gid != gid):
+                wrong.append(full)
+        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == root_dev]
+    return wrong

@@ -1,0 +1,5 @@
+"""`ownvol plugin`: filled in by the driver."""
+
+import click
+
+commands: list[click.Command] = []

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build, offline from Debian's packages, the images the tests and examples use.
+#   BASE_IMAGE   a minimal Debian with python3, from debootstrap (docker import)
+#   REDIS_IMAGE  Redis as the official image runs it: user redis 999:999, WORKDIR /data, redis-server
+# Set REDIS_IMAGE=redis:7 (already pulled) to test against the official image instead: it is then left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE=${BASE_IMAGE:-ownvol/debian-base:bookworm}
+REDIS_IMAGE=${REDIS_IMAGE:-ownvol/redis:7}
+SUITE=${DEBIAN_SUITE:-bookworm}
+CACHE=${OWNVOL_CACHE:-/var/cache/ownvol}
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# The mirror this machine's apt already uses, so the images come from the same registry.
+mirror() {
+    local m=""
+    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+        m=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+    fi
+    if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
+        m=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list)
+    fi
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+build_base() {
+    have "$BASE_IMAGE" && return 0
+    command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+    local root
+    root=$(mktemp -d /var/tmp/ownvol-rootfs.XXXXXX)
+    trap 'rm -rf "$root"' RETURN
+    mkdir -p "$CACHE/debootstrap"
+    echo "images: debootstrap $SUITE into $root (about a minute)"
+    debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" --include=python3,ca-certificates \
+        "$SUITE" "$root" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
+        || { tail -n 20 "$CACHE/debootstrap.log" >&2; return 1; }
+    # No service may start inside an image build.
+    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+    chmod 755 "$root/usr/sbin/policy-rc.d"
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+    echo "images: $BASE_IMAGE ready"
+}
+
+build() {
+    local tag=$1 dir=$2
+    shift 2
+    have "$tag" && [ -z "${REBUILD:-}" ] && return 0
+    echo "images: building $tag"
+    DOCKER_BUILDKIT=0 docker build -q --network host --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$@" "$dir" >/dev/null
+    echo "images: $tag ready"
+}
+
+build_base
+case "$REDIS_IMAGE" in
+    ownvol/*) build "$REDIS_IMAGE" images/redis ;;
+    *) have "$REDIS_IMAGE" || { echo "images: $REDIS_IMAGE is not on this engine (no registry is reachable here)" >&2; exit 1; } ;;
+esac

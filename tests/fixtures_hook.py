@@ -1,0 +1,1 @@
+"""Fixtures for the hook: owned by the hook work."""

@@ -1,0 +1,1 @@
+"""Fixtures for the driver: owned by the driver work."""
