@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images up down test test-unit
+.PHONY: venv engine images ownvol-image hook-image up down test test-unit
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -20,6 +20,16 @@ engine:
 ## images: build the offline Redis image (REDIS_IMAGE=redis:7 to use the official one instead)
 images: engine
 	scripts/images.sh
+
+## ownvol-image: ownvol installed in an image (hook, repair helper, managed plugin rootfs)
+OWNVOL_IMAGE ?= ownvol/ownvol:latest
+export OWNVOL_IMAGE
+ownvol-image: venv images
+	scripts/images.sh ownvol
+
+## hook-image: the hook's image, for compose and swarm
+hook-image: ownvol-image
+	docker tag $(OWNVOL_IMAGE) ownvol/hook:latest
 
 ## up: the driver on /run/docker/plugins/ownvol.sock and the hook, in the background
 up: venv engine

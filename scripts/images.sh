@@ -26,14 +26,14 @@ mirror() {
 }
 
 build_base() {
-    have "$BASE_IMAGE" && return 0
+    have "$BASE_IMAGE" && [ -z "${REBUILD:-}" ] && return 0
     command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
     local root
     root=$(mktemp -d /var/tmp/ownvol-rootfs.XXXXXX)
     trap 'rm -rf "$root"' RETURN
     mkdir -p "$CACHE/debootstrap"
     echo "images: debootstrap $SUITE into $root (about a minute)"
-    debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" --include=python3,ca-certificates \
+    debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" --include=python3,python3-venv,ca-certificates \
         "$SUITE" "$root" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
         || { tail -n 20 "$CACHE/debootstrap.log" >&2; return 1; }
     # No service may start inside an image build.
@@ -60,3 +60,12 @@ case "$REDIS_IMAGE" in
     ownvol/*) build "$REDIS_IMAGE" images/redis ;;
     *) have "$REDIS_IMAGE" || { echo "images: $REDIS_IMAGE is not on this engine (no registry is reachable here)" >&2; exit 1; } ;;
 esac
+
+# OWNVOL_IMAGE: ownvol installed from wheels built here (PyPI reached from the host, not from the build).
+if [ "${1:-}" = ownvol ]; then
+    OWNVOL_IMAGE=${OWNVOL_IMAGE:-ownvol/ownvol:latest}
+    rm -rf build/wheels && mkdir -p build/wheels
+    # async-timeout: redis-py wants it on Debian's Python 3.11.2 (below 3.11.3), which the host may not be.
+    .venv/bin/pip wheel -q --disable-pip-version-check -w build/wheels . async-timeout >/dev/null
+    REBUILD=1 build "$OWNVOL_IMAGE" . -f images/ownvol/Dockerfile
+fi

@@ -18,6 +18,7 @@ def test_uid999_redis_with_aof_on_root_owned_bind_mount_crashes(tracked, redis_i
         user="999:999",
         network_mode="host",
         volumes={str(host_dir): {"bind": "/bound", "mode": "rw"}},
+        labels={"ownvol.watch": "false"},  # a running hook must not heal the canary
     )
     container = wait_for(lambda: (c := tracked.client.containers.get(container.id)).status == "exited" and c, 30,
                          what="the canary container to exit")
