@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -43,6 +45,14 @@ class RepairReport:
     skipped_other_fs: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def merge(self, other: "RepairReport") -> None:
+        self.changed += other.changed
+        self.visited += other.visited
+        self.vanished += other.vanished
+        self.skipped_hardlinks += other.skipped_hardlinks
+        self.skipped_other_fs += other.skipped_other_fs
+        self.errors.extend(other.errors)
 
     def as_dict(self) -> dict:
         return {
@@ -86,11 +96,14 @@ def inspect_root(path: str, uid: int, gid: int, mode: int | None = None) -> Root
     return RootState(path, st.st_uid, st.st_gid, actual_mode, not problems, problems)
 
 
-def repair(path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True) -> RepairReport:
+def repair(
+    path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, threads: int = 2
+) -> RepairReport:
     """Give the root (and, with walk, everything below it on the same filesystem) to uid:gid.
 
     mode, when given, applies to the root directory only: the tree's own modes are the
-    application's business.
+    application's business. The root's subtrees are shared among `threads` walkers: the
+    syscalls release the GIL, so a large repair uses more than one core.
     """
     report = RepairReport(path)
     started = time.monotonic()
@@ -106,7 +119,8 @@ def repair(path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool
             os.fchmod(root_fd, mode)
         report.changed += int(wrong_owner or wrong_mode)
         if walk:
-            _walk(root_fd, st.st_dev, uid, gid, report)
+            subdirs = _fix_entries(root_fd, st.st_dev, uid, gid, report)
+            _walk_subtrees(root_fd, subdirs, st.st_dev, uid, gid, report, max(1, threads))
     finally:
         os.close(root_fd)
     report.seconds = time.monotonic() - started
@@ -150,9 +164,32 @@ def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport
     return subdirs
 
 
-def _walk(root_fd: int, dev: int, uid: int, gid: int, report: RepairReport) -> None:
-    # A stack of (dir fd, pending subdirectory names): open fds stay bounded by the depth.
-    stack: list[tuple[int, list[str]]] = [(root_fd, _fix_entries(root_fd, dev, uid, gid, report))]
+def _walk_subtrees(
+    root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport, threads: int
+) -> None:
+    if threads == 1 or len(names) < 2:
+        _walk(root_fd, names, dev, uid, gid, report)
+        return
+    lock = threading.Lock()
+    queue = list(names)
+
+    def worker() -> RepairReport:
+        own = RepairReport(report.path)
+        while True:
+            with lock:
+                if not queue:
+                    return own
+                name = queue.pop()
+            _walk(root_fd, [name], dev, uid, gid, own)
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(names))) as pool:
+        for part in [pool.submit(worker) for _ in range(min(threads, len(names)))]:
+            report.merge(part.result())
+
+
+def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport) -> None:
+    """Depth-first below root_fd's subdirectories `names`; open fds stay bounded by the depth."""
+    stack: list[tuple[int, list[str]]] = [(root_fd, names)]
     try:
         while stack:
             parent_fd, pending = stack[-1]
