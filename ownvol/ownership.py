@@ -4,13 +4,15 @@ The driver's Mount preflight and the hook's repair are the same operation and bo
 this module. The walk is fd-relative from a root opened with O_NOFOLLOW: symlinks are
 re-owned themselves (never their targets), a directory is only entered through an fd
 opened with O_NOFOLLOW|O_DIRECTORY (so a directory swapped for a link mid-walk is
-refused, not followed), the walk stays on the root's filesystem, files that vanish are
-counted, and regular files with more than one hard link are left alone and reported,
-because their other name may lie outside the volume.
+refused, not followed), every other entry is re-owned through an O_PATH|O_NOFOLLOW fd
+(the inode checked is the inode changed, whatever happens to its name meanwhile), the walk
+stays on the root's filesystem, files that vanish are counted, and entries with more than
+one hard link are left alone and reported, because their other name may lie outside the volume.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
 import threading
@@ -19,6 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
 
 
 class OwnershipError(Exception):
@@ -127,6 +134,41 @@ def repair(
     return report
 
 
+def _chown_fd(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", AT_EMPTY_PATH): re-own exactly the inode fd holds, even an O_PATH fd of a symlink."""
+    if _libc.fchownat(fd, b"", uid, gid, _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _fix_entry(dir_fd: int, name: str, dev: int, uid: int, gid: int, report: RepairReport) -> bool:
+    """Re-own one non-directory entry through an O_PATH fd, so the inode checked is the inode changed
+    (a name swapped between the check and the chown cannot redirect it). True if it turned out a directory."""
+    try:
+        fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        report.vanished += 1
+        return False
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return True
+        if st.st_dev != dev:
+            report.skipped_other_fs += 1
+        elif st.st_uid == uid and st.st_gid == gid:
+            pass
+        elif st.st_nlink > 1:
+            report.skipped_hardlinks += 1
+        else:
+            _chown_fd(fd, uid, gid)
+            report.changed += 1
+    except OSError as exc:
+        report.errors.append(f"{name}: {exc.strerror}")
+    finally:
+        os.close(fd)
+    return False
+
+
 def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport) -> list[str]:
     """Re-own the non-directory entries of one directory; return its subdirectory names."""
     subdirs: list[str] = []
@@ -151,16 +193,8 @@ def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport
             continue
         if st.st_uid == uid and st.st_gid == gid:
             continue
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-            report.skipped_hardlinks += 1
-            continue
-        try:
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-            report.changed += 1
-        except FileNotFoundError:
-            report.vanished += 1
-        except OSError as exc:
-            report.errors.append(f"{name}: {exc.strerror}")
+        if _fix_entry(dir_fd, name, dev, uid, gid, report):
+            subdirs.append(name)
     return subdirs
 
 
@@ -239,5 +273,12 @@ def tree_owned_by(path: str, uid: int, gid: int) -> list[str]:
                 continue
             if st.st_dev == root_dev and (st.st_uid != uid or st.st_gid != gid):
                 wrong.append(full)
-        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_dev == root_dev]
+        dirnames[:] = [d for d in dirnames if _same_dev(os.path.join(dirpath, d), root_dev)]
     return wrong
+
+
+def _same_dev(path: str, dev: int) -> bool:
+    try:
+        return os.lstat(path).st_dev == dev
+    except FileNotFoundError:
+        return False
