@@ -1,5 +1,210 @@
-"""`ownvol watch | status | doctor | repair | history`: filled in by the hook."""
+"""`ownvol watch | status | doctor | repair | history` (and the hidden `repair-mount` of the helper)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
 
 import click
+import docker
 
-commands: list[click.Command] = []
+from hooks import patterns, service
+from hooks.actions import repair_route
+from hooks.executor import DockerExecutor
+from hooks.journal import Journal
+from hooks.recovery import Recovery
+from hooks.strategies import StrategyError, load
+from hooks.telemetry import Telemetry
+from ownvol.ownership import OwnershipError, repair
+
+_state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
+                      show_default=True, help="Where the hook keeps its journal.")
+_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None, help="The journal (default STATE_DIR/journal.sqlite).")
+_via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"]), envvar="OWNVOL_REPAIR_VIA",
+                    default="auto", show_default=True,
+                    help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
+
+
+def _selector(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{v!r}: want KEY=VALUE", param_hint="--selector")
+        out[key] = value
+    return out
+
+
+@click.command()
+@_state
+@_db
+@click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True,
+              help="host:port for /metrics and /status; 'off' for none.")
+@click.option("--webhook", envvar="OWNVOL_WEBHOOK", default=None, help="POST incident/recovered/gave-up JSON here.")
+@click.option("--selector", multiple=True, metavar="KEY=VALUE", help="Only containers with this label (repeatable).")
+@click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None,
+              help="A strategies YAML (default: the packaged hooks/strategies.yaml).")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between health probes.")
+@_via
+@click.option("--helper-image", envvar="OWNVOL_IMAGE", default="ownvol/ownvol:latest", show_default=True)
+def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image) -> None:
+    """Watch Redis containers, heal persistence failures, prove Redis healthy (JSON events on stdout)."""
+    try:
+        load(strategies)
+    except StrategyError as exc:
+        raise click.ClickException(str(exc)) from None
+    options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
+                              _selector(selector), strategies, interval, repair_via, helper_image)
+    try:
+        service.run(options)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command()
+@click.option("--addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def status(addr, as_json) -> None:
+    """The running hook's watched containers and their health."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}/status", timeout=5) as reply:
+            data = json.load(reply)
+    except OSError as exc:
+        raise click.ClickException(f"no hook answers on {addr} ({exc}); is `ownvol watch` running?") from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{'CONTAINER':<32} {'HEALTH':<16} {'INCIDENT':<8} REASONS")
+    for c in data["containers"]:
+        click.echo(f"{c['name']:<32} {c['health']:<16} {'yes' if c['incident'] else '-':<8} "
+                   f"{'; '.join(c['reasons'])[:80]}")
+    for i in data["open_incidents"]:
+        click.echo(f"open incident #{i['id']}: {i['container']} {i['type']} ({i['origin']})")
+
+
+def _executor(repair_via: str) -> DockerExecutor:
+    client = service.engine()
+    return DockerExecutor(lambda: client, repair_via)
+
+
+def diagnose(executor: DockerExecutor, name: str) -> dict:
+    try:
+        container, target = executor.target(name)
+    except docker.errors.NotFound:
+        raise click.ClickException(f"no container {name}") from None
+    health = executor.health(container.id)
+    seen = []
+    for line in container.logs(tail=200).decode(errors="replace").splitlines():
+        d = patterns.match(line)
+        if d:
+            seen.append(d.as_dict())
+    if seen:
+        error_type = seen[-1]["error_type"]
+    elif health.owner and not health.owner.get("ok", True):
+        error_type = "permission-denied"
+    else:
+        error_type = "persistence-failed"
+    strategy = load().strategy(error_type)
+    return {"container": target.as_dict(), "health": health.as_dict(), "detections": seen[-10:],
+            "error_type": None if health.healthy and not seen else error_type,
+            "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions)}
+
+
+@click.command()
+@click.argument("container")
+@_via
+@click.option("--json", "as_json", is_flag=True)
+def doctor(container, repair_via, as_json) -> None:
+    """Diagnose a container: facts, health, Redis's own messages, the plan. Changes nothing."""
+    report = diagnose(_executor(repair_via), container)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    t, h = report["container"], report["health"]
+    click.echo(f"{t['name']} ({t['id']}) image {t['image']}: {h['state']}")
+    for r in h["reasons"]:
+        click.echo(f"  - {r}")
+    click.echo(f"redis: {t['redis_url']}   data: {t['data_dir']}   owner wanted: {t['owner']} ({t['owner_source']})")
+    if t["mount"]:
+        click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
+    for note in t["notes"]:
+        click.echo(f"note: {note}")
+    for d in report["detections"]:
+        click.echo(f"seen: [{d['error_type']}] {d['message']}")
+    if report["error_type"]:
+        click.echo(f"diagnosis: {report['error_type']}; the hook would try: {', '.join(report['plan'])}")
+    else:
+        click.echo("diagnosis: nothing to do")
+
+
+@click.command("repair")
+@click.argument("container")
+@_state
+@_db
+@_via
+@click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None)
+def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
+    """Recover a container now, by its strategy, in the foreground; journaled like the hook's own."""
+    executor = _executor(repair_via)
+    report = diagnose(executor, container)
+    options = service.Options(state_dir=state_dir, db=db)
+    os.makedirs(state_dir, exist_ok=True)
+    recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(), executor)
+    cid = executor.target(container)[0].id
+    incident = recovery.report(cid, report["container"]["name"], report["error_type"] or "persistence-failed",
+                               "manual", {"message": "ownvol repair", "health": report["health"]["state"]},
+                               background=False)
+    if incident is None:
+        raise click.ClickException("an incident is already open for it: the running hook is on it")
+    final = recovery.journal.incident(incident.id)
+    if final.status != "resolved":
+        raise click.ClickException(f"incident #{final.id} {final.status}: {final.outcome}")
+
+
+@click.command()
+@_state
+@_db
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def history(state_dir, db, limit, as_json) -> None:
+    """Incidents, their actions and outcomes, and success rates per (error type, action)."""
+    path = db or os.path.join(state_dir, "journal.sqlite")
+    if not os.path.exists(path):
+        raise click.ClickException(f"no journal at {path}")
+    journal = Journal(path)
+    incidents = journal.history(limit)
+    rates = journal.rates()
+    if as_json:
+        click.echo(json.dumps({"incidents": [{**i.__dict__, "actions": [a.__dict__ for a in journal.actions(i.id)]}
+                                             for i in incidents],
+                               "success_rates": [{"type": t, "action": a, "succeeded": ok, "failed": bad}
+                                                 for (t, a), (ok, bad) in sorted(rates.items())]}, default=str))
+        return
+    for i in incidents:
+        took = f"{i.closed_at - i.detected_at:.2f}s" if i.closed_at else "open"
+        click.echo(f"#{i.id} {i.container_name} {i.error_type} ({i.origin}): {i.status} in {took} - {i.outcome or ''}")
+        for a in journal.actions(i.id):
+            verified = {True: "verified", False: "not verified", None: ""}[a.verified]
+            click.echo(f"    {a.step}. {a.action}: {a.result or 'interrupted'} {verified}")
+    click.echo("success rates (verified after the action / not):")
+    for (t, a), (ok, bad) in sorted(rates.items()):
+        click.echo(f"  {t:<22} {a:<18} {ok}/{ok + bad}")
+
+
+@click.command("repair-mount", hidden=True)
+@click.argument("path")
+@click.option("--uid", type=int, required=True)
+@click.option("--gid", type=int, required=True)
+def repair_mount(path, uid, gid) -> None:
+    """Inside the helper container: the same symlink-safe repair, its report as one JSON line."""
+    try:
+        report = repair(path, uid, gid).as_dict()
+    except (OwnershipError, OSError) as exc:
+        click.echo(json.dumps({"error": str(exc)}))
+        sys.exit(2)
+    click.echo(json.dumps(report))
+
+
+commands: list[click.Command] = [watch, status, doctor, repair_cmd, history, repair_mount]

@@ -1,0 +1,237 @@
+"""What the hook can do to a container: each action knows Docker and Redis, not strategies.
+
+Every action returns an ActionResult: ok, failed or skipped (with why). None deletes data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+from dataclasses import dataclass, field
+
+import docker
+import redis
+
+from hooks.health import redis_client
+from hooks.targets import Target, in_container
+from ownvol.ownership import OwnershipError, repair
+
+HELPER_DEST = "/ownvol-target"
+
+
+@dataclass
+class ActionResult:
+    result: str  # ok | failed | skipped
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+@dataclass
+class Context:
+    client: docker.DockerClient
+    target: Target
+    repair_via: str = "auto"  # auto | local | helper
+    helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
+
+    def container(self):
+        return self.client.containers.get(self.target.id)
+
+
+def repair_route(ctx: Context) -> str:
+    """local when this process can reach the mount's host path itself, else helper."""
+    if ctx.repair_via in ("local", "helper"):
+        return ctx.repair_via
+    mount = ctx.target.mount
+    if mount and not in_container() and os.path.isdir(mount.host_path):
+        return "local"
+    return "helper"
+
+
+def repair_ownership(ctx: Context) -> ActionResult:
+    t = ctx.target
+    if t.mount is None:
+        return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
+    if t.uid is None:
+        return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
+    route = repair_route(ctx)
+    base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
+    if route == "local":
+        try:
+            report = repair(t.mount.host_path, t.uid, t.gid).as_dict()
+        except (OwnershipError, OSError) as exc:
+            return ActionResult("failed", {**base, "error": str(exc)})
+    else:
+        try:
+            report = _repair_in_helper(ctx)
+        except (docker.errors.DockerException, RuntimeError, ValueError) as exc:
+            return ActionResult("failed", {**base, "error": str(exc)})
+    if report.get("error") or report.get("errors"):
+        return ActionResult("failed", {**base, **report})
+    return ActionResult("ok", {**base, **report})
+
+
+def _repair_in_helper(ctx: Context) -> dict:
+    """Run `ownvol repair-mount` in a short-lived root container, no network, on the same mount source."""
+    t = ctx.target
+    source = t.mount.name if t.mount.type == "volume" else t.mount.source
+    path = posixpath.join(HELPER_DEST, t.mount.subpath) if t.mount.subpath else HELPER_DEST
+    helper = ctx.client.containers.run(
+        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid)],
+        name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
+        volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
+        labels={"ownvol.watch": "false", "ownvol.role": "repair-helper", "ownvol.repair.for": t.name})
+    try:
+        code = helper.wait(timeout=120).get("StatusCode")
+        out = helper.logs(stdout=True, stderr=False).decode().strip().splitlines()
+        err = helper.logs(stdout=False, stderr=True).decode().strip()
+    finally:
+        helper.remove(force=True)
+    report = json.loads(out[-1]) if out else {}
+    if code != 0 and not report.get("error"):
+        raise RuntimeError(f"repair helper exited {code}: {err[-300:]}")
+    return {**report, "helper_image": ctx.helper_image}
+
+
+def _info(client: redis.Redis) -> dict:
+    return client.info("persistence")
+
+
+def _wait_background(client: redis.Redis, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = _info(client)
+        busy = info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress") or \
+            info.get("aof_rewrite_scheduled") or info.get("rdb_bgsave_scheduled")
+        if not busy or time.monotonic() > deadline:
+            return info
+        time.sleep(0.1)
+
+
+def _redis_or_skip(ctx: Context) -> tuple[redis.Redis | None, ActionResult | None]:
+    try:
+        status = ctx.container().status
+    except docker.errors.NotFound:
+        return None, ActionResult("skipped", {"why": "container is gone"})
+    if status != "running":
+        return None, ActionResult("skipped", {"why": f"container is {status}"})
+    client = redis_client(ctx.target, timeout=5)
+    if client is None:
+        return None, ActionResult("skipped", {"why": "no Redis address known"})
+    return client, None
+
+
+def persist_again(ctx: Context) -> ActionResult:
+    """BGSAVE (and BGREWRITEAOF when the AOF failed) and wait for them: clears Redis's error state."""
+    client, skip = _redis_or_skip(ctx)
+    if skip:
+        return skip
+    done = []
+    try:
+        before = _wait_background(client, 30)
+        if before.get("aof_enabled") == 1 and (before.get("aof_last_bgrewrite_status") == "err"
+                                               or before.get("aof_last_write_status") == "err"):
+            client.bgrewriteaof()
+            done.append("BGREWRITEAOF")
+            _wait_background(client, 60)
+        client.bgsave(schedule=True)
+        done.append("BGSAVE")
+        after = _wait_background(client, 60)
+    except redis.exceptions.RedisError as exc:
+        return ActionResult("failed", {"commands": done, "error": str(exc)})
+    finally:
+        client.close()
+    failed = [k for k in ("rdb_last_bgsave_status", "aof_last_bgrewrite_status")
+              if after.get(k) == "err"]
+    if after.get("aof_enabled") == 1 and after.get("aof_last_write_status") == "err":
+        failed.append("aof_last_write_status")
+    return ActionResult("failed" if failed else "ok", {"commands": done, "still_err": failed})
+
+
+def unpersisted_writes(ctx: Context) -> bool:
+    """Would a restart now lose acknowledged writes? (Redis runs and its last save or AOF write failed.)"""
+    client, skip = _redis_or_skip(ctx)
+    if skip:
+        return False
+    try:
+        info = _info(client)
+    except redis.exceptions.RedisError:
+        return False
+    finally:
+        client.close()
+    aof_on = info.get("aof_enabled") == 1
+    if aof_on:
+        return info.get("aof_last_write_status") == "err"
+    return info.get("rdb_last_bgsave_status") == "err" and info.get("rdb_changes_since_last_save", 0) > 0
+
+
+def restart(ctx: Context) -> ActionResult:
+    try:
+        container = ctx.container()
+    except docker.errors.NotFound:
+        return ActionResult("skipped", {"why": "container is gone"})
+    if container.status == "running" and unpersisted_writes(ctx):
+        return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
+    try:
+        if container.status in ("running", "restarting"):
+            container.restart(timeout=10)
+            how = "restart"
+        else:
+            container.start()
+            how = "start"
+    except docker.errors.APIError as exc:
+        return ActionResult("failed", {"error": str(exc)})
+    return ActionResult("ok", {"how": how})
+
+
+def aof_off(ctx: Context) -> ActionResult:
+    if not ctx.target.aof_fallback:
+        return ActionResult("skipped", {"why": "not opted in (label ownvol.aof-fallback=true)"})
+    client, skip = _redis_or_skip(ctx)
+    if skip:
+        return skip
+    try:
+        if _info(client).get("aof_enabled") != 1:
+            return ActionResult("skipped", {"why": "AOF is already off"})
+        client.config_set("appendonly", "no")
+        client.bgsave(schedule=True)
+        after = _wait_background(client, 60)
+    except redis.exceptions.RedisError as exc:
+        return ActionResult("failed", {"error": str(exc)})
+    finally:
+        client.close()
+    return ActionResult("ok", {"appendonly": "no", "rdb_last_bgsave_status": after.get("rdb_last_bgsave_status"),
+                               "warning": "AOF is off: durability is reduced to RDB snapshots until AOF is back on"})
+
+
+def aof_on(ctx: Context) -> ActionResult:
+    """Turn AOF back on and wait for its rewrite; on failure leave it off again (never half on)."""
+    client, skip = _redis_or_skip(ctx)
+    if skip:
+        return skip
+    try:
+        client.config_set("appendonly", "yes")
+        time.sleep(0.05)
+        after = _wait_background(client, 60)
+        ok = after.get("aof_enabled") == 1 and after.get("aof_last_bgrewrite_status") == "ok"
+        if not ok:
+            client.config_set("appendonly", "no")
+    except redis.exceptions.RedisError as exc:
+        return ActionResult("failed", {"error": str(exc)})
+    finally:
+        client.close()
+    return ActionResult("ok" if ok else "failed", {k: after.get(k) for k in
+                                                   ("aof_enabled", "aof_last_bgrewrite_status")})
+
+
+ACTIONS = {
+    "repair-ownership": repair_ownership,
+    "persist-again": persist_again,
+    "restart": restart,
+    "aof-off": aof_off,
+    "aof-on": aof_on,
+}

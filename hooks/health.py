@@ -1,0 +1,129 @@
+"""Health of a watched Redis: redis-py probes, container state, the owner of its data mount.
+
+evaluate() is the pure rule that turns those observations into a state; probe() gathers them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from hooks.targets import Target
+from ownvol.ownership import OwnershipError, inspect_root
+
+STATES = ("healthy", "latent", "refusing-writes", "loading", "unreachable", "down")
+PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
+                      "aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status",
+                      "aof_rewrites_consecutive_failures")
+
+
+@dataclass
+class Health:
+    state: str
+    reasons: list[str]
+    container: str
+    ping: str
+    persistence: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+    clients: dict = field(default_factory=dict)
+    owner: dict | None = None
+    at: float = field(default_factory=time.time)
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "reasons": self.reasons, "container": self.container, "ping": self.ping,
+                "persistence": self.persistence, "memory": self.memory, "clients": self.clients, "owner": self.owner}
+
+
+def evaluate(container: str, ping: str, persistence: dict, owner: dict | None) -> tuple[str, list[str]]:
+    """State and reasons. ping is 'PONG', 'MISCONF ...', 'LOADING ...' or an error text."""
+    if container != "running":
+        return "down", [f"container {container}"]
+    if persistence.get("loading") == 1 or ping.startswith("LOADING"):
+        return "loading", ["Redis is loading its data"]
+    if not persistence and ping != "PONG" and not ping.startswith("MISCONF"):
+        return "unreachable", [ping]
+    reasons = []
+    refusing = ping.startswith("MISCONF")
+    if ping.startswith("MISCONF"):
+        reasons.append(ping[:120])
+    if persistence.get("aof_enabled") == 1 and persistence.get("aof_last_write_status") == "err":
+        refusing = True
+        reasons.append("aof_last_write_status:err")
+    if persistence.get("rdb_last_bgsave_status") == "err":
+        refusing = True
+        reasons.append("rdb_last_bgsave_status:err")
+    if refusing:
+        return "refusing-writes", reasons
+    if persistence.get("aof_enabled") == 1 and persistence.get("aof_last_bgrewrite_status") == "err":
+        reasons.append("aof_last_bgrewrite_status:err (the next restart may crash)")
+    if owner and not owner.get("ok", True):
+        reasons.append(f"data mount {owner.get('problem')}")
+    if reasons:
+        return "latent", reasons
+    if ping != "PONG":
+        return "unreachable", [ping]
+    return "healthy", []
+
+
+def redis_client(target: Target, timeout: float = 2.0) -> redis.Redis | None:
+    if not target.redis_url:
+        return None
+    return redis.Redis.from_url(target.redis_url, password=target.password or None, socket_timeout=timeout,
+                                socket_connect_timeout=timeout, decode_responses=True)
+
+
+def ping_text(client: redis.Redis) -> str:
+    try:
+        return "PONG" if client.ping() else "no reply"
+    except redis.exceptions.ResponseError as exc:
+        return str(exc)
+    except redis.exceptions.BusyLoadingError as exc:
+        return f"LOADING {exc}"
+    except redis.exceptions.RedisError as exc:
+        return f"error: {exc}"
+
+
+def owner_of(target: Target, local: bool) -> dict | None:
+    """The data mount's root owner against the wanted uid:gid; None when not checkable from here."""
+    if not local or target.mount is None or target.uid is None:
+        return None
+    path = target.mount.host_path
+    try:
+        state = inspect_root(path, target.uid, target.gid)
+    except OwnershipError as exc:
+        return {"path": path, "ok": False, "problem": str(exc)}
+    return {"path": path, "uid": state.uid, "gid": state.gid, "ok": state.ok,
+            "problem": "; ".join(state.problems)}
+
+
+def probe(target: Target, container_status: str, local_paths: bool) -> Health:
+    owner = owner_of(target, local_paths and os.path.isdir(target.mount.host_path) if target.mount else False)
+    if container_status != "running":
+        state, reasons = evaluate(container_status, "", {}, owner)
+        return Health(state, reasons, container_status, "", owner=owner)
+    client = redis_client(target)
+    if client is None:
+        return Health("unreachable", ["no Redis address known (label ownvol.redis.url)"], container_status, "",
+                      owner=owner)
+    try:
+        ping = ping_text(client)
+        persistence, memory, clients = {}, {}, {}
+        try:
+            info = client.info()
+            persistence = {k: info.get(k) for k in PERSISTENCE_FIELDS if k in info}
+            memory = {k: info.get(k) for k in ("used_memory", "used_memory_peak", "maxmemory") if k in info}
+            clients = {k: info.get(k) for k in ("connected_clients", "blocked_clients") if k in info}
+        except redis.exceptions.RedisError as exc:
+            if ping == "PONG":
+                ping = f"error: INFO failed: {exc}"
+        state, reasons = evaluate(container_status, ping, persistence, owner)
+        return Health(state, reasons, container_status, ping, persistence, memory, clients, owner)
+    finally:
+        client.close()

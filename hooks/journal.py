@@ -1,0 +1,222 @@
+"""The hook's memory (SQLite): incidents, their actions and outcomes, AOF fallbacks.
+
+Every action is written as started before it runs and finished after, so a hook restarted
+mid-incident knows what it already did (an action started but never finished counts as done:
+it is not repeated). Success rates per (error type, action) come from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    container_id TEXT NOT NULL,
+    container_name TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    detected_at REAL NOT NULL,
+    opened_at REAL NOT NULL,
+    closed_at REAL,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents(status, container_id);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents(id),
+    step INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    result TEXT,
+    verified INTEGER,
+    detail TEXT,
+    UNIQUE (incident_id, step)
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    incident_id INTEGER NOT NULL REFERENCES incidents(id),
+    at REAL NOT NULL,
+    what TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fallbacks (
+    container_id TEXT PRIMARY KEY,
+    container_name TEXT NOT NULL,
+    incident_id INTEGER NOT NULL,
+    since REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Incident:
+    id: int
+    container_id: str
+    container_name: str
+    error_type: str
+    origin: str
+    detail: dict
+    status: str
+    detected_at: float
+    opened_at: float
+    closed_at: float | None
+    outcome: str | None
+
+
+@dataclass
+class ActionRecord:
+    incident_id: int
+    step: int
+    action: str
+    started_at: float
+    finished_at: float | None
+    result: str | None  # ok | failed | skipped | None (started, never finished)
+    verified: bool | None
+    detail: dict
+
+
+class Journal:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _write(self, sql: str, args: tuple = ()) -> int:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            return cur.lastrowid
+
+    # incidents
+    def open_incident(self, container_id: str, container_name: str, error_type: str, origin: str,
+                      detail: dict, detected_at: float) -> Incident:
+        now = time.time()
+        iid = self._write(
+            "INSERT INTO incidents (container_id, container_name, error_type, origin, detail, detected_at, opened_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (container_id, container_name, error_type, origin, json.dumps(detail), detected_at, now))
+        return self.incident(iid)
+
+    def incident(self, incident_id: int) -> Incident:
+        rows = self._rows("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        if not rows:
+            raise KeyError(incident_id)
+        return _incident(rows[0])
+
+    def open_incidents(self) -> list[Incident]:
+        return [_incident(r) for r in self._rows("SELECT * FROM incidents WHERE status = 'open' ORDER BY id")]
+
+    def open_incident_for(self, container_id: str) -> Incident | None:
+        rows = self._rows("SELECT * FROM incidents WHERE status = 'open' AND container_id = ? ORDER BY id DESC"
+                          " LIMIT 1", (container_id,))
+        return _incident(rows[0]) if rows else None
+
+    def last_gave_up(self, container_id: str) -> Incident | None:
+        rows = self._rows("SELECT * FROM incidents WHERE container_id = ? ORDER BY id DESC LIMIT 1", (container_id,))
+        inc = _incident(rows[0]) if rows else None
+        return inc if inc and inc.status == "gave-up" else None
+
+    def close_incident(self, incident_id: int, status: str, outcome: str) -> Incident:
+        self._write("UPDATE incidents SET status = ?, outcome = ?, closed_at = ? WHERE id = ? AND status = 'open'",
+                    (status, outcome, time.time(), incident_id))
+        return self.incident(incident_id)
+
+    def set_plan(self, incident_id: int, detail: dict) -> None:
+        self._write("UPDATE incidents SET detail = ? WHERE id = ?", (json.dumps(detail), incident_id))
+
+    def add_evidence(self, incident_id: int, what: str) -> None:
+        self._write("INSERT INTO evidence (incident_id, at, what) VALUES (?, ?, ?)", (incident_id, time.time(), what))
+
+    def evidence(self, incident_id: int) -> list[str]:
+        return [r[0] for r in self._rows("SELECT what FROM evidence WHERE incident_id = ? ORDER BY at",
+                                         (incident_id,))]
+
+    def history(self, limit: int = 50) -> list[Incident]:
+        return [_incident(r) for r in self._rows("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", (limit,))]
+
+    # actions
+    def start_action(self, incident_id: int, step: int, action: str) -> None:
+        self._write("INSERT INTO actions (incident_id, step, action, started_at) VALUES (?, ?, ?, ?)",
+                    (incident_id, step, action, time.time()))
+
+    def finish_action(self, incident_id: int, step: int, result: str, verified: bool | None, detail: dict) -> None:
+        self._write("UPDATE actions SET finished_at = ?, result = ?, verified = ?, detail = ?"
+                    " WHERE incident_id = ? AND step = ?",
+                    (time.time(), result, None if verified is None else int(verified), json.dumps(detail),
+                     incident_id, step))
+
+    def actions(self, incident_id: int) -> list[ActionRecord]:
+        return [_action(r) for r in self._rows(
+            "SELECT incident_id, step, action, started_at, finished_at, result, verified, detail FROM actions"
+            " WHERE incident_id = ? ORDER BY step", (incident_id,))]
+
+    def action_times(self, container_id: str, since: float) -> list[float]:
+        """When actions (not skipped ones) ran on a container since a time: the breaker's memory."""
+        return [r[0] for r in self._rows(
+            "SELECT a.started_at FROM actions a JOIN incidents i ON i.id = a.incident_id"
+            " WHERE i.container_id = ? AND a.started_at >= ? AND COALESCE(a.result, '') != 'skipped'"
+            " ORDER BY a.started_at", (container_id, since))]
+
+    def rates(self, error_type: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+        """(error type, action) -> (verified successes, failures) over finished, not skipped actions."""
+        sql = ("SELECT i.error_type, a.action, SUM(a.verified = 1), SUM(a.verified = 0) FROM actions a"
+               " JOIN incidents i ON i.id = a.incident_id WHERE a.result IN ('ok', 'failed')")
+        args: tuple = ()
+        if error_type:
+            sql += " AND i.error_type = ?"
+            args = (error_type,)
+        rows = self._rows(sql + " GROUP BY i.error_type, a.action", args)
+        return {(t, a): (int(ok or 0), int(bad or 0)) for t, a, ok, bad in rows}
+
+    # AOF fallbacks
+    def set_fallback(self, container_id: str, container_name: str, incident_id: int, next_try: float) -> None:
+        self._write("INSERT OR REPLACE INTO fallbacks (container_id, container_name, incident_id, since, next_try)"
+                    " VALUES (?, ?, ?, ?, ?)", (container_id, container_name, incident_id, time.time(), next_try))
+
+    def fallback(self, container_id: str) -> dict | None:
+        rows = self._rows("SELECT container_id, container_name, incident_id, since, tries, next_try FROM fallbacks"
+                          " WHERE container_id = ?", (container_id,))
+        if not rows:
+            return None
+        keys = ("container_id", "container_name", "incident_id", "since", "tries", "next_try")
+        return dict(zip(keys, rows[0]))
+
+    def fallback_retry(self, container_id: str, next_try: float) -> None:
+        self._write("UPDATE fallbacks SET tries = tries + 1, next_try = ? WHERE container_id = ?",
+                    (next_try, container_id))
+
+    def clear_fallback(self, container_id: str) -> None:
+        self._write("DELETE FROM fallbacks WHERE container_id = ?", (container_id,))
+
+
+def _incident(row: tuple) -> Incident:
+    (iid, cid, name, etype, origin, detail, status, detected, opened, closed, outcome) = row
+    return Incident(iid, cid, name, etype, origin, json.loads(detail), status, detected, opened, closed, outcome)
+
+
+def _action(row: tuple) -> ActionRecord:
+    iid, step, action, started, finished, result, verified, detail = row
+    return ActionRecord(iid, step, action, started, finished, result, None if verified is None else bool(verified),
+                        json.loads(detail) if detail else {})

@@ -1,0 +1,234 @@
+"""The recovery engine: incidents, strategies, verification, the breaker, learning.
+
+It knows strategies and outcomes, not Docker or Redis: an Executor runs actions and verifies.
+One recovery at a time per container; only a passed verification ends an incident; every
+step is in the journal before and after it runs, so a restarted hook resumes where it was.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Protocol
+
+from hooks.actions import ActionResult
+from hooks.breaker import Breaker
+from hooks.journal import Incident, Journal
+from hooks.strategies import Config, Strategy
+from hooks.telemetry import Telemetry
+
+
+class Verdict(Protocol):
+    healthy: bool
+    state: str
+    reasons: list[str]
+
+
+class Executor(Protocol):
+    def run(self, container_id: str, action: str) -> ActionResult: ...
+
+    def verify(self, container_id: str, timeout: float) -> Verdict: ...
+
+
+class Recovery:
+    def __init__(self, journal: Journal, config: Config, telemetry: Telemetry, executor: Executor,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal
+        self.config = config
+        self.telemetry = telemetry
+        self.executor = executor
+        self.sleep = sleep
+        self.clock = clock
+        self.breaker = Breaker(config.breaker_max_actions, config.breaker_window)
+        self._lock = threading.Lock()
+        self._workers: dict[str, threading.Thread] = {}
+        self._last_healthy: dict[str, float] = {}
+        self._seeded: set[str] = set()
+
+    # --- detection side -------------------------------------------------------------------------
+    def report(self, container_id: str, name: str, error_type: str, origin: str, detail: dict,
+               detected_at: float | None = None, background: bool = True) -> Incident | None:
+        """A failure was seen: open an incident and recover it, or add evidence to the open one."""
+        detected_at = detected_at or self.clock()
+        with self._lock:
+            current = self.journal.open_incident_for(container_id)
+            if current:
+                self.journal.add_evidence(current.id, f"{origin}: {detail.get('message') or detail}")
+                return None
+            gave_up = self.journal.last_gave_up(container_id)
+            if gave_up and self._handed_off(container_id, gave_up):
+                self.journal.add_evidence(gave_up.id, f"after gave-up, {origin}: {detail.get('message') or detail}")
+                return None
+            incident = self.journal.open_incident(container_id, name, error_type, origin, detail, detected_at)
+            self.telemetry.metrics.incidents.labels(type=error_type).inc()
+            self.telemetry.emit("incident", incident=incident.id, container=name, type=error_type, origin=origin,
+                                detail=detail)
+            if background:
+                self._start_worker(incident)
+        if not background:
+            self.recover(incident)
+        return incident
+
+    def _handed_off(self, container_id: str, gave_up: Incident) -> bool:
+        within = self.clock() < (gave_up.closed_at or 0) + self.config.breaker_cooldown
+        return within and self._last_healthy.get(container_id, 0) < (gave_up.closed_at or 0)
+
+    def healthy(self, container_id: str) -> None:
+        self._last_healthy[container_id] = self.clock()
+
+    def busy(self, container_id: str) -> bool:
+        with self._lock:
+            worker = self._workers.get(container_id)
+            return bool(worker and worker.is_alive())
+
+    def _start_worker(self, incident: Incident) -> None:
+        worker = self._workers.get(incident.container_id)
+        if worker and worker.is_alive():
+            return
+        worker = threading.Thread(target=self.recover, args=(incident,), name=f"recover-{incident.id}", daemon=True)
+        self._workers[incident.container_id] = worker
+        worker.start()
+
+    def resume(self, exists: Callable[[str], bool]) -> list[Incident]:
+        """Pick up incidents a previous hook left open; those whose container is gone are closed."""
+        resumed = []
+        for incident in self.journal.open_incidents():
+            if not exists(incident.container_id):
+                self._close(incident, "abandoned", "the container is gone")
+                continue
+            done = self.journal.actions(incident.id)
+            self.telemetry.emit("resumed", incident=incident.id, container=incident.container_name,
+                                type=incident.error_type, done=[f"{a.step}:{a.action}:{a.result or 'interrupted'}"
+                                                                for a in done])
+            with self._lock:
+                self._start_worker(incident)
+            resumed.append(incident)
+        return resumed
+
+    # --- the recovery itself --------------------------------------------------------------------
+    def plan_for(self, incident: Incident) -> Strategy:
+        strategy = self.config.strategy(incident.error_type)
+        rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
+        return self.config.ordered(strategy, rates)
+
+    def _seed_breaker(self, container_id: str) -> None:
+        if container_id in self._seeded:
+            return
+        self._seeded.add(container_id)
+        for t in self.journal.action_times(container_id, self.clock() - self.config.breaker_window):
+            self.breaker.record(container_id, t)
+
+    def recover(self, incident: Incident) -> Incident:
+        cid, name = incident.container_id, incident.container_name
+        self._seed_breaker(cid)
+        plan = incident.detail.get("plan")
+        strategy = self.plan_for(incident)
+        if plan is None:
+            plan = [a for _, a in strategy.plan()]
+            incident.detail["plan"] = plan
+            self.journal.set_plan(incident.id, incident.detail)
+        done = self.journal.actions(incident.id)
+        for record in done:
+            if record.result is None:
+                self.journal.finish_action(incident.id, record.step, "interrupted", None,
+                                           {"why": "the hook stopped while it ran; not repeated"})
+        if done:
+            verdict = self.executor.verify(cid, self.config.verify.get("persist-again", 10))
+            if verdict.healthy:
+                return self._resolve(incident, None, verdict)
+        last_finished = max((a.finished_at or a.started_at for a in done), default=0)
+        for step in range(len(done), len(plan)):
+            action = plan[step]
+            wait = strategy.delay_before(step) - (self.clock() - last_finished if last_finished else 0)
+            if step and wait > 0:
+                self.sleep(wait)
+            now = self.clock()
+            if not self.breaker.allow(cid, now):
+                return self._give_up(incident, f"circuit breaker: {self.breaker.count(cid, now)} actions in "
+                                               f"{self.config.breaker_window:g}s")
+            self.journal.start_action(incident.id, step, action)
+            started = self.clock()
+            result = self.executor.run(cid, action)
+            if result.result == "skipped":
+                self.journal.finish_action(incident.id, step, "skipped", None, result.detail)
+                self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,
+                                    result="skipped", detail=result.detail)
+                self.telemetry.metrics.recoveries.labels(action=action, result="skipped").inc()
+                continue
+            self.breaker.record(cid, started)
+            verdict = self.executor.verify(cid, self.config.verify.get(action, 10))
+            self.journal.finish_action(incident.id, step, result.result, verdict.healthy,
+                                       {**result.detail, "verify": {"state": verdict.state, "reasons": verdict.reasons}})
+            last_finished = self.clock()
+            outcome = "ok" if verdict.healthy else "failed"
+            self.telemetry.metrics.recoveries.labels(action=action, result=outcome).inc()
+            self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,
+                                result=result.result, verified=verdict.healthy, state=verdict.state,
+                                seconds=round(last_finished - started, 3), detail=result.detail)
+            if action == "aof-off" and result.ok:
+                self.journal.set_fallback(cid, name, incident.id, self.clock() + self.config.aof_retry)
+                self.telemetry.emit("aof-disabled", incident=incident.id, container=name,
+                                    message="AOF turned off (opted in by ownvol.aof-fallback=true): durability is "
+                                            "reduced to RDB snapshots until a later repair lets the hook turn it "
+                                            "back on")
+            if verdict.healthy:
+                return self._resolve(incident, action, verdict)
+        return self._give_up(incident, f"{len(plan)} planned actions did not make it healthy")
+
+    def _resolve(self, incident: Incident, action: str | None, verdict: Verdict) -> Incident:
+        seconds = self.clock() - incident.detected_at
+        closed = self._close(incident, "resolved", f"verified {verdict.state} after {action or 'resume'}")
+        self.telemetry.metrics.recovery_seconds.labels(type=incident.error_type).observe(seconds)
+        self.telemetry.emit("recovered", incident=incident.id, container=incident.container_name,
+                            type=incident.error_type, by=action, seconds=round(seconds, 3))
+        self.healthy(incident.container_id)
+        if action == "repair-ownership" and self.journal.fallback(incident.container_id):
+            self.restore_aof(incident.container_id, repaired=True)
+        return closed
+
+    def _give_up(self, incident: Incident, why: str) -> Incident:
+        closed = self._close(incident, "gave-up", why)
+        self.telemetry.emit("gave-up", incident=incident.id, container=incident.container_name,
+                            type=incident.error_type, why=why,
+                            actions=[f"{a.action}:{a.result}" for a in self.journal.actions(incident.id)],
+                            message="handed off to people: `ownvol doctor` and `ownvol repair` take it from here")
+        return closed
+
+    def _close(self, incident: Incident, status: str, outcome: str) -> Incident:
+        closed = self.journal.close_incident(incident.id, status, outcome)
+        self.telemetry.metrics.outcomes.labels(type=incident.error_type, outcome=status).inc()
+        return closed
+
+    # --- AOF fallback ---------------------------------------------------------------------------
+    def fallback_due(self, container_id: str) -> bool:
+        fb = self.journal.fallback(container_id)
+        return bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
+
+    def restore_aof(self, container_id: str, repaired: bool = False) -> bool:
+        """After an aof-off: repair (unless just done), turn AOF on, verify; else try again later."""
+        fb = self.journal.fallback(container_id)
+        if not fb:
+            return False
+        steps = [] if repaired else ["repair-ownership"]
+        step = max((a.step for a in self.journal.actions(fb["incident_id"])), default=-1) + 1
+        results = {}
+        for action in [*steps, "aof-on"]:
+            self.journal.start_action(fb["incident_id"], step, action)
+            result = self.executor.run(container_id, action)
+            results[action] = result
+            self.journal.finish_action(fb["incident_id"], step, result.result, None, result.detail)
+            step += 1
+            if action == "repair-ownership" and result.result == "failed":
+                break
+        verdict = self.executor.verify(container_id, self.config.verify.get("persist-again", 10)) \
+            if results.get("aof-on") and results["aof-on"].ok else None
+        if verdict is not None and verdict.healthy:
+            self.journal.clear_fallback(container_id)
+            self.telemetry.emit("aof-restored", incident=fb["incident_id"], container=fb["container_name"],
+                                message="AOF is back on after a successful repair and rewrite: durability restored")
+            return True
+        delay = min(self.config.aof_retry * 2 ** fb["tries"], self.config.aof_max_retry)
+        self.journal.fallback_retry(container_id, self.clock() + delay)
+        self.telemetry.emit("aof-restore-failed", incident=fb["incident_id"], container=fb["container_name"],
+                            results={a: r.result for a, r in results.items()}, retry_in=delay)
+        return False

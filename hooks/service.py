@@ -1,0 +1,81 @@
+"""`ownvol watch` assembled: journal, strategies, telemetry, executor, recovery, watcher, /status."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import docker
+
+from hooks.executor import DockerExecutor
+from hooks.journal import Journal
+from hooks.recovery import Recovery
+from hooks.strategies import load
+from hooks.telemetry import Telemetry, serve
+from hooks.watcher import Watcher
+
+DEFAULT_STATE_DIR = "/var/lib/ownvol/hook"
+DEFAULT_METRICS = "127.0.0.1:9808"
+
+
+@dataclass
+class Options:
+    state_dir: str = DEFAULT_STATE_DIR
+    db: str | None = None
+    metrics_addr: str | None = DEFAULT_METRICS
+    webhook: str | None = None
+    selector: dict[str, str] = field(default_factory=dict)
+    strategies: str | None = None
+    interval: float = 5.0
+    repair_via: str = "auto"
+    helper_image: str | None = None
+
+    @property
+    def db_path(self) -> str:
+        return self.db or os.path.join(self.state_dir, "journal.sqlite")
+
+
+def engine() -> docker.DockerClient:
+    return docker.from_env(timeout=60)
+
+
+def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
+    os.makedirs(options.state_dir, exist_ok=True)
+    journal = Journal(options.db_path)
+    telemetry = Telemetry(webhook=options.webhook)
+    config = load(options.strategies)
+    holder: dict[str, docker.DockerClient] = {}
+
+    def client() -> docker.DockerClient:
+        if "c" not in holder:
+            holder["c"] = engine()
+        return holder["c"]
+
+    executor = DockerExecutor(client, options.repair_via, options.helper_image)
+    recovery = Recovery(journal, config, telemetry, executor)
+    watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
+    return watcher, recovery, telemetry
+
+
+def status_of(watcher: Watcher, recovery: Recovery) -> dict:
+    journal = recovery.journal
+    rates = [{"type": t, "action": a, "succeeded": ok, "failed": bad}
+             for (t, a), (ok, bad) in sorted(journal.rates().items())]
+    return {**watcher.status(),
+            "open_incidents": [{"id": i.id, "container": i.container_name, "type": i.error_type,
+                                "origin": i.origin} for i in journal.open_incidents()],
+            "success_rates": rates}
+
+
+def run(options: Options) -> None:
+    watcher, recovery, telemetry = build(options)
+    server = None
+    if options.metrics_addr:
+        server = serve(options.metrics_addr, telemetry.metrics, lambda: status_of(watcher, recovery))
+    telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
+                   metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via)
+    try:
+        watcher.run()
+    finally:
+        if server:
+            server.shutdown()

@@ -1,0 +1,106 @@
+"""Telling people: JSON-line events on stdout, an optional webhook, Prometheus metrics and /status."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, TextIO
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from hooks.health import STATES
+
+WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.incidents = Counter("ownvol_hook_incidents", "Incidents opened, by error type", ["type"],
+                                 registry=self.registry)
+        self.recoveries = Counter("ownvol_hook_recovery_actions", "Recovery actions, by action and result",
+                                  ["action", "result"], registry=self.registry)
+        self.outcomes = Counter("ownvol_hook_incident_outcomes", "Incidents closed, by type and outcome",
+                                ["type", "outcome"], registry=self.registry)
+        self.recovery_seconds = Histogram("ownvol_hook_recovery_seconds", "From detection to verified recovery",
+                                          ["type"], registry=self.registry,
+                                          buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
+        self.detection_seconds = Histogram("ownvol_hook_detection_seconds",
+                                           "From Redis writing a failure line to the hook seeing it",
+                                           registry=self.registry,
+                                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+        self.health = Gauge("ownvol_hook_container_health", "1 for the current health state of a container",
+                            ["container", "state"], registry=self.registry)
+
+    def set_health(self, container: str, state: str) -> None:
+        for s in STATES:
+            self.health.labels(container=container, state=s).set(1 if s == state else 0)
+
+    def forget(self, container: str) -> None:
+        for s in STATES:
+            try:
+                self.health.remove(container, s)
+            except KeyError:
+                pass
+
+
+class Telemetry:
+    def __init__(self, out: TextIO = sys.stdout, webhook: str | None = None) -> None:
+        self.out = out
+        self.webhook = webhook
+        self.metrics = Metrics()
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields) -> dict:
+        record = {"ts": round(time.time(), 3), "event": event, **fields}
+        line = json.dumps(record, default=str, sort_keys=False)
+        with self._lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+        if self.webhook and event in WEBHOOK_EVENTS:
+            threading.Thread(target=self._post, args=(record,), daemon=True).start()
+        return record
+
+    def _post(self, record: dict) -> None:
+        request = urllib.request.Request(self.webhook, data=json.dumps(record, default=str).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                reply.read()
+        except OSError as exc:
+            with self._lock:
+                self.out.write(json.dumps({"ts": round(time.time(), 3), "event": "webhook-failed",
+                                           "for": record["event"], "error": str(exc)}) + "\n")
+                self.out.flush()
+
+
+def serve(address: str, metrics: Metrics, status: Callable[[], dict]) -> ThreadingHTTPServer:
+    """/metrics (Prometheus) and /status (JSON) on host:port, in a daemon thread."""
+    host, _, port = address.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            if self.path == "/metrics":
+                body, ctype = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+            elif self.path == "/status":
+                body, ctype = json.dumps(status(), default=str).encode(), "application/json"
+            else:
+                self.send_error(404, "try /status or /metrics")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
+    return server

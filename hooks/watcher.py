@@ -1,0 +1,244 @@
+"""Which containers to watch, as the engine tells it: events, followed logs, steady health probes.
+
+Event-driven: the engine's event stream (start, die, health_status, oom, destroy) and one log-follow
+thread per watched container feed detection; a probe loop (woken by events, else every interval)
+feeds health. Survives an engine restart (reconnects, picks the containers up again) and its own
+restart (picks up containers already running; open incidents resume from the journal).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import docker
+import requests
+
+from hooks import patterns
+from hooks.executor import DockerExecutor
+from hooks.recovery import Recovery
+from hooks.targets import is_watched
+from hooks.telemetry import Telemetry
+
+EVENTS = ("start", "die", "health_status", "oom", "destroy")
+INCIDENT_STATES = ("refusing-writes", "latent")
+
+
+def timestamp_ns(stamp: str) -> int:
+    """Docker's RFC 3339 log/event time with nanoseconds -> integer nanoseconds since the epoch."""
+    stamp = stamp.rstrip("Z")
+    whole, _, frac = stamp.partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp()
+    return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+@dataclass
+class Watched:
+    id: str
+    name: str
+    last_log_ns: int = 0
+    follower: threading.Thread | None = None
+    health: str = "unknown"
+    reasons: list[str] = field(default_factory=list)
+    target: dict = field(default_factory=dict)
+
+
+class Watcher:
+    def __init__(self, client: Callable[[], docker.DockerClient], selector: dict[str, str], recovery: Recovery,
+                 telemetry: Telemetry, executor: DockerExecutor, interval: float = 5.0) -> None:
+        self.client = client
+        self.selector = selector
+        self.recovery = recovery
+        self.telemetry = telemetry
+        self.executor = executor
+        self.interval = interval
+        self.watched: dict[str, Watched] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._resumed = False
+
+    # --- the main loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        threading.Thread(target=self._probe_loop, name="health", daemon=True).start()
+        backoff, connected_once = 0.5, False
+        while not self._stop.is_set():
+            try:
+                client = self.client()
+                client.ping()
+                since = time.time()
+                self.telemetry.emit("engine-connected", reconnect=connected_once)
+                connected_once, backoff = True, 0.5
+                self.pickup(client)
+                if not self._resumed:
+                    self._resumed = True
+                    self.recovery.resume(self._exists)
+                filters = {"type": "container"}
+                if self.selector:
+                    filters["label"] = [f"{k}={v}" for k, v in self.selector.items()]
+                for event in client.api.events(decode=True, since=int(since), filters=filters):
+                    self.on_event(event)
+                    if self._stop.is_set():
+                        return
+                self.telemetry.emit("engine-disconnected", error="event stream ended")
+            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+                if connected_once:
+                    self.telemetry.emit("engine-disconnected", error=str(exc)[:200])
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 10)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _exists(self, container_id: str) -> bool:
+        try:
+            self.client().containers.get(container_id)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    def pickup(self, client: docker.DockerClient) -> None:
+        filters = {"label": [f"{k}={v}" for k, v in self.selector.items()]} if self.selector else {}
+        for container in client.containers.list(all=True, filters=filters):
+            if not is_watched(container.attrs, self.selector):
+                continue
+            w = self.track(container)
+            if container.status == "running":
+                self.follow(w, since_ns=w.last_log_ns or time.time_ns())
+            elif container.status in ("restarting", "exited") and \
+                    (container.attrs.get("State") or {}).get("ExitCode", 0) != 0:
+                self.scan(container, w, tail=50)
+        self._wake.set()
+
+    def track(self, container) -> Watched:
+        with self._lock:
+            w = self.watched.get(container.id)
+            if w is None:
+                w = self.watched[container.id] = Watched(container.id, container.name)
+                self.telemetry.emit("watching", container=container.name, id=container.id[:12],
+                                    image=(container.attrs.get("Config") or {}).get("Image"))
+            return w
+
+    # --- events ---------------------------------------------------------------------------------
+    def on_event(self, event: dict) -> None:
+        action = (event.get("Action") or event.get("status") or "").split(":")[0]
+        if action not in EVENTS:
+            return
+        cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+        name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", cid[:12])
+        if action == "destroy":
+            with self._lock:
+                gone = self.watched.pop(cid, None)
+            if gone:
+                self.telemetry.metrics.forget(gone.name)
+                self.telemetry.emit("unwatched", container=gone.name, why="destroyed")
+            return
+        try:
+            container = self.client().containers.get(cid)
+        except docker.errors.NotFound:
+            return
+        if not is_watched(container.attrs, self.selector):
+            return
+        w = self.track(container)
+        if action == "start":
+            started_ns = int(event.get("timeNano") or time.time_ns())
+            self.follow(w, since_ns=max(w.last_log_ns, started_ns - 2_000_000_000))
+        elif action == "die":
+            exit_code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
+            self.telemetry.emit("died", container=name, exit_code=exit_code)
+            self.scan(container, w)
+        elif action == "oom":
+            self.telemetry.emit("oom", container=name)
+        self._wake.set()
+
+    # --- logs -----------------------------------------------------------------------------------
+    def follow(self, w: Watched, since_ns: int) -> None:
+        with self._lock:
+            if w.follower and w.follower.is_alive():
+                return
+            w.follower = threading.Thread(target=self._follow, args=(w, since_ns), name=f"logs-{w.name}",
+                                          daemon=True)
+            w.follower.start()
+
+    def _follow(self, w: Watched, since_ns: int) -> None:
+        try:
+            container = self.client().containers.get(w.id)
+            stream = container.logs(stream=True, follow=True, timestamps=True, since=since_ns / 1e9)
+            buffer = ""
+            for chunk in stream:
+                buffer += chunk.decode(errors="replace")
+                *lines, buffer = buffer.split("\n")
+                for line in lines:
+                    self.on_line(w, line)
+            if buffer:
+                self.on_line(w, buffer)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            pass
+
+    def scan(self, container, w: Watched, tail: int | None = None) -> None:
+        """Read what was logged since the last line seen (or the last `tail` lines): nothing is missed."""
+        try:
+            kwargs = {"tail": tail} if tail else {"since": w.last_log_ns / 1e9} if w.last_log_ns else {"tail": 50}
+            text = container.logs(timestamps=True, **kwargs).decode(errors="replace")
+        except docker.errors.DockerException:
+            return
+        for line in text.splitlines():
+            self.on_line(w, line)
+
+    def on_line(self, w: Watched, line: str) -> None:
+        stamp, _, text = line.partition(" ")
+        try:
+            ts = timestamp_ns(stamp)
+        except ValueError:
+            return
+        with self._lock:
+            if ts <= w.last_log_ns:
+                return
+            w.last_log_ns = ts
+        detection = patterns.match(text)
+        if detection is None:
+            return
+        lag = max(0.0, time.time() - ts / 1e9)
+        self.telemetry.metrics.detection_seconds.observe(lag)
+        self.telemetry.emit("detected", container=w.name, lag=round(lag, 3), **detection.as_dict())
+        self.recovery.report(w.id, w.name, detection.error_type, "log", detection.as_dict(), detected_at=ts / 1e9)
+
+    # --- health ---------------------------------------------------------------------------------
+    def _probe_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            for w in list(self.watched.values()):
+                try:
+                    self.check(w)
+                except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
+                    self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
+
+    def check(self, w: Watched) -> None:
+        health = self.executor.health(w.id)
+        if health.container == "gone":
+            return
+        if health.state != w.health:
+            self.telemetry.emit("health", container=w.name, state=health.state, previous=w.health,
+                                reasons=health.reasons)
+            w.health = health.state
+            self.telemetry.metrics.set_health(w.name, health.state)
+        w.reasons = health.reasons
+        if health.healthy:
+            self.recovery.healthy(w.id)
+            if self.recovery.fallback_due(w.id):
+                self.recovery.restore_aof(w.id)
+        elif health.state in INCIDENT_STATES and not self.recovery.busy(w.id):
+            wrong_owner = bool(health.owner) and not health.owner.get("ok", True)
+            self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
+                                 "health", {"state": health.state, "reasons": health.reasons,
+                                            "message": "; ".join(health.reasons)})
+
+    def status(self) -> dict:
+        return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,
+                                "following": bool(w.follower and w.follower.is_alive()),
+                                "incident": self.recovery.busy(w.id)} for w in list(self.watched.values())]}
