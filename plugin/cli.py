@@ -1,5 +1,23 @@
-"""`ownvol plugin`: filled in by the driver."""
+"""`ownvol plugin`: the volume driver in the foreground."""
 
 import click
 
-commands: list[click.Command] = []
+from plugin.settings import SettingsError, from_env
+
+
+@click.command("plugin")
+def plugin_command() -> None:
+    """Serve the ownvol volume driver on its unix socket (settings: OWNVOL_* environment variables)."""
+    from plugin.serve import AlreadyServing, serve
+
+    try:
+        settings = from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        serve(settings)
+    except AlreadyServing as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+commands: list[click.Command] = [plugin_command]

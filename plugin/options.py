@@ -1,0 +1,153 @@
+"""Volume names and `-o` options: parsed and checked before anything touches the disk.
+
+Every refusal is a ValueError whose message names the option and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from ownvol.profiles import PROFILES, get_profile
+
+NAME_MAX = 128
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_OCTAL = re.compile(r"(0o)?[0-7]{1,5}")
+ID_MAX = 2**32 - 2  # 2^32-1 is (uid_t)-1, "leave unchanged" to chown(2)
+MODE_MAX = 0o7777
+POLICIES = ("on-root-mismatch", "always", "never")
+OPTIONS = ("gid", "mode", "path", "policy", "profile", "uid")
+
+# Never adopted, nor anything below them.
+SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+    "/sys", "/usr", "/var/run", "/var/lib/docker", "/var/lib/containerd", "/var/lib/dpkg", "/var/lib/apt",
+    "/var/log", "/var/cache", "/var/spool", "/snap",
+)
+# Never adopted themselves (a directory below them may be, if an allowed root covers it).
+SYSTEM_DIRS = ("/", "/home", "/mnt", "/media", "/opt", "/root", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Plugin-wide defaults (OWNVOL_DEFAULT_*), already resolved through the default profile."""
+
+    uid: int = 999
+    gid: int = 999
+    mode: int = 0o755
+    policy: str = "on-root-mismatch"
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """What a volume is: who owns it, its root's mode, how mounts check it, where it lives if adopted."""
+
+    uid: int
+    gid: int
+    mode: int
+    policy: str
+    profile: str | None = None
+    path: str | None = None
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"Name must be a string, got {type(name).__name__}")
+    if not name:
+        raise ValueError("Name is empty; a volume name matches [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"Name is {len(name)} characters long; at most {NAME_MAX} are allowed")
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"Name {name!r} is not a valid volume name: it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    return name
+
+
+def parse_id(option: str, text: str) -> int:
+    if not _DIGITS.fullmatch(text) or int(text) > ID_MAX:
+        raise ValueError(f"option {option}: {text!r} is not an integer from 0 to {ID_MAX}")
+    return int(text)
+
+
+def parse_mode(text: str) -> int:
+    if not _OCTAL.fullmatch(text) or int(text.removeprefix("0o"), 8) > MODE_MAX:
+        raise ValueError(f"option mode: {text!r} is not an octal mode from 0 to 7777 (for example 0755)")
+    return int(text.removeprefix("0o"), 8)
+
+
+def parse_policy(text: str) -> str:
+    if text not in POLICIES:
+        raise ValueError(f"option policy: {text!r} is not a policy; use one of {', '.join(POLICIES)}")
+    return text
+
+
+def parse_profile(text: str):
+    try:
+        return get_profile(text)
+    except KeyError:
+        raise ValueError(f"option profile: {text!r} is not a known profile; known profiles: "
+                         f"{', '.join(sorted(PROFILES))}") from None
+
+
+def parse_defaults(uid: str | None = None, gid: str | None = None, mode: str | None = None,
+                   policy: str | None = None, profile: str | None = None) -> Defaults:
+    """Plugin-wide defaults from their text; a default profile fills what uid, gid and mode leave unset."""
+    base = Defaults()
+    prof = parse_profile(profile) if profile else None
+    return Defaults(
+        uid=parse_id("uid", uid) if uid is not None else (prof.uid if prof else base.uid),
+        gid=parse_id("gid", gid) if gid is not None else (prof.gid if prof else base.gid),
+        mode=parse_mode(mode) if mode is not None else (prof.mode if prof else base.mode),
+        policy=parse_policy(policy) if policy is not None else base.policy,
+        profile=prof.name if prof else None,
+    )
+
+
+def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[str, ...] = ()) -> str:
+    """The rules path= must meet on paper (the disk checks come at Create); returns the path."""
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"option path: {path!r} {why}")
+
+    if "\0" in path:
+        raise refuse("contains a NUL byte")
+    if not os.path.isabs(path):
+        raise refuse("is not an absolute path")
+    if os.path.normpath(path) != path or path.startswith("//"):
+        raise refuse(f"is not in normal form (write it as {os.path.normpath(path)!r})")
+    if path in SYSTEM_DIRS:
+        raise refuse("is a system directory; adopt a directory below it")
+    for tree in SYSTEM_TREES + own_trees:
+        if path == tree or path.startswith(tree + "/"):
+            raise refuse(f"is inside {tree}, which ownvol never adopts")
+    if not allowed_roots:
+        raise refuse("cannot be adopted: adoption is off (OWNVOL_ALLOWED_ROOTS is empty)")
+    if not any(path.startswith(root.rstrip("/") + "/") for root in allowed_roots):
+        raise refuse(f"is not below an allowed root ({', '.join(allowed_roots)}; plugin setting OWNVOL_ALLOWED_ROOTS)")
+    return path
+
+
+def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ...] = (),
+                  own_trees: tuple[str, ...] = ()) -> VolumeSpec:
+    """A VolumeSpec from Create's Opts: explicit uid/gid/mode, else the profile's, else the defaults."""
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise ValueError(f"Opts must be an object of option=value strings, got {type(opts).__name__}")
+    unknown = sorted(k for k in opts if k not in OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; valid options: {', '.join(OPTIONS)}")
+    for key, value in opts.items():
+        if not isinstance(value, str):
+            raise ValueError(f"option {key}: expected a string value, got {type(value).__name__}")
+    prof = parse_profile(opts["profile"]) if "profile" in opts else None
+    base_uid, base_gid, base_mode = (prof.uid, prof.gid, prof.mode) if prof else (defaults.uid, defaults.gid, defaults.mode)
+    return VolumeSpec(
+        uid=parse_id("uid", opts["uid"]) if "uid" in opts else base_uid,
+        gid=parse_id("gid", opts["gid"]) if "gid" in opts else base_gid,
+        mode=parse_mode(opts["mode"]) if "mode" in opts else base_mode,
+        policy=parse_policy(opts["policy"]) if "policy" in opts else defaults.policy,
+        profile=prof.name if prof else defaults.profile,
+        path=check_adoptable(opts["path"], allowed_roots, own_trees) if "path" in opts else None,
+    )

@@ -1,0 +1,92 @@
+"""Serve the driver with gunicorn on its unix socket, in the foreground."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import socket
+
+from gunicorn.app.base import BaseApplication
+
+from plugin.settings import Settings
+from plugin.store import Store
+from plugin.volumes import Volumes
+
+log = logging.getLogger("ownvol.plugin")
+
+
+class AlreadyServing(RuntimeError):
+    pass
+
+
+def answers(sock_path: str, timeout: float = 2.0) -> bool:
+    """Whether a plugin already answers Plugin.Activate on sock_path."""
+    conn = UnixHTTPConnection(sock_path, timeout=timeout)
+    try:
+        conn.request("POST", "/Plugin.Activate", body=b"{}")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over AF_UNIX: what the daemon speaks to a plugin."""
+
+    def __init__(self, sock_path: str, timeout: float = 60.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.sock_path = sock_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.sock_path)
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        for key, value in {
+            "bind": [f"unix:{s.socket}"],
+            "workers": s.workers,
+            "worker_class": "sync",
+            "umask": 0o077,  # the socket is born 0600: root only
+            "timeout": 600,  # a Mount may walk a large tree
+            "graceful_timeout": 30,
+            "loglevel": s.log_level.lower(),
+            "errorlog": "-",
+            "accesslog": None,
+            "proc_name": f"ownvol-plugin-{s.driver_name}",
+            "when_ready": lambda server: os.chmod(s.socket, 0o600),
+            # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every instance on the host
+            "control_socket_disable": True,
+        }.items():
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
+
+    def load(self):
+        from plugin.app import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings) -> None:
+    """Recover interrupted work once, then serve until SIGTERM/SIGINT."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    if answers(settings.socket):
+        raise AlreadyServing(f"a plugin already answers on {settings.socket}; stop it first")
+    os.makedirs(os.path.dirname(settings.socket), mode=0o755, exist_ok=True)
+    os.makedirs(settings.root, mode=0o700, exist_ok=True)
+    store = Store(settings.db_path)
+    for line in Volumes(settings, store).recover():
+        log.info("recover: %s", line)
+    store.close()
+    log.info("driver %s on %s (root %s, mount root %s, %d workers)", settings.driver_name, settings.socket,
+             settings.root, settings.mount_root or "-", settings.workers)
+    _Gunicorn(settings).run()

@@ -1,0 +1,83 @@
+"""The driver's settings, read from the environment once at start.
+
+The managed plugin maps these same names to `docker plugin set`, so they are part of the interface.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from plugin.options import Defaults, parse_defaults
+
+DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    driver_name: str
+    socket: str
+    root: str
+    defaults: Defaults
+    allowed_roots: tuple[str, ...]
+    mount_root: str
+    log_level: str
+    workers: int
+
+    @property
+    def volumes_dir(self) -> str:
+        return os.path.join(self.root, "volumes")
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.root, "ownvol.db")
+
+
+def _roots(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_ALLOWED_ROOTS
+    roots = tuple(r for r in value.split(":") if r)
+    for r in roots:
+        if not os.path.isabs(r) or os.path.normpath(r) != r:
+            raise SettingsError(f"OWNVOL_ALLOWED_ROOTS: {r!r} is not a normalised absolute path")
+    return roots
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    """Settings from env (os.environ by default); SettingsError names the variable that is wrong."""
+    env = dict(os.environ if env is None else env)
+    name = env.get("OWNVOL_DRIVER_NAME") or "ownvol"
+    if "/" in name or name in (".", ".."):
+        raise SettingsError(f"OWNVOL_DRIVER_NAME: {name!r} must not contain '/'")
+    root = env.get("OWNVOL_ROOT") or "/var/lib/ownvol"
+    mount_root = env.get("OWNVOL_MOUNT_ROOT", "")
+    for var, path in (("OWNVOL_ROOT", root), ("OWNVOL_MOUNT_ROOT", mount_root)):
+        if path and not os.path.isabs(path):
+            raise SettingsError(f"{var}: {path!r} is not an absolute path")
+    try:
+        defaults = parse_defaults(
+            uid=env.get("OWNVOL_DEFAULT_UID") or None,
+            gid=env.get("OWNVOL_DEFAULT_GID") or None,
+            mode=env.get("OWNVOL_DEFAULT_MODE") or None,
+            policy=env.get("OWNVOL_DEFAULT_POLICY") or None,
+            profile=env.get("OWNVOL_DEFAULT_PROFILE") or None,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"OWNVOL_DEFAULT_*: {exc}") from None
+    workers_text = env.get("OWNVOL_WORKERS") or "2"
+    if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
+        raise SettingsError(f"OWNVOL_WORKERS: {workers_text!r} is not a number of workers from 1 to 64")
+    return Settings(
+        driver_name=name,
+        socket=env.get("OWNVOL_SOCKET") or f"/run/docker/plugins/{name}.sock",
+        root=os.path.normpath(root),
+        defaults=defaults,
+        allowed_roots=_roots(env.get("OWNVOL_ALLOWED_ROOTS")),
+        mount_root=os.path.normpath(mount_root) if mount_root else "",
+        log_level=(env.get("OWNVOL_LOG_LEVEL") or "INFO").upper(),
+        workers=int(workers_text),
+    )

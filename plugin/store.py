@@ -1,0 +1,195 @@
+"""The driver's state in SQLite: volumes, their mount references, their last check and repair.
+
+WAL, a busy timeout and BEGIN IMMEDIATE transactions make it safe for several gunicorn
+workers (each opens its own connection); synchronous=FULL makes a committed change survive
+a crash. A volume row carries a state: 'creating' and 'removing' are written before the disk
+is touched, so a crash between the database and the disk is found and finished at the next
+start (see volumes.Volumes.recover).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from plugin.options import VolumeSpec
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'removing')),
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    profile TEXT,
+    path TEXT NOT NULL UNIQUE,
+    adopted INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    last_check TEXT,
+    last_check_result TEXT,
+    last_repair_at TEXT,
+    last_repair_changed INTEGER,
+    last_repair_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS mounts (
+    volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    count INTEGER NOT NULL CHECK (count > 0),
+    since TEXT NOT NULL,
+    PRIMARY KEY (volume, id)
+);
+"""
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    name: str
+    state: str
+    spec: VolumeSpec
+    path: str
+    adopted: bool
+    created_at: str
+    last_check: str | None = None
+    last_check_result: str | None = None
+    last_repair_at: str | None = None
+    last_repair_changed: int | None = None
+    last_repair_seconds: float | None = None
+
+
+class Store:
+    def __init__(self, db_path: str, busy_timeout_ms: int = 30_000) -> None:
+        self.db_path = db_path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This process's connection: a connection never crosses a fork into a gunicorn worker."""
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._connect()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(self.db_path) or ".", mode=0o700, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.db_path} has schema {version}, newer than this ownvol ({SCHEMA_VERSION})")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE), committed or rolled back whole."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- volumes
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> VolumeRecord:
+        spec = VolumeSpec(uid=row["uid"], gid=row["gid"], mode=row["mode"], policy=row["policy"],
+                          profile=row["profile"], path=row["path"] if row["adopted"] else None)
+        return VolumeRecord(
+            name=row["name"], state=row["state"], spec=spec, path=row["path"], adopted=bool(row["adopted"]),
+            created_at=row["created_at"], last_check=row["last_check"], last_check_result=row["last_check_result"],
+            last_repair_at=row["last_repair_at"], last_repair_changed=row["last_repair_changed"],
+            last_repair_seconds=row["last_repair_seconds"],
+        )
+
+    def get(self, name: str) -> VolumeRecord | None:
+        row = self.conn.execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
+        return self._record(row) if row else None
+
+    def all(self, state: str | None = None) -> list[VolumeRecord]:
+        if state is None:
+            rows = self.conn.execute("SELECT * FROM volumes ORDER BY name").fetchall()
+        else:
+            rows = self.conn.execute("SELECT * FROM volumes WHERE state = ? ORDER BY name", (state,)).fetchall()
+        return [self._record(r) for r in rows]
+
+    def insert(self, record: VolumeRecord) -> None:
+        s = record.spec
+        self.conn.execute(
+            "INSERT INTO volumes (name, state, uid, gid, mode, policy, profile, path, adopted, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.name, record.state, s.uid, s.gid, s.mode, s.policy, s.profile, record.path,
+             int(record.adopted), record.created_at),
+        )
+
+    def set_state(self, name: str, state: str) -> None:
+        self.conn.execute("UPDATE volumes SET state = ? WHERE name = ?", (state, name))
+
+    def delete(self, name: str) -> None:
+        self.conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
+
+    def record_check(self, name: str, at: str, result: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE volumes SET last_check = ?, last_check_result = ? WHERE name = ?", (at, result, name))
+
+    def record_repair(self, name: str, at: str, changed: int, seconds: float) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE volumes SET last_repair_at = ?, last_repair_changed = ?, last_repair_seconds = ? WHERE name = ?",
+                (at, changed, seconds, name),
+            )
+
+    # -- mount references
+
+    def add_ref(self, name: str, mount_id: str, at: str) -> int:
+        """Count one more Mount of (name, mount_id); return the volume's references in all."""
+        self.conn.execute(
+            "INSERT INTO mounts (volume, id, count, since) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (volume, id) DO UPDATE SET count = count + 1",
+            (name, mount_id, at),
+        )
+        return self.refs(name)
+
+    def drop_ref(self, name: str, mount_id: str) -> tuple[bool, int]:
+        """Count one Unmount; return (whether the ID was known, the volume's references left)."""
+        row = self.conn.execute("SELECT count FROM mounts WHERE volume = ? AND id = ?", (name, mount_id)).fetchone()
+        if row is None:
+            return False, self.refs(name)
+        if row["count"] > 1:
+            self.conn.execute("UPDATE mounts SET count = count - 1 WHERE volume = ? AND id = ?", (name, mount_id))
+        else:
+            self.conn.execute("DELETE FROM mounts WHERE volume = ? AND id = ?", (name, mount_id))
+        return True, self.refs(name)
+
+    def refs(self, name: str) -> int:
+        return self.conn.execute("SELECT COALESCE(SUM(count), 0) FROM mounts WHERE volume = ?", (name,)).fetchone()[0]
+
+    def mount_ids(self, name: str) -> dict[str, int]:
+        rows = self.conn.execute("SELECT id, count FROM mounts WHERE volume = ? ORDER BY since", (name,)).fetchall()
+        return {r["id"]: r["count"] for r in rows}

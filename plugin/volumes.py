@@ -1,0 +1,326 @@
+"""The volumes service: create, mount, unmount, remove, get, list. It knows nothing of HTTP.
+
+Every change on disk follows one pattern: the intent is committed to the store first
+('creating', 'removing'), then the disk is changed, then the row is finished. `recover`
+(run once at start, before the workers) completes or undoes whatever a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ownvol import ownership
+from plugin import binds
+from plugin.errors import InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
+from plugin.options import VolumeSpec, parse_options, validate_name
+from plugin.settings import Settings
+from plugin.store import Store, VolumeRecord
+
+log = logging.getLogger("ownvol.plugin")
+
+
+class _NotOurs(PluginError):
+    """The data directory was there before this create: a refusal must leave it as it was."""
+
+
+_ONGOING = {"creating": "created", "removing": "removed"}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class VolumeView:
+    """What Get and List show of a volume."""
+
+    name: str
+    mountpoint: str
+    created_at: str
+    status: dict = field(default_factory=dict)
+
+
+def _describe(spec: VolumeSpec) -> str:
+    text = f"uid={spec.uid} gid={spec.gid} mode={spec.mode:04o} policy={spec.policy}"
+    if spec.profile:
+        text += f" profile={spec.profile}"
+    return text + (f" path={spec.path}" if spec.path else "")
+
+
+def _symlink_in(path: str) -> str | None:
+    """The first component of path that is a symlink or not a directory; None if there is none."""
+    current = "/"
+    for part in path.strip("/").split("/"):
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return f"{current} is a symlink"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{current} is not a directory"
+    return None
+
+
+class Volumes:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.trash = os.path.join(settings.root, "trash")
+
+    # -- helpers
+
+    def _mountpoint(self, record: VolumeRecord) -> str:
+        if self.settings.mount_root:
+            return os.path.join(self.settings.mount_root, record.name)
+        return record.path
+
+    def _ready(self, name: str) -> VolumeRecord:
+        record = self.store.get(name)
+        if record is None or record.state != "ready":
+            raise NoSuchVolume(name)
+        return record
+
+    def _own_trees(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.settings.root, self.settings.mount_root) if p)
+
+    # -- create
+
+    def create(self, name: str, opts: object) -> None:
+        try:
+            validate_name(name)
+            spec = parse_options(opts, self.settings.defaults, self.settings.allowed_roots, self._own_trees())
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        path = spec.path or os.path.join(self.settings.volumes_dir, name)
+        if spec.path and (why := _symlink_in(spec.path)):
+            raise InvalidRequest(f"option path: {spec.path!r} refused: {why}; ownvol never follows a symlink")
+        with self.store.transaction():
+            existing = self.store.get(name)
+            if existing is not None:
+                return self._exists(existing, spec)
+            self._check_path_free(path)
+            self.store.insert(VolumeRecord(name, "creating", spec, path, bool(spec.path), now()))
+        try:
+            self._make_dir(path, spec)
+        except _NotOurs:
+            self._undo_create(name, discard=False)
+            raise
+        except BaseException:
+            self._undo_create(name)
+            raise
+        with self.store.transaction():
+            self.store.set_state(name, "ready")
+
+    def _exists(self, existing: VolumeRecord, spec: VolumeSpec) -> None:
+        if existing.state != "ready":
+            raise PluginError(f"volume {existing.name} is being {_ONGOING[existing.state]} (or that was "
+                              "interrupted: restarting the plugin finishes it); try again")
+        if existing.spec != spec:
+            raise InvalidRequest(f"volume {existing.name} already exists with {_describe(existing.spec)}; "
+                                 f"asked for {_describe(spec)}; remove it first to change its options")
+
+    def _check_path_free(self, path: str) -> None:
+        for other in self.store.all():
+            if path == other.path or path.startswith(other.path + "/") or other.path.startswith(path + "/"):
+                raise InvalidRequest(f"option path: {path!r} overlaps volume {other.name} at {other.path}")
+
+    def _make_dir(self, path: str, spec: VolumeSpec) -> None:
+        """Managed: a new directory with the owner and mode. Adopted: made if absent, else repaired whole."""
+        if spec.path is None:
+            os.makedirs(self.settings.volumes_dir, mode=0o700, exist_ok=True)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                raise _NotOurs(f"data directory {path} already exists but belongs to no volume; "
+                                  "move it away, then create the volume again") from None
+            ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=False)
+        elif not os.path.lexists(path):
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            os.mkdir(path, 0o700)
+            ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=False)
+        else:
+            try:
+                ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=spec.policy != "never")
+            except ownership.OwnershipError as exc:
+                raise InvalidRequest(f"option path: {exc}") from None
+
+    def _undo_create(self, name: str, discard: bool = True) -> None:
+        """Leave nothing behind of an unfinished create (an adopted directory's data is never deleted)."""
+        record = self.store.get(name)
+        if record is None:
+            return
+        if discard and not record.adopted:
+            self._discard_dir(record.path)
+        with self.store.transaction():
+            self.store.delete(name)
+
+    def _discard_dir(self, path: str) -> None:
+        """Move a managed data directory to the trash (one rename), then delete it there."""
+        os.makedirs(self.trash, mode=0o700, exist_ok=True)
+        target = os.path.join(self.trash, uuid.uuid4().hex)
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(target)
+
+    # -- remove
+
+    def remove(self, name: str) -> None:
+        with self.store.transaction():
+            record = self.store.get(name)
+            if record is None or record.state == "creating":
+                raise NoSuchVolume(name)
+            refs = self.store.mount_ids(name)
+            if refs:
+                raise VolumeInUse(f"volume {name} is in use: mounted {sum(refs.values())} time(s) "
+                                  f"(mount IDs {', '.join(sorted(refs))}); stop the containers using it first")
+            self.store.set_state(name, "removing")
+        self._finish_remove(record)
+
+    def _finish_remove(self, record: VolumeRecord) -> None:
+        if self.settings.mount_root:
+            binds.unbind(self._mountpoint(record))
+        if not record.adopted:
+            self._discard_dir(record.path)
+        with self.store.transaction():
+            self.store.delete(record.name)
+
+    # -- mount
+
+    def mount(self, name: str, mount_id: str) -> str:
+        with self.store.transaction():
+            record = self._ready(name)
+            problem = self._data_problem(record)
+            if problem:
+                raise PluginError(f"volume {name} cannot be mounted: {problem}")
+            self.store.add_ref(name, mount_id, now())
+            if self.settings.mount_root:
+                self._ensure_bound(record)
+        try:
+            self._preflight(record)
+        except BaseException:
+            self.unmount(name, mount_id)
+            raise
+        return self._mountpoint(record)
+
+    def _data_problem(self, record: VolumeRecord) -> str | None:
+        try:
+            st = os.lstat(record.path)
+        except FileNotFoundError:
+            return f"its data directory {record.path} is missing (deleted by hand?)"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"its data directory {record.path} is not a directory"
+        if record.adopted and (why := _symlink_in(record.path)):
+            return f"{why}; ownvol never follows a symlink"
+        return None
+
+    def _ensure_bound(self, record: VolumeRecord) -> None:
+        target = self._mountpoint(record)
+        if not binds.is_mounted(target):
+            binds.bind(record.path, target)
+
+    def _preflight(self, record: VolumeRecord) -> None:
+        """Check the root; per policy walk and repair. Never returns with the root still wrong (unless policy never)."""
+        spec = record.spec
+        try:
+            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+            if spec.policy == "never" or (spec.policy == "on-root-mismatch" and state.ok):
+                result = "ok" if state.ok else f"mismatch, not repaired (policy never): {'; '.join(state.problems)}"
+                self.store.record_check(record.name, now(), result)
+                return
+            report = ownership.repair(record.path, spec.uid, spec.gid, spec.mode, walk=True)
+            after = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+        except ownership.OwnershipError as exc:
+            self.store.record_check(record.name, now(), f"failed: {exc}")
+            raise PluginError(f"volume {record.name}: {exc}") from None
+        found = "ok" if state.ok else "; ".join(state.problems)
+        result = f"{found}; walked {report.visited} entries, changed {report.changed}"
+        if report.skipped_hardlinks:
+            result += f", left {report.skipped_hardlinks} hard-linked"
+        if report.errors:
+            result += f", {len(report.errors)} errors (first: {report.errors[0]})"
+        self.store.record_check(record.name, now(), result)
+        self.store.record_repair(record.name, now(), report.changed, round(report.seconds, 6))
+        log.info("volume=%s repaired: %s", record.name, result)
+        if not after.ok:
+            raise PluginError(f"volume {record.name}: could not repair its root: {'; '.join(after.problems)}")
+
+    # -- unmount
+
+    def unmount(self, name: str, mount_id: str) -> None:
+        """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
+        with self.store.transaction():
+            record = self.store.get(name)
+            if record is None:
+                return
+            known, left = self.store.drop_ref(name, mount_id)
+            if known and left == 0 and self.settings.mount_root:
+                binds.unbind(self._mountpoint(record))
+
+    # -- get, list, path
+
+    def path(self, name: str) -> str:
+        return self._mountpoint(self._ready(name))
+
+    def get(self, name: str) -> VolumeView:
+        return self._view(self._ready(name))
+
+    def list(self) -> list[VolumeView]:
+        return [self._view(r) for r in self.store.all(state="ready")]
+
+    def _view(self, record: VolumeRecord) -> VolumeView:
+        spec = record.spec
+        repair = None
+        if record.last_repair_at:
+            repair = {"at": record.last_repair_at, "changed": record.last_repair_changed,
+                      "seconds": record.last_repair_seconds}
+        status = {
+            "uid": spec.uid,
+            "gid": spec.gid,
+            "mode": f"{spec.mode:04o}",
+            "policy": spec.policy,
+            "profile": spec.profile or "",
+            "path": record.path,
+            "adopted": record.adopted,
+            "created": record.created_at,
+            "last_check": record.last_check or "",
+            "last_check_result": record.last_check_result or "",
+            "last_repair": repair,
+            "mounts": self.store.refs(record.name),
+            "state": self._data_problem(record) or "ok",
+        }
+        return VolumeView(record.name, self._mountpoint(record), record.created_at, status)
+
+    # -- start-up
+
+    def recover(self) -> list[str]:
+        """Finish or undo what a crash interrupted; put MOUNT_ROOT binds back in line with the references."""
+        done = []
+        for record in self.store.all(state="creating"):
+            self._undo_create(record.name)
+            done.append(f"undid the interrupted create of {record.name}")
+        for record in self.store.all(state="removing"):
+            self._finish_remove(record)
+            done.append(f"finished the interrupted remove of {record.name}")
+        if os.path.isdir(self.trash):
+            for leftover in os.listdir(self.trash):
+                shutil.rmtree(os.path.join(self.trash, leftover), ignore_errors=True)
+        if self.settings.mount_root:
+            for record in self.store.all(state="ready"):
+                mounted = binds.is_mounted(self._mountpoint(record))
+                if self.store.refs(record.name) and not mounted and not self._data_problem(record):
+                    binds.bind(record.path, self._mountpoint(record))
+                    done.append(f"bound {record.name} again at {self._mountpoint(record)}")
+                elif not self.store.refs(record.name) and mounted:
+                    binds.unbind(self._mountpoint(record))
+                    done.append(f"unbound {record.name}: no references left")
+        return done

@@ -1,0 +1,128 @@
+"""The SQLite store: rows, states, mount references, and several processes writing at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from plugin.options import VolumeSpec
+from plugin.store import Store, VolumeRecord
+
+SPEC = VolumeSpec(999, 999, 0o755, "on-root-mismatch", "redis")
+
+
+def record(name: str, state: str = "ready", path: str | None = None) -> VolumeRecord:
+    return VolumeRecord(name, state, SPEC, path or f"/v/{name}", False, "2026-01-01T00:00:00Z")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "ownvol.db"))
+    yield s
+    s.close()
+
+
+def test_round_trip_and_states(store):
+    with store.transaction():
+        store.insert(record("a", "creating"))
+    assert store.get("a").state == "creating" and store.get("a").spec == SPEC
+    with store.transaction():
+        store.set_state("a", "ready")
+    assert [r.name for r in store.all(state="ready")] == ["a"]
+    store.record_check("a", "t1", "ok")
+    store.record_repair("a", "t2", 3, 0.5)
+    got = store.get("a")
+    assert (got.last_check, got.last_check_result, got.last_repair_changed, got.last_repair_seconds) == ("t1", "ok", 3, 0.5)
+    assert store.get("missing") is None
+
+
+def test_a_failed_transaction_leaves_nothing(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.insert(record("a"))
+            raise RuntimeError("disk said no")
+    assert store.get("a") is None
+
+
+def test_paths_are_unique(store):
+    with store.transaction():
+        store.insert(record("a", path="/srv/x"))
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.transaction():
+            store.insert(record("b", path="/srv/x"))
+
+
+def test_references_count_per_id(store):
+    with store.transaction():
+        store.insert(record("a"))
+        assert store.add_ref("a", "m1", "t") == 1
+        assert store.add_ref("a", "m1", "t") == 2  # docker cp mounts again with the same ID
+        assert store.add_ref("a", "m2", "t") == 3
+    assert store.mount_ids("a") == {"m1": 2, "m2": 1}
+    with store.transaction():
+        assert store.drop_ref("a", "unknown") == (False, 3)
+        assert store.drop_ref("a", "m1") == (True, 2)
+        assert store.drop_ref("a", "m1") == (True, 1)
+        assert store.drop_ref("a", "m1") == (False, 1)
+        assert store.drop_ref("a", "m2") == (True, 0)
+
+
+def test_references_go_with_the_volume(store):
+    with store.transaction():
+        store.insert(record("a"))
+        store.add_ref("a", "m1", "t")
+        store.delete("a")
+    assert store.refs("a") == 0
+
+
+def test_state_survives_reopening(tmp_path):
+    path = str(tmp_path / "ownvol.db")
+    first = Store(path)
+    with first.transaction():
+        first.insert(record("a"))
+        first.add_ref("a", "m1", "t")
+    first.close()
+    again = Store(path)
+    assert again.get("a").name == "a" and again.refs("a") == 1
+    assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _hammer(path: str, worker: int, n: int) -> None:
+    store = Store(path)
+    for i in range(n):
+        with store.transaction():
+            store.add_ref("a", f"w{worker}-{i % 3}", "t")
+    store.close()
+
+
+def test_several_processes_count_every_reference(tmp_path):
+    path = str(tmp_path / "ownvol.db")
+    store = Store(path)
+    with store.transaction():
+        store.insert(record("a"))
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_hammer, args=(path, w, 50)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert store.refs("a") == 200
+    assert len(store.mount_ids("a")) == 12
+
+
+def test_a_connection_is_not_shared_across_fork(store):
+    store.get("a")
+    parent_conn = store.conn
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        queue.put(store.conn is not parent_conn)
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(30)
+    assert queue.get(timeout=5)
