@@ -1,0 +1,159 @@
+"""ownvol.ownership: the root check and the symlink-safe repair walk that the driver and the hook share."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from ownvol.ownership import OwnershipError, RepairReport, inspect_root, repair, tree_owned_by
+from ownvol import ownership
+
+
+def owner(path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """root/{a/{b/deep.txt, f.txt}, top.txt, fifo}, all root:root."""
+    root = tmp_path / "vol"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "deep.txt").write_text("x")
+    (root / "a" / "f.txt").write_text("x")
+    (root / "top.txt").write_text("x")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+@pytest.fixture
+def decoys(tmp_path):
+    """Host files and a host directory outside the volume, owned root:root, mode 0644/0755."""
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "shadow").write_text("secret")
+    (host / "passwd").write_text("root")
+    return host
+
+
+def test_inspect_root(tree):
+    state = inspect_root(str(tree), 0, 0)
+    assert state.ok and (state.uid, state.gid) == (0, 0)
+    os.chmod(tree, 0o700)
+    state = inspect_root(str(tree), 999, 999, 0o755)
+    assert not state.ok and state.problems == ["owner 0:0, want 999:999", "mode 0700, want 0755"]
+
+
+@pytest.mark.parametrize("kind,words", [("missing", "does not exist"), ("link", "is a symlink"), ("file", "not a directory")])
+def test_a_root_that_cannot_be_checked(tmp_path, kind, words):
+    path = tmp_path / "root"
+    if kind == "link":
+        os.symlink(tmp_path, path)
+    elif kind == "file":
+        path.write_text("x")
+    with pytest.raises(OwnershipError, match=words):
+        inspect_root(str(path), 0, 0)
+    with pytest.raises(OwnershipError, match=words if kind != "file" else "cannot open"):
+        repair(str(path), 999, 999)
+
+
+def test_repair_gives_the_whole_tree_and_mode_applies_to_the_root_only(tree):
+    os.chmod(tree / "a", 0o711)
+    report = repair(str(tree), 999, 998, 0o750)
+    assert isinstance(report, RepairReport)
+    assert tree_owned_by(str(tree), 999, 998) == [] and owner(tree) == (999, 998)
+    assert os.stat(tree).st_mode & 0o7777 == 0o750 and os.stat(tree / "a").st_mode & 0o7777 == 0o711
+    assert (report.changed, report.visited, report.errors) == (7, 7, [])
+    assert repair(str(tree), 999, 998, 0o750).changed == 0
+
+
+def test_walk_false_touches_the_root_only(tree):
+    report = repair(str(tree), 999, 999, walk=False)
+    assert report.changed == 1 and owner(tree) == (999, 999) and owner(tree / "top.txt") == (0, 0)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_threads_change_nothing_but_speed(tmp_path, threads):
+    root = tmp_path / "vol"
+    for i in range(6):
+        (root / f"d{i}" / "sub").mkdir(parents=True)
+        (root / f"d{i}" / "sub" / "f").write_text("x")
+    report = repair(str(root), 999, 999, threads=threads)
+    assert report.changed == 1 + 6 * 3 and tree_owned_by(str(root), 999, 999) == []
+
+
+def test_symlinks_are_reowned_themselves_never_their_targets(tree, decoys):
+    os.symlink(decoys / "passwd", tree / "link-to-host-file")
+    os.symlink(decoys / "etc", tree / "a" / "link-to-host-dir")
+    os.symlink("../../../host/etc/shadow", tree / "a" / "relative-link")
+    before = {p: (owner(p), os.stat(p).st_mode) for p in (decoys / "passwd", decoys / "etc", decoys / "etc" / "shadow")}
+    repair(str(tree), 999, 999)
+    after = {p: (owner(p), os.stat(p).st_mode) for p in before}
+    assert after == before
+    for link in (tree / "link-to-host-file", tree / "a" / "link-to-host-dir", tree / "a" / "relative-link"):
+        assert owner(link) == (999, 999)
+
+
+def test_hard_links_are_left_alone_and_reported(tree, decoys):
+    os.link(decoys / "passwd", tree / "hardlink")
+    report = repair(str(tree), 999, 999)
+    assert owner(decoys / "passwd") == (0, 0) and report.skipped_hardlinks == 1
+
+
+def test_the_walk_stays_on_one_filesystem(tree):
+    other = tree / "a" / "other-fs"
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ovt", str(other)], check=True)
+    try:
+        (other / "file").write_text("x")
+        report = repair(str(tree), 999, 999)
+        assert owner(other / "file") == (0, 0) and report.skipped_other_fs == 1
+    finally:
+        subprocess.run(["umount", str(other)], check=True)
+
+
+def test_an_entry_that_vanishes_is_counted_not_fatal(tree):
+    report = RepairReport(str(tree))
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert ownership._fix_entry(fd, "gone-meanwhile", os.fstat(fd).st_dev, 999, 999, report) is False
+    finally:
+        os.close(fd)
+    assert report.vanished == 1 and report.errors == []
+
+
+def test_a_name_swapped_for_a_directory_is_walked_not_chowned_as_a_file(tree):
+    report = RepairReport(str(tree))
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert ownership._fix_entry(fd, "a", os.fstat(fd).st_dev, 999, 999, report) is True
+    finally:
+        os.close(fd)
+    assert owner(tree / "a") == (0, 0) and report.changed == 0
+
+
+def test_tree_owned_by_lists_what_is_wrong(tree):
+    assert sorted(os.path.basename(p) for p in tree_owned_by(str(tree), 0, 0)) == []
+    os.chown(tree / "top.txt", 5, 5)
+    assert tree_owned_by(str(tree), 0, 0) == [str(tree / "top.txt")]
+
+
+@pytest.mark.engine
+def test_links_a_container_plants_never_lead_the_repair_out(tracked, redis_image, tmp_path, decoys):
+    """A container (root inside) plants links to host paths in its bind mount; the host-side repair ignores them."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    script = (
+        f"ln -s {decoys}/passwd /v/file-link && ln -s {decoys}/etc /v/dir-link && mkdir -p /v/sub "
+        f"&& ln -s {decoys}/etc/shadow /v/sub/deep-link && echo x > /v/sub/data && ln /v/sub/data /v/sub/data2"
+    )
+    c = tracked.run(redis_image, ["sh", "-c", script], user="0:0", network_mode="none",
+                    volumes={str(vol): {"bind": "/v", "mode": "rw"}}, labels={"ownvol.watch": "false"})
+    assert c.wait(timeout=60)["StatusCode"] == 0, c.logs()
+    report = repair(str(vol), 999, 999)
+    for p in (decoys / "passwd", decoys / "etc", decoys / "etc" / "shadow"):
+        assert owner(p) == (0, 0), p
+    assert owner(vol / "file-link") == owner(vol / "dir-link") == owner(vol / "sub" / "deep-link") == (999, 999)
+    assert report.skipped_hardlinks == 2 and owner(vol / "sub" / "data") == (0, 0)
