@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image up down test test-unit
+.PHONY: venv engine images ownvol-image hook-image up down test test-unit bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -47,3 +47,7 @@ test: venv engine images
 ## test-unit: the quick run, no engine
 test-unit: venv
 	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
+
+## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
+bench: venv engine images
+	$(BIN)/python -m bench.run $(BENCH)

@@ -1,0 +1,83 @@
+"""`make bench`: run the benchmarks, print a table, write bench/results.json.
+
+    python -m bench.run                 every benchmark
+    python -m bench.run repair mttr     only those whose group name is given
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from bench.common import Result
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def _groups() -> dict[str, Callable[[], list[Result]]]:
+    from bench import ownership_bench
+
+    groups: dict[str, Callable[[], list[Result]]] = {"repair": ownership_bench.repair_vs_chown}
+    try:
+        from bench import driver_bench
+
+        groups.update(driver_bench.GROUPS)
+    except ImportError:
+        pass
+    try:
+        from bench import hook_bench
+
+        groups.update(hook_bench.GROUPS)
+    except ImportError:
+        pass
+    return groups
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def print_table(results: list[Result]) -> None:
+    rows = [("name", "value", "unit", "anchor", "anchor value", "goal", "met")]
+    for r in results:
+        met = "-" if r.met is None else ("yes" if r.met else "NO")
+        rows.append((r.name, _fmt(r.value), r.unit, r.anchor, _fmt(r.anchor_value), r.goal, met))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    for r in results:
+        if r.note:
+            print(f"- {r.name}: {r.note}")
+
+
+def main(argv: list[str]) -> int:
+    groups = _groups()
+    wanted = argv or list(groups)
+    unknown = [g for g in wanted if g not in groups]
+    if unknown:
+        print(f"unknown benchmark group(s) {unknown}; known: {sorted(groups)}", file=sys.stderr)
+        return 2
+    results: list[Result] = []
+    for name in wanted:
+        started = time.monotonic()
+        print(f"bench: {name} ...", flush=True)
+        results.extend(groups[name]())
+        print(f"bench: {name} took {time.monotonic() - started:.0f} s", flush=True)
+    print()
+    print_table(results)
+    payload = [r.as_dict() for r in results]
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS.parent / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
