@@ -15,7 +15,7 @@ import docker
 import redis
 
 from hooks.health import redis_client
-from hooks.targets import Target, in_container
+from hooks.targets import Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
 
 HELPER_DEST = "/ownvol-target"
@@ -47,7 +47,7 @@ def repair_route(ctx: Context) -> str:
     if ctx.repair_via in ("local", "helper"):
         return ctx.repair_via
     mount = ctx.target.mount
-    if mount and not in_container() and os.path.isdir(mount.host_path):
+    if mount and engine_paths_reachable() and os.path.isdir(mount.host_path):
         return "local"
     return "helper"
 

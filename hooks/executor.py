@@ -10,7 +10,7 @@ import docker
 from hooks import actions
 from hooks.actions import ActionResult, Context
 from hooks.health import Health, probe
-from hooks.targets import Target, facts, in_container
+from hooks.targets import Target, facts, engine_paths_reachable
 
 
 class DockerExecutor:
@@ -46,13 +46,25 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        return probe(target, container.status, local_paths=self.repair_via != "helper" and not in_container())
+        return probe(target, container.status, local_paths=self.repair_via != "helper" and engine_paths_reachable())
 
-    def verify(self, container_id: str, timeout: float) -> Health:
-        """Healthy within timeout (container running, PONG, persistence statuses ok), else the last look."""
+    def verify(self, container_id: str, timeout: float, settle: float = 1.5) -> Health:
+        """Healthy within timeout (container running, PONG, persistence statuses ok), else the last look.
+
+        A Redis that runs and answers but stays refusing or latent for `settle` seconds will not
+        heal by waiting (it does not retry a failed save on its own that soon): no use waiting more.
+        """
         deadline = time.monotonic() + timeout
+        answering_since = None
         while True:
             health = self.health(container_id)
-            if health.healthy or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if health.healthy or now >= deadline:
                 return health
+            if health.state in ("refusing-writes", "latent"):
+                answering_since = answering_since or now
+                if now - answering_since >= settle:
+                    return health
+            else:
+                answering_since = None
             time.sleep(0.2)

@@ -58,6 +58,8 @@ class Recovery:
             gave_up = self.journal.last_gave_up(container_id)
             if gave_up and self._handed_off(container_id, gave_up):
                 self.journal.add_evidence(gave_up.id, f"after gave-up, {origin}: {detail.get('message') or detail}")
+                self.telemetry.emit("suppressed", incident=gave_up.id, container=name, type=error_type,
+                                    why="gave up on it; left to people until it is healthy or the cooldown ends")
                 return None
             incident = self.journal.open_incident(container_id, name, error_type, origin, detail, detected_at)
             self.telemetry.metrics.incidents.labels(type=error_type).inc()

@@ -7,6 +7,7 @@ belong to, and the mount that holds its data directory.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import posixpath
@@ -259,5 +260,28 @@ def facts(client: docker.DockerClient, container) -> Target:
         notes=notes)
 
 
-def in_container() -> bool:
-    return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+@functools.lru_cache(maxsize=1)
+def engine_paths_reachable() -> bool:
+    """Whether the engine's host paths are ours: a dockerd is visible from here in our mount namespace.
+
+    A hook on the host sees dockerd and shares its mounts; a hook in a container does not (no
+    /.dockerenv test: a container may run its own engine, as a CI sandbox does).
+    """
+    try:
+        ours = os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return False
+    pids = []
+    try:
+        pids.append(int(open(os.environ.get("OWNVOL_DOCKER_PIDFILE", "/var/run/docker.pid")).read().strip()))
+    except (OSError, ValueError):
+        pass
+    pids += [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    for pid in pids:
+        try:
+            if open(f"/proc/{pid}/comm").read().strip() == "dockerd" and \
+                    os.stat(f"/proc/{pid}/ns/mnt").st_ino == ours:
+                return True
+        except OSError:
+            continue
+    return False

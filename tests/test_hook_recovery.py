@@ -1,0 +1,219 @@
+"""The hook against real Redis containers: start-up and run-time faults healed, bounded give-up,
+the opt-in AOF fallback, resuming after a kill, and the helper-container repair path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+import redis
+
+from tests.engine import wait_for
+from tests.fixtures_hook import fast_strategies, heal_report, run_redis
+
+pytestmark = pytest.mark.engine
+
+
+def client(port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, decode_responses=True)
+
+
+def by(name: str, kind: str):
+    return lambda e: e["event"] == kind and e.get("container") == name
+
+
+def test_canary_becomes_healthy_without_a_human(hook, tracked, redis_image, host_dir, port):
+    """(a) uid 999, AOF, root-owned bind mount, --restart on-failure: healed, no human step."""
+    h = hook()
+    started = time.time()
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels, restart=True)
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "aof-dir-open", 60,
+                            "the canary's own message to be recognised")
+    assert detected["error_type"] == "permission-denied" and detected["context"]["dir"] == "appendonlydir"
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "the canary to be recovered")
+    heal_report("canary, start-up", recovered["ts"] - started)
+    print(f"hook: detection to verified {recovered['seconds']}s, by {recovered['by']}")
+
+    r = client(port)
+    assert r.ping()
+    assert r.set("after", "heal")
+    assert r.info("persistence")["aof_enabled"] == 1
+    assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
+    assert (host_dir / "appendonlydir").is_dir()
+    repair = [e for e in h.of("action", c.name) if e["action"] == "repair-ownership"]
+    assert repair and repair[0]["detail"]["route"] == "local" and repair[0]["detail"]["owner_source"] == "user"
+    status = h.status()
+    assert any(s["name"] == c.name for s in status["containers"])
+    assert 'ownvol_hook_incidents_total{type="permission-denied"} 1.0' in h.metrics()
+
+
+def test_runtime_chown_bgsave_misconf_healed_and_every_acknowledged_key_survives(hook, tracked, redis_image,
+                                                                                  host_dir, port):
+    """(b) the data dir goes to root while Redis runs: BGSAVE fails, writes refused; healed; keys kept."""
+    os.chown(host_dir, 999, 999)
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "Redis healthy")
+    r = client(port)
+    acked = {}
+    for i in range(200):
+        assert r.set(f"k{i}", i)
+        acked[f"k{i}"] = str(i)
+
+    h.pause()  # the fault is made while the hook cannot see it, so the test sees it for itself
+    try:
+        os.chown(host_dir, 0, 0)
+        mark = h.mark()
+        assert r.bgsave()
+        wait_for(lambda: r.info("persistence")["rdb_last_bgsave_status"] == "err", 30, what="the BGSAVE to fail")
+        with pytest.raises(redis.exceptions.ResponseError, match="MISCONF"):
+            r.set("refused", "1")
+        fault_at = time.time()
+    finally:
+        h.resume()
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "the run-time fault to be healed", after=mark)
+    heal_report("run time, BGSAVE refused", recovered["ts"] - fault_at)
+    detected = h.of("detected", c.name)
+    assert {"rdb-temp-open", "bgsave-error"} <= {e["pattern"] for e in detected}
+    assert [e["action"] for e in h.of("action", c.name) if e["result"] != "skipped"][:2] == \
+        ["repair-ownership", "persist-again"]
+
+    for i in range(200, 300):
+        assert r.set(f"k{i}", i)
+        acked[f"k{i}"] = str(i)
+    c.restart(timeout=10)
+    r = client(port)
+    wait_for(r.ping, 60, what="Redis back after the restart")
+    assert r.mget(list(acked)) == list(acked.values())
+    assert r.get("refused") is None
+
+
+def test_unfixable_read_only_mount_gives_up_after_bounded_attempts(hook, tracked, redis_image, host_dir, port):
+    """(c) a read-only mount: the hook tries its bounded plan, says gave-up, then leaves it alone."""
+    strategies = fast_strategies(host_dir.parent / "s.yaml")
+    h = hook(strategies=strategies)
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels, read_only=True)
+    incident = h.wait_event(by(c.name, "incident"), 60, "an incident")
+    assert incident["type"] == "read-only-filesystem", incident
+    assert incident["detail"]["context"]["errno"] == "Read-only file system"
+    gave_up = h.wait_event(by(c.name, "gave-up"), 180, "gave-up")
+    actions = [e for e in h.of("action", c.name) if e["incident"] == incident["incident"]]
+    print(f"gave up after {len(actions)} actions: {[(a['action'], a['result']) for a in actions]}")
+    assert 1 <= len(actions) <= 4  # read-only-filesystem: 2 actions x 2 attempts
+    assert not h.of("recovered", c.name)
+
+    mark = h.mark()
+    c.start()  # it crashes again: seen, but no new recovery loop
+    h.wait_event(by(c.name, "suppressed"), 60, "the repeat to be suppressed", after=mark)
+    assert not [e for e in h.events[mark:] if e["event"] in ("incident", "action")]
+    history = h.cli("history", "--db", str(h.db), "--json")
+    assert history.returncode == 0, history.stderr
+    assert '"gave-up"' in history.stdout
+
+
+def _immutable(path, on: bool) -> None:
+    subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True)
+
+
+def test_aof_fallback_only_when_opted_in_and_back_on_after_repair(hook, tracked, redis_image, tmp_path, port,
+                                                                  unique_name):
+    """(d) AOF writes fail and repair cannot help (immutable files): only the opted-in Redis gets AOF off;
+    when the cause is gone, a later repair turns AOF back on, and says so."""
+    from tests.conftest import free_port
+
+    strategies = fast_strategies(tmp_path / "s.yaml", aof_fallback={"retry": 1, "max_retry": 2})
+    h = hook(strategies=strategies)
+    dirs, containers, ports = {}, {}, {"in": port, "out": free_port()}
+    for who in ("in", "out"):
+        d = dirs[who] = tmp_path / who
+        d.mkdir()
+        os.chown(d, 999, 999)
+        labels = {**h.labels, **({"ownvol.aof-fallback": "true"} if who == "in" else {})}
+        containers[who] = run_redis(tracked, redis_image, ports[who], d, labels)
+    for who in ("in", "out"):
+        h.wait_event(lambda e: by(containers[who].name, "health")(e) and e["state"] == "healthy", 60, "healthy")
+    frozen = []
+    try:
+        for who in ("in", "out"):
+            aof = dirs[who] / "appendonlydir"
+            for p in [*aof.glob("*.incr.aof"), aof]:
+                _immutable(p, True)
+                frozen.append(p)
+            r = client(ports[who])
+            r.set("before", "1")  # may be acknowledged before the write to the AOF fails
+            wait_for(lambda: r.info("persistence")["aof_last_write_status"] == "err", 30, what="AOF write error")
+        fault_at = time.time()
+        for who in ("in", "out"):
+            with pytest.raises(redis.exceptions.ResponseError, match="MISCONF"):
+                client(ports[who]).set("refused", "1")
+
+        name_in, name_out = containers["in"].name, containers["out"].name
+        recovered = h.wait_event(by(name_in, "recovered"), 180, "the opted-in Redis to recover")
+        heal_report("AOF write error, fallback (AOF off)", recovered["ts"] - fault_at)
+        assert recovered["by"] == "aof-off"
+        assert h.of("aof-disabled", name_in)
+        assert client(ports["in"]).info("persistence")["aof_enabled"] == 0
+        assert client(ports["in"]).set("during-fallback", "1")
+
+        h.wait_event(by(name_out, "gave-up"), 180, "the Redis that did not opt in to give up")
+        out_actions = h.of("action", name_out)
+        assert all(a["result"] == "skipped" for a in out_actions if a["action"] == "aof-off")
+        assert any(a["detail"].get("why", "").startswith("not opted in") for a in out_actions)
+        assert client(ports["out"]).info("persistence")["aof_enabled"] == 1
+    finally:
+        for p in frozen:
+            _immutable(p, False)
+    cleared_at = time.time()
+    restored = h.wait_event(by(name_in, "aof-restored"), 60, "AOF back on")
+    heal_report("AOF back on after the cause is gone", restored["ts"] - cleared_at)
+    r = client(ports["in"])
+    assert r.info("persistence")["aof_enabled"] == 1
+    containers["in"].restart(timeout=10)
+    wait_for(r.ping, 60, what="Redis back after the restart")
+    assert r.get("during-fallback") == "1", "a key written while AOF was off survives the restart with AOF on"
+
+
+def test_hook_killed_mid_incident_resumes_without_repeating_an_action(hook, tracked, redis_image, host_dir, port):
+    """(e) killed between two actions of an incident: the next hook resumes it and repeats nothing."""
+    strategies = fast_strategies(host_dir.parent / "s.yaml", types={
+        "permission-denied": {"actions": ["restart", "repair-ownership", "restart"], "attempts": 1,
+                              "delay": 6, "backoff": 1},
+        "persistence-failed": {"actions": ["persist-again"]}})
+    h = hook(strategies=strategies)
+    started = time.time()
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels)  # no restart policy: only the hook starts it
+    first = h.wait_event(lambda e: by(c.name, "action")(e) and e["step"] == 0, 60, "the first action")
+    assert first["action"] == "restart" and first["verified"] is False
+    h.kill()  # in the 6 s delay before step 1
+
+    h2 = hook(like=h)
+    resumed = h2.wait_event(by(c.name, "resumed"), 30, "the incident to resume")
+    assert resumed["incident"] == first["incident"]
+    assert resumed["done"] == ["0:restart:ok"]
+    recovered = h2.wait_event(by(c.name, "recovered"), 120, "the resumed incident to recover")
+    heal_report("start-up, across a hook kill", recovered["ts"] - started)
+    steps = [(e["step"], e["action"]) for e in h2.of("action", c.name) if e["incident"] == first["incident"]]
+    assert steps and steps[0][0] == 1 and all(s > 0 for s, _ in steps), steps
+    history = h2.cli("history", "--db", str(h2.db), "--json")
+    import json
+    incident = next(i for i in json.loads(history.stdout)["incidents"] if i["id"] == first["incident"])
+    assert [a["step"] for a in incident["actions"]] == sorted({a["step"] for a in incident["actions"]})
+    assert incident["status"] == "resolved"
+    assert client(port).ping()
+
+
+def test_repair_through_a_helper_container(hook, tracked, redis_image, host_dir, port, ownvol_image, docker_client):
+    """The path for a hook that cannot reach the host path: a root, no-network helper of OWNVOL_IMAGE."""
+    h = hook(extra=("--repair-via", "helper", "--helper-image", ownvol_image))
+    started = time.time()
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels, restart=True)
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "the canary to be recovered through the helper")
+    heal_report("canary, through the helper container", recovered["ts"] - started)
+    repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership")
+    assert repair["result"] == "ok" and repair["detail"]["route"] == "helper", repair
+    assert repair["detail"]["helper_image"] == ownvol_image
+    assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
+    assert not docker_client.containers.list(all=True, filters={"label": f"ownvol.repair.for={c.name}"})
+    assert client(port).ping()
