@@ -21,6 +21,7 @@ URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
 AOF_FALLBACK_LABEL = "ownvol.aof-fallback"
+HOOK_LABEL = "ownvol.hook"
 OWNVOL_DRIVERS = ("ownvol", "ownvol:latest")
 
 
@@ -92,8 +93,13 @@ def is_redis(attrs: dict) -> bool:
 
 
 def is_watched(attrs: dict, selector: dict[str, str] | None = None) -> bool:
+    """Redis (or opted in), not opted out, matching the selector; a container labelled ownvol.hook=X
+    belongs to the hook whose selector says ownvol.hook=X and no other."""
     labels = (attrs.get("Config") or {}).get("Labels") or {}
-    if selector and any(labels.get(k) != v for k, v in selector.items()):
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in selector.items()):
+        return False
+    if HOOK_LABEL in labels and selector.get(HOOK_LABEL) != labels[HOOK_LABEL]:
         return False
     choice = labels.get(WATCH_LABEL)
     if choice is not None and choice.strip().lower() in ("false", "0", "no", "off"):

@@ -1,6 +1,6 @@
 """Fixtures for the hook: a real `ownvol watch` subprocess scoped to the test's own containers.
 
-Each hook watches only containers labelled ownvol.test.hook=<its own id> (--selector), keeps its
+Each hook watches only containers labelled ownvol.hook=<its own id> (--selector), keeps its
 journal in a temp state dir, serves /status on a free port, and its JSON events are read as they
 are printed. Other developers' Redis containers on the same engine are never in its sight.
 """
@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import ROOT, free_port, new_name
 from tests.engine import redis_cmd, wait_for
 
-HOOK_LABEL = "ownvol.test.hook"
+HOOK_LABEL = "ownvol.hook"  # a hook started elsewhere (make up) leaves these containers alone
 OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 
 

@@ -1,0 +1,291 @@
+"""Pure logic of the hook, with fakes where Docker and Redis would be: patterns, strategies, breaker,
+journal, health rules, target facts, and the recovery engine."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from hooks import patterns
+from hooks.actions import ActionResult
+from hooks.breaker import Breaker
+from hooks.health import evaluate
+from hooks.journal import Journal
+from hooks.recovery import Recovery
+from hooks.strategies import StrategyError, load, parse
+from hooks.targets import data_mount, is_redis, is_watched, redis_password, redis_url, resolve_user
+from hooks.telemetry import Telemetry
+from hooks.watcher import timestamp_ns
+
+
+# --- patterns -----------------------------------------------------------------------------------
+def test_log_prefix_is_stripped_and_errno_decides_the_type():
+    d = patterns.match("1:M 26 Nov 2026 05:50:12.684 # Can't open or create append-only dir x: No space left on device")
+    assert d.message.startswith("Can't open") and d.error_type == "no-space"
+    assert patterns.match("1:M 26 Nov 2026 05:50:12.685 * Ready to accept connections") is None
+
+
+def test_the_newer_wordings_match_too():
+    """Wordings Redis 7.0.15 does not produce (so no capture exists): the issue's format strings, filled in."""
+    d = patterns.match("Fatal error: can't open the RDB file dump.rdb for reading: Permission denied")
+    assert (d.pattern.id, d.context["file"], d.error_type) == ("rdb-file-read", "dump.rdb", "permission-denied")
+    d = patterns.match("Write error while saving DB to the disk(rdbSaveRio): No space left on device")
+    assert (d.pattern.id, d.error_type) == ("rdb-write", "no-space")
+
+
+def test_fork_failures_stay_fork_failures_whatever_the_errno():
+    d = patterns.match("Can't save in background: fork: Cannot allocate memory")
+    assert d.error_type == "fork-failed"
+
+
+# --- strategies ---------------------------------------------------------------------------------
+def test_packaged_strategies_load_and_cover_every_error_type():
+    config = load()
+    for t in patterns.ERROR_TYPES:
+        assert config.strategy(t).actions
+    assert config.strategy("something-new").error_type == "persistence-failed"
+
+
+def test_plan_rounds_and_backoff():
+    config = parse({"defaults": {"attempts": 2, "delay": 1, "backoff": 2, "max_delay": 3},
+                    "types": {"persistence-failed": {"actions": ["repair-ownership", "restart"]}}})
+    s = config.strategy("persistence-failed")
+    assert s.plan() == [(1, "repair-ownership"), (1, "restart"), (2, "repair-ownership"), (2, "restart")]
+    assert [s.delay_before(i) for i in range(4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({}, "types"),
+    ({"types": {"persistence-failed": {"actions": ["chmod-777"]}}}, "unknown action"),
+    ({"types": {"permission-denied": {"actions": ["restart"]}}}, "persistence-failed is required"),
+    ({"types": {"persistence-failed": {"actions": ["restart"], "attempts": 0}}}, "attempts"),
+])
+def test_bad_strategies_are_refused_with_a_reason(bad, message):
+    with pytest.raises(StrategyError, match=message):
+        parse(bad)
+
+
+def test_learning_moves_a_failing_action_later_and_keeps_the_rest_in_order():
+    config = load()
+    s = config.strategy("permission-denied")
+    ordered = config.ordered(s, {"repair-ownership": (0, 3), "restart": (5, 0)})
+    assert ordered.actions == ("persist-again", "restart", "aof-off", "repair-ownership")
+    assert config.ordered(s, {"repair-ownership": (1, 2)}).actions == s.actions  # too few samples
+
+
+# --- breaker ------------------------------------------------------------------------------------
+def test_breaker_counts_a_sliding_window_per_container():
+    b = Breaker(max_actions=2, window=10)
+    b.record("a", 0)
+    b.record("a", 1)
+    assert not b.allow("a", 5) and b.allow("b", 5)
+    assert b.allow("a", 10.5)
+
+
+# --- journal ------------------------------------------------------------------------------------
+def test_journal_incident_actions_and_rates(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    inc = j.open_incident("c1", "redis", "permission-denied", "log", {"message": "x"}, 1.0)
+    assert j.open_incident_for("c1").id == inc.id
+    j.start_action(inc.id, 0, "repair-ownership")
+    j.finish_action(inc.id, 0, "ok", False, {})
+    j.start_action(inc.id, 1, "restart")
+    j.finish_action(inc.id, 1, "ok", True, {})
+    j.start_action(inc.id, 2, "aof-off")  # never finished: a hook killed here
+    j.close()
+    j = Journal(tmp_path / "j.sqlite")
+    acts = j.actions(inc.id)
+    assert [(a.step, a.action, a.result) for a in acts] == [(0, "repair-ownership", "ok"), (1, "restart", "ok"),
+                                                             (2, "aof-off", None)]
+    assert j.rates("permission-denied") == {("permission-denied", "repair-ownership"): (0, 1),
+                                            ("permission-denied", "restart"): (1, 0)}
+    j.close_incident(inc.id, "resolved", "verified")
+    assert j.open_incident_for("c1") is None and j.history()[0].status == "resolved"
+
+
+# --- health -------------------------------------------------------------------------------------
+OK = {"aof_enabled": 1, "aof_last_write_status": "ok", "aof_last_bgrewrite_status": "ok",
+      "rdb_last_bgsave_status": "ok", "loading": 0}
+
+
+@pytest.mark.parametrize("container, ping, persistence, owner, state", [
+    ("running", "PONG", OK, {"ok": True}, "healthy"),
+    ("exited", "", {}, None, "down"),
+    ("running", "MISCONF Redis is configured to save RDB snapshots", {**OK, "rdb_last_bgsave_status": "err"},
+     None, "refusing-writes"),
+    ("running", "PONG", {**OK, "aof_last_bgrewrite_status": "err"}, None, "latent"),
+    ("running", "PONG", {**OK, "aof_enabled": 0, "aof_last_write_status": "err"}, None, "healthy"),
+    ("running", "PONG", OK, {"ok": False, "problem": "owner 0:0, want 999:999"}, "latent"),
+    ("running", "error: Connection refused", {}, None, "unreachable"),
+    ("running", "PONG", {**OK, "loading": 1}, None, "loading"),
+])
+def test_health_rules(container, ping, persistence, owner, state):
+    assert evaluate(container, ping, persistence, owner)[0] == state
+
+
+# --- targets ------------------------------------------------------------------------------------
+def attrs(path="redis-server", args=(), image="ownvol/redis:7", labels=None, network="host", mounts=(), env=()):
+    return {"Path": path, "Args": list(args), "Config": {"Image": image, "Labels": labels or {}, "Env": list(env),
+                                                         "WorkingDir": "/data"},
+            "HostConfig": {"NetworkMode": network}, "Mounts": list(mounts),
+            "NetworkSettings": {"Networks": {}}}
+
+
+def test_which_containers_are_watched():
+    assert is_redis(attrs()) and is_redis(attrs(path="docker-entrypoint.sh", image="redis:7.2"))
+    assert not is_redis(attrs(path="postgres", image="postgres:16"))
+    assert not is_watched(attrs(labels={"ownvol.watch": "false"}))
+    assert is_watched(attrs(path="postgres", image="postgres:16", labels={"ownvol.watch": "true"}))
+    assert not is_watched(attrs(labels={"team": "b"}), selector={"team": "a"})
+    mine = attrs(labels={"ownvol.hook": "h1"})
+    assert is_watched(mine, selector={"ownvol.hook": "h1"}) and not is_watched(mine)
+
+
+def test_redis_address_and_password():
+    assert redis_url(attrs(args=["--port", "7001"])) == "redis://127.0.0.1:7001/0"
+    assert redis_url(attrs(labels={"ownvol.redis.url": "redis://h:1/2"})) == "redis://h:1/2"
+    assert redis_password(attrs(env=["REDIS_PASSWORD=s3"])) == "s3"
+    assert redis_password(attrs(labels={"ownvol.redis.password": "l"}, env=["REDIS_PASSWORD=s3"])) == "l"
+
+
+def test_data_mount_is_the_longest_containing_destination():
+    mounts = [{"Type": "volume", "Source": "/v/_data", "Destination": "/data", "Name": "v", "Driver": "local"},
+              {"Type": "bind", "Source": "/srv/r", "Destination": "/data/redis"}]
+    m = data_mount(attrs(mounts=mounts), "/data/redis/db")
+    assert (m.type, m.host_path) == ("bind", "/srv/r/db")
+    assert data_mount(attrs(mounts=mounts), "/elsewhere") is None
+
+
+PASSWD = "root:x:0:0::/root:/bin/sh\nredis:x:999:998::/data:/usr/sbin/nologin\n"
+GROUP = "root:x:0:\nredis:x:998:\nstaff:x:50:\n"
+
+
+@pytest.mark.parametrize("user, expected", [
+    ("redis", (999, 998)), ("999", (999, 998)), ("redis:staff", (999, 50)), ("1234", (1234, 0)),
+    ("1234:77", (1234, 77)), ("nobody", None),
+])
+def test_users_resolve_as_the_engine_runs_them(user, expected):
+    assert resolve_user(user, PASSWD, GROUP) == expected
+
+
+def test_docker_timestamps_keep_nanoseconds():
+    assert timestamp_ns("2026-11-26T05:50:16.000000001Z") - timestamp_ns("2026-11-26T05:50:16Z") == 1
+
+
+# --- recovery engine ----------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    healthy: bool
+    state: str = "down"
+    reasons: list = field(default_factory=list)
+
+
+class FakeExecutor:
+    """Actions always 'ok' (or as scripted); healthy once the action in `heals` has run."""
+
+    def __init__(self, heals: str | None = None, results: dict | None = None) -> None:
+        self.heals = heals
+        self.results = results or {}
+        self.ran: list[str] = []
+        self.is_healthy = False
+
+    def run(self, cid, action):
+        self.ran.append(action)
+        result = self.results.get(action, "ok")
+        if action == self.heals and result == "ok":
+            self.is_healthy = True
+        return ActionResult(result, {})
+
+    def verify(self, cid, timeout):
+        return Verdict(self.is_healthy, "healthy" if self.is_healthy else "down")
+
+
+def engine(tmp_path, executor, yaml_overrides=None):
+    data = {"defaults": {"attempts": 2, "delay": 0, "backoff": 1, "max_delay": 0},
+            "breaker": {"max_actions": 100, "window": 600, "cooldown": 600},
+            "aof_fallback": {"retry": 0, "max_retry": 0},
+            "types": {"persistence-failed": {"actions": ["repair-ownership", "persist-again", "restart", "aof-off"]}}}
+    for k, v in (yaml_overrides or {}).items():
+        data[k] = {**data.get(k, {}), **v}
+    out = io.StringIO()
+    rec = Recovery(Journal(tmp_path / "j.sqlite"), parse(data), Telemetry(out=out), executor, sleep=lambda s: None)
+    return rec, out
+
+
+def events(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_only_verification_ends_an_incident(tmp_path):
+    ex = FakeExecutor(heals="restart")
+    rec, out = engine(tmp_path, ex)
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert ex.ran == ["repair-ownership", "persist-again", "restart"]
+    assert rec.journal.incident(inc.id).status == "resolved"
+    assert [e["event"] for e in events(out)][-1] == "recovered"
+
+
+def test_one_incident_per_container_further_sightings_are_evidence(tmp_path):
+    rec, _ = engine(tmp_path, FakeExecutor())
+    inc = rec.journal.open_incident("c1", "r", "persistence-failed", "log", {}, 0)
+    assert rec.report("c1", "r", "persistence-failed", "health", {"message": "again"}) is None
+    assert rec.journal.evidence(inc.id) == ["health: again"]
+
+
+def test_plan_exhausted_gives_up_and_repeats_are_suppressed(tmp_path):
+    ex = FakeExecutor(heals=None)
+    rec, out = engine(tmp_path, ex)
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert rec.journal.incident(inc.id).status == "gave-up" and len(ex.ran) == 8
+    assert rec.report("c1", "r", "persistence-failed", "log", {}, background=False) is None
+    assert events(out)[-1]["event"] == "suppressed"
+    rec.healthy("c1")  # healthy again after the gave-up: a new fault is a new incident
+    assert rec.report("c1", "r", "persistence-failed", "log", {}, background=False) is not None
+
+
+def test_breaker_stops_a_recovery_early(tmp_path):
+    ex = FakeExecutor(heals=None)
+    rec, out = engine(tmp_path, ex, {"breaker": {"max_actions": 3}})
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert len(ex.ran) == 3
+    final = rec.journal.incident(inc.id)
+    assert final.status == "gave-up" and final.outcome.startswith("circuit breaker")
+
+
+def test_skipped_actions_do_not_count_and_are_not_verified(tmp_path):
+    ex = FakeExecutor(heals="restart", results={"persist-again": "skipped"})
+    rec, out = engine(tmp_path, ex, {"breaker": {"max_actions": 2}})
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert rec.journal.incident(inc.id).status == "resolved"
+    assert [a.verified for a in rec.journal.actions(inc.id)] == [False, None, True]
+
+
+def test_resume_repeats_no_action(tmp_path):
+    ex = FakeExecutor(heals="restart")
+    rec, out = engine(tmp_path, ex)
+    inc = rec.journal.open_incident("c1", "r", "persistence-failed", "log", {"plan": ["repair-ownership",
+                                                                                      "persist-again", "restart"]}, 0)
+    rec.journal.start_action(inc.id, 0, "repair-ownership")
+    rec.journal.finish_action(inc.id, 0, "ok", False, {})
+    rec.journal.start_action(inc.id, 1, "persist-again")  # the hook died while this ran
+    rec.recover(rec.journal.incident(inc.id))
+    assert ex.ran == ["restart"]
+    assert [(a.action, a.result) for a in rec.journal.actions(inc.id)] == [
+        ("repair-ownership", "ok"), ("persist-again", "interrupted"), ("restart", "ok")]
+
+
+def test_aof_off_is_remembered_and_turned_back_on_after_a_repair(tmp_path):
+    ex = FakeExecutor(heals="aof-off")
+    rec, out = engine(tmp_path, ex)
+    rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert rec.journal.fallback("c1") and "aof-disabled" in [e["event"] for e in events(out)]
+    ex.results["aof-on"] = "failed"
+    assert rec.fallback_due("c1") and not rec.restore_aof("c1")
+    assert rec.journal.fallback("c1")["tries"] == 1
+    ex.results["aof-on"] = "ok"
+    assert rec.restore_aof("c1") and rec.journal.fallback("c1") is None
+    assert ex.ran[-2:] == ["repair-ownership", "aof-on"]
+    assert events(out)[-1]["event"] == "aof-restored"
