@@ -48,6 +48,16 @@ class DockerExecutor:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
         return probe(target, container.status, local_paths=self.repair_via != "helper" and engine_paths_reachable())
 
+    def _stays_down(self, container_id: str, health: Health) -> bool:
+        """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""
+        if health.container not in ("exited", "created", "dead", "gone"):
+            return False
+        try:
+            policy = self.client().api.inspect_container(container_id)["HostConfig"].get("RestartPolicy") or {}
+        except docker.errors.DockerException:
+            return True
+        return policy.get("Name") in (None, "", "no")
+
     def verify(self, container_id: str, timeout: float, settle: float = 1.5) -> Health:
         """Healthy within timeout (container running, PONG, persistence statuses ok), else the last look.
 
@@ -59,7 +69,7 @@ class DockerExecutor:
         while True:
             health = self.health(container_id)
             now = time.monotonic()
-            if health.healthy or now >= deadline:
+            if health.healthy or now >= deadline or self._stays_down(container_id, health):
                 return health
             if health.state in ("refusing-writes", "latent"):
                 answering_since = answering_since or now
