@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image up down test test-unit bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-unit bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -31,8 +31,17 @@ ownvol-image: venv images
 hook-image: ownvol-image
 	docker tag $(OWNVOL_IMAGE) ownvol/hook:latest
 
+## plugin: the driver as the managed plugin `ownvol` (replaces make up's driver; data in /var/lib/ownvol)
+plugin: ownvol-image
+	scripts/plugin.sh install ownvol
+
+## plugin-rootfs: the managed plugin's directory (rootfs/ and config.json) in build/plugin, nothing installed
+plugin-rootfs: ownvol-image
+	scripts/plugin.sh rootfs build/plugin
+
 ## up: the driver on /run/docker/plugins/ownvol.sock and the hook, in the background
 up: venv engine
+	scripts/plugin.sh retire ownvol
 	scripts/daemon.sh start plugin $(BIN)/ownvol plugin
 	scripts/daemon.sh start hook $(BIN)/ownvol watch
 
