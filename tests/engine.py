@@ -61,6 +61,8 @@ class PrivateEngine:
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        # DockerClient asks the engine its API version as it is made: not before the socket exists.
+        wait_for(lambda: os.path.exists(self.sock), timeout, interval=0.2, what=f"private dockerd {self.name} socket")
         client = docker.DockerClient(base_url=self.host, timeout=120)
         wait_for(client.ping, timeout, interval=0.3, what=f"private dockerd {self.name}")
         return client

@@ -31,13 +31,15 @@ OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 class Hook:
     """One `ownvol watch` process (restartable on the same state dir); its events as dicts."""
 
-    def __init__(self, state_dir: Path, strategies: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, state_dir: Path, strategies: Path | None = None, extra: tuple[str, ...] = (),
+                 env: dict | None = None) -> None:
         self.id = new_name("hook")
         self.labels = {HOOK_LABEL: self.id}
         self.state_dir = state_dir
         self.db = state_dir / "journal.sqlite"
         self.strategies = strategies
         self.extra = extra
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.events: list[dict] = []
         self.proc: subprocess.Popen | None = None
@@ -49,7 +51,8 @@ class Hook:
                "--selector", f"{HOOK_LABEL}={self.id}", "--interval", "1", *self.extra]
         if self.strategies:
             cmd += ["--strategies", str(self.strategies)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self._stderr, "ab"), text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self._stderr, "ab"), text=True,
+                                     env=self.env)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         self.wait_event(lambda e: e["event"] == "engine-connected", 30, "the hook to connect to the engine")
         return self
@@ -140,17 +143,17 @@ def fast_strategies(path: Path, **overrides) -> Path:
 
 @pytest.fixture
 def hook(tmp_path: Path):
-    """start_hook(strategies=None, extra=()) -> a started Hook; all are stopped after the test."""
+    """start_hook(strategies=None, extra=(), env=None) -> a started Hook; all are stopped after the test."""
     hooks: list[Hook] = []
 
     def start_hook(strategies: Path | None = None, extra: tuple[str, ...] = (), state_dir: Path | None = None,
-                   like: Hook | None = None) -> Hook:
+                   like: Hook | None = None, env: dict | None = None) -> Hook:
         if like is not None:  # the same hook again: same id, selector, state and strategies
             like.events.clear()
             return like.start()
         d = state_dir or tmp_path / f"hook-{len(hooks)}"
         d.mkdir(exist_ok=True)
-        h = Hook(d, strategies, extra)
+        h = Hook(d, strategies, extra, env)
         hooks.append(h)
         return h.start()
 

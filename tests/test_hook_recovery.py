@@ -179,7 +179,7 @@ def test_hook_killed_mid_incident_resumes_without_repeating_an_action(hook, trac
     """(e) killed between two actions of an incident: the next hook resumes it and repeats nothing."""
     strategies = fast_strategies(host_dir.parent / "s.yaml", types={
         "permission-denied": {"actions": ["restart", "repair-ownership", "restart"], "attempts": 1,
-                              "delay": 6, "backoff": 1},
+                              "delay": 6, "backoff": 1, "max_delay": 6},
         "persistence-failed": {"actions": ["persist-again"]}})
     h = hook(strategies=strategies)
     started = time.time()
@@ -216,4 +216,25 @@ def test_repair_through_a_helper_container(hook, tracked, redis_image, host_dir,
     assert repair["detail"]["helper_image"] == ownvol_image
     assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
     assert not docker_client.containers.list(all=True, filters={"label": f"ownvol.repair.for={c.name}"})
+    assert client(port).ping()
+
+
+def test_hook_reconnects_after_an_engine_restart(hook, private_engine, redis_image, host_dir, port):
+    """The hook outlives its engine: a private dockerd restarted under it, then the canary still healed."""
+    engine = private_engine
+    engine.start()
+    engine.load_image(redis_image)
+    h = hook(env={"DOCKER_HOST": engine.host})
+    mark = h.mark()
+    engine.restart()
+    h.wait_event(lambda e: e["event"] == "engine-connected" and e["reconnect"], 120, "the hook to reconnect",
+                 after=mark)
+    started = time.time()
+    c = engine.client().containers.run(
+        redis_image, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/bound",
+                      "--appendonly", "yes"], detach=True, user="999:999", network_mode="host",
+        volumes={str(host_dir): {"bind": "/bound", "mode": "rw"}}, labels=h.labels,
+        restart_policy={"Name": "on-failure"})
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "the canary on the restarted engine to be healed")
+    heal_report("canary, after an engine restart", recovered["ts"] - started)
     assert client(port).ping()

@@ -289,3 +289,33 @@ def test_aof_off_is_remembered_and_turned_back_on_after_a_repair(tmp_path):
     assert rec.restore_aof("c1") and rec.journal.fallback("c1") is None
     assert ex.ran[-2:] == ["repair-ownership", "aof-on"]
     assert events(out)[-1]["event"] == "aof-restored"
+
+
+def test_webhook_gets_incident_recovered_and_gave_up_only():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[dict] = []
+    done = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+            if len(got) == 3:
+                done.set()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t = Telemetry(out=io.StringIO(), webhook=f"http://127.0.0.1:{server.server_port}/hook")
+        for kind in ("health", "incident", "action", "recovered", "gave-up"):
+            t.emit(kind, container="r")
+        assert done.wait(10)
+    finally:
+        server.shutdown()
+    assert sorted(e["event"] for e in got) == ["gave-up", "incident", "recovered"]
