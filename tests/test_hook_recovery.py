@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from tests.engine import wait_for
+from tests.engine import redis_cmd, wait_for
 from tests.fixtures_hook import fast_strategies, heal_report, run_redis
 
 pytestmark = pytest.mark.engine
@@ -204,17 +204,30 @@ def test_hook_killed_mid_incident_resumes_without_repeating_an_action(hook, trac
     assert client(port).ping()
 
 
-def test_repair_through_a_helper_container(hook, tracked, redis_image, host_dir, port, ownvol_image, docker_client):
-    """The path for a hook that cannot reach the host path: a root, no-network helper of OWNVOL_IMAGE."""
+@pytest.mark.parametrize("source", ["bind", "volume"])
+def test_repair_through_a_helper_container(hook, tracked, redis_image, host_dir, port, ownvol_image, docker_client,
+                                           unique_name, source):
+    """The path for a hook that cannot reach the host path: a root, no-network helper of OWNVOL_IMAGE
+    mounting the same source (a bind mount, or a local volume, which Docker creates root-owned here)."""
     h = hook(extra=("--repair-via", "helper", "--helper-image", ownvol_image))
-    started = time.time()
-    c = run_redis(tracked, redis_image, port, host_dir, h.labels, restart=True)
+    if source == "bind":
+        c = run_redis(tracked, redis_image, port, host_dir, h.labels, restart=True)
+    else:
+        volume = tracked.volume(unique_name("ovtvol"))
+        docker_client.volumes.create(volume, labels=tracked.labels)
+        c = tracked.run(redis_image, redis_cmd(port, data_dir="/bound"), user="999:999", network_mode="host",
+                        volumes={volume: {"bind": "/bound", "mode": "rw"}}, labels=h.labels,
+                        restart_policy={"Name": "on-failure"})
+    # from its first start, as the hook heard of it (creating a container on a volume can be slow here)
+    started = h.wait_event(by(c.name, "watching"), 120, "the hook to see the container")["ts"]
     recovered = h.wait_event(by(c.name, "recovered"), 120, "the canary to be recovered through the helper")
-    heal_report("canary, through the helper container", recovered["ts"] - started)
+    heal_report(f"canary on a {source}, through the helper container", recovered["ts"] - started)
     repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership")
     assert repair["result"] == "ok" and repair["detail"]["route"] == "helper", repair
-    assert repair["detail"]["helper_image"] == ownvol_image
-    assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
+    assert repair["detail"]["helper_image"] == ownvol_image and repair["detail"]["changed"] >= 1
+    data = host_dir if source == "bind" else docker_client.volumes.get(volume).attrs["Mountpoint"]
+    st = os.stat(data)
+    assert (st.st_uid, st.st_gid) == (999, 999)
     assert not docker_client.containers.list(all=True, filters={"label": f"ownvol.repair.for={c.name}"})
     assert client(port).ping()
 
