@@ -23,10 +23,10 @@ class BindError(OSError):
     pass
 
 
-def mountpoints() -> set[str]:
-    """Every mount point this process sees (/proc/self/mountinfo, octal escapes decoded)."""
+def mountpoints(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
+    """Every mount point a process sees (its mountinfo, octal escapes decoded)."""
     points = set()
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split(" ", 5)
             points.add(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))

@@ -48,6 +48,7 @@ class PrivateEngine:
         self.host = f"unix://{self.sock}"
         self.log_path = os.path.join(base, f"{name}.log")
         self.proc: subprocess.Popen | None = None
+        self.prefix: list[str] = []  # a command dockerd runs under, e.g. nsenter into a mount namespace
 
     def start(self, timeout: float = 60) -> docker.DockerClient:
         os.makedirs(self.data_root, exist_ok=True)
@@ -55,7 +56,7 @@ class PrivateEngine:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+                *self.prefix, "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
                 "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host,
             ],

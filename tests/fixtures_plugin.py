@@ -1,9 +1,12 @@
-"""Fixtures for the driver: the real plugin (`ownvol plugin`, gunicorn) under a driver name of its own.
+"""Fixtures for the driver: the real plugin (`ownvol plugin`, gunicorn) on an engine of its own.
 
-Each plugin gets a unique driver name (so its socket, /run/docker/plugins/<name>.sock, collides
-with nobody's, `make up` included), and its own OWNVOL_ROOT, allowed root for path= and
-mount root under a temporary directory. Volumes left on the engine with its driver are
-removed before it stops.
+A legacy plugin's socket in /run/docker/plugins is seen by every dockerd on the host, and a
+dockerd remembers every legacy driver it ever used: once the test plugin is gone, each lookup
+of an unknown volume name on that engine waits for the dead socket. So the driver is never
+shown to the shared engine. `plugin_engine` is a private dockerd in a mount namespace of its
+own whose /run/docker/plugins is a directory of ours; the plugins run in that namespace too
+(their MOUNT_ROOT binds are where that dockerd sees them), with a unique driver name, their
+own OWNVOL_ROOT, allowed root for path= and mount root under a temporary directory.
 """
 
 from __future__ import annotations
@@ -19,25 +22,61 @@ from pathlib import Path
 import docker
 import pytest
 
+from plugin import binds
 from plugin.serve import UnixHTTPConnection, answers
-from tests.conftest import ROOT, new_name
-from tests.engine import wait_for
+from tests.conftest import ROOT, Tracked, new_name
+from tests.engine import PrivateEngine, wait_for
 
 OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 
 
-class PluginProcess:
-    """One `ownvol plugin` process: start, stop, restart, and raw requests to its socket."""
+class PluginEngine(PrivateEngine):
+    """A private dockerd in its own mount namespace, where /run/docker/plugins is `plugins_dir`."""
 
-    def __init__(self, base: Path, mount_root: bool = False, **env: str) -> None:
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.plugins_dir = f"{self.data_root}.plugins"
+        self.holder: subprocess.Popen | None = None
+
+    def _namespace(self) -> list[str]:
+        if self.holder is None or self.holder.poll() is not None:
+            os.makedirs(self.plugins_dir, mode=0o700, exist_ok=True)
+            self.holder = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                 f"mount --bind {self.plugins_dir} /run/docker/plugins && echo ready && exec sleep infinity"],
+                stdout=subprocess.PIPE, start_new_session=True)
+            if self.holder.stdout.readline().strip() != b"ready":
+                raise RuntimeError(f"could not make the mount namespace of {self.name}")
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
+
+    def start(self, timeout: float = 60) -> docker.DockerClient:
+        self.prefix = self._namespace()
+        return super().start(timeout)
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", "-H", self.host, *args], capture_output=True, text=True, check=check, timeout=300)
+
+    def destroy(self) -> None:
+        super().destroy()
+        if self.holder and self.holder.poll() is None:
+            self.holder.kill()
+            self.holder.wait()
+        shutil.rmtree(self.plugins_dir, ignore_errors=True)
+
+
+class PluginProcess:
+    """One `ownvol plugin` process in an engine's namespace: start, stop, restart, raw requests."""
+
+    def __init__(self, engine: PluginEngine, mount_root: bool = False, **env: str) -> None:
+        self.engine = engine
         self.name = new_name("ovp")
-        self.base = base
-        self.root = base / "state"
-        self.adopt = base / "adopt"
-        self.mount_root = base / "mnt" if mount_root else None
-        self.socket = f"/run/docker/plugins/{self.name}.sock"
-        self.log_path = base / "plugin.log"
-        self.adopt.mkdir(parents=True, exist_ok=True)
+        self.base = Path(tempfile.mkdtemp(prefix="ownvol-plugin-", dir="/var/tmp"))
+        self.root = self.base / "state"
+        self.adopt = self.base / "adopt"
+        self.mount_root = self.base / "mnt" if mount_root else None
+        self.socket = os.path.join(engine.plugins_dir, f"{self.name}.sock")  # as this side sees it
+        self.log_path = self.base / "plugin.log"
+        self.adopt.mkdir()
         self.env = {
             **os.environ,
             "OWNVOL_DRIVER_NAME": self.name,
@@ -50,10 +89,9 @@ class PluginProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "PluginProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([OWNVOL, "plugin"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*self.engine._namespace(), OWNVOL, "plugin"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout, what=f"plugin {self.name}")
         if self.proc.poll() is not None:
             raise RuntimeError(f"plugin {self.name} exited {self.proc.returncode}:\n{self.log()}")
@@ -73,13 +111,12 @@ class PluginProcess:
         self.stop()
         return self.start()
 
-    def post(self, endpoint: str, body: bytes | dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    def post(self, endpoint: str, body: bytes | dict | None = None) -> tuple[int, dict]:
         """POST to the socket as the daemon does; (HTTP status, decoded JSON reply)."""
         raw = body if isinstance(body, bytes) else json.dumps(body if body is not None else {}).encode()
         conn = UnixHTTPConnection(self.socket, timeout=120)
         try:
-            conn.request("POST", endpoint, body=raw,
-                         headers={"Accept": "application/vnd.docker.plugins.v1.2+json", **(headers or {})})
+            conn.request("POST", endpoint, body=raw, headers={"Accept": "application/vnd.docker.plugins.v1.2+json"})
             response = conn.getresponse()
             return response.status, json.loads(response.read() or b"null")
         finally:
@@ -100,50 +137,59 @@ class PluginProcess:
     def data_dir(self, volume: str) -> Path:
         return self.root / "volumes" / volume
 
+    def is_mounted(self, target: str | Path) -> bool:
+        """Whether target is a mount point in the plugin's (and its engine's) namespace."""
+        return str(target) in binds.mountpoints(f"/proc/{self.proc.pid}/mountinfo")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def remove_engine_volumes(self, client: docker.DockerClient) -> None:
-        for v in client.volumes.list(filters={"driver": self.name}):
-            try:
-                for c in client.containers.list(all=True, filters={"volume": v.name}):
-                    c.remove(force=True)
-                v.remove(force=True)
-            except docker.errors.APIError as exc:
-                print(f"cleanup: volume {v.name}: {exc}")
-
     def destroy(self) -> None:
         self.stop()
-        if self.mount_root and self.mount_root.exists():
-            for entry in self.mount_root.iterdir():
-                subprocess.run(["umount", "-l", str(entry)], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def _new_plugin(mount_root: bool = False, **env: str) -> PluginProcess:
-    return PluginProcess(Path(tempfile.mkdtemp(prefix="ownvol-plugin-", dir="/var/tmp")), mount_root, **env)
+@pytest.fixture(scope="session")
+def plugin_engine(redis_image: str) -> PluginEngine:
+    """The driver tests' own dockerd (see the module docstring), with the Redis image loaded."""
+    engine = PluginEngine(new_name("peng"))
+    engine.start()
+    engine.load_image(redis_image)
+    yield engine
+    engine.destroy()
 
 
 @pytest.fixture(scope="session")
-def ownvol_plugin(docker_client: docker.DockerClient) -> PluginProcess:
+def engine_client(plugin_engine: PluginEngine) -> docker.DockerClient:
+    return plugin_engine.client()
+
+
+@pytest.fixture
+def ptracked(engine_client: docker.DockerClient) -> Tracked:
+    """`tracked` on the plugin engine."""
+    t = Tracked(engine_client)
+    yield t
+    t.cleanup()
+
+
+@pytest.fixture(scope="session")
+def ownvol_plugin(plugin_engine: PluginEngine) -> PluginProcess:
     """One started plugin for the session (legacy mode: Mount returns the data directory itself)."""
-    plugin = _new_plugin().start()
+    plugin = PluginProcess(plugin_engine).start()
     yield plugin
-    plugin.remove_engine_volumes(docker_client)
     plugin.destroy()
 
 
 @pytest.fixture
-def make_plugin(docker_client: docker.DockerClient):
-    """make_plugin(mount_root=False, **OWNVOL_env) -> a started plugin of the test's own, destroyed after it."""
+def make_plugin(plugin_engine: PluginEngine):
+    """make_plugin(mount_root=False, start=True, **OWNVOL_env) -> a plugin of the test's own, destroyed after it."""
     made: list[PluginProcess] = []
 
     def make(mount_root: bool = False, start: bool = True, **env: str) -> PluginProcess:
-        plugin = _new_plugin(mount_root, **env)
+        plugin = PluginProcess(plugin_engine, mount_root, **env)
         made.append(plugin)
         return plugin.start() if start else plugin
 
     yield make
     for plugin in made:
-        plugin.remove_engine_volumes(docker_client)
         plugin.destroy()
