@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from plugin.options import Defaults, parse_defaults
 
 DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class SettingsError(ValueError):
@@ -68,6 +69,9 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         )
     except ValueError as exc:
         raise SettingsError(f"OWNVOL_DEFAULT_*: {exc}") from None
+    log_level = (env.get("OWNVOL_LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"OWNVOL_LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     workers_text = env.get("OWNVOL_WORKERS") or "2"
     if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
         raise SettingsError(f"OWNVOL_WORKERS: {workers_text!r} is not a number of workers from 1 to 64")
@@ -78,6 +82,6 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         defaults=defaults,
         allowed_roots=_roots(env.get("OWNVOL_ALLOWED_ROOTS")),
         mount_root=os.path.normpath(mount_root) if mount_root else "",
-        log_level=(env.get("OWNVOL_LOG_LEVEL") or "INFO").upper(),
+        log_level=log_level,
         workers=int(workers_text),
     )

@@ -65,16 +65,18 @@ class PluginEngine(PrivateEngine):
 
 
 class PluginProcess:
-    """One `ownvol plugin` process in an engine's namespace: start, stop, restart, raw requests."""
+    """One `ownvol plugin` process in an engine's namespace (or, engine None, on a socket no engine
+    looks at): start, stop, restart, raw requests."""
 
-    def __init__(self, engine: PluginEngine, mount_root: bool = False, **env: str) -> None:
+    def __init__(self, engine: PluginEngine | None, mount_root: bool = False, **env: str) -> None:
         self.engine = engine
         self.name = new_name("ovp")
         self.base = Path(tempfile.mkdtemp(prefix="ownvol-plugin-", dir="/var/tmp"))
         self.root = self.base / "state"
         self.adopt = self.base / "adopt"
         self.mount_root = self.base / "mnt" if mount_root else None
-        self.socket = os.path.join(engine.plugins_dir, f"{self.name}.sock")  # as this side sees it
+        # as this side sees it
+        self.socket = os.path.join(engine.plugins_dir if engine else str(self.base), f"{self.name}.sock")
         self.log_path = self.base / "plugin.log"
         self.adopt.mkdir()
         self.env = {
@@ -84,13 +86,15 @@ class PluginProcess:
             "OWNVOL_ALLOWED_ROOTS": str(self.adopt),
             "OWNVOL_MOUNT_ROOT": str(self.mount_root or ""),
             "OWNVOL_WORKERS": "2",
+            **({} if engine else {"OWNVOL_SOCKET": self.socket}),
             **env,
         }
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "PluginProcess":
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([*self.engine._namespace(), OWNVOL, "plugin"], env=self.env, stdout=log,
+            prefix = self.engine._namespace() if self.engine else []
+            self.proc = subprocess.Popen([*prefix, OWNVOL, "plugin"], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout, what=f"plugin {self.name}")
         if self.proc.poll() is not None:
@@ -192,4 +196,23 @@ def make_plugin(plugin_engine: PluginEngine):
 
     yield make
     for plugin in made:
+        plugin.destroy()
+
+
+@pytest.fixture
+def bare_plugin():
+    """bare_plugin(mount_root=False, **OWNVOL_env) -> a started plugin that no engine sees, destroyed after it."""
+    made: list[PluginProcess] = []
+
+    def make(mount_root: bool = False, **env: str) -> PluginProcess:
+        plugin = PluginProcess(None, mount_root, **env)
+        made.append(plugin)
+        return plugin.start()
+
+    yield make
+    for plugin in made:
+        plugin.stop()
+        if plugin.mount_root and plugin.mount_root.exists():
+            for entry in plugin.mount_root.iterdir():
+                binds.unbind(str(entry))
         plugin.destroy()

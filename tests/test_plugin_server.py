@@ -1,0 +1,59 @@
+"""The real server (`ownvol plugin`, gunicorn with several workers) on a socket no engine looks at."""
+
+from __future__ import annotations
+
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+
+
+def test_socket_is_root_only_and_replies_are_plugin_json(bare_plugin):
+    plugin = bare_plugin()
+    st = os.stat(plugin.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    assert plugin.post("/Plugin.Activate", b"") == (200, {"Implements": ["VolumeDriver"], "Err": ""})
+    status, reply = plugin.post("/VolumeDriver.Create", b'{"Name": "v", "Opts": {"mode": "9"}}')
+    assert status == 400 and reply == {"Err": "option mode: '9' is not an octal mode from 0 to 7777 (for example 0755)"}
+
+
+def test_a_second_server_on_the_same_socket_is_refused(bare_plugin):
+    import subprocess
+
+    plugin = bare_plugin()
+    second = subprocess.run([".venv/bin/ownvol", "plugin"], env=plugin.env, capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "already answers" in second.stderr
+    plugin.call("List")
+
+
+def test_references_stay_right_under_concurrent_requests(bare_plugin):
+    plugin = bare_plugin(mount_root=True, OWNVOL_WORKERS="4")
+    plugin.call("Create", Name="v", Opts={})
+    ids = [f"m{i % 10}" for i in range(60)]
+    with ThreadPoolExecutor(12) as pool:
+        mountpoints = set(pool.map(lambda i: plugin.call("Mount", Name="v", ID=i)["Mountpoint"], ids))
+    assert mountpoints == {str(plugin.mount_root / "v")}
+    assert plugin.call("Get", Name="v")["Volume"]["Status"]["mounts"] == 60
+    assert plugin.is_mounted(plugin.mount_root / "v")
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda i: plugin.call("Unmount", Name="v", ID=i), ids))
+    assert plugin.call("Get", Name="v")["Volume"]["Status"]["mounts"] == 0
+    assert not plugin.is_mounted(plugin.mount_root / "v")
+
+
+def test_concurrent_creates_of_one_name_make_one_volume(bare_plugin):
+    plugin = bare_plugin(OWNVOL_WORKERS="4")
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: plugin.post("/VolumeDriver.Create", {"Name": "v", "Opts": {"uid": "5"}}), range(16)))
+    errs = [r["Err"] for _, r in replies if r["Err"]]
+    assert all("being created" in e for e in errs), errs
+    assert [v["Name"] for v in plugin.call("List")["Volumes"]] == ["v"]
+    assert os.stat(plugin.data_dir("v")).st_uid == 5
+
+
+def test_path_and_get_agree_with_mount(bare_plugin):
+    plugin = bare_plugin()
+    plugin.call("Create", Name="v", Opts={})
+    path = plugin.call("Path", Name="v")["Mountpoint"]
+    volume = plugin.call("Get", Name="v")["Volume"]
+    assert path == volume["Mountpoint"] == plugin.call("Mount", Name="v", ID="x")["Mountpoint"] == str(plugin.data_dir("v"))
+    assert volume["CreatedAt"].endswith("Z") and volume["Status"]["created"] == volume["CreatedAt"]
