@@ -215,7 +215,6 @@ def aof_on(ctx: Context) -> ActionResult:
         return skip
     try:
         client.config_set("appendonly", "yes")
-        time.sleep(0.05)
         after = _wait_background(client, 60)
         ok = after.get("aof_enabled") == 1 and after.get("aof_last_bgrewrite_status") == "ok"
         if not ok:

@@ -104,7 +104,8 @@ def owner_of(target: Target, local: bool) -> dict | None:
 
 
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
-    owner = owner_of(target, local_paths and os.path.isdir(target.mount.host_path) if target.mount else False)
+    reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
+    owner = owner_of(target, reachable)
     if container_status != "running":
         state, reasons = evaluate(container_status, "", {}, owner)
         return Health(state, reasons, container_status, "", owner=owner)

@@ -88,8 +88,8 @@ def is_redis(attrs: dict) -> bool:
     if any(posixpath.basename(arg.split()[0]) == "redis-server" for arg in command_of(attrs) if arg.strip()):
         return True
     image = (attrs.get("Config") or {}).get("Image", "")
-    repo = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image.split("@")[0]
-    return posixpath.basename(repo) in ("redis", "redis-server")
+    name = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    return name in ("redis", "redis-server")
 
 
 def is_watched(attrs: dict, selector: dict[str, str] | None = None) -> bool:
