@@ -9,6 +9,7 @@ start (see volumes.Volumes.recover).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -67,12 +68,15 @@ class Store:
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._lock_fd = -1
 
     @property
     def conn(self) -> sqlite3.Connection:
         """This process's connection: a connection never crosses a fork into a gunicorn worker."""
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._connect()
+            # the writers' queue (see transaction): an open file of this process's own, as flock wants
+            self._lock_fd = os.open(self.db_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._pid = os.getpid()
         return self._conn
 
@@ -101,19 +105,30 @@ class Store:
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
+            os.close(self._lock_fd)
         self._conn = None
+        self._lock_fd = -1
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken at once (BEGIN IMMEDIATE), committed or rolled back whole."""
+        """One write transaction, taken at once (BEGIN IMMEDIATE), committed or rolled back whole.
+
+        Writers queue on a flock first: the kernel wakes the next one the moment the lock is free,
+        where SQLite's busy handler would sleep 1, 2, 5, 10... ms between tries (bench: mount_p99_ms).
+        """
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        lock_fd = self._lock_fd
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     # -- volumes
 
@@ -155,8 +170,12 @@ class Store:
         self.conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
 
     def record_check(self, name: str, at: str, result: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE volumes SET last_check = ?, last_check_result = ? WHERE name = ?", (at, result, name))
+        with self.transaction():
+            self.set_check(name, at, result)
+
+    def set_check(self, name: str, at: str, result: str) -> None:
+        """record_check inside a transaction the caller holds."""
+        self.conn.execute("UPDATE volumes SET last_check = ?, last_check_result = ? WHERE name = ?", (at, result, name))
 
     def record_repair(self, name: str, at: str, changed: int, seconds: float) -> None:
         with self.transaction() as conn:

@@ -205,11 +205,13 @@ class Volumes:
             self.store.add_ref(name, mount_id, now())
             if self.settings.mount_root:
                 self._ensure_bound(record)
-        try:
-            self._preflight(record)
-        except BaseException:
-            self.unmount(name, mount_id)
-            raise
+            checked = self._check_only(record)
+        if not checked:
+            try:
+                self._preflight(record)
+            except BaseException:
+                self.unmount(name, mount_id)
+                raise
         return self._mountpoint(record)
 
     def _data_problem(self, record: VolumeRecord) -> str | None:
@@ -228,13 +230,33 @@ class Volumes:
         if not binds.is_mounted(target):
             binds.bind(record.path, target)
 
+    @staticmethod
+    def _no_walk(spec: VolumeSpec, state: ownership.RootState) -> str | None:
+        """The check's result when the policy wants no walk for this root; None when it wants one."""
+        if spec.policy == "never" or (spec.policy == "on-root-mismatch" and state.ok):
+            return "ok" if state.ok else f"mismatch, not repaired (policy never): {'; '.join(state.problems)}"
+        return None
+
+    def _check_only(self, record: VolumeRecord) -> bool:
+        """The common Mount, inside its own transaction: one lstat, and when no walk is due the check
+        is recorded with the reference (one commit instead of two; bench: mount_pairs_per_s)."""
+        spec = record.spec
+        try:
+            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+        except ownership.OwnershipError:
+            return False  # _preflight records and reports it
+        result = self._no_walk(spec, state)
+        if result is not None:
+            self.store.set_check(record.name, now(), result)
+        return result is not None
+
     def _preflight(self, record: VolumeRecord) -> None:
         """Check the root; per policy walk and repair. Never returns with the root still wrong (unless policy never)."""
         spec = record.spec
         try:
             state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
-            if spec.policy == "never" or (spec.policy == "on-root-mismatch" and state.ok):
-                result = "ok" if state.ok else f"mismatch, not repaired (policy never): {'; '.join(state.problems)}"
+            result = self._no_walk(spec, state)
+            if result is not None:
                 self.store.record_check(record.name, now(), result)
                 return
             report = ownership.repair(record.path, spec.uid, spec.gid, spec.mode, walk=True)
