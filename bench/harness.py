@@ -1,0 +1,40 @@
+"""What the driver and hook benchmarks share beyond bench.common: load notes, percentiles, scratch dirs."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+SCRATCH = os.environ.get("OWNVOL_BENCH_DIR", "/var/tmp/ownvol-bench")
+
+
+def load_note() -> str:
+    """The machine's load averages now: these runs share 2 cores with other developers."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}/{fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cores"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-th percentile (q in 0..100) of values."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[str]:
+    """A root-owned directory of this run's own under SCRATCH, removed afterwards whatever happened."""
+    os.makedirs(SCRATCH, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=SCRATCH)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir(SCRATCH)
+        except OSError:
+            pass

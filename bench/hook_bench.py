@@ -1,0 +1,300 @@
+"""The hook's figures: time to heal at start-up and at run time, detection latency, and what watching
+1, 10 and 50 Redis containers costs in memory and idle CPU.
+
+Each side runs on the shared engine with real Redis containers (host network, 127.0.0.1, free ports).
+The hook is the tests' one (tests/fixtures_hook.py): `ownvol watch` with a selector label of its own
+and its own metrics port, so no other hook touches these containers and it touches no one else's; the
+anchors' containers carry ownvol.watch=false, so no hook at all heals them. Everything made is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import docker
+import redis
+
+from bench.common import Result, interleave, median
+from bench.harness import load_note, scratch
+from hooks import patterns
+from hooks.watcher import timestamp_ns
+from tests.conftest import Tracked, free_port
+from tests.fixtures_hook import Hook, run_redis
+
+REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "ownvol/redis:7")
+UNWATCHED = {"ownvol.watch": "false"}
+HOOK_INTERVAL = ("--interval", "5")  # the shipped default (the tests' fixture says 1)
+POLL = 0.01
+
+
+def _redis(port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1,
+                       decode_responses=True)
+
+
+def aof_ok(r: redis.Redis) -> bool:
+    """PONG, and AOF on with its last write and rewrite ok."""
+    try:
+        if not r.ping():
+            return False
+        p = r.info("persistence")
+    except redis.exceptions.RedisError:
+        return False
+    return (p.get("aof_enabled") == 1 and p.get("aof_last_write_status") == "ok"
+            and p.get("aof_last_bgrewrite_status") == "ok" and p.get("loading") == 0)
+
+
+def _until(predicate: Callable[[], bool], timeout: float, interval: float = POLL) -> float | None:
+    """time.time() when predicate first held, None if it did not within timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.time()
+        time.sleep(interval)
+    return None
+
+
+def first_failure_ns(container, since: float) -> int | None:
+    """The log timestamp (ns) of the container's first line since `since` that the catalogue knows."""
+    text = container.logs(timestamps=True, since=since).decode(errors="replace")
+    for line in text.splitlines():
+        stamp, _, message = line.partition(" ")
+        if patterns.match(message):
+            return timestamp_ns(stamp)
+    return None
+
+
+def _data_dir(base: str, name: str, owner: int) -> Path:
+    d = Path(base) / name
+    d.mkdir()
+    os.chown(d, owner, owner)
+    d.chmod(0o755)
+    return d
+
+
+def _start_hook(base: str) -> Hook:
+    state = Path(base) / "hook"
+    state.mkdir()
+    return Hook(state, extra=HOOK_INTERVAL).start()
+
+
+@dataclass
+class Heal:
+    """What one group of interleaved runs saw."""
+
+    mttr: list[float] = field(default_factory=list)
+    detect: list[float] = field(default_factory=list)
+    anchor: list[float] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+
+
+# -- mttr_startup_s ---------------------------------------------------------------------------------
+
+def _startup_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, window: float) -> Callable[[int], float]:
+    """The canary (uid 999, AOF, root-owned bind mount, restart on-failure) from `docker run` on."""
+
+    def run(i: int) -> float:
+        port = free_port()
+        data = _data_dir(base, f"{'hook' if hook else 'alone'}-start-{i}", 0)
+        r = _redis(port)
+        started = time.time()
+        c = run_redis(tracked, REDIS_IMAGE, port, data, hook.labels if hook else UNWATCHED, restart=True)
+        healed = _until(lambda: aof_ok(r), 60 if hook else window, POLL if hook else 0.2)
+        c.reload()
+        if hook is None:
+            seen.anchor.append(c.attrs["RestartCount"])
+            if healed:
+                seen.misses.append(f"anchor run {i} healed on its own")
+        elif healed is None:
+            seen.misses.append(f"run {i} not healed within 60 s")
+        else:
+            seen.mttr.append(healed - started)
+            incident = hook.wait_event(lambda e: e["event"] == "incident" and e.get("container") == c.name, 10,
+                                       "the incident")
+            failed_ns = first_failure_ns(c, started - 1)
+            if failed_ns:
+                seen.detect.append(incident["ts"] - failed_ns / 1e9)
+        r.close()
+        c.remove(force=True)
+        return (healed - started) if healed else float("inf")
+
+    return run
+
+
+def _startup(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) -> tuple[list[Result], Heal]:
+    ours, alone = Heal(), Heal()
+    before = load_note()
+    interleave(runs, _startup_side(tracked, base, hook, ours, window), _startup_side(tracked, base, None, alone, window))
+    value = round(median(ours.mttr), 3) if ours.mttr else None
+    restarts = median(alone.anchor)
+    return [Result(
+        "mttr_startup_s", value, "s", f"restart policy alone: restarts in a {window:g} s window, never healthy",
+        restarts, "<= 3",
+        f"`docker run` of the canary (uid 999, --appendonly yes, root-owned bind mount, --restart on-failure) to "
+        f"PONG with AOF ok, {runs} runs each interleaved with the hook-less anchor; hook runs "
+        f"{', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor restart counts {alone.anchor}, healed "
+        f"{sum('healed' in m for m in alone.misses)}/{runs}; {before}"
+        + (f"; MISSES: {ours.misses + alone.misses}" if ours.misses or alone.misses else ""),
+        value is not None and value <= 3 and not ours.misses and not alone.misses)], ours
+
+
+# -- mttr_runtime_s ---------------------------------------------------------------------------------
+
+def _writes_back(r: redis.Redis, timeout: float) -> tuple[float | None, float | None]:
+    """Probe writes until one is refused and a later one accepted: (first refusal, acceptance after it)."""
+    refused = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r.set("bench:probe", time.time())
+            if refused is not None:
+                return refused, time.time()
+        except redis.exceptions.ResponseError as exc:
+            if "MISCONF" not in str(exc):
+                raise
+            refused = refused or time.time()
+        except redis.exceptions.ConnectionError:
+            pass
+        time.sleep(POLL)
+    return refused, None
+
+
+def _runtime_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, window: float) -> Callable[[int], float]:
+    """A healthy uid-999 Redis whose data dir goes to root while it runs; then a BGSAVE fails."""
+
+    def run(i: int) -> float:
+        port = free_port()
+        data = _data_dir(base, f"{'hook' if hook else 'alone'}-run-{i}", 999)
+        r = _redis(port)
+        c = run_redis(tracked, REDIS_IMAGE, port, data, hook.labels if hook else UNWATCHED)
+        if _until(lambda: aof_ok(r), 30) is None:
+            raise RuntimeError(f"{c.name} did not start healthy")
+        if hook:
+            hook.wait_event(lambda e: e["event"] == "health" and e.get("container") == c.name
+                            and e["state"] == "healthy", 30, "the hook to see it healthy")
+        for k in range(100):
+            r.set(f"k{k}", k)
+        faulted = time.time()
+        os.chown(data, 0, 0)
+        r.bgsave()
+        refused, accepted = _writes_back(r, 60 if hook else window)
+        failed_ns = first_failure_ns(c, faulted - 1)
+        if refused is None:
+            seen.misses.append(f"{'hook' if hook else 'anchor'} run {i}: writes never refused")
+        elif hook is None:
+            seen.anchor.append(0 if accepted is None else 1)
+        elif accepted is None or failed_ns is None:
+            seen.misses.append(f"run {i}: not healed within 60 s" if accepted is None else
+                               f"run {i}: no failure line in the log")
+        else:
+            seen.mttr.append(accepted - failed_ns / 1e9)
+            incident = hook.wait_event(lambda e: e["event"] == "incident" and e.get("container") == c.name, 10,
+                                       "the incident")
+            seen.detect.append(incident["ts"] - failed_ns / 1e9)
+        r.close()
+        c.remove(force=True)
+        return seen.mttr[-1] if hook and seen.mttr else 0.0
+
+    return run
+
+
+def _runtime(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) -> tuple[list[Result], Heal]:
+    ours, alone = Heal(), Heal()
+    before = load_note()
+    interleave(runs, _runtime_side(tracked, base, hook, ours, window), _runtime_side(tracked, base, None, alone, window))
+    value = round(median(ours.mttr), 3) if ours.mttr else None
+    return [Result(
+        "mttr_runtime_s", value, "s", f"without the hook: runs (of {runs}) accepting writes again within {window:g} s",
+        float(sum(alone.anchor)), "<= 3",
+        f"data dir chowned to root under a running uid-999 Redis (AOF on), BGSAVE: from the failure's first log "
+        f"line to the first write accepted again (probes every {POLL * 1000:g} ms), {runs} runs each interleaved "
+        f"with the hook-less anchor; hook runs {', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor: writes still "
+        f"refused after {window:g} s in {alone.anchor.count(0)}/{len(alone.anchor)}; {before}"
+        + (f"; MISSES: {ours.misses + alone.misses}" if ours.misses or alone.misses else ""),
+        value is not None and value <= 3 and not ours.misses and not alone.misses)], ours
+
+
+def heal(runs: int = 5, start_window: float = 20.0, run_window: float = 10.0) -> list[Result]:
+    """mttr_startup_s, mttr_runtime_s and, from the same runs, detect_latency_ms."""
+    tracked = Tracked(docker.from_env(timeout=120))
+    with scratch("heal-") as base:
+        hook = _start_hook(base)
+        try:
+            startup, s = _startup(tracked, base, hook, runs, start_window)
+            runtime, r = _runtime(tracked, base, hook, runs, run_window)
+        finally:
+            hook.stop()
+            tracked.cleanup()
+    detect = [round(x * 1000, 1) for x in s.detect + r.detect]
+    value = median(detect) if detect else None
+    interval = float(HOOK_INTERVAL[1])
+    return startup + runtime + [Result(
+        "detect_latency_ms", value, "ms", f"a polling healer every {interval:g} s: its expected latency, "
+        "half the interval (computed)", interval / 2 * 1000, "<= 250",
+        f"failure line's timestamp in the container log (dockerd's) to the hook's incident event, over the "
+        f"{len(s.detect)} start-up and {len(r.detect)} run-time runs above: {detect} ms",
+        value is not None and value <= 250)]
+
+
+# -- watcher_rss_mb, watcher_cpu_pct ----------------------------------------------------------------
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+
+
+def watcher(counts: tuple[int, ...] = (1, 10, 50), seconds: float = 60.0, settle: float = 10.0) -> list[Result]:
+    tracked = Tracked(docker.from_env(timeout=120))
+    results: list[Result] = []
+    with scratch("watch-") as base:
+        hook = _start_hook(base)
+        try:
+            running = 0
+            for n in counts:
+                for i in range(running, n):
+                    port = free_port()
+                    run_redis(tracked, REDIS_IMAGE, port, _data_dir(base, f"w{i}", 999), hook.labels)
+                running = n
+
+                def all_healthy() -> bool:
+                    seen = hook.status()["containers"]
+                    return sum(c["health"] == "healthy" and c["following"] for c in seen) >= n
+
+                if _until(all_healthy, 120, 0.5) is None:
+                    raise RuntimeError(f"the hook did not see {n} healthy containers within 120 s")
+                time.sleep(settle)
+                pid = hook.proc.pid
+                before, cpu0, t0 = load_note(), _proc_cpu_s(pid), time.monotonic()
+                time.sleep(seconds)
+                cpu = (_proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+                status = _proc_status(pid)
+                rss = int(status["VmRSS"].split()[0]) / 1024
+                goal = n == max(counts)
+                note = (f"`ownvol watch --interval 5` watching {n} idle uid-999 Redis containers (AOF on); RSS at the "
+                        f"end of a {seconds:g} s window (peak {int(status['VmHWM'].split()[0]) / 1024:.1f} MB), "
+                        f"{status['Threads'].strip()} threads; {before}")
+                results += [
+                    Result(f"watcher_rss_mb_{n}", round(rss, 1), "MB", "-", None, "<= 80" if goal else "-", note,
+                           rss <= 80 if goal else None),
+                    Result(f"watcher_cpu_pct_{n}", round(cpu, 2), "% of one core", "-", None,
+                           "<= 2" if goal else "-", f"user+system CPU over the same {seconds:g} s, idle containers",
+                           cpu <= 2 if goal else None),
+                ]
+        finally:
+            hook.stop()
+            tracked.cleanup()
+    return results
+
+
+GROUPS: dict[str, Callable[[], list[Result]]] = {
+    "heal": heal,
+    "watcher": watcher,
+}
