@@ -60,25 +60,25 @@ remove_managed() {
 # dockerd keeps a legacy (socket-file) driver it has used until it restarts, also when a managed plugin of
 # the same name appears: a probe volume shows which one answers (a managed plugin's volumes say NAME:TAG).
 check_routing() {
-    local name=$1 probe driver
-    probe="ownvol-probe-$$"
-    if ! driver=$(docker volume create --driver "$name" "$probe" >/dev/null 2>&1 && docker volume inspect --format '{{.Driver}}' "$probe"); then
-        driver=""
+    local name=$1 probe="ownvol-probe-$$" out driver=""
+    if out=$(docker volume create --driver "$name" "$probe" 2>&1); then
+        driver=$(docker volume inspect --format '{{.Driver}}' "$probe")
+        docker volume rm "$probe" >/dev/null 2>&1 || true
     fi
-    docker volume rm "$probe" >/dev/null 2>&1 || true
-    case "$driver" in
-    "$name":*) return 0 ;;
-    *)
+    case "$driver" in "$name":*) return 0 ;; esac
+    if [ -n "$driver" ] || [[ "$out" == *"/run/docker/plugins/$name.sock"* ]]; then
         echo "plugin: dockerd still sends '$name' to the legacy driver it used before (it keeps one until it" >&2
         echo "plugin: restarts); restart dockerd (systemctl restart docker) and the managed plugin answers" >&2
-        return 1 ;;
-    esac
+    else
+        echo "plugin: $name is enabled but a probe volume failed: $out" >&2
+    fi
+    return 1
 }
 
 install() {
     local name=${1:-ownvol} settings=() source in_use drop
     if exists "$name"; then
-        in_use=$(volumes_in_use "$name" | tr '\n' ' ')
+        in_use=$(volumes_in_use "$name" | paste -sd ' ')
         if [ -n "$in_use" ] && [ -z "${FORCE:-}" ]; then
             echo "plugin: running containers use $name volumes ($in_use); stop them or set FORCE=1" >&2
             return 1
@@ -107,15 +107,19 @@ install() {
 }
 
 retire() {
-    local name=${1:-ownvol} settings data
+    local name=${1:-ownvol} settings data volumes
     exists "$name" || return 0
-    settings=$(user_settings "$name" | tr '\n' ' ')
+    settings=$(user_settings "$name" | paste -sd ' ')
     data=$(field "$name" '{{range .Settings.Mounts}}{{if eq .Name "data"}}{{.Source}}{{end}}{{end}}')
+    volumes=$(docker volume ls -q --filter "driver=$(field "$name" '{{.Name}}')" | paste -sd ' ')
     # A managed plugin, even disabled, hides a legacy one of the same name from dockerd: remove it.
     remove_managed "$name"
     say "removed the managed $name so the legacy driver answers${settings:+ (its settings were: $settings)}"
     if [ "$data" != "$LEGACY_ROOT" ]; then
         say "note: its data lives in $data; the legacy driver uses $LEGACY_ROOT (OWNVOL_ROOT)"
+    fi
+    if [ -n "$volumes" ]; then
+        say "note: dockerd mounts a volume only under the driver that created it: $volumes stay in $data for the managed $name ('make plugin' brings it back)"
     fi
 }
 
