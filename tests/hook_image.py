@@ -1,0 +1,56 @@
+"""ownvol/hook:latest for the Compose and Swarm tests: the ownvol image of this checkout, on an engine of their own.
+
+The examples run the hook from that image, so an image built before a change to `hooks/` or
+`ownvol/` would test old code: the installed packages are compared with this tree, file by file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import docker
+
+from tests.conftest import ROOT
+from tests.engine import PrivateEngine
+
+HOOK_IMAGE = "ownvol/hook:latest"  # what examples/compose.yaml and examples/stack.yaml name
+PACKAGES = ("ownvol", "hooks")
+_DIGESTS = (
+    "import hashlib, importlib, json, pathlib\n"
+    "out = {}\n"
+    "for p in %r:\n"
+    "    for f in pathlib.Path(importlib.import_module(p).__file__).parent.iterdir():\n"
+    "        if f.suffix in ('.py', '.yaml'):\n"
+    "            out[p + '/' + f.name] = hashlib.sha256(f.read_bytes()).hexdigest()\n"
+    "print(json.dumps(out))\n"
+) % (PACKAGES,)
+
+
+def _tree_digests() -> dict[str, str]:
+    return {f"{p}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
+            for p in PACKAGES for f in (ROOT / p).iterdir() if f.suffix in (".py", ".yaml")}
+
+
+def _image_digests(client: docker.DockerClient, tag: str) -> dict[str, str]:
+    out = client.containers.run(tag, ["python3", "-c", _DIGESTS], network_mode="none", remove=True,
+                                labels={"ownvol.watch": "false"})
+    return json.loads(out)
+
+
+def this_tree_image(client: docker.DockerClient, tag: str) -> str:
+    """tag, rebuilt by scripts/images.sh if its ownvol and hooks packages are not this checkout's."""
+    if _image_digests(client, tag) != _tree_digests():
+        subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT, capture_output=True)
+        stale = {k for k, v in _image_digests(client, tag).items() if _tree_digests().get(k) != v}
+        assert not stale, f"{tag} still differs from this checkout after a rebuild: {sorted(stale)}"
+    return tag
+
+
+def load_hook_image(engine: PrivateEngine, source: str) -> str:
+    """Copy source into the engine and tag it as the examples' hook image (`make hook-image` does the same)."""
+    engine.load_image(source)
+    repository, tag = HOOK_IMAGE.split(":")
+    engine.client().images.get(source).tag(repository, tag)
+    return HOOK_IMAGE
