@@ -33,21 +33,24 @@ OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 class PluginEngine(PrivateEngine):
     """A private dockerd in its own mount namespace, where /run/docker/plugins is `plugins_dir`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, own_network: bool = False) -> None:
         super().__init__(name)
         self.plugins_dir = f"{self.data_root}.plugins"
         self.holder: subprocess.Popen | None = None
+        # own_network: a network namespace of its own too, loopback only (Swarm's init gives addresses)
+        self.own_network = own_network
 
     def _namespace(self) -> list[str]:
         if self.holder is None or self.holder.poll() is not None:
             os.makedirs(self.plugins_dir, mode=0o700, exist_ok=True)
+            net, lo_up = (["--net"], "ip link set lo up && ") if self.own_network else ([], "")
             self.holder = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                 f"mount --bind {self.plugins_dir} /run/docker/plugins && echo ready && exec sleep infinity"],
+                ["unshare", "--mount", *net, "--propagation", "private", "sh", "-c",
+                 f"{lo_up}mount --bind {self.plugins_dir} /run/docker/plugins && echo ready && exec sleep infinity"],
                 stdout=subprocess.PIPE, start_new_session=True)
             if self.holder.stdout.readline().strip() != b"ready":
                 raise RuntimeError(f"could not make the mount namespace of {self.name}")
-        return ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
+        return ["nsenter", "-t", str(self.holder.pid), "-m", *(["-n"] if self.own_network else []), "--"]
 
     def start(self, timeout: float = 60) -> docker.DockerClient:
         self.prefix = self._namespace()
