@@ -19,6 +19,7 @@ from hooks.targets import Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
 
 HELPER_DEST = "/ownvol-target"
+SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers
 
 
 @dataclass
@@ -174,6 +175,9 @@ def restart(ctx: Context) -> ActionResult:
         container = ctx.container()
     except docker.errors.NotFound:
         return ActionResult("skipped", {"why": "container is gone"})
+    if SWARM_TASK in (container.labels or {}):
+        return ActionResult("skipped", {"why": "a Swarm task: its service replaces it with a new task; starting "
+                                                "this container again would run Redis outside the service"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     try:
