@@ -1,7 +1,8 @@
-"""ownvol/hook:latest for the Compose and Swarm tests: the ownvol image of this checkout, on an engine of their own.
+"""The hook as the Compose and Swarm examples run it: in a container of ownvol/hook:latest.
 
-The examples run the hook from that image, so an image built before a change to `hooks/` or
-`ownvol/` would test old code: the installed packages are compared with this tree, file by file.
+The image is the ownvol image of this checkout, copied into the test's own engine: an image
+built before a change to `hooks/` or `ownvol/` would test old code, so its installed packages
+are compared with this tree, file by file. The hook's events are the JSON lines of its log.
 """
 
 from __future__ import annotations
@@ -54,3 +55,14 @@ def load_hook_image(engine: PrivateEngine, source: str) -> str:
     repository, tag = HOOK_IMAGE.split(":")
     engine.client().images.get(source).tag(repository, tag)
     return HOOK_IMAGE
+
+
+def hook_events(container) -> list[dict]:
+    """The JSON events a hook container has printed so far."""
+    events = []
+    for line in container.logs(stdout=True, stderr=False).decode(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    return events

@@ -7,7 +7,6 @@ The project name is unique, so is the hook's selector (it defaults to the projec
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -21,7 +20,7 @@ import yaml
 from tests.conftest import ROOT, free_port, new_name
 from tests.engine import redis_cmd, wait_for
 from tests.fixtures_hook import heal_report
-from tests.hook_image import load_hook_image, this_tree_image
+from tests.hook_container import hook_events, load_hook_image, this_tree_image
 from tests.test_plugin_engine import NO_HOOK, redis_answers
 
 pytestmark = pytest.mark.engine
@@ -96,16 +95,6 @@ def post_start_exits(client, container, since: float) -> list[tuple[str, str]]:
         elif e["Action"] == "exec_die" and attrs["execID"] in commands:
             exits.append((commands[attrs["execID"]], attrs["exitCode"]))
     return exits
-
-
-def hook_events(container) -> list[dict]:
-    events = []
-    for line in container.logs(stdout=True, stderr=False).decode(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    return events
 
 
 def test_up_gives_a_healthy_uid999_redis_with_aof_the_check_passes_and_down_v_removes_the_volume(
