@@ -79,6 +79,25 @@ def redis_client(target: Target, timeout: float = 2.0) -> redis.Redis | None:
                                 socket_connect_timeout=timeout, decode_responses=True)
 
 
+_probe_clients: dict[tuple[str, str], redis.Redis] = {}
+
+
+def probe_client(target: Target) -> redis.Redis | None:
+    """The probes' client for target's address, kept between probes: a connection per probe cost more
+    than the probe (bench: watcher_cpu_pct). A connection a restart broke is made again by redis-py."""
+    if not target.redis_url:
+        return None
+    key = (target.redis_url, target.password or "")
+    client = _probe_clients.get(key)
+    if client is None:
+        if len(_probe_clients) >= 256:
+            for old in _probe_clients.values():
+                old.close()
+            _probe_clients.clear()
+        client = _probe_clients[key] = redis_client(target)
+    return client
+
+
 def ping_text(client: redis.Redis) -> str:
     try:
         return "PONG" if client.ping() else "no reply"
@@ -109,22 +128,19 @@ def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     if container_status != "running":
         state, reasons = evaluate(container_status, "", {}, owner)
         return Health(state, reasons, container_status, "", owner=owner)
-    client = redis_client(target)
+    client = probe_client(target)
     if client is None:
         return Health("unreachable", ["no Redis address known (label ownvol.redis.url)"], container_status, "",
                       owner=owner)
+    ping = ping_text(client)
+    persistence, memory, clients = {}, {}, {}
     try:
-        ping = ping_text(client)
-        persistence, memory, clients = {}, {}, {}
-        try:
-            info = client.info()
-            persistence = {k: info.get(k) for k in PERSISTENCE_FIELDS if k in info}
-            memory = {k: info.get(k) for k in ("used_memory", "used_memory_peak", "maxmemory") if k in info}
-            clients = {k: info.get(k) for k in ("connected_clients", "blocked_clients") if k in info}
-        except redis.exceptions.RedisError as exc:
-            if ping == "PONG":
-                ping = f"error: INFO failed: {exc}"
-        state, reasons = evaluate(container_status, ping, persistence, owner)
-        return Health(state, reasons, container_status, ping, persistence, memory, clients, owner)
-    finally:
-        client.close()
+        info = client.info()
+        persistence = {k: info.get(k) for k in PERSISTENCE_FIELDS if k in info}
+        memory = {k: info.get(k) for k in ("used_memory", "used_memory_peak", "maxmemory") if k in info}
+        clients = {k: info.get(k) for k in ("connected_clients", "blocked_clients") if k in info}
+    except redis.exceptions.RedisError as exc:
+        if ping == "PONG":
+            ping = f"error: INFO failed: {exc}"
+    state, reasons = evaluate(container_status, ping, persistence, owner)
+    return Health(state, reasons, container_status, ping, persistence, memory, clients, owner)

@@ -217,6 +217,25 @@ def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -
         return None
 
 
+_image_users: dict[str, str] = {}
+
+
+def _image_user(client: docker.DockerClient, image_id: str) -> str:
+    """The image's own user. Cached by image ID, a digest of immutable content: the health probe asks
+    for every container every interval (bench: watcher_cpu_pct)."""
+    if image_id in _image_users:
+        return _image_users[image_id]
+    try:
+        user = client.api.inspect_image(image_id).get("Config", {}).get("User") or ""
+    except docker.errors.APIError:
+        return ""
+    if image_id.startswith("sha256:"):
+        if len(_image_users) >= 256:
+            _image_users.clear()
+        _image_users[image_id] = user
+    return user
+
+
 def owner(client: docker.DockerClient, container, attrs: dict, mount: DataMount | None
           ) -> tuple[int | None, int | None, str]:
     """(uid, gid, where it came from): labels, --user, the image's user, an ownvol volume; never a guess."""
@@ -226,11 +245,7 @@ def owner(client: docker.DockerClient, container, attrs: dict, mount: DataMount 
         gid = int(labels[GID_LABEL]) if labels.get(GID_LABEL, "").isdigit() else uid
         return uid, gid, "label"
     candidates = [("user", (attrs.get("Config") or {}).get("User") or "")]
-    try:
-        image_user = client.api.inspect_image(attrs.get("Image", "")).get("Config", {}).get("User") or ""
-    except docker.errors.APIError:
-        image_user = ""
-    candidates.append(("image", image_user))
+    candidates.append(("image", _image_user(client, attrs.get("Image", ""))))
     for where, user in candidates:
         if not user:
             continue
