@@ -18,6 +18,7 @@ from typing import Callable
 
 from bench.common import Result, interleave, make_tree, median, timed
 from bench.harness import load_note, percentile
+from bench.profile import profiled
 from tests.conftest import new_name
 from tests.fixtures_plugin import PluginEngine, PluginProcess
 
@@ -133,15 +134,16 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0) -> list[Result]:
         mounts: list[float] = []
         unmounts: list[float] = []
         errors: list[str] = []
-        for pipe in pipes:
-            if not pipe.poll(seconds + 120):
-                errors.append("a client did not report")
-                continue
-            m, u, error = pipe.recv()
-            mounts.extend(m)
-            unmounts.extend(u)
-            if error:
-                errors.append(error)
+        with profiled(plugin.proc.pid, "mount", subprocesses=True, idle=True):
+            for pipe in pipes:
+                if not pipe.poll(seconds + 120):
+                    errors.append("a client did not report")
+                    continue
+                m, u, error = pipe.recv()
+                mounts.extend(m)
+                unmounts.extend(u)
+                if error:
+                    errors.append(error)
         for proc in procs:
             proc.join(30)
             if proc.is_alive():

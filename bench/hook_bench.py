@@ -20,6 +20,7 @@ import redis
 
 from bench.common import Result, interleave, median
 from bench.harness import load_note, scratch
+from bench.profile import profiled
 from hooks import patterns
 from hooks.watcher import timestamp_ns
 from tests.conftest import Tracked, free_port
@@ -82,6 +83,30 @@ def _start_hook(base: str) -> Hook:
     return Hook(state, extra=HOOK_INTERVAL).start()
 
 
+def _ended(hook: Hook, container: str, timeout: float = 30) -> None:
+    """Wait for the incident to end (recovered or gave-up), so its timeline is whole; never raise."""
+    try:
+        hook.wait_event(lambda e: e["event"] in ("recovered", "gave-up") and e.get("container") == container,
+                        timeout, "the incident to end")
+    except AssertionError:
+        pass
+
+
+def timeline(hook: Hook, container: str, since: float) -> str:
+    """Where a heal's time went, from the hook's own events: each step's end, seconds after `since`."""
+    steps = []
+    for e in list(hook.events):
+        if e.get("container") != container or e["ts"] < since - 1:
+            continue
+        at = f"+{e['ts'] - since:.3f}"
+        if e["event"] == "action":
+            verified = {True: ", verified", False: ", not verified"}.get(e.get("verified"), "")
+            steps.append(f"{e['action']} {e['result']}{verified} {at}")
+        elif e["event"] in ("detected", "incident", "recovered", "gave-up"):
+            steps.append(f"{e['event']} {at}")
+    return ", ".join(steps)
+
+
 @dataclass
 class Heal:
     """What one group of interleaved runs saw."""
@@ -90,6 +115,14 @@ class Heal:
     detect: list[float] = field(default_factory=list)
     anchor: list[float] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
+    timelines: list[str] = field(default_factory=list)
+
+    def median_timeline(self) -> str:
+        """The timeline of the run whose time to heal is the median one."""
+        if not self.mttr:
+            return "-"
+        ranked = sorted(range(len(self.mttr)), key=self.mttr.__getitem__)
+        return self.timelines[ranked[(len(ranked) - 1) // 2]]
 
 
 # -- mttr_startup_s ---------------------------------------------------------------------------------
@@ -118,6 +151,9 @@ def _startup_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
             failed_ns = first_failure_ns(c, started - 1)
             if failed_ns:
                 seen.detect.append(incident["ts"] - failed_ns / 1e9)
+            _ended(hook, c.name)
+            seen.timelines.append(f"first failure line +{(failed_ns or 0) / 1e9 - started:.3f}, "
+                                  f"{timeline(hook, c.name, started)}, PONG with AOF ok +{healed - started:.3f}")
         r.close()
         c.remove(force=True)
         return (healed - started) if healed else float("inf")
@@ -137,7 +173,8 @@ def _startup(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) 
         f"`docker run` of the canary (uid 999, --appendonly yes, root-owned bind mount, --restart on-failure) to "
         f"PONG with AOF ok, {runs} runs each interleaved with the hook-less anchor; hook runs "
         f"{', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor restart counts {alone.anchor}, healed "
-        f"{sum('healed' in m for m in alone.misses)}/{runs}; {before}"
+        f"{sum('healed' in m for m in alone.misses)}/{runs}; the median run, from `docker run`: "
+        f"{ours.median_timeline()}; {before}"
         + (f"; MISSES: {ours.misses + alone.misses}" if ours.misses or alone.misses else ""),
         value is not None and value <= 3 and not ours.misses and not alone.misses)], ours
 
@@ -195,6 +232,9 @@ def _runtime_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
             incident = hook.wait_event(lambda e: e["event"] == "incident" and e.get("container") == c.name, 10,
                                        "the incident")
             seen.detect.append(incident["ts"] - failed_ns / 1e9)
+            _ended(hook, c.name)
+            seen.timelines.append(f"{timeline(hook, c.name, failed_ns / 1e9)}, first write refused "
+                                  f"+{refused - failed_ns / 1e9:.3f}, accepted again +{accepted - failed_ns / 1e9:.3f}")
         r.close()
         c.remove(force=True)
         return seen.mttr[-1] if hook and seen.mttr else 0.0
@@ -213,7 +253,8 @@ def _runtime(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) 
         f"data dir chowned to root under a running uid-999 Redis (AOF on), BGSAVE: from the failure's first log "
         f"line to the first write accepted again (probes every {POLL * 1000:g} ms), {runs} runs each interleaved "
         f"with the hook-less anchor; hook runs {', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor: writes still "
-        f"refused after {window:g} s in {alone.anchor.count(0)}/{len(alone.anchor)}; {before}"
+        f"refused after {window:g} s in {alone.anchor.count(0)}/{len(alone.anchor)}; the median run, from the "
+        f"failure line: {ours.median_timeline()}; {before}"
         + (f"; MISSES: {ours.misses + alone.misses}" if ours.misses or alone.misses else ""),
         value is not None and value <= 3 and not ours.misses and not alone.misses)], ours
 
@@ -272,9 +313,10 @@ def watcher(counts: tuple[int, ...] = (1, 10, 50), seconds: float = 60.0, settle
                     raise RuntimeError(f"the hook did not see {n} healthy containers within 120 s")
                 time.sleep(settle)
                 pid = hook.proc.pid
-                before, cpu0, t0 = load_note(), _proc_cpu_s(pid), time.monotonic()
-                time.sleep(seconds)
-                cpu = (_proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+                with profiled(pid, f"watcher-{n}"):
+                    before, cpu0, t0 = load_note(), _proc_cpu_s(pid), time.monotonic()
+                    time.sleep(seconds)
+                    cpu = (_proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
                 status = _proc_status(pid)
                 rss = int(status["VmRSS"].split()[0]) / 1024
                 goal = n == max(counts)
