@@ -176,7 +176,8 @@ def test_stack_deploys_the_hook_runs_and_redis_is_healthy_on_an_ownvol_volume(sw
 
     volume = swarm.client.api.inspect_volume(f"{stack.name}_data")
     assert volume["Driver"] == swarm.plugin.name
-    assert (volume["Status"]["uid"], volume["Status"]["gid"], volume["Status"]["mounts"]) == (999, 999, 1)
+    assert (volume["Status"]["profile"], volume["Status"]["uid"], volume["Status"]["gid"]) == ("redis", 999, 999)
+    assert volume["Status"]["mounts"] == 1
     aof = swarm.plugin.data_dir(f"{stack.name}_data") / "appendonlydir"
     assert (aof.stat().st_uid, aof.stat().st_gid) == (999, 999)
     wait_for(lambda: any(e["event"] == "watching" and e["container"] == redis_c.name for e in hook_events(hook)),
@@ -247,5 +248,28 @@ def test_a_task_that_crashed_on_a_root_owned_bind_mount_is_repaired_and_left_to_
         outcome = [e["event"] for e in hook_events(hook) if e.get("container") == repair["container"]
                    and e["event"] in ("recovered", "gave-up")]
         print(f"\nthe crashed task's incident: {outcome or 'still open'}; its replacement {task.name} is healthy")
+    finally:
+        subprocess.run(["docker", "service", "rm", service], env=stack.env, capture_output=True, timeout=120)
+
+
+def test_a_volume_keeps_the_options_it_was_made_with_whatever_a_later_task_asks(swarm, stack, redis_image):
+    """A stack's driver_opts reach the driver only when a node creates the volume: a task that mounts it
+    later with other options (a changed stack file, another service) gets the volume as it is."""
+    volume = f"{stack.name}_data"
+    stack.redis()
+    service = f"{stack.name}_reader"
+    created = subprocess.run(
+        ["docker", "service", "create", "--detach", "--name", service, "--network", "host",
+         "--mount", f"type=volume,source={volume},target=/seen,readonly,volume-driver={swarm.plugin.name},"
+                    "volume-opt=mode=0700,volume-opt=uid=1000",
+         redis_image, "sleep", "infinity"], env=stack.env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    try:
+        wait_for(lambda: swarm.one_running(service), 120, interval=1, what=f"the task of {service}")
+        status = swarm.client.api.inspect_volume(volume)["Status"]
+        assert (status["mode"], status["uid"], status["mounts"]) == ("0755", 999, 2)
+        creates = [line for line in swarm.plugin.log().splitlines()
+                   if "action=VolumeDriver.Create " in line and f"volume={volume} " in line]
+        assert len(creates) == 1, creates
     finally:
         subprocess.run(["docker", "service", "rm", service], env=stack.env, capture_output=True, timeout=120)
