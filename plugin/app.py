@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from plugin.errors import InvalidRequest, PluginError
 from plugin.options import validate_name
@@ -22,6 +22,8 @@ from plugin.volumes import VolumeView, Volumes
 
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.1+json"
 MAX_BODY = 64 * 1024
+MAX_DIGITS = 64  # a number in a body; Python refuses more than 4300 digits with a ValueError of its own
+MAX_ERR = 400  # characters of an Err, whatever went wrong
 log = logging.getLogger("ownvol.plugin")
 
 
@@ -29,14 +31,24 @@ def _reply(payload: dict, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, mimetype=MEDIA_TYPE)
 
 
+def _number(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise InvalidRequest(f"request body refused: a number of more than {MAX_DIGITS} digits")
+    return int(text)
+
+
 def _body() -> dict:
     raw = request.get_data(cache=False)
+    if len(raw) >= MAX_BODY and request.content_length is None:
+        raise RequestEntityTooLarge()  # a chunked body: werkzeug stops reading at the limit, without a word
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_int=_number)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("request body is not valid JSON: nested too deeply") from None
     if body is None:
         return {}
     if not isinstance(body, dict):
@@ -72,6 +84,11 @@ def _mount_id(body: dict) -> str:
     mount_id = _field(body, "ID")
     g.mount_id = mount_id
     return mount_id
+
+
+def _printable(text: str) -> str:
+    """text for one log line: escapes instead of line breaks and other controls (no forged lines)."""
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def _volume(view: VolumeView) -> dict:
@@ -147,21 +164,24 @@ def create_app(settings: Settings | None = None, volumes: Volumes | None = None)
         elif isinstance(exc, HTTPException):
             status = exc.code or 500
             message = {
-                404: f"unknown endpoint {request.path}; this is a Docker volume plugin (POST /VolumeDriver.*)",
+                404: f"unknown endpoint {request.path[:100]}; this is a Docker volume plugin (POST /VolumeDriver.*)",
                 405: f"{request.path} takes POST, not {request.method}",
                 413: f"request body larger than {MAX_BODY} bytes",
             }.get(status, exc.description or exc.name)
         else:
             log.exception("internal error on %s", request.path)
             status, message = 500, f"internal error: {type(exc).__name__}: {exc}"
+        if len(message) > MAX_ERR:
+            message = message[:MAX_ERR - 3] + "..."
         g.outcome = f"err: {message}"
         return _reply({"Err": message}, status)
 
     @app.after_request
     def log_request(response: Response) -> Response:
         seconds = time.monotonic() - g.get("started", time.monotonic())
-        log.info("action=%s volume=%s id=%s outcome=%s seconds=%.4f", request.path.lstrip("/"),
-                 g.get("volume", "-"), g.get("mount_id", "-"), g.get("outcome", "-"), seconds)
+        log.info("action=%s volume=%s id=%s outcome=%s seconds=%.4f", *(_printable(field) for field in (
+                 request.path.lstrip("/")[:100], g.get("volume", "-"), g.get("mount_id", "-"), g.get("outcome", "-"))),
+                 seconds)
         return response
 
     return app

@@ -17,6 +17,10 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 _OCTAL = re.compile(r"(0o)?[0-7]{1,5}")
 ID_MAX = 2**32 - 2  # 2^32-1 is (uid_t)-1, "leave unchanged" to chown(2)
 MODE_MAX = 0o7777
+PATH_MAX = 4095  # bytes, as PATH_MAX (4096) counts the NUL
+COMPONENT_MAX = 255  # bytes, NAME_MAX
+PATH_DEPTH_MAX = 64  # components below /
+SHOWN_MAX = 48  # characters of a refused value quoted back in an Err
 POLICIES = ("on-root-mismatch", "always", "never")
 OPTIONS = ("gid", "mode", "path", "policy", "profile", "uid")
 
@@ -53,6 +57,13 @@ class VolumeSpec:
     path: str | None = None
 
 
+def _show(text: str) -> str:
+    """A refused value as an Err quotes it: repr, cut short; an Err is a sentence, not an echo."""
+    if len(text) <= SHOWN_MAX:
+        return repr(text)
+    return f"{text[:SHOWN_MAX]!r}... ({len(text)} characters)"
+
+
 def validate_name(name: object) -> str:
     if not isinstance(name, str):
         raise ValueError(f"Name must be a string, got {type(name).__name__}")
@@ -67,19 +78,19 @@ def validate_name(name: object) -> str:
 
 def parse_id(option: str, text: str) -> int:
     if not _DIGITS.fullmatch(text) or int(text) > ID_MAX:
-        raise ValueError(f"option {option}: {text!r} is not an integer from 0 to {ID_MAX}")
+        raise ValueError(f"option {option}: {_show(text)} is not an integer from 0 to {ID_MAX}")
     return int(text)
 
 
 def parse_mode(text: str) -> int:
     if not _OCTAL.fullmatch(text) or int(text.removeprefix("0o"), 8) > MODE_MAX:
-        raise ValueError(f"option mode: {text!r} is not an octal mode from 0 to 7777 (for example 0755)")
+        raise ValueError(f"option mode: {_show(text)} is not an octal mode from 0 to 7777 (for example 0755)")
     return int(text.removeprefix("0o"), 8)
 
 
 def parse_policy(text: str) -> str:
     if text not in POLICIES:
-        raise ValueError(f"option policy: {text!r} is not a policy; use one of {', '.join(POLICIES)}")
+        raise ValueError(f"option policy: {_show(text)} is not a policy; use one of {', '.join(POLICIES)}")
     return text
 
 
@@ -87,7 +98,7 @@ def parse_profile(text: str):
     try:
         return get_profile(text)
     except KeyError:
-        raise ValueError(f"option profile: {text!r} is not a known profile; known profiles: "
+        raise ValueError(f"option profile: {_show(text)} is not a known profile; known profiles: "
                          f"{', '.join(sorted(PROFILES))}") from None
 
 
@@ -108,10 +119,17 @@ def parse_defaults(uid: str | None = None, gid: str | None = None, mode: str | N
 def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[str, ...] = ()) -> str:
     """The rules path= must meet on paper (the disk checks come at Create); returns the path."""
     def refuse(why: str) -> ValueError:
-        return ValueError(f"option path: {path!r} {why}")
+        return ValueError(f"option path: {_show(path)} {why}")
 
     if "\0" in path:
         raise refuse("contains a NUL byte")
+    if not path.isprintable():
+        raise refuse("contains a control character (or another that is not printable)")
+    parts = [p for p in path.split("/") if p]
+    if len(path.encode()) > PATH_MAX or any(len(p.encode()) > COMPONENT_MAX for p in parts):
+        raise refuse(f"is too long (at most {PATH_MAX} bytes, {COMPONENT_MAX} per component)")
+    if len(parts) > PATH_DEPTH_MAX:
+        raise refuse(f"is {len(parts)} directories deep; at most {PATH_DEPTH_MAX}")
     if not os.path.isabs(path):
         raise refuse("is not an absolute path")
     if os.path.normpath(path) != path or path.startswith("//"):
@@ -137,7 +155,7 @@ def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ..
         raise ValueError(f"Opts must be an object of option=value strings, got {type(opts).__name__}")
     unknown = sorted(k for k in opts if k not in OPTIONS)
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}; valid options: {', '.join(OPTIONS)}")
+        raise ValueError(f"unknown option {_show(unknown[0])}; valid options: {', '.join(OPTIONS)}")
     for key, value in opts.items():
         if not isinstance(value, str):
             raise ValueError(f"option {key}: expected a string value, got {type(value).__name__}")
