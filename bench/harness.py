@@ -9,7 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-SCRATCH = os.environ.get("OWNVOL_BENCH_DIR", "/var/tmp/ownvol-bench")
+# not OWNVOL_BENCH_DIR: the repair benchmark empties that one whole, whoever else is using it
+SCRATCH = os.environ.get("OWNVOL_BENCH_SCRATCH", "/var/tmp/ownvol-bench-runs")
 
 
 def load_note() -> str:
@@ -34,7 +35,3 @@ def scratch(prefix: str) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-        try:
-            os.rmdir(SCRATCH)
-        except OSError:
-            pass
