@@ -17,7 +17,7 @@ import uuid
 from typing import Callable
 
 from bench.common import Result, interleave, make_tree, median, timed
-from bench.harness import load_note, percentile
+from bench.harness import cpu_seconds, load_note, percentile
 from bench.profile import profiled
 from tests.conftest import new_name
 from tests.fixtures_plugin import PluginEngine, PluginProcess
@@ -134,6 +134,7 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0) -> list[Result]:
         mounts: list[float] = []
         unmounts: list[float] = []
         errors: list[str] = []
+        cpu_before = cpu_seconds(plugin.proc.pid, children=True)
         with profiled(plugin.proc.pid, "mount", subprocesses=True, idle=True):
             for pipe in pipes:
                 if not pipe.poll(seconds + 120):
@@ -144,6 +145,7 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0) -> list[Result]:
                 unmounts.extend(u)
                 if error:
                     errors.append(error)
+        plugin_cpu = cpu_seconds(plugin.proc.pid, children=True) - cpu_before
         for proc in procs:
             proc.join(30)
             if proc.is_alive():
@@ -155,7 +157,8 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0) -> list[Result]:
                 f"volume with a fresh ID, one connection per request; OWNVOL_WORKERS={plugin.env['OWNVOL_WORKERS']}; "
                 f"{pairs} pairs; Mount p50 {_ms(percentile(mounts, 50))} ms, p99 "
                 f"{_ms(p99)} ms; Unmount p50 {_ms(percentile(unmounts, 50))} ms, p99 "
-                f"{_ms(percentile(unmounts, 99))} ms; {before}"
+                f"{_ms(percentile(unmounts, 99))} ms; the plugin's CPU {plugin_cpu / max(pairs, 1) * 1000:.2f} ms "
+                f"per pair ({plugin_cpu / seconds * 100:.0f}% of one core); {before}"
                 + (f"; {len(errors)} client errors, first: {errors[0]}" if errors else ""))
         return [
             Result("mount_pairs_per_s", round(rate, 1), "pairs/s", "none (the daemon's retry budget is 30 s)",

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 # not OWNVOL_BENCH_DIR: the repair benchmark empties that one whole, whoever else is using it
@@ -24,6 +25,18 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User+system CPU a process (and, with children, its live children: gunicorn's workers) has used."""
+    pids = [pid]
+    if children:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import docker
 import redis
 
 from bench.common import Result, interleave, median
-from bench.harness import load_note, scratch
+from bench.harness import cpu_seconds, load_note, scratch
 from bench.profile import profiled
 from hooks import patterns
 from hooks.watcher import timestamp_ns
@@ -283,11 +283,6 @@ def heal(runs: int = 5, start_window: float = 20.0, run_window: float = 10.0) ->
 
 # -- watcher_rss_mb, watcher_cpu_pct ----------------------------------------------------------------
 
-def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _proc_status(pid: int) -> dict[str, str]:
     return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
 
@@ -314,9 +309,9 @@ def watcher(counts: tuple[int, ...] = (1, 10, 50), seconds: float = 60.0, settle
                 time.sleep(settle)
                 pid = hook.proc.pid
                 with profiled(pid, f"watcher-{n}"):
-                    before, cpu0, t0 = load_note(), _proc_cpu_s(pid), time.monotonic()
+                    before, cpu0, t0 = load_note(), cpu_seconds(pid), time.monotonic()
                     time.sleep(seconds)
-                    cpu = (_proc_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+                    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
                 status = _proc_status(pid)
                 rss = int(status["VmRSS"].split()[0]) / 1024
                 goal = n == max(counts)
