@@ -62,3 +62,4 @@ def make_tree(root: str, files: int, per_dir: int = 1000, uid: int = 0, gid: int
                 pass
             if uid or gid:
                 os.chown(path, uid, gid)
+    os.sync()  # the tree's writeback must not land inside the timed part
