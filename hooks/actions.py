@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import docker
 import redis
 
+from hooks.beneath import data_path
 from hooks.health import redis_client
 from hooks.targets import Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
@@ -63,7 +64,8 @@ def repair_ownership(ctx: Context) -> ActionResult:
     base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
     if route == "local":
         try:
-            report = repair(t.mount.host_path, t.uid, t.gid).as_dict()
+            with data_path(t.mount) as path:
+                report = repair(path, t.uid, t.gid).as_dict()
         except (OwnershipError, OSError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     else:

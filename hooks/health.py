@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from hooks.beneath import data_path
 from hooks.targets import Target
 from ownvol.ownership import OwnershipError, inspect_root
 
@@ -115,8 +116,9 @@ def owner_of(target: Target, local: bool) -> dict | None:
         return None
     path = target.mount.host_path
     try:
-        state = inspect_root(path, target.uid, target.gid)
-    except OwnershipError as exc:
+        with data_path(target.mount) as reach:
+            state = inspect_root(reach, target.uid, target.gid)
+    except (OwnershipError, OSError) as exc:
         return {"path": path, "ok": False, "problem": str(exc)}
     return {"path": path, "uid": state.uid, "gid": state.gid, "ok": state.ok,
             "problem": "; ".join(state.problems)}

@@ -104,34 +104,31 @@ def make_decoys(top: Path) -> Path:
     return top
 
 
-def _swap_forever(directory: str, name: str, target: str, stop) -> None:
-    """Swap directory/name between a real directory and a symlink to target, as fast as it goes."""
-    real, link, parked = (os.path.join(directory, n) for n in (name, name + ".link", name + ".real"))
+def _swap_forever(directory: str, name: str, intruder: str, park: str, stop) -> None:
+    """Put the intruder (a link parked outside the tree) in the place of directory/name and back, as fast
+    as it goes; the real entry goes back to root:root each time, so every walk finds work on that name."""
+    real = os.path.join(directory, name)
     while not stop.is_set():
         try:
-            os.symlink(target, link)
-            os.rename(real, parked)   # the directory leaves its name ...
-            os.rename(link, real)     # ... a link to the host takes it ...
-            os.rename(real, link)
-            os.rename(parked, real)   # ... and the directory comes back
-            os.unlink(link)
+            os.rename(real, park)      # the real entry leaves its name ...
+            os.rename(intruder, real)  # ... the intruder takes it ...
+            os.rename(real, intruder)
+            os.rename(park, real)      # ... and the real entry comes back, wrongly owned again
+            os.chown(real, 0, 0, follow_symlinks=False)
         except FileNotFoundError:
             pass
-        except FileExistsError:
-            try:
-                os.unlink(link)
-            except OSError:
-                pass
 
 
 class Swapper:
-    """A separate process swapping directory/name for a link to target and back, until stopped."""
+    """A separate process swapping directory/name with `intruder` (a symlink or hard link parked on the same
+    filesystem, outside the walked tree) and back, until stopped; `park` is where the real entry waits."""
 
-    def __init__(self, directory: str | Path, name: str, target: str | Path) -> None:
+    def __init__(self, directory: str | Path, name: str, intruder: str | Path, park: str | Path) -> None:
         ctx = multiprocessing.get_context("fork")
         self.stop_event = ctx.Event()
-        self.proc = ctx.Process(target=_swap_forever, args=(str(directory), name, str(target), self.stop_event),
-                                daemon=True)
+        self.real, self.intruder, self.park = os.path.join(directory, name), str(intruder), str(park)
+        self.proc = ctx.Process(target=_swap_forever, daemon=True,
+                                args=(str(directory), name, self.intruder, self.park, self.stop_event))
 
     def __enter__(self) -> "Swapper":
         self.proc.start()
@@ -143,3 +140,7 @@ class Swapper:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+        if os.path.lexists(self.park):  # stopped mid-swap: put both back where they belong
+            if os.path.lexists(self.real):
+                os.rename(self.real, self.intruder)
+            os.rename(self.park, self.real)
