@@ -168,14 +168,31 @@ def parse_user(user: str) -> tuple[str, str | None]:
     return name, group or None
 
 
-def _read_file(container, path: str) -> str:
+PASSWD_MAX = 1 << 20  # bytes of a container's /etc/passwd or /etc/group the hook reads at most
+
+
+def _read_file(container, path: str, hops: int = 4) -> str:
+    """A small text file from the container's own filesystem, a symlink followed there (a few hops, as the
+    engine resolves a user); "" when it is missing, dangling, looping or larger than PASSWD_MAX."""
     try:
-        stream, _ = container.get_archive(path)
-        data = io.BytesIO(b"".join(stream))
-        with tarfile.open(fileobj=data) as tar:
+        stream, info = container.get_archive(path)
+        if (info or {}).get("size", 0) > PASSWD_MAX:
+            return ""
+        data = bytearray()
+        for chunk in stream:
+            data += chunk
+            if len(data) > PASSWD_MAX + 64 * 1024:  # the tar's own headers and padding beside the file
+                return ""
+        with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
             member = tar.next()
-            return tar.extractfile(member).read().decode() if member else ""
-    except (docker.errors.APIError, tarfile.TarError, AttributeError):
+            if member is None:
+                return ""
+            if member.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
+                return _read_file(container, target, hops - 1) if hops > 0 else ""
+            content = tar.extractfile(member)
+            return content.read().decode(errors="replace") if content else ""
+    except (docker.errors.APIError, tarfile.TarError, KeyError):
         return ""
 
 
