@@ -18,6 +18,7 @@ from hooks.beneath import data_path
 from hooks.health import redis_client
 from hooks.targets import Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
+from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
 SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers
@@ -60,6 +61,9 @@ def repair_ownership(ctx: Context) -> ActionResult:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None:
         return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
+    if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
+        return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
+                                               "directories to a container's user"})
     route = repair_route(ctx)
     base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
     if route == "local":

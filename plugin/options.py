@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from ownvol.profiles import PROFILES, get_profile
+from ownvol.system_paths import SYSTEM_DIRS, system_area
 
 NAME_MAX = 128
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -23,16 +24,6 @@ PATH_DEPTH_MAX = 64  # components below /
 SHOWN_MAX = 48  # characters of a refused value quoted back in an Err
 POLICIES = ("on-root-mismatch", "always", "never")
 OPTIONS = ("gid", "mode", "path", "policy", "profile", "uid")
-
-# Never adopted, nor anything below them.
-SYSTEM_TREES = (
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
-    "/sys", "/usr", "/var/run", "/var/lib/docker", "/var/lib/containerd", "/var/lib/dpkg", "/var/lib/apt",
-    "/var/log", "/var/cache", "/var/spool", "/snap",
-)
-# Never adopted themselves (a directory below them may be, if an allowed root covers it).
-SYSTEM_DIRS = ("/", "/home", "/mnt", "/media", "/opt", "/root", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp")
-
 
 @dataclass(frozen=True)
 class Defaults:
@@ -134,11 +125,8 @@ def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[
         raise refuse("is not an absolute path")
     if os.path.normpath(path) != path or path.startswith("//"):
         raise refuse(f"is not in normal form (write it as {os.path.normpath(path)!r})")
-    if path in SYSTEM_DIRS:
-        raise refuse("is a system directory; adopt a directory below it")
-    for tree in SYSTEM_TREES + own_trees:
-        if path == tree or path.startswith(tree + "/"):
-            raise refuse(f"is inside {tree}, which ownvol never adopts")
+    if why := system_area(path, own_trees):
+        raise refuse(f"{why}; adopt a directory below it" if path in SYSTEM_DIRS else f"{why}, which ownvol never adopts")
     if not allowed_roots:
         raise refuse("cannot be adopted: adoption is off (OWNVOL_ALLOWED_ROOTS is empty)")
     if not any(path.startswith(root.rstrip("/") + "/") for root in allowed_roots):

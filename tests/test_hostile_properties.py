@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ownvol.system_paths import SYSTEM_DIRS, SYSTEM_TREES
 from plugin.app import create_app
 from plugin.options import (
-    ID_MAX, MODE_MAX, NAME_MAX, OPTIONS, PATH_DEPTH_MAX, PATH_MAX, POLICIES, SYSTEM_DIRS, SYSTEM_TREES, Defaults,
+    ID_MAX, MODE_MAX, NAME_MAX, OPTIONS, PATH_DEPTH_MAX, PATH_MAX, POLICIES, Defaults,
     check_adoptable, parse_id, parse_mode, parse_options, validate_name,
 )
 from plugin.settings import from_env

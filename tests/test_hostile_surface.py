@@ -10,7 +10,9 @@ import os
 import socket
 import tarfile
 import threading
+import shutil
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -192,3 +194,21 @@ def test_the_helper_container_is_root_without_network_with_one_mount(hook, track
         assert [(m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == \
             [(str(host_dir), "/ownvol-target", True)]
     assert not docker_client.containers.list(all=True, filters={"label": f"ownvol.repair.for={c.name}"})
+
+
+@pytest.mark.engine
+def test_the_hook_never_repairs_a_bind_mount_of_the_hosts_own_directories(hook, tracked, redis_image, port, tmp_path):
+    """A Redis given a directory inside /usr as its data (a mistake the hook must not make worse): its
+    repair is skipped, naming why, and the directory keeps its owner."""
+    system = Path(f"/usr/local/ovt-hostile-{port}")
+    system.mkdir()
+    try:
+        os.chown(system, 0, 0)
+        h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+        c = run_redis(tracked, redis_image, port, system, h.labels)
+        action = h.wait_event(lambda e: by(c.name, "action")(e) and e["action"] == "repair-ownership", 60,
+                              "the hook to consider the repair")
+        assert action["result"] == "skipped" and "is inside /usr" in action["detail"]["why"], action
+        assert (system.stat().st_uid, system.stat().st_gid) == (0, 0)
+    finally:
+        shutil.rmtree(system)
