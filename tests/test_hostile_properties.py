@@ -39,18 +39,25 @@ option_values = st.one_of(any_text, st.integers(min_value=-2, max_value=2**33).m
 opts_dicts = st.dictionaries(st.sampled_from(OPTIONS) | any_text, option_values, max_size=4)
 
 
-def _short_and_named(exc: ValueError, *starts: str) -> None:
-    message = str(exc)
-    assert len(message) <= MAX_ERR, message[:200]
-    assert message.startswith(starts), message[:200]
+class Refused(str):
+    """A parse's refusal: its message."""
+
+
+def _parsed(parse, value, *starts: str):
+    """parse(value), or its refusal once the message is found short and starting with one of starts."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        message = Refused(exc)
+        assert len(message) <= MAX_ERR, message[:200]
+        assert message.startswith(starts), message[:200]
+        return message
 
 
 @given(any_text)
 def test_a_name_is_refused_in_words_or_is_one_safe_path_component(name):
-    try:
-        got = validate_name(name)
-    except ValueError as exc:
-        _short_and_named(exc, "Name")
+    got = _parsed(validate_name, name, "Name")
+    if isinstance(got, Refused):
         return
     assert got == name and 1 <= len(name) <= NAME_MAX
     assert name.isascii() and name.isprintable() and "/" not in name and name not in (".", "..")
@@ -65,10 +72,8 @@ def test_every_name_dockers_local_driver_takes_is_taken(name):
 
 @given(any_text)
 def test_an_id_is_only_ever_plain_ascii_digits_in_range(text):
-    try:
-        value = parse_id("uid", text)
-    except ValueError as exc:
-        _short_and_named(exc, "option uid: ")
+    value = _parsed(lambda t: parse_id("uid", t), text, "option uid: ")
+    if isinstance(value, Refused):
         return
     assert re.fullmatch(r"[0-9]+", text) and value == int(text) and 0 <= value <= ID_MAX
 
@@ -80,10 +85,8 @@ def test_every_mode_in_range_parses_in_each_spelling(mode, spelling):
 
 @given(any_text)
 def test_a_mode_is_octal_up_to_7777_or_refused(text):
-    try:
-        value = parse_mode(text)
-    except ValueError as exc:
-        _short_and_named(exc, "option mode: ")
+    value = _parsed(parse_mode, text, "option mode: ")
+    if isinstance(value, Refused):
         return
     assert re.fullmatch(r"(0o)?[0-7]+", text) and 0 <= value <= MODE_MAX
 
@@ -97,10 +100,8 @@ paths = st.tuples(st.sampled_from(["/", "//", "", "./"]), st.lists(segments, max
 @given(st.one_of(paths, any_text))
 def test_an_adoptable_path_never_leaves_the_allowed_roots_nor_enters_a_system_tree(path):
     own = ("/var/lib/ownvol",)
-    try:
-        got = check_adoptable(path, ROOTS, own_trees=own)
-    except ValueError as exc:
-        _short_and_named(exc, "option path: ")
+    got = _parsed(lambda p: check_adoptable(p, ROOTS, own_trees=own), path, "option path: ")
+    if isinstance(got, Refused):
         return
     assert got == path and path.isprintable() and os.path.isabs(path) and os.path.normpath(path) == path
     parts = path.split("/")[1:]
@@ -113,13 +114,10 @@ def test_an_adoptable_path_never_leaves_the_allowed_roots_nor_enters_a_system_tr
 
 @given(st.one_of(opts_dicts, json_values))
 def test_options_give_a_spec_in_range_or_one_short_err_naming_the_option(opts):
-    try:
-        spec = parse_options(opts, Defaults(), ROOTS)
-    except ValueError as exc:
-        _short_and_named(exc, "option ", "unknown option ", "Opts must be an object")
-        message = str(exc)
-        if message.startswith("option "):
-            assert message.split(":")[0].removeprefix("option ") in OPTIONS
+    spec = _parsed(lambda o: parse_options(o, Defaults(), ROOTS), opts, "option ", "unknown option ", "Opts must be")
+    if isinstance(spec, Refused):
+        if spec.startswith("option "):
+            assert spec.split(":")[0].removeprefix("option ") in OPTIONS
         return
     assert isinstance(opts, dict) or opts is None
     assert 0 <= spec.uid <= ID_MAX and 0 <= spec.gid <= ID_MAX and 0 <= spec.mode <= MODE_MAX
