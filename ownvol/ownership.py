@@ -4,14 +4,15 @@ The driver's Mount preflight and the hook's repair are the same operation and bo
 this module. The walk is fd-relative from a root opened with O_NOFOLLOW: symlinks are
 re-owned themselves (never their targets), a directory is only entered through an fd
 opened with O_NOFOLLOW|O_DIRECTORY (so a directory swapped for a link mid-walk is
-refused, not followed), every other entry is re-owned by name with AT_SYMLINK_NOFOLLOW
-relative to its directory's fd (see _fix_entry for why a swapped name cannot lead out),
-the walk stays on the root's filesystem, files that vanish are counted, and entries with more than
+refused, not followed), every other entry is re-owned through an O_PATH|O_NOFOLLOW fd
+(the inode checked is the inode changed, whatever happens to its name meanwhile), the walk
+stays on the root's filesystem, files that vanish are counted, and entries with more than
 one hard link are left alone and reported, because their other name may lie outside the volume.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
 import threading
@@ -20,6 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
 
 
 class OwnershipError(Exception):
@@ -128,37 +134,39 @@ def repair(
     return report
 
 
-def _fix_entry(dir_fd: int, name: str, dev: int, uid: int, gid: int, report: RepairReport) -> bool:
-    """Re-own one non-directory entry by name, never following it. True if it turned out a directory.
+def _chown_fd(fd: int, uid: int, gid: int) -> None:
+    """fchownat(fd, "", AT_EMPTY_PATH): re-own exactly the inode fd holds, even an O_PATH fd of a symlink."""
+    if _libc.fchownat(fd, b"", uid, gid, _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
-    Between the lstat and the fchownat the name may be swapped: for a symlink AT_SYMLINK_NOFOLLOW
-    re-owns the link itself; for a directory the owner changes inside the volume; and a hard link
-    to a file outside cannot be made: link(2) refuses across mounts (EXDEV), so a container only
-    reaches files already inside its volume, and on the host protected_hardlinks bars linking a
-    file one may not write.
-    """
+
+def _fix_entry(dir_fd: int, name: str, dev: int, uid: int, gid: int, report: RepairReport) -> bool:
+    """Re-own one non-directory entry through an O_PATH fd, so the inode checked is the inode changed
+    (a name swapped between the check and the chown cannot redirect it). True if it turned out a directory."""
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         report.vanished += 1
         return False
     report.visited += 1
-    if stat.S_ISDIR(st.st_mode):
-        return True
-    if st.st_dev != dev:
-        report.skipped_other_fs += 1
-    elif st.st_uid == uid and st.st_gid == gid:
-        pass
-    elif st.st_nlink > 1:
-        report.skipped_hardlinks += 1
-    else:
-        try:
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return True
+        if st.st_dev != dev:
+            report.skipped_other_fs += 1
+        elif st.st_uid == uid and st.st_gid == gid:
+            pass
+        elif st.st_nlink > 1:
+            report.skipped_hardlinks += 1
+        else:
+            _chown_fd(fd, uid, gid)
             report.changed += 1
-        except FileNotFoundError:
-            report.vanished += 1
-        except OSError as exc:
-            report.errors.append(f"{name}: {exc.strerror}")
+    except OSError as exc:
+        report.errors.append(f"{name}: {exc.strerror}")
+    finally:
+        os.close(fd)
     return False
 
 
