@@ -197,7 +197,7 @@ class Volumes:
     # -- mount
 
     def mount(self, name: str, mount_id: str) -> str:
-        with self.store.transaction():
+        with self.store.transaction(durable=False):
             record = self._ready(name)
             problem = self._data_problem(record)
             if problem:
@@ -280,7 +280,7 @@ class Volumes:
 
     def unmount(self, name: str, mount_id: str) -> None:
         """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
-        with self.store.transaction():
+        with self.store.transaction(durable=False):
             record = self.store.get(name)
             if record is None:
                 return

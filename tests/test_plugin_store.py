@@ -126,3 +126,12 @@ def test_a_connection_is_not_shared_across_fork(store):
     p.start()
     p.join(30)
     assert queue.get(timeout=5)
+
+
+def test_only_transactions_asked_not_to_be_durable_skip_the_fsync(store):
+    """Mount references commit with synchronous=NORMAL; everything else, before and after, with FULL (2)."""
+    modes = []
+    for durable in (True, False, False, True):
+        with store.transaction(durable=durable) as conn:
+            modes.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+    assert modes == [2, 1, 1, 2]
