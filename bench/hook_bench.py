@@ -84,10 +84,16 @@ def _start_hook(base: str) -> Hook:
 
 
 def _ended(hook: Hook, container: str, timeout: float = 30) -> None:
-    """Wait for the incident to end (recovered or gave-up), so its timeline is whole; never raise."""
+    """Wait until every incident of the container has ended (recovered or gave-up), so its timeline is
+    whole; never raise. (A run may open more than one: the first can be closed before Redis fails.)"""
+
+    def all_ended(_: dict) -> bool:
+        opened = {e["incident"] for e in hook.of("incident", container)}
+        closed = {e["incident"] for kind in ("recovered", "gave-up") for e in hook.of(kind, container)}
+        return opened <= closed
+
     try:
-        hook.wait_event(lambda e: e["event"] in ("recovered", "gave-up") and e.get("container") == container,
-                        timeout, "the incident to end")
+        hook.wait_event(all_ended, timeout, "the incidents to end")
     except AssertionError:
         pass
 
