@@ -13,11 +13,10 @@ one hard link are left alone and reported, because their other name may lie outs
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import stat
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -26,6 +25,9 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_EMPTY_PATH = 0x1000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
+
+
+_COUNTS = ("changed", "visited", "vanished", "skipped_hardlinks", "skipped_other_fs")
 
 
 class OwnershipError(Exception):
@@ -53,13 +55,13 @@ class RepairReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def merge(self, other: "RepairReport") -> None:
-        self.changed += other.changed
-        self.visited += other.visited
-        self.vanished += other.vanished
-        self.skipped_hardlinks += other.skipped_hardlinks
-        self.skipped_other_fs += other.skipped_other_fs
-        self.errors.extend(other.errors)
+    def counts(self) -> dict:
+        return {k: getattr(self, k) for k in _COUNTS} | {"errors": self.errors[:100]}
+
+    def merge_counts(self, counts: dict) -> None:
+        for k in _COUNTS:
+            setattr(self, k, getattr(self, k) + counts[k])
+        self.errors.extend(counts["errors"])
 
     def as_dict(self) -> dict:
         return {
@@ -104,13 +106,13 @@ def inspect_root(path: str, uid: int, gid: int, mode: int | None = None) -> Root
 
 
 def repair(
-    path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, threads: int = 2
+    path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, workers: int = 2
 ) -> RepairReport:
     """Give the root (and, with walk, everything below it on the same filesystem) to uid:gid.
 
     mode, when given, applies to the root directory only: the tree's own modes are the
-    application's business. The root's subtrees are shared among `threads` walkers: the
-    syscalls release the GIL, so a large repair uses more than one core.
+    application's business. The root's subtrees are shared among `workers` forked walkers,
+    so a large repair uses more than one core.
     """
     report = RepairReport(path)
     started = time.monotonic()
@@ -127,7 +129,7 @@ def repair(
         report.changed += int(wrong_owner or wrong_mode)
         if walk:
             subdirs = _fix_entries(root_fd, st.st_dev, uid, gid, report)
-            _walk_subtrees(root_fd, subdirs, st.st_dev, uid, gid, report, max(1, threads))
+            _walk_subtrees(root_fd, subdirs, st.st_dev, uid, gid, report, max(1, workers))
     finally:
         os.close(root_fd)
     report.seconds = time.monotonic() - started
@@ -193,26 +195,44 @@ def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport
 
 
 def _walk_subtrees(
-    root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport, threads: int
+    root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport, workers: int
 ) -> None:
-    if threads == 1 or len(names) < 2:
+    """Share the root's subtrees among `workers` forked walkers (the walk is bound by Python's
+    per-entry cost, which threads cannot spread over cores). A share whose walker fails is walked
+    again here: a repair is idempotent."""
+    if workers == 1 or len(names) < 2:
         _walk(root_fd, names, dev, uid, gid, report)
         return
-    lock = threading.Lock()
-    queue = list(names)
-
-    def worker() -> RepairReport:
-        own = RepairReport(report.path)
-        while True:
-            with lock:
-                if not queue:
-                    return own
-                name = queue.pop()
-            _walk(root_fd, [name], dev, uid, gid, own)
-
-    with ThreadPoolExecutor(max_workers=min(threads, len(names))) as pool:
-        for part in [pool.submit(worker) for _ in range(min(threads, len(names)))]:
-            report.merge(part.result())
+    shares = [names[k::workers] for k in range(min(workers, len(names)))]
+    children: list[tuple[int, int, list[str]]] = []
+    for share in shares[1:]:
+        try:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+        except OSError:
+            _walk(root_fd, share, dev, uid, gid, report)
+            continue
+        if pid == 0:
+            os.close(read_fd)
+            status = 1
+            try:
+                own = RepairReport(report.path)
+                _walk(root_fd, share, dev, uid, gid, own)
+                os.write(write_fd, json.dumps(own.counts()).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        children.append((pid, read_fd, share))
+    _walk(root_fd, shares[0], dev, uid, gid, report)
+    for pid, read_fd, share in children:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status == 0 and data:
+            report.merge_counts(json.loads(data))
+        else:
+            _walk(root_fd, share, dev, uid, gid, report)
 
 
 def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport) -> None:

@@ -74,13 +74,13 @@ def test_walk_false_touches_the_root_only(tree):
     assert report.changed == 1 and owner(tree) == (999, 999) and owner(tree / "top.txt") == (0, 0)
 
 
-@pytest.mark.parametrize("threads", [1, 4])
-def test_threads_change_nothing_but_speed(tmp_path, threads):
+@pytest.mark.parametrize("workers", [1, 4])
+def test_workers_change_nothing_but_speed(tmp_path, workers):
     root = tmp_path / "vol"
     for i in range(6):
         (root / f"d{i}" / "sub").mkdir(parents=True)
         (root / f"d{i}" / "sub" / "f").write_text("x")
-    report = repair(str(root), 999, 999, threads=threads)
+    report = repair(str(root), 999, 999, workers=workers)
     assert report.changed == 1 + 6 * 3 and tree_owned_by(str(root), 999, 999) == []
 
 
