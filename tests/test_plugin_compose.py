@@ -7,12 +7,11 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.engine import redis_cmd
+from tests.engine import compose_binary, redis_cmd
 from tests.test_plugin_engine import NO_HOOK, redis_answers
 
 pytestmark = pytest.mark.engine
-COMPOSE = str(ROOT / ".venv" / "bin" / "docker-compose")
+COMPOSE = compose_binary()
 
 
 def test_compose_volume_with_driver_opts(plugin_engine, ownvol_plugin, engine_client, redis_image, unique_name, port,
