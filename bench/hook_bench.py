@@ -123,12 +123,40 @@ class Heal:
     misses: list[str] = field(default_factory=list)
     timelines: list[str] = field(default_factory=list)
 
+    def incident(self, hook: Hook, container: str, failed_ns: int | None) -> None:
+        """The hook's incident for this run: its detection latency, once every incident has ended."""
+        opened = hook.wait_event(lambda e: e["event"] == "incident" and e.get("container") == container, 10,
+                                 "the incident")
+        if failed_ns:
+            self.detect.append(opened["ts"] - failed_ns / 1e9)
+        _ended(hook, container)
+
     def median_timeline(self) -> str:
         """The timeline of the run whose time to heal is the median one."""
         if not self.mttr:
             return "-"
         ranked = sorted(range(len(self.mttr)), key=self.mttr.__getitem__)
         return self.timelines[ranked[(len(ranked) - 1) // 2]]
+
+
+Side = Callable[[Tracked, str, "Hook | None", Heal, float], Callable[[int], float]]
+
+
+def _with_and_without(side: Side, tracked: Tracked, base: str, hook: Hook, runs: int, window: float
+                      ) -> tuple[Heal, Heal, str, float | None]:
+    """`side` with the hook interleaved with `side` without: what each saw, the load before, the median heal."""
+    ours, alone = Heal(), Heal()
+    before = load_note()
+    interleave(runs, side(tracked, base, hook, ours, window), side(tracked, base, None, alone, window))
+    return ours, alone, before, (round(median(ours.mttr), 3) if ours.mttr else None)
+
+
+def _mttr(name: str, value: float | None, anchor: str, anchor_value: float, ours: Heal, alone: Heal,
+          note: str) -> Result:
+    """A time-to-heal line (goal 3 s); any run that went otherwise than expected is named and fails it."""
+    misses = ours.misses + alone.misses
+    return Result(name, value, "s", anchor, anchor_value, "<= 3", note + (f"; MISSES: {misses}" if misses else ""),
+                  value is not None and value <= 3 and not misses)
 
 
 # -- mttr_startup_s ---------------------------------------------------------------------------------
@@ -152,12 +180,8 @@ def _startup_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
             seen.misses.append(f"run {i} not healed within 60 s")
         else:
             seen.mttr.append(healed - started)
-            incident = hook.wait_event(lambda e: e["event"] == "incident" and e.get("container") == c.name, 10,
-                                       "the incident")
             failed_ns = first_failure_ns(c, started - 1)
-            if failed_ns:
-                seen.detect.append(incident["ts"] - failed_ns / 1e9)
-            _ended(hook, c.name)
+            seen.incident(hook, c.name, failed_ns)
             seen.timelines.append(f"first failure line +{(failed_ns or 0) / 1e9 - started:.3f}, "
                                   f"{timeline(hook, c.name, started)}, PONG with AOF ok +{healed - started:.3f}")
         r.close()
@@ -168,21 +192,14 @@ def _startup_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
 
 
 def _startup(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) -> tuple[list[Result], Heal]:
-    ours, alone = Heal(), Heal()
-    before = load_note()
-    interleave(runs, _startup_side(tracked, base, hook, ours, window), _startup_side(tracked, base, None, alone, window))
-    value = round(median(ours.mttr), 3) if ours.mttr else None
-    restarts = median(alone.anchor)
-    return [Result(
-        "mttr_startup_s", value, "s", f"restart policy alone: restarts in a {window:g} s window, never healthy",
-        restarts, "<= 3",
-        f"`docker run` of the canary (uid 999, --appendonly yes, root-owned bind mount, --restart on-failure) to "
-        f"PONG with AOF ok, {runs} runs each interleaved with the hook-less anchor; hook runs "
-        f"{', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor restart counts {alone.anchor}, healed "
-        f"{sum('healed' in m for m in alone.misses)}/{runs}; the median run, from `docker run`: "
-        f"{ours.median_timeline()}; {before}"
-        + (f"; MISSES: {ours.misses + alone.misses}" if ours.misses or alone.misses else ""),
-        value is not None and value <= 3 and not ours.misses and not alone.misses)], ours
+    ours, alone, before, value = _with_and_without(_startup_side, tracked, base, hook, runs, window)
+    note = (f"`docker run` of the canary (uid 999, --appendonly yes, root-owned bind mount, --restart on-failure) "
+            f"to PONG with AOF ok, {runs} runs each interleaved with the hook-less anchor; hook runs "
+            f"{', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor restart counts {alone.anchor}, healed "
+            f"{sum('healed' in m for m in alone.misses)}/{runs}; the median run, from `docker run`: "
+            f"{ours.median_timeline()}; {before}")
+    anchor = f"restart policy alone: restarts in a {window:g} s window, never healthy"
+    return [_mttr("mttr_startup_s", value, anchor, median(alone.anchor), ours, alone, note)], ours
 
 
 # -- mttr_runtime_s ---------------------------------------------------------------------------------
@@ -235,10 +252,7 @@ def _runtime_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
                                f"run {i}: no failure line in the log")
         else:
             seen.mttr.append(accepted - failed_ns / 1e9)
-            incident = hook.wait_event(lambda e: e["event"] == "incident" and e.get("container") == c.name, 10,
-                                       "the incident")
-            seen.detect.append(incident["ts"] - failed_ns / 1e9)
-            _ended(hook, c.name)
+            seen.incident(hook, c.name, failed_ns)
             seen.timelines.append(f"{timeline(hook, c.name, failed_ns / 1e9)}, first write refused "
                                   f"+{refused - failed_ns / 1e9:.3f}, accepted again +{accepted - failed_ns / 1e9:.3f}")
         r.close()
@@ -249,20 +263,14 @@ def _runtime_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
 
 
 def _runtime(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) -> tuple[list[Result], Heal]:
-    ours, alone = Heal(), Heal()
-    before = load_note()
-    interleave(runs, _runtime_side(tracked, base, hook, ours, window), _runtime_side(tracked, base, None, alone, window))
-    value = round(median(ours.mttr), 3) if ours.mttr else None
-    return [Result(
-        "mttr_runtime_s", value, "s", f"without the hook: runs (of {runs}) accepting writes again within {window:g} s",
-        float(sum(alone.anchor)), "<= 3",
-        f"data dir chowned to root under a running uid-999 Redis (AOF on), BGSAVE: from the failure's first log "
-        f"line to the first write accepted again (probes every {POLL * 1000:g} ms), {runs} runs each interleaved "
-        f"with the hook-less anchor; hook runs {', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor: writes still "
-        f"refused after {window:g} s in {alone.anchor.count(0)}/{len(alone.anchor)}; the median run, from the "
-        f"failure line: {ours.median_timeline()}; {before}"
-        + (f"; MISSES: {ours.misses + alone.misses}" if ours.misses or alone.misses else ""),
-        value is not None and value <= 3 and not ours.misses and not alone.misses)], ours
+    ours, alone, before, value = _with_and_without(_runtime_side, tracked, base, hook, runs, window)
+    note = (f"data dir chowned to root under a running uid-999 Redis (AOF on), BGSAVE: from the failure's first log "
+            f"line to the first write accepted again (probes every {POLL * 1000:g} ms), {runs} runs each interleaved "
+            f"with the hook-less anchor; hook runs {', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor: writes "
+            f"still refused after {window:g} s in {alone.anchor.count(0)}/{len(alone.anchor)}; the median run, from "
+            f"the failure line: {ours.median_timeline()}; {before}")
+    anchor = f"without the hook: runs (of {runs}) accepting writes again within {window:g} s"
+    return [_mttr("mttr_runtime_s", value, anchor, float(sum(alone.anchor)), ours, alone, note)], ours
 
 
 def heal(runs: int = 5, start_window: float = 20.0, run_window: float = 10.0) -> list[Result]:
