@@ -79,7 +79,8 @@ def container_start(runs: int = 20) -> list[Result]:
             cmd = ("run", "--rm", "--network", "none", "-v", f"{volume}:/d", REDIS_IMAGE, "true")
             return lambda _: timed(lambda: engine.docker(*cmd))
 
-        start(ours)(0), start(local)(0)  # warm both paths (image layers, driver lookup) before timing
+        for warm in (ours, local):  # both paths warm (image layers, driver lookup) before timing
+            start(warm)(0)
         before = load_note()
         ownvol_s, local_s = interleave(runs, start(ours), start(local))
         ratio = median(ownvol_s) / median(local_s)
@@ -176,7 +177,7 @@ def _window(plugin: PluginProcess, volumes: list[str], seconds: float, profile: 
 
 
 def mount_throughput(clients: int = 8, seconds: float = 10.0, windows: int = 3) -> list[Result]:
-    """`windows` separate windows of `seconds`; the figures are the median window's."""
+    """`windows` separate windows of `seconds`; each figure is the median of the windows' own."""
     plugin = PluginProcess(None).start()
     try:
         volumes = [f"bench-{i}" for i in range(clients)]
