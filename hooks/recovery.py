@@ -18,6 +18,13 @@ from hooks.strategies import Config, Strategy
 from hooks.telemetry import Telemetry
 
 
+# A log line read late (the hook lags when many containers fail at once) that was written before the
+# container was last verified healthy describes a state already healed: it opens no incident. Log times
+# are the engine's and verdicts the hook's: the hook runs beside its engine, on one clock; the margin
+# keeps a line written while the verdict was being taken.
+STALE_MARGIN = 0.5
+
+
 class Verdict(Protocol):
     healthy: bool
     state: str
@@ -51,6 +58,12 @@ class Recovery:
         """A failure was seen: open an incident and recover it, or add evidence to the open one."""
         detected_at = detected_at or self.clock()
         with self._lock:
+            healthy_at = self._last_healthy.get(container_id, 0)
+            if origin == "log" and detected_at < healthy_at - STALE_MARGIN:
+                self.telemetry.emit("stale", container=name, type=error_type, logged=round(detected_at, 3),
+                                    healthy=round(healthy_at, 3),
+                                    why="logged before the container was last verified healthy: already healed")
+                return None
             current = self.journal.open_incident_for(container_id)
             if current:
                 self.journal.add_evidence(current.id, f"{origin}: {detail.get('message') or detail}")
