@@ -95,6 +95,8 @@ def container_start(runs: int = 20) -> list[Result]:
         if plugin:
             plugin.destroy()
         engine.destroy()
+        if os.path.exists(engine.log_path):
+            os.remove(engine.log_path)
 
 
 # -- mount_pairs_per_s, mount_p99_ms ----------------------------------------------------------------

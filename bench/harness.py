@@ -48,3 +48,7 @@ def scratch(prefix: str) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir(SCRATCH)  # only when no other run is using it
+        except OSError:
+            pass
