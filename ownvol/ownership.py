@@ -64,12 +64,7 @@ class RepairReport:
         self.errors.extend(counts["errors"])
 
     def as_dict(self) -> dict:
-        return {
-            "changed": self.changed,
-            "visited": self.visited,
-            "vanished": self.vanished,
-            "skipped_hardlinks": self.skipped_hardlinks,
-            "skipped_other_fs": self.skipped_other_fs,
+        return {k: getattr(self, k) for k in _COUNTS} | {
             "errors": self.errors[:10],
             "seconds": round(self.seconds, 6),
         }
