@@ -55,11 +55,11 @@ test: venv engine images
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images
-	$(BIN)/python -m pytest tests/test_hostile_*.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/hostile $(PYTEST_ARGS)
 
 ## test-unit: the quick run, no engine
 test-unit: venv
-	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images

@@ -14,14 +14,14 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from bench.common import Result, interleave, make_tree, median, timed
 from bench.harness import cpu_seconds, load_note, percentile
 from bench.profile import profiled
-from tests.conftest import new_name
-from tests.fixtures_plugin import PluginEngine, PluginProcess
+from tests.support.common import new_name
+from tests.support.fixtures_plugin import PluginEngine, PluginProcess
 
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "ownvol/redis:7")
 

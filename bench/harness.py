@@ -6,9 +6,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 # not OWNVOL_BENCH_DIR: the repair benchmark empties that one whole, whoever else is using it
 SCRATCH = os.environ.get("OWNVOL_BENCH_SCRATCH", "/var/tmp/ownvol-bench-runs")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import docker
 import redis
@@ -21,10 +21,10 @@ import redis
 from bench.common import Result, interleave, median
 from bench.harness import cpu_seconds, load_note, scratch
 from bench.profile import profiled
-from hooks import patterns
-from hooks.watcher import timestamp_ns
-from tests.conftest import Tracked, free_port
-from tests.fixtures_hook import Hook, run_redis
+from ownvol.hook import patterns
+from ownvol.hook.watcher import timestamp_ns
+from tests.support.common import Tracked, free_port
+from tests.support.fixtures_hook import Hook, run_redis
 
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "ownvol/redis:7")
 UNWATCHED = {"ownvol.watch": "false"}

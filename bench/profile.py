@@ -15,9 +15,9 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 PROFILE_DIR = os.environ.get("OWNVOL_BENCH_PROFILE", "")
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import docker
 import redis
 
-from hooks.beneath import data_path
-from hooks.health import redis_client
-from hooks.targets import Target, engine_paths_reachable
+from ownvol.hook.beneath import data_path
+from ownvol.hook.health import redis_client
+from ownvol.hook.targets import Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
 from ownvol.system_paths import system_area
 

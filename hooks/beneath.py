@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from hooks.targets import DataMount
+from ownvol.hook.targets import DataMount
 from ownvol.ownership import OwnershipError
 
 _STEP = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

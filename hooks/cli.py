@@ -1,23 +1,21 @@
-"""`ownvol watch | status | doctor | repair | history` (and the hidden `repair-mount` of the helper)."""
+"""`ownvol watch | status | doctor | repair | history`."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.request
 
 import click
 import docker
 
-from hooks import patterns, service
-from hooks.actions import repair_route
-from hooks.executor import DockerExecutor
-from hooks.journal import Journal
-from hooks.recovery import Recovery
-from hooks.strategies import StrategyError, load
-from hooks.telemetry import Telemetry
-from ownvol.ownership import OwnershipError, repair
+from ownvol.hook import patterns, service
+from ownvol.hook.actions import repair_route
+from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.journal import Journal
+from ownvol.hook.recovery import Recovery
+from ownvol.hook.strategies import StrategyError, load
+from ownvol.hook.telemetry import Telemetry
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
@@ -193,18 +191,4 @@ def history(state_dir, db, limit, as_json) -> None:
         click.echo(f"  {t:<22} {a:<18} {ok}/{ok + bad}")
 
 
-@click.command("repair-mount", hidden=True)
-@click.argument("path")
-@click.option("--uid", type=int, required=True)
-@click.option("--gid", type=int, required=True)
-def repair_mount(path, uid, gid) -> None:
-    """Inside the helper container: the same symlink-safe repair, its report as one JSON line."""
-    try:
-        report = repair(path, uid, gid).as_dict()
-    except (OwnershipError, OSError) as exc:
-        click.echo(json.dumps({"error": str(exc)}))
-        sys.exit(2)
-    click.echo(json.dumps(report))
-
-
-commands: list[click.Command] = [watch, status, doctor, repair_cmd, history, repair_mount]
+commands: list[click.Command] = [watch, status, doctor, repair_cmd, history]

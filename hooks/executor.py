@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import docker
 
-from hooks import actions
-from hooks.actions import ActionResult, Context
-from hooks.health import Health, probe
-from hooks.targets import Target, facts, engine_paths_reachable
+from ownvol.hook import actions
+from ownvol.hook.actions import ActionResult, Context
+from ownvol.hook.health import Health, probe
+from ownvol.hook.targets import Target, engine_paths_reachable, facts
 
 
 class DockerExecutor:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from hooks.beneath import data_path
-from hooks.targets import Target
+from ownvol.hook.beneath import data_path
+from ownvol.hook.targets import Target
 from ownvol.ownership import OwnershipError, inspect_root
 
 STATES = ("healthy", "latent", "refusing-writes", "loading", "unreachable", "down")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from hooks.actions import ActionResult
-from hooks.breaker import Breaker
-from hooks.journal import Incident, Journal
-from hooks.strategies import Config, Strategy
-from hooks.telemetry import Telemetry
-
+from ownvol.hook.actions import ActionResult
+from ownvol.hook.breaker import Breaker
+from ownvol.hook.journal import Incident, Journal
+from ownvol.hook.strategies import Config, Strategy
+from ownvol.hook.telemetry import Telemetry
 
 # A log line read late (the hook lags when many containers fail at once) that was written before the
 # container was last verified healthy describes a state already healed: it opens no incident. Log times

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import docker
 
-from hooks.executor import DockerExecutor
-from hooks.journal import Journal
-from hooks.recovery import Recovery
-from hooks.strategies import load
-from hooks.telemetry import Telemetry, serve
-from hooks.watcher import Watcher
+from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.journal import Journal
+from ownvol.hook.recovery import Recovery
+from ownvol.hook.strategies import load
+from ownvol.hook.telemetry import Telemetry, serve
+from ownvol.hook.watcher import Watcher
 
 DEFAULT_STATE_DIR = "/var/lib/ownvol/hook"
 DEFAULT_METRICS = "127.0.0.1:9808"

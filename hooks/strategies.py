@@ -66,7 +66,7 @@ class Config:
 
 
 def default_path() -> Path:
-    return Path(str(resources.files("hooks") / "strategies.yaml"))
+    return Path(str(resources.files("ownvol.hook") / "strategies.yaml"))
 
 
 def _number(d: dict, key: str, where: str, minimum: float = 0) -> float:

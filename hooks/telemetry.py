@@ -7,12 +7,13 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, TextIO
+from typing import TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from hooks.health import STATES
+from ownvol.hook.health import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import docker
 import requests
 
-from hooks import patterns
-from hooks.executor import DockerExecutor
-from hooks.recovery import Recovery
-from hooks.targets import is_watched
-from hooks.telemetry import Telemetry
+from ownvol.hook import patterns
+from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.recovery import Recovery
+from ownvol.hook.targets import is_watched
+from ownvol.hook.telemetry import Telemetry
 
 EVENTS = ("start", "die", "health_status", "oom", "destroy")
 INCIDENT_STATES = ("refusing-writes", "latent")
@@ -31,7 +31,7 @@ def timestamp_ns(stamp: str) -> int:
     """Docker's RFC 3339 log/event time with nanoseconds -> integer nanoseconds since the epoch."""
     stamp = stamp.rstrip("Z")
     whole, _, frac = stamp.partition(".")
-    seconds = datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp()
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
     return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9])
 
 

@@ -1,22 +1,61 @@
-"""The one `ownvol` command: a thin layer over the driver and the hook."""
+"""The one `ownvol` command: a thin layer over the driver and the hook.
+
+Each half is imported only when one of its commands runs, so `ownvol repair-mount` in the helper
+container loads the core alone (no Flask, gunicorn, redis or docker).
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
+
 import click
 
+# command name -> "module:attribute" of its click.Command
+_COMMANDS: dict[str, str] = {
+    "plugin": "ownvol.driver.cli:plugin_command",
+    "watch": "ownvol.hook.cli:watch",
+    "status": "ownvol.hook.cli:status",
+    "doctor": "ownvol.hook.cli:doctor",
+    "repair": "ownvol.hook.cli:repair_cmd",
+    "history": "ownvol.hook.cli:history",
+}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when they are looked up, not when the CLI starts."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), target
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="ownvol")
 def main() -> None:
     """ownvol: volumes owned by the right user, and a hook that heals Redis when they are not."""
 
 
-def _register() -> None:
-    from hooks.cli import commands as hook_commands
-    from plugin.cli import commands as plugin_commands
+@main.command("repair-mount", hidden=True)
+@click.argument("path")
+@click.option("--uid", type=int, required=True)
+@click.option("--gid", type=int, required=True)
+def repair_mount(path: str, uid: int, gid: int) -> None:
+    """Inside the helper container: the core's symlink-safe repair, its report as one JSON line (exit 2 on error)."""
+    from ownvol.ownership import OwnershipError, repair
 
-    for command in (*plugin_commands, *hook_commands):
-        main.add_command(command)
-
-
-_register()
+    try:
+        report = repair(path, uid, gid).as_dict()
+    except (OwnershipError, OSError) as exc:
+        click.echo(json.dumps({"error": str(exc)}))
+        sys.exit(2)
+    click.echo(json.dumps(report))

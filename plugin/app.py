@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from plugin.errors import InvalidRequest, PluginError
-from plugin.options import validate_name
-from plugin.settings import Settings, from_env
-from plugin.store import Store
-from plugin.volumes import VolumeView, Volumes
+from ownvol.driver.errors import InvalidRequest, PluginError
+from ownvol.driver.options import validate_name
+from ownvol.driver.settings import Settings, from_env
+from ownvol.driver.store import Store
+from ownvol.driver.volumes import Volumes, VolumeView
 
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.1+json"
 MAX_BODY = 64 * 1024

@@ -2,13 +2,13 @@
 
 import click
 
-from plugin.settings import SettingsError, from_env
+from ownvol.driver.settings import SettingsError, from_env
 
 
 @click.command("plugin")
 def plugin_command() -> None:
     """Serve the ownvol volume driver on its unix socket (settings: OWNVOL_* environment variables)."""
-    from plugin.serve import AlreadyServing, serve
+    from ownvol.driver.serve import AlreadyServing, serve
 
     try:
         settings = from_env()

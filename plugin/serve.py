@@ -9,9 +9,9 @@ import socket
 
 from gunicorn.app.base import BaseApplication
 
-from plugin.settings import Settings
-from plugin.store import Store
-from plugin.volumes import Volumes
+from ownvol.driver.settings import Settings
+from ownvol.driver.store import Store
+from ownvol.driver.volumes import Volumes
 
 log = logging.getLogger("ownvol.plugin")
 
@@ -71,7 +71,7 @@ class _Gunicorn(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from plugin.app import create_app
+        from ownvol.driver.app import create_app
 
         return create_app(self.settings)
 

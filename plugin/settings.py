@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from plugin.options import Defaults, parse_defaults
+from ownvol.driver.options import Defaults, parse_defaults
 
 DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -13,11 +13,11 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
-from plugin.options import VolumeSpec
+from ownvol.driver.options import VolumeSpec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (

@@ -13,14 +13,14 @@ import shutil
 import stat
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ownvol import ownership
-from plugin import binds
-from plugin.errors import InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
-from plugin.options import VolumeSpec, parse_options, validate_name
-from plugin.settings import Settings
-from plugin.store import Store, VolumeRecord
+from ownvol.driver import binds
+from ownvol.driver.errors import InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
+from ownvol.driver.options import VolumeSpec, parse_options, validate_name
+from ownvol.driver.settings import Settings
+from ownvol.driver.store import Store, VolumeRecord
 
 log = logging.getLogger("ownvol.plugin")
 
@@ -33,7 +33,7 @@ _ONGOING = {"creating": "created", "removing": "removed"}
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

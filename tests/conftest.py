@@ -6,23 +6,17 @@ also when it fails; a session-end sweep removes anything labelled with this sess
 
 from __future__ import annotations
 
-import itertools
 import os
-import socket
 import subprocess
-import uuid
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.engine import PrivateEngine
+from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, new_name
+from tests.support.engine import PrivateEngine
 
-ROOT = Path(__file__).resolve().parent.parent
-SESSION = uuid.uuid4().hex[:6]
-SESSION_LABEL = "ownvol.test.session"
-
-pytest_plugins = ["tests.fixtures_plugin", "tests.fixtures_hook"]
+pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,85 +53,16 @@ def redis_image(docker_client: docker.DockerClient) -> str:
     return tag
 
 
-_counter = itertools.count(1)
-
-
-def new_name(prefix: str = "ovt") -> str:
-    return f"{prefix}-{SESSION}-{next(_counter)}"
-
-
 @pytest.fixture
-def unique_name() -> "callable":
+def unique_name() -> callable:
     """unique_name(prefix='ovt') -> a name no other test or run uses."""
     return new_name
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def port() -> int:
     """A free TCP port on 127.0.0.1."""
     return free_port()
-
-
-class Tracked:
-    """What a test made on the engine, removed after it whatever happened."""
-
-    labels = {SESSION_LABEL: SESSION}
-
-    def __init__(self, client: docker.DockerClient) -> None:
-        self.client = client
-        self.containers: list[str] = []
-        self.volumes: list[str] = []
-        self.plugins: list[str] = []
-        self.paths: list[str] = []
-
-    def run(self, image: str, command=None, **kwargs):
-        """containers.run, detached, labelled, named uniquely unless a name is given, and tracked."""
-        kwargs.setdefault("name", new_name())
-        kwargs.setdefault("detach", True)
-        kwargs["labels"] = {**self.labels, **kwargs.get("labels", {})}
-        self.containers.append(kwargs["name"])
-        return self.client.containers.run(image, command, **kwargs)
-
-    def container(self, name: str) -> str:
-        self.containers.append(name)
-        return name
-
-    def volume(self, name: str) -> str:
-        self.volumes.append(name)
-        return name
-
-    def plugin(self, name: str) -> str:
-        self.plugins.append(name)
-        return name
-
-    def cleanup(self) -> None:
-        for name in reversed(self.containers):
-            try:
-                self.client.containers.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                print(f"cleanup: container {name}: {exc}")
-        for name in reversed(self.volumes):
-            try:
-                self.client.volumes.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                print(f"cleanup: volume {name}: {exc}")
-        for name in reversed(self.plugins):
-            try:
-                self.client.plugins.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                print(f"cleanup: plugin {name}: {exc}")
 
 
 @pytest.fixture
@@ -163,3 +88,13 @@ def host_dir(tmp_path: Path) -> Path:
     os.chown(d, 0, 0)
     d.chmod(0o755)
     return d
+
+
+@pytest.fixture
+def decoys(tmp_path):
+    """Host files and a host directory outside the volume, owned root:root, mode 0644/0755."""
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "shadow").write_text("secret")
+    (host / "passwd").write_text("root")
+    return host

@@ -130,7 +130,7 @@ class Swapper:
         self.proc = ctx.Process(target=_swap_forever, daemon=True,
                                 args=(str(directory), name, self.intruder, self.park, self.stop_event))
 
-    def __enter__(self) -> "Swapper":
+    def __enter__(self) -> Swapper:
         self.proc.start()
         return self
 

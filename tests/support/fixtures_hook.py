@@ -14,15 +14,15 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import docker
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port, new_name
-from tests.engine import redis_cmd, wait_for
+from tests.support.common import ROOT, free_port, new_name
+from tests.support.engine import redis_cmd, wait_for
 
 HOOK_LABEL = "ownvol.hook"  # a hook started elsewhere (make up) leaves these containers alone
 OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
@@ -46,7 +46,7 @@ class Hook:
         self._cond = threading.Condition()
         self._stderr = state_dir / "hook.stderr"
 
-    def start(self) -> "Hook":
+    def start(self) -> Hook:
         cmd = [OWNVOL, "watch", "--state-dir", str(self.state_dir), "--metrics-addr", f"127.0.0.1:{self.port}",
                "--selector", f"{HOOK_LABEL}={self.id}", "--interval", "1", *self.extra]
         if self.strategies:

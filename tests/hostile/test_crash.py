@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from tests.conftest import free_port
-from tests.engine import redis_cmd, wait_for
-from tests.test_plugin_engine import NO_HOOK, create, status
+from tests.support.common import free_port
+from tests.support.driver import NO_HOOK, create, status
+from tests.support.engine import redis_cmd, wait_for
 
 CYCLES = 200
 CLIENTS = 8

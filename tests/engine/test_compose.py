@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 import yaml
 
-from tests.conftest import ROOT, free_port, new_name
-from tests.engine import compose_binary, redis_cmd, wait_for
-from tests.fixtures_hook import heal_report
-from tests.hook_container import hook_events, load_hook_image, this_tree_image
-from tests.test_plugin_engine import NO_HOOK, redis_answers
+from tests.support.common import ROOT, free_port, new_name
+from tests.support.driver import NO_HOOK, redis_answers
+from tests.support.engine import compose_binary, redis_cmd, wait_for
+from tests.support.fixtures_hook import heal_report
+from tests.support.hook_container import hook_events, load_hook_image, this_tree_image
 
 pytestmark = pytest.mark.engine
 EXAMPLES = ROOT / "examples"

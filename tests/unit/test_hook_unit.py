@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
 
 import pytest
 
-from hooks import patterns
-from hooks.actions import ActionResult
-from hooks.breaker import Breaker
-from hooks.health import evaluate
-from hooks.journal import Journal
-from hooks.recovery import Recovery
-from hooks.strategies import StrategyError, load, parse
-from hooks.targets import data_mount, is_redis, is_watched, redis_password, redis_url, resolve_user
-from hooks.telemetry import Telemetry
-from hooks.watcher import timestamp_ns
+from ownvol.hook import patterns
+from ownvol.hook.breaker import Breaker
+from ownvol.hook.health import evaluate
+from ownvol.hook.journal import Journal
+from ownvol.hook.strategies import StrategyError, load, parse
+from ownvol.hook.targets import data_mount, is_redis, is_watched, redis_password, redis_url, resolve_user
+from ownvol.hook.telemetry import Telemetry
+from ownvol.hook.watcher import timestamp_ns
+from tests.support.fakes import FakeExecutor, engine, events
 
 
 # --- patterns -----------------------------------------------------------------------------------
@@ -176,47 +174,6 @@ def test_docker_timestamps_keep_nanoseconds():
 
 
 # --- recovery engine ----------------------------------------------------------------------------
-@dataclass
-class Verdict:
-    healthy: bool
-    state: str = "down"
-    reasons: list = field(default_factory=list)
-
-
-class FakeExecutor:
-    """Actions always 'ok' (or as scripted); healthy once the action in `heals` has run."""
-
-    def __init__(self, heals: str | None = None, results: dict | None = None) -> None:
-        self.heals = heals
-        self.results = results or {}
-        self.ran: list[str] = []
-        self.is_healthy = False
-
-    def run(self, cid, action):
-        self.ran.append(action)
-        result = self.results.get(action, "ok")
-        if action == self.heals and result == "ok":
-            self.is_healthy = True
-        return ActionResult(result, {})
-
-    def verify(self, cid, timeout):
-        return Verdict(self.is_healthy, "healthy" if self.is_healthy else "down")
-
-
-def engine(tmp_path, executor, yaml_overrides=None):
-    data = {"defaults": {"attempts": 2, "delay": 0, "backoff": 1, "max_delay": 0},
-            "breaker": {"max_actions": 100, "window": 600, "cooldown": 600},
-            "aof_fallback": {"retry": 0, "max_retry": 0},
-            "types": {"persistence-failed": {"actions": ["repair-ownership", "persist-again", "restart", "aof-off"]}}}
-    for k, v in (yaml_overrides or {}).items():
-        data[k] = {**data.get(k, {}), **v}
-    out = io.StringIO()
-    rec = Recovery(Journal(tmp_path / "j.sqlite"), parse(data), Telemetry(out=out), executor, sleep=lambda s: None)
-    return rec, out
-
-
-def events(out: io.StringIO) -> list[dict]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def test_only_verification_ends_an_incident(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine import redis_cmd, wait_for
+from tests.support.engine import redis_cmd, wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -7,23 +7,22 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
+import shutil
 import tarfile
 import threading
-import shutil
 import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from hooks import cli as hook_cli
-from hooks import service
-from hooks.targets import PASSWD_MAX, _read_file
-from hooks.telemetry import Metrics, serve
-from tests.conftest import ROOT, free_port
-from tests.engine import redis_cmd, wait_for
-from tests.fixtures_hook import fast_strategies, heal_report, run_redis
+from ownvol.hook import cli as hook_cli
+from ownvol.hook import service
+from ownvol.hook.targets import PASSWD_MAX, _read_file
+from ownvol.hook.telemetry import Metrics, serve
+from tests.support.common import ROOT, free_port
+from tests.support.engine import redis_cmd, wait_for
+from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
 
 
 def _listening(port: int) -> list[str]:

@@ -6,11 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ownvol.profiles import PROFILES
-from plugin.options import (
-    NAME_MAX, OPTIONS, Defaults, VolumeSpec, check_adoptable, parse_defaults, parse_options, validate_name,
+from ownvol.driver.options import (
+    NAME_MAX,
+    OPTIONS,
+    Defaults,
+    VolumeSpec,
+    check_adoptable,
+    parse_defaults,
+    parse_options,
+    validate_name,
 )
-from plugin.settings import SettingsError, from_env
+from ownvol.driver.settings import SettingsError, from_env
+from ownvol.profiles import PROFILES
 
 D = Defaults()
 ROOTS = ("/srv", "/data/vols")

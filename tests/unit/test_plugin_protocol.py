@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from plugin import binds
-from plugin.app import MEDIA_TYPE, create_app
-from plugin.options import parse_defaults
-from plugin.settings import from_env
-from plugin.store import Store
-from plugin.volumes import Volumes
+from ownvol.driver import binds
+from ownvol.driver.app import MEDIA_TYPE, create_app
+from ownvol.driver.options import parse_defaults
+from ownvol.driver.settings import from_env
+from ownvol.driver.store import Store
+from ownvol.driver.volumes import Volumes
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.test_plugin_engine import create, redis_answers, run_redis, status
+from tests.support.driver import create, redis_answers, run_redis, status
 
 pytestmark = pytest.mark.engine
 

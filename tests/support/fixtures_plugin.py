@@ -22,10 +22,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from plugin import binds
-from plugin.serve import UnixHTTPConnection, answers
-from tests.conftest import ROOT, Tracked, new_name
-from tests.engine import PrivateEngine, wait_for
+from ownvol.driver import binds
+from ownvol.driver.serve import UnixHTTPConnection, answers
+from tests.support.common import ROOT, Tracked, new_name
+from tests.support.engine import PrivateEngine, wait_for
 
 OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 
@@ -94,7 +94,7 @@ class PluginProcess:
         }
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> "PluginProcess":
+    def start(self, timeout: float = 30) -> PluginProcess:
         with open(self.log_path, "ab") as log:
             prefix = self.engine._namespace() if self.engine else []
             self.proc = subprocess.Popen([*prefix, OWNVOL, "plugin"], env=self.env, stdout=log,
@@ -114,7 +114,7 @@ class PluginProcess:
                 self.proc.wait()
         self.proc = None
 
-    def restart(self) -> "PluginProcess":
+    def restart(self) -> PluginProcess:
         self.stop()
         return self.start()
 

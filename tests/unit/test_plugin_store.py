@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from plugin.options import VolumeSpec
-from plugin.store import Store, VolumeRecord
+from ownvol.driver.options import VolumeSpec
+from ownvol.driver.store import Store, VolumeRecord
 
 SPEC = VolumeSpec(999, 999, 0o755, "on-root-mismatch", "redis")
 

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.engine import compose_binary, redis_cmd
-from tests.test_plugin_engine import NO_HOOK, redis_answers
+from tests.support.driver import NO_HOOK, redis_answers
+from tests.support.engine import compose_binary, redis_cmd
 
 pytestmark = pytest.mark.engine
 COMPOSE = compose_binary()

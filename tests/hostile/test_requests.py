@@ -13,9 +13,9 @@ import sqlite3
 
 import pytest
 
-from tests.engine import wait_for
-from tests.fixtures_plugin import PluginProcess
-from tests.hostile import json_reply, raw_bytes, raw_request, snapshot
+from tests.support.engine import wait_for
+from tests.support.fixtures_plugin import PluginProcess
+from tests.support.hostile import json_reply, raw_bytes, raw_request, snapshot
 
 MAX_ERR = 400  # characters: an Err is a sentence, not an echo of the attack
 OUTSIDE = ("/etc/ownvol-hostile", "/var/lib/docker/ownvol-hostile", "/ownvol-hostile")

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from docker.types import DriverConfig, Mount
 
-from tests.engine import wait_for
-from tests.test_plugin_engine import NO_HOOK, status
+from tests.support.driver import NO_HOOK, status
+from tests.support.engine import wait_for
 
 pytestmark = pytest.mark.engine
 COUNT = 50

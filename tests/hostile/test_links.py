@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from hooks.beneath import data_path
-from hooks.targets import DataMount
+from ownvol.hook.beneath import data_path
+from ownvol.hook.targets import DataMount
 from ownvol.ownership import OwnershipError, inspect_root, repair, tree_owned_by
-from tests.engine import redis_cmd, wait_for
-from tests.fixtures_hook import fast_strategies, heal_report, run_redis
-from tests.hostile import Swapper, make_decoys, snapshot
-from tests.test_plugin_engine import NO_HOOK, create, status
+from tests.support.driver import NO_HOOK, create, status
+from tests.support.engine import redis_cmd, wait_for
+from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
+from tests.support.hostile import Swapper, make_decoys, snapshot
 
 TREE_ROUNDS = 3000
 FLAT_ROUNDS = 60000  # the hard-link swap: a flat root walks ~20k times a second; a by-name chown is caught in ~8k

@@ -14,9 +14,9 @@ import docker
 import pytest
 import redis
 
-from hooks import patterns
-from tests.conftest import SESSION_LABEL, SESSION, free_port, new_name
-from tests.engine import redis_cmd, wait_for
+from ownvol.hook import patterns
+from tests.support.common import SESSION, SESSION_LABEL, free_port, new_name
+from tests.support.engine import redis_cmd, wait_for
 
 pytestmark = pytest.mark.engine
 

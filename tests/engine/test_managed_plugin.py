@@ -17,8 +17,8 @@ import docker
 import pytest
 import redis
 
-from tests.conftest import ROOT, new_name
-from tests.engine import redis_cmd, wait_for
+from tests.support.common import PACKAGE_DIRS, ROOT, new_name
+from tests.support.engine import redis_cmd, wait_for
 
 pytestmark = pytest.mark.engine
 NO_HOOK = {"ownvol.watch": "false"}
@@ -39,13 +39,13 @@ def docker_cli(*args: str, host: str | None = None, check: bool = True) -> subpr
 
 
 def _image_has_this_tree(rootfs: Path) -> bool:
-    """Whether the rootfs's installed ownvol and plugin packages are byte for byte this checkout's."""
+    """Whether the rootfs's installed ownvol packages are byte for byte this checkout's."""
     site = next(rootfs.glob("opt/ownvol/lib/python3*/site-packages"), None)
     if site is None:
         return False
-    for package in ("ownvol", "plugin"):
-        for source in (ROOT / package).glob("*.py"):
-            installed = site / package / source.name
+    for package, folder in PACKAGE_DIRS.items():
+        for source in (ROOT / folder).glob("*.py"):
+            installed = site.joinpath(*package.split(".")) / source.name
             if not installed.is_file() or installed.read_bytes() != source.read_bytes():
                 return False
     return True
@@ -77,7 +77,7 @@ class ManagedPlugin:
 
     @classmethod
     def prepared(cls, plugin_dir: Path, base: Path, host: str | None = None,
-                 capabilities: list[str] | None = None) -> "ManagedPlugin":
+                 capabilities: list[str] | None = None) -> ManagedPlugin:
         """A plugin directory of its own under base (hard links to plugin_dir), with data and adopt dirs."""
         plugin = cls(new_name("ovm"), base / "data", host)
         plugin.dir, plugin.adopt = base / "plugin", base / "adopt"
@@ -101,7 +101,7 @@ class ManagedPlugin:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return docker_cli(*args, host=self.host, check=check)
 
-    def create(self) -> "ManagedPlugin":
+    def create(self) -> ManagedPlugin:
         self.cli("plugin", "create", self.name, str(self.dir))
         self.set(**{"data.source": str(self.data), "adopt.source": str(self.adopt)})
         return self
@@ -109,7 +109,7 @@ class ManagedPlugin:
     def set(self, **settings: str) -> None:
         self.cli("plugin", "set", self.name, *(f"{k}={v}" for k, v in settings.items()))
 
-    def enable(self) -> "ManagedPlugin":
+    def enable(self) -> ManagedPlugin:
         self.cli("plugin", "enable", self.name)
         return self
 
@@ -244,7 +244,7 @@ def test_without_cap_sys_admin_a_mount_fails(plugin_dir, docker_client, tmp_path
 def test_volumes_with_options_and_a_uid999_redis_with_aof(managed, docker_client, redis_image, port):
     redis_vol = create_volume(docker_client, managed, profile="redis")
     custom = create_volume(docker_client, managed, uid="1000", gid="1001", mode="0700", policy="always")
-    adopted = create_volume(docker_client, managed, path="/srv/redis-data")
+    create_volume(docker_client, managed, path="/srv/redis-data")  # adopts: no error
     for bad, words in (({"bogus": "1"}, "unknown option 'bogus'"), ({"path": "/etc/x"}, "option path: '/etc/x'")):
         with pytest.raises(docker.errors.APIError, match=re.escape(words)):
             create_volume(docker_client, managed, **bad)

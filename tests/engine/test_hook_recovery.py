@@ -10,8 +10,8 @@ import time
 import pytest
 import redis
 
-from tests.engine import redis_cmd, wait_for
-from tests.fixtures_hook import fast_strategies, heal_report, run_redis
+from tests.support.engine import redis_cmd, wait_for
+from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
 
 pytestmark = pytest.mark.engine
 
@@ -98,7 +98,7 @@ def test_unfixable_read_only_mount_gives_up_after_bounded_attempts(hook, tracked
     incident = h.wait_event(by(c.name, "incident"), 60, "an incident")
     assert incident["type"] == "read-only-filesystem", incident
     assert incident["detail"]["context"]["errno"] == "Read-only file system"
-    gave_up = h.wait_event(by(c.name, "gave-up"), 180, "gave-up")
+    h.wait_event(by(c.name, "gave-up"), 180, "gave-up")
     actions = [e for e in h.of("action", c.name) if e["incident"] == incident["incident"]]
     print(f"gave up after {len(actions)} actions: {[(a['action'], a['result']) for a in actions]}")
     assert 1 <= len(actions) <= 4  # read-only-filesystem: 2 actions x 2 attempts
@@ -121,7 +121,7 @@ def test_aof_fallback_only_when_opted_in_and_back_on_after_repair(hook, tracked,
                                                                   unique_name):
     """(d) AOF writes fail and repair cannot help (immutable files): only the opted-in Redis gets AOF off;
     when the cause is gone, a later repair turns AOF back on, and says so."""
-    from tests.conftest import free_port
+    from tests.support.common import free_port
 
     strategies = fast_strategies(tmp_path / "s.yaml", aof_fallback={"retry": 1, "max_retry": 2})
     h = hook(strategies=strategies)

@@ -17,11 +17,11 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, free_port, new_name
-from tests.engine import wait_for
-from tests.fixtures_hook import heal_report
-from tests.fixtures_plugin import PluginEngine, PluginProcess
-from tests.hook_container import hook_events, load_hook_image, this_tree_image
+from tests.support.common import ROOT, free_port, new_name
+from tests.support.engine import wait_for
+from tests.support.fixtures_hook import heal_report
+from tests.support.fixtures_plugin import PluginEngine, PluginProcess
+from tests.support.hook_container import hook_events, load_hook_image, this_tree_image
 
 pytestmark = pytest.mark.engine
 STACK_FILE = ROOT / "examples" / "stack.yaml"

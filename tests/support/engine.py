@@ -7,7 +7,8 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import docker
 

@@ -13,11 +13,10 @@ import subprocess
 
 import docker
 
-from tests.conftest import ROOT
-from tests.engine import PrivateEngine
+from tests.support.common import PACKAGE_DIRS, ROOT
+from tests.support.engine import PrivateEngine
 
 HOOK_IMAGE = "ownvol/hook:latest"  # what examples/compose.yaml and examples/stack.yaml name
-PACKAGES = ("ownvol", "hooks")
 _DIGESTS = (
     "import hashlib, importlib, json, pathlib\n"
     "out = {}\n"
@@ -26,12 +25,12 @@ _DIGESTS = (
     "        if f.suffix in ('.py', '.yaml'):\n"
     "            out[p + '/' + f.name] = hashlib.sha256(f.read_bytes()).hexdigest()\n"
     "print(json.dumps(out))\n"
-) % (PACKAGES,)
+) % (tuple(PACKAGE_DIRS),)
 
 
 def _tree_digests() -> dict[str, str]:
     return {f"{p}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
-            for p in PACKAGES for f in (ROOT / p).iterdir() if f.suffix in (".py", ".yaml")}
+            for p, d in PACKAGE_DIRS.items() for f in (ROOT / d).iterdir() if f.suffix in (".py", ".yaml")}
 
 
 def _image_digests(client: docker.DockerClient, tag: str) -> dict[str, str]:
@@ -41,7 +40,7 @@ def _image_digests(client: docker.DockerClient, tag: str) -> dict[str, str]:
 
 
 def this_tree_image(client: docker.DockerClient, tag: str) -> str:
-    """tag, rebuilt by scripts/images.sh if its ownvol and hooks packages are not this checkout's."""
+    """tag, rebuilt by scripts/images.sh if its ownvol packages are not this checkout's."""
     if _image_digests(client, tag) != _tree_digests():
         subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT, capture_output=True)
         stale = {k for k, v in _image_digests(client, tag).items() if _tree_digests().get(k) != v}

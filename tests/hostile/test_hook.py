@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from tests.conftest import free_port
-from tests.engine import redis_cmd, wait_for
-from tests.fixtures_hook import fast_strategies, heal_report, run_redis
-from tests.test_hook_unit import FakeExecutor, engine, events
-
+from tests.support.common import free_port
+from tests.support.engine import redis_cmd, wait_for
+from tests.support.fakes import FakeExecutor, engine, events
+from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
 
 
 def by(name: str, kind: str):

@@ -16,13 +16,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ownvol.system_paths import SYSTEM_DIRS, SYSTEM_TREES
-from plugin.app import create_app
-from plugin.options import (
-    ID_MAX, MODE_MAX, NAME_MAX, OPTIONS, PATH_DEPTH_MAX, PATH_MAX, POLICIES, Defaults,
-    check_adoptable, parse_id, parse_mode, parse_options, validate_name,
+from ownvol.driver.app import create_app
+from ownvol.driver.options import (
+    ID_MAX,
+    MODE_MAX,
+    NAME_MAX,
+    OPTIONS,
+    PATH_DEPTH_MAX,
+    PATH_MAX,
+    POLICIES,
+    Defaults,
+    check_adoptable,
+    parse_id,
+    parse_mode,
+    parse_options,
+    validate_name,
 )
-from plugin.settings import from_env
+from ownvol.driver.settings import from_env
+from ownvol.system_paths import SYSTEM_DIRS, SYSTEM_TREES
 
 MAX_ERR = 400
 ROOTS = ("/srv", "/data/vols")

@@ -1,0 +1,1 @@
+"""What the tests share: engines, plugins, hooks, names, ports and cleanup (no test here)."""
