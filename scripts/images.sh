@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, offline from Debian's packages, the images the tests and examples use.
-#   BASE_IMAGE   a minimal Debian with python3, from debootstrap (docker import)
+#   BASE_IMAGE   a minimal Debian with python3, from debootstrap (docker import); `images.sh base trixie` for another suite
 #   REDIS_IMAGE  Redis as the official image runs it: user redis 999:999, WORKDIR /data, redis-server
 # Set REDIS_IMAGE=redis:7 (already pulled) to test against the official image instead: it is then left alone.
 set -euo pipefail
@@ -54,6 +54,14 @@ build() {
     DOCKER_BUILDKIT=0 docker build -q --network host --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$@" "$dir" >/dev/null
     echo "images: $tag ready"
 }
+
+# `images.sh base SUITE`: only the base of another Debian suite, as ownvol/debian-base:SUITE (trixie, ...).
+if [ "${1:-}" = base ]; then
+    SUITE=${2:?usage: images.sh base SUITE}
+    BASE_IMAGE=ownvol/debian-base:$SUITE
+    build_base
+    exit 0
+fi
 
 build_base
 case "$REDIS_IMAGE" in
