@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, new_name
+from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, image_lock, new_name
 from tests.support.engine import PrivateEngine
 
 pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"]
@@ -46,10 +46,11 @@ def docker_client() -> docker.DockerClient:
 def redis_image(docker_client: docker.DockerClient) -> str:
     """The Redis image under test (REDIS_IMAGE, default the offline ownvol/redis:7), built if missing."""
     tag = os.environ.get("REDIS_IMAGE", "ownvol/redis:7")
-    try:
-        docker_client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        subprocess.run([str(ROOT / "scripts" / "images.sh")], check=True, env={**os.environ, "REDIS_IMAGE": tag})
+    with image_lock(tag):
+        try:
+            docker_client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            subprocess.run([str(ROOT / "scripts" / "images.sh")], check=True, env={**os.environ, "REDIS_IMAGE": tag})
     return tag
 
 

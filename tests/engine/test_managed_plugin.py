@@ -17,7 +17,7 @@ import docker
 import pytest
 import redis
 
-from tests.support.common import PACKAGE_DIRS, ROOT, new_name
+from tests.support.common import PACKAGE_DIRS, ROOT, image_lock, new_name
 from tests.support.engine import redis_cmd, wait_for
 
 pytestmark = pytest.mark.engine
@@ -55,14 +55,16 @@ def _image_has_this_tree(rootfs: Path) -> bool:
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The plugin directory `scripts/plugin.sh rootfs` builds, from an image rebuilt first if it is stale."""
     base = tmp_path_factory.mktemp("managed")
-    for attempt in range(2):
-        subprocess.run([str(SCRIPT), "rootfs", str(base)], check=True, cwd=ROOT, capture_output=True)
-        if _image_has_this_tree(base / "rootfs"):
-            break
-        if attempt == 0:
-            subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT, capture_output=True)
-    else:
-        pytest.fail("the ownvol image does not carry this checkout's driver even after scripts/images.sh ownvol")
+    with image_lock(os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest")):
+        for attempt in range(2):
+            subprocess.run([str(SCRIPT), "rootfs", str(base)], check=True, cwd=ROOT, capture_output=True)
+            if _image_has_this_tree(base / "rootfs"):
+                break
+            if attempt == 0:
+                subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT,
+                               capture_output=True)
+        else:
+            pytest.fail("the ownvol image does not carry this checkout's driver even after scripts/images.sh ownvol")
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
@@ -128,8 +130,8 @@ class ManagedPlugin:
     def data_dir(self, volume: str) -> Path:
         return self.data / "volumes" / volume
 
-    def destroy(self, client: docker.DockerClient) -> None:
-        """Containers on its volumes, its volumes, then the plugin."""
+    def clear(self, client: docker.DockerClient) -> None:
+        """Containers on its volumes, then its volumes."""
         try:
             for v in client.volumes.list(filters={"driver": self.driver}):
                 for c in client.containers.list(all=True, filters={"volume": v.name}):
@@ -137,17 +139,42 @@ class ManagedPlugin:
                 v.remove(force=True)
         except docker.errors.APIError as exc:
             print(f"cleanup of {self.name}: {exc}")
+
+    def destroy(self, client: docker.DockerClient) -> None:
+        """Containers on its volumes, its volumes, then the plugin."""
+        self.clear(client)
         self.cli("plugin", "rm", "-f", self.name, check=False)
 
 
-@pytest.fixture
-def managed(plugin_dir: Path, docker_client: docker.DockerClient, tmp_path: Path):
-    """An enabled managed plugin on the shared engine, removed after the test with its volumes."""
-    plugin = ManagedPlugin.prepared(plugin_dir, tmp_path)
+@pytest.fixture(scope="module")
+def module_managed(plugin_dir: Path, docker_client: docker.DockerClient,
+                   tmp_path_factory: pytest.TempPathFactory) -> tuple[ManagedPlugin, list[str]]:
+    """One enabled managed plugin on the shared engine for this module's tests (`docker plugin create` copies
+    the whole rootfs: seconds each time), with its settings as created; removed after the module."""
+    plugin = ManagedPlugin.prepared(plugin_dir, tmp_path_factory.mktemp("managed-plugin"))
     try:
-        yield plugin.create().enable()
+        plugin.create().enable()
+        yield plugin, plugin.inspect()["Settings"]["Env"]
     finally:
         plugin.destroy(docker_client)
+
+
+@pytest.fixture
+def managed(module_managed: tuple[ManagedPlugin, list[str]], docker_client: docker.DockerClient) -> ManagedPlugin:
+    """The module's managed plugin, enabled with its settings as created; after the test its containers and
+    volumes are removed, and settings a test changed (or a removal) are put back."""
+    plugin, settings = module_managed
+    yield plugin
+    plugin.clear(docker_client)
+    info = json.loads(plugin.cli("plugin", "inspect", plugin.name, check=False).stdout or "[]")
+    if not info:
+        plugin.create()
+    elif changed := sorted(set(settings) - set(info[0]["Settings"]["Env"])):
+        if info[0]["Enabled"]:
+            plugin.disable()
+        plugin.cli("plugin", "set", plugin.name, *changed)
+    if not plugin.inspect()["Enabled"]:
+        plugin.enable()
 
 
 def create_volume(client: docker.DockerClient, plugin: ManagedPlugin, **opts: str) -> str:
@@ -224,7 +251,8 @@ def test_capabilities_are_the_ones_the_readme_names(managed):
     assert {"CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE"} <= from_defaults
     assert requested | from_defaults <= effective_capabilities(info["Id"])
     config = info["Config"]
-    assert config["Interface"]["Types"] == ["docker.volumedriver/1.0"] and config["Interface"]["Socket"] == "ownvol.sock"
+    assert config["Interface"]["Types"] == ["docker.volumedriver/1.0"]
+    assert config["Interface"]["Socket"] == "ownvol.sock"
     assert config["Network"]["Type"] == "none" and config["PropagatedMount"] == MOUNT_ROOT
 
 

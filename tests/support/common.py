@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -25,6 +28,16 @@ _counter = itertools.count(1)
 
 def new_name(prefix: str = "ovt") -> str:
     return f"{prefix}-{SESSION}-{next(_counter)}"
+
+
+@contextmanager
+def image_lock(tag: str) -> Iterator[None]:
+    """Held while a fixture checks an image and rebuilds it if stale: the suite's parallel workers
+    (pytest-xdist) build it once, the others find it fresh after waiting."""
+    path = Path("/var/lock") / f"ownvol-test-image-{tag.replace('/', '_').replace(':', '_')}.lock"
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def free_port() -> int:

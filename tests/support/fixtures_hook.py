@@ -21,7 +21,7 @@ import docker
 import pytest
 import yaml
 
-from tests.support.common import ROOT, free_port, new_name
+from tests.support.common import ROOT, free_port, image_lock, new_name
 from tests.support.engine import redis_cmd, wait_for
 
 HOOK_LABEL = "ownvol.hook"  # a hook started elsewhere (make up) leaves these containers alone
@@ -87,7 +87,8 @@ class Hook:
 
     def of(self, kind: str, container: str | None = None) -> list[dict]:
         with self._cond:
-            return [e for e in self.events if e["event"] == kind and (container is None or e.get("container") == container)]
+            return [e for e in self.events
+                    if e["event"] == kind and (container is None or e.get("container") == container)]
 
     def mark(self) -> int:
         with self._cond:
@@ -184,10 +185,11 @@ def ownvol_image(docker_client: docker.DockerClient) -> str:
         except docker.errors.DockerException:
             return False
 
-    if not has_helper():
-        subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT,
-                       env={**os.environ, "OWNVOL_IMAGE": tag})
-        assert has_helper(), f"{tag} has no `ownvol repair-mount` even after a rebuild"
+    with image_lock(tag):
+        if not has_helper():
+            subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT,
+                           env={**os.environ, "OWNVOL_IMAGE": tag})
+            assert has_helper(), f"{tag} has no `ownvol repair-mount` even after a rebuild"
     return tag
 
 

@@ -13,19 +13,19 @@ import subprocess
 
 import docker
 
-from tests.support.common import PACKAGE_DIRS, ROOT
+from tests.support.common import PACKAGE_DIRS, ROOT, image_lock
 from tests.support.engine import PrivateEngine
 
 HOOK_IMAGE = "ownvol/hook:latest"  # what examples/compose.yaml and examples/stack.yaml name
 _DIGESTS = (
     "import hashlib, importlib, json, pathlib\n"
     "out = {}\n"
-    "for p in %r:\n"
+    f"for p in {tuple(PACKAGE_DIRS)!r}:\n"
     "    for f in pathlib.Path(importlib.import_module(p).__file__).parent.iterdir():\n"
     "        if f.suffix in ('.py', '.yaml'):\n"
     "            out[p + '/' + f.name] = hashlib.sha256(f.read_bytes()).hexdigest()\n"
     "print(json.dumps(out))\n"
-) % (tuple(PACKAGE_DIRS),)
+)
 
 
 def _tree_digests() -> dict[str, str]:
@@ -41,10 +41,11 @@ def _image_digests(client: docker.DockerClient, tag: str) -> dict[str, str]:
 
 def this_tree_image(client: docker.DockerClient, tag: str) -> str:
     """tag, rebuilt by scripts/images.sh if its ownvol packages are not this checkout's."""
-    if _image_digests(client, tag) != _tree_digests():
-        subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT, capture_output=True)
-        stale = {k for k, v in _image_digests(client, tag).items() if _tree_digests().get(k) != v}
-        assert not stale, f"{tag} still differs from this checkout after a rebuild: {sorted(stale)}"
+    with image_lock(tag):
+        if _image_digests(client, tag) != _tree_digests():
+            subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT, capture_output=True)
+            stale = {k for k, v in _image_digests(client, tag).items() if _tree_digests().get(k) != v}
+            assert not stale, f"{tag} still differs from this checkout after a rebuild: {sorted(stale)}"
     return tag
 
 
