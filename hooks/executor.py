@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import docker
+from docker.models.containers import Container
 
 from ownvol.hook import actions
 from ownvol.hook.actions import ActionResult, Context
@@ -20,7 +21,8 @@ class DockerExecutor:
         self.repair_via = repair_via
         self.helper_image = helper_image
 
-    def target(self, container_id: str) -> tuple[object, Target]:
+    def target(self, container_id: str) -> tuple[Container, Target]:
+        """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
         return container, facts(self.client(), container)
 

@@ -26,7 +26,11 @@ STALE_MARGIN = 0.5
 
 
 class Verdict(Protocol):
-    healthy: bool
+    """What a verification found: healthy or not, a state name and the reasons for it."""
+
+    @property
+    def healthy(self) -> bool: ...
+
     state: str
     reasons: list[str]
 
@@ -172,8 +176,9 @@ class Recovery:
                 continue
             self.breaker.record(cid, started)
             verdict = self.executor.verify(cid, self.config.verify.get(action, 10))
+            checked = {"state": verdict.state, "reasons": verdict.reasons}
             self.journal.finish_action(incident.id, step, result.result, verdict.healthy,
-                                       {**result.detail, "verify": {"state": verdict.state, "reasons": verdict.reasons}})
+                                       {**result.detail, "verify": checked})
             last_finished = self.clock()
             outcome = "ok" if verdict.healthy else "failed"
             self.telemetry.metrics.recoveries.labels(action=action, result=outcome).inc()
@@ -217,7 +222,7 @@ class Recovery:
     # --- AOF fallback ---------------------------------------------------------------------------
     def fallback_due(self, container_id: str) -> bool:
         fb = self.journal.fallback(container_id)
-        return bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
+        return fb is not None and bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
 
     def restore_aof(self, container_id: str, repaired: bool = False) -> bool:
         """After an aof-off: repair (unless just done), turn AOF on, verify; else try again later."""

@@ -294,7 +294,8 @@ def facts(client: docker.DockerClient, container) -> Target:
         id=container.id, name=container.name, image=config.get("Image", ""),
         status=(attrs.get("State") or {}).get("Status", ""), labels=config.get("Labels") or {},
         redis_url=redis_url(attrs), password=redis_password(attrs), data_dir=directory, mount=mount,
-        uid=uid, gid=gid, owner_source=source, aof_fallback=_truthy((config.get("Labels") or {}).get(AOF_FALLBACK_LABEL)),
+        uid=uid, gid=gid, owner_source=source,
+        aof_fallback=_truthy((config.get("Labels") or {}).get(AOF_FALLBACK_LABEL)),
         notes=notes)
 
 

@@ -67,6 +67,8 @@ class Telemetry:
         return record
 
     def _post(self, record: dict) -> None:
+        if not self.webhook:
+            return
         request = urllib.request.Request(self.webhook, data=json.dumps(record, default=str).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         try:

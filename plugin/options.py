@@ -126,7 +126,8 @@ def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[
     if os.path.normpath(path) != path or path.startswith("//"):
         raise refuse(f"is not in normal form (write it as {os.path.normpath(path)!r})")
     if why := system_area(path, own_trees):
-        raise refuse(f"{why}; adopt a directory below it" if path in SYSTEM_DIRS else f"{why}, which ownvol never adopts")
+        raise refuse(f"{why}; adopt a directory below it" if path in SYSTEM_DIRS
+                     else f"{why}, which ownvol never adopts")
     if not allowed_roots:
         raise refuse("cannot be adopted: adoption is off (OWNVOL_ALLOWED_ROOTS is empty)")
     if not any(path.startswith(root.rstrip("/") + "/") for root in allowed_roots):
@@ -148,7 +149,8 @@ def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ..
         if not isinstance(value, str):
             raise ValueError(f"option {key}: expected a string value, got {type(value).__name__}")
     prof = parse_profile(opts["profile"]) if "profile" in opts else None
-    base_uid, base_gid, base_mode = (prof.uid, prof.gid, prof.mode) if prof else (defaults.uid, defaults.gid, defaults.mode)
+    base = prof or defaults
+    base_uid, base_gid, base_mode = base.uid, base.gid, base.mode
     return VolumeSpec(
         uid=parse_id("uid", opts["uid"]) if "uid" in opts else base_uid,
         gid=parse_id("gid", opts["gid"]) if "gid" in opts else base_gid,

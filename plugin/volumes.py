@@ -7,6 +7,7 @@ Every change on disk follows one pattern: the intent is committed to the store f
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
@@ -324,7 +325,7 @@ class Volumes:
 
     # -- start-up
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Finish or undo what a crash interrupted; put MOUNT_ROOT binds back in line with the references."""
         done = []
         for record in self.store.all(state="creating"):
