@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ownvol.profiles import PROFILES, get_profile
@@ -135,11 +136,13 @@ def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[
     return path
 
 
-def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ...] = (),
-                  own_trees: tuple[str, ...] = ()) -> VolumeSpec:
-    """A VolumeSpec from Create's Opts: explicit uid/gid/mode, else the profile's, else the defaults."""
+def option_strings(opts: object) -> dict[str, str]:
+    """Create's Opts as sent (a JSON object or null): known option names with string values, not yet read.
+
+    Raises ValueError naming the first unknown option or the first value that is not a string.
+    """
     if opts is None:
-        opts = {}
+        return {}
     if not isinstance(opts, dict):
         raise ValueError(f"Opts must be an object of option=value strings, got {type(opts).__name__}")
     unknown = sorted(k for k in opts if k not in OPTIONS)
@@ -148,6 +151,22 @@ def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ..
     for key, value in opts.items():
         if not isinstance(value, str):
             raise ValueError(f"option {key}: expected a string value, got {type(value).__name__}")
+    return opts
+
+
+def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ...] = (),
+                  own_trees: tuple[str, ...] = ()) -> VolumeSpec:
+    """A VolumeSpec from Create's Opts as sent: option_strings, then volume_spec."""
+    return volume_spec(option_strings(opts), defaults, allowed_roots, own_trees)
+
+
+def volume_spec(opts: Mapping[str, str], defaults: Defaults, allowed_roots: tuple[str, ...] = (),
+                own_trees: tuple[str, ...] = ()) -> VolumeSpec:
+    """A VolumeSpec from checked option strings: explicit uid/gid/mode, else the profile's, else the defaults.
+
+    allowed_roots: where `path` may adopt a directory; own_trees: the plugin's own directories, never adopted.
+    Raises ValueError naming the option and what is allowed.
+    """
     prof = parse_profile(opts["profile"]) if "profile" in opts else None
     base = prof or defaults
     base_uid, base_gid, base_mode = base.uid, base.gid, base.mode
