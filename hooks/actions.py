@@ -16,22 +16,13 @@ import redis
 
 from ownvol.hook.beneath import data_path
 from ownvol.hook.health import redis_client
+from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
 from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
 SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers
-
-
-@dataclass
-class ActionResult:
-    result: str  # ok | failed | skipped
-    detail: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "ok"
 
 
 @dataclass

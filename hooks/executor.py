@@ -9,8 +9,9 @@ import docker
 from docker.models.containers import Container
 
 from ownvol.hook import actions
-from ownvol.hook.actions import ActionResult, Context
+from ownvol.hook.actions import Context
 from ownvol.hook.health import Health, probe
+from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
 
 

@@ -15,7 +15,6 @@ from ownvol.hook.beneath import data_path
 from ownvol.hook.targets import Target
 from ownvol.ownership import OwnershipError, inspect_root
 
-STATES = ("healthy", "latent", "refusing-writes", "loading", "unreachable", "down")
 PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
                       "aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status",
                       "aof_rewrites_consecutive_failures")

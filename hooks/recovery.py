@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ownvol.hook.actions import ActionResult
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.journal import Incident, Journal
+from ownvol.hook.results import ActionResult
 from ownvol.hook.strategies import Config, Strategy
 from ownvol.hook.telemetry import Telemetry
 

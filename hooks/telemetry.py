@@ -13,7 +13,7 @@ from typing import TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ownvol.hook.health import STATES
+from ownvol.hook.results import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 
