@@ -9,6 +9,7 @@ import json
 import os
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
@@ -233,10 +234,13 @@ def aof_on(ctx: Context) -> ActionResult:
                                                    ("aof_enabled", "aof_last_bgrewrite_status")})
 
 
-ACTIONS = {
+# The action registry: every action by the name strategies, the journal and the events use.
+ACTIONS: dict[str, Callable[[Context], ActionResult]] = {
     "repair-ownership": repair_ownership,
     "persist-again": persist_again,
     "restart": restart,
     "aof-off": aof_off,
     "aof-on": aof_on,
 }
+# What a strategy may plan: all but aof-on, the AOF fallback's own step (Recovery.restore_aof).
+PLANNABLE = tuple(name for name in ACTIONS if name != "aof-on")
