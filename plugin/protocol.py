@@ -107,7 +107,7 @@ class Volume:
     name: str
     mountpoint: str
     created_at: str = ""
-    status: dict[str, object] | None = None
+    status: Mapping[str, object] | None = None
 
     def wire(self) -> dict[str, object]:
         out: dict[str, object] = {"Name": self.name, "Mountpoint": self.mountpoint}

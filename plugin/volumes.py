@@ -38,6 +38,7 @@ from ownvol.driver.protocol import (
 )
 from ownvol.driver.settings import Settings
 from ownvol.driver.store import Store, VolumeRecord
+from ownvol.status import LastRepair, VolumeStatus
 
 log = logging.getLogger("ownvol.plugin")
 
@@ -319,23 +320,23 @@ class Volumes:
         spec = record.spec
         repair = None
         if record.last_repair_at:
-            repair = {"at": record.last_repair_at, "changed": record.last_repair_changed,
-                      "seconds": record.last_repair_seconds}
-        status = {
-            "uid": spec.uid,
-            "gid": spec.gid,
-            "mode": f"{spec.mode:04o}",
-            "policy": spec.policy,
-            "profile": spec.profile or "",
-            "path": record.path,
-            "adopted": record.adopted,
-            "created": record.created_at,
-            "last_check": record.last_check or "",
-            "last_check_result": record.last_check_result or "",
-            "last_repair": repair,
-            "mounts": self.store.refs(record.name),
-            "state": self._data_problem(record) or "ok",
-        }
+            repair = LastRepair(at=record.last_repair_at, changed=record.last_repair_changed or 0,
+                                seconds=record.last_repair_seconds or 0.0)
+        status = VolumeStatus(
+            uid=spec.uid,
+            gid=spec.gid,
+            mode=f"{spec.mode:04o}",
+            policy=spec.policy,
+            profile=spec.profile or "",
+            path=record.path,
+            adopted=record.adopted,
+            created=record.created_at,
+            last_check=record.last_check or "",
+            last_check_result=record.last_check_result or "",
+            last_repair=repair,
+            mounts=self.store.refs(record.name),
+            state=self._data_problem(record) or "ok",
+        )
         return Volume(record.name, self._mountpoint(record), record.created_at, status)
 
     # -- start-up
