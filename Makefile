@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-matrix test-unit test-hostile bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down lint test test-matrix test-unit test-hostile bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -49,11 +49,16 @@ down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop plugin
 
-## test: the whole suite, engine tests included, one member of each server matrix; TEST_JOBS workers
-## (pytest-xdist, a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
+## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
+lint: venv
+	$(BIN)/ruff check .
+	scripts/typecheck.sh
+
+## test: lint, then the whole suite, engine tests included, one member of each server matrix; TEST_JOBS
+## workers (pytest-xdist, a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
-test: venv engine images
+test: lint venv engine images
 	$(BIN)/python -m pytest $(XDIST) -m "not matrix" $(PYTEST_ARGS)
 
 ## test-matrix: every member of the server matrices beyond the one per family `make test` runs (marker `matrix`)
@@ -65,8 +70,8 @@ test-matrix: venv engine images
 test-hostile: venv engine images
 	$(BIN)/python -m pytest $(XDIST) tests/hostile $(PYTEST_ARGS)
 
-## test-unit: the quick run, no engine
-test-unit: venv
+## test-unit: lint, then the quick run, no engine
+test-unit: lint venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
