@@ -10,7 +10,7 @@ from docker.models.containers import Container
 
 from ownvol.hook import actions
 from ownvol.hook.actions import Context
-from ownvol.hook.health import Health, probe
+from ownvol.hook.health import Health, probe, saving
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
 
@@ -61,23 +61,21 @@ class DockerExecutor:
             return True
         return policy.get("Name") in (None, "", "no")
 
-    def verify(self, container_id: str, timeout: float, settle: float = 1.5) -> Health:
-        """Healthy within timeout (container running, PONG, persistence statuses ok), else the last look.
+    def verify(self, container_id: str, timeout: float, interval: float = 0.05) -> Health:
+        """Healthy within timeout seconds (container running, PONG, persistence statuses ok), else the last look.
 
-        A Redis that runs and answers but stays refusing or latent for `settle` seconds will not
-        heal by waiting (it does not retry a failed save on its own that soon): no use waiting more.
+        Judged only once no save is in progress: a save Redis began before the action may still be
+        running after it (a child that failed is only reaped at the next serverCron tick, redis
+        server.c checkChildrenDone), and its outcome decides whether Redis refuses writes
+        (rdb.c backgroundSaveDoneHandler, server.c writeCommandsDeniedByDiskError). With no save in
+        progress, a Redis that refuses writes or whose last rewrite failed stays so until something
+        starts a save: that verdict is final at once, and the next action can start the save.
         """
         deadline = time.monotonic() + timeout
-        answering_since = None
         while True:
             health = self.health(container_id)
-            now = time.monotonic()
-            if health.healthy or now >= deadline or self._stays_down(container_id, health):
+            if time.monotonic() >= deadline or self._stays_down(container_id, health):
                 return health
-            if health.state in ("refusing-writes", "latent"):
-                answering_since = answering_since or now
-                if now - answering_since >= settle:
-                    return health
-            else:
-                answering_since = None
-            time.sleep(0.2)
+            if not saving(health) and (health.healthy or health.state in ("refusing-writes", "latent")):
+                return health
+            time.sleep(interval)

@@ -16,8 +16,10 @@ from ownvol.hook.targets import Target
 from ownvol.ownership import OwnershipError, inspect_root
 
 PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
-                      "aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status",
-                      "aof_rewrites_consecutive_failures")
+                      "aof_rewrite_scheduled", "aof_last_write_status", "aof_last_bgrewrite_status",
+                      "rdb_last_bgsave_status", "aof_rewrites_consecutive_failures")
+# INFO persistence fields that are 1 while a save runs or waits to (a child not yet reaped still counts)
+SAVE_FIELDS = ("rdb_bgsave_in_progress", "aof_rewrite_in_progress", "aof_rewrite_scheduled")
 
 
 @dataclass
@@ -39,6 +41,11 @@ class Health:
     def as_dict(self) -> dict:
         return {"state": self.state, "reasons": self.reasons, "container": self.container, "ping": self.ping,
                 "persistence": self.persistence, "memory": self.memory, "clients": self.clients, "owner": self.owner}
+
+
+def saving(health: Health) -> bool:
+    """Whether Redis runs a save (BGSAVE, AOF rewrite) or has one scheduled: its outcome is still to come."""
+    return any(health.persistence.get(f) == 1 for f in SAVE_FIELDS)
 
 
 def evaluate(container: str, ping: str, persistence: dict, owner: dict | None) -> tuple[str, list[str]]:

@@ -10,7 +10,8 @@ import pytest
 
 from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
-from ownvol.hook.health import evaluate
+from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.health import Health, evaluate
 from ownvol.hook.journal import Journal
 from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_redis, is_watched, redis_password, redis_url, resolve_user
@@ -276,3 +277,46 @@ def test_webhook_gets_incident_recovered_and_gave_up_only():
     finally:
         server.shutdown()
     assert sorted(e["event"] for e in got) == ["gave-up", "incident", "recovered"]
+
+
+class _Observed(DockerExecutor):
+    """DockerExecutor.verify over a scripted sequence of health observations (the last one repeats)."""
+
+    def __init__(self, seen: list[Health]) -> None:
+        super().__init__(client=lambda: None)
+        self.seen = seen
+        self.looks = 0
+
+    def health(self, container_id: str) -> Health:
+        self.looks += 1
+        return self.seen[min(self.looks, len(self.seen)) - 1]
+
+    def _stays_down(self, container_id: str, health: Health) -> bool:
+        return False
+
+
+def _looked(state: str, **persistence: int) -> Health:
+    return Health(state, [], "running", "PONG", {"rdb_bgsave_in_progress": 0, **persistence})
+
+
+def test_verification_waits_out_a_save_begun_before_the_action():
+    """Healthy while the save that failed is not yet reaped, then refusing: the verdict is the refusal."""
+    ex = _Observed([_looked("healthy", rdb_bgsave_in_progress=1), _looked("healthy", rdb_bgsave_in_progress=1),
+                    _looked("refusing-writes")])
+    verdict = ex.verify("c", timeout=5, interval=0)
+    assert verdict.state == "refusing-writes" and ex.looks == 3
+
+
+def test_a_refusal_with_no_save_in_progress_is_final_at_once():
+    ex = _Observed([_looked("refusing-writes")])
+    assert ex.verify("c", timeout=5, interval=0).state == "refusing-writes" and ex.looks == 1
+
+
+def test_a_save_that_ends_well_verifies_healthy():
+    ex = _Observed([_looked("refusing-writes", aof_rewrite_in_progress=1), _looked("healthy")])
+    assert ex.verify("c", timeout=5, interval=0).healthy and ex.looks == 2
+
+
+def test_a_redis_still_loading_is_waited_for_until_the_timeout():
+    ex = _Observed([_looked("loading")])
+    assert ex.verify("c", timeout=0.05, interval=0.01).state == "loading" and ex.looks > 1
