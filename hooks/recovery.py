@@ -158,10 +158,13 @@ class Recovery:
             if verdict.healthy:
                 return self._resolve(incident, None, verdict)
         last_finished = max((a.finished_at or a.started_at for a in done), default=0)
+        # The last action did its part and Redis refuses writes (or its last rewrite failed) with no save in
+        # progress: it waits for a save that only the next action starts, so no backoff before that one.
+        awaits_save = False
         for step in range(len(done), len(plan)):
             action = plan[step]
             wait = strategy.delay_before(step) - (self.clock() - last_finished if last_finished else 0)
-            if step and wait > 0:
+            if step and wait > 0 and not awaits_save:
                 self.sleep(wait)
             now = self.clock()
             if not self.breaker.allow(cid, now):
@@ -182,6 +185,7 @@ class Recovery:
             self.journal.finish_action(incident.id, step, result.result, verdict.healthy,
                                        {**result.detail, "verify": checked})
             last_finished = self.clock()
+            awaits_save = result.ok and verdict.state in ("refusing-writes", "latent")
             outcome = "ok" if verdict.healthy else "failed"
             self.telemetry.metrics.recoveries.labels(action=action, result=outcome).inc()
             self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,

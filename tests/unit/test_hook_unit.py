@@ -17,7 +17,7 @@ from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_redis, is_watched, redis_password, redis_url, resolve_user
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import timestamp_ns
-from tests.support.fakes import FakeExecutor, engine, events
+from tests.support.fakes import FakeExecutor, Verdict, engine, events
 
 
 # --- patterns -----------------------------------------------------------------------------------
@@ -320,3 +320,31 @@ def test_a_save_that_ends_well_verifies_healthy():
 def test_a_redis_still_loading_is_waited_for_until_the_timeout():
     ex = _Observed([_looked("loading")])
     assert ex.verify("c", timeout=0.05, interval=0.01).state == "loading" and ex.looks > 1
+
+
+class _RefusesUntilSaved(FakeExecutor):
+    """repair-ownership leaves Redis refusing writes with no save in progress; persist-again heals it."""
+
+    def verify(self, cid, timeout):
+        if self.is_healthy:
+            return Verdict(True, "healthy")
+        return Verdict(False, "refusing-writes" if self.ran[-1] == "repair-ownership" else "down")
+
+
+def test_no_backoff_before_the_save_a_refusing_redis_waits_for(tmp_path):
+    rec, _ = engine(tmp_path, _RefusesUntilSaved(heals="persist-again"),
+                    {"defaults": {"delay": 5, "backoff": 1, "max_delay": 5}})
+    slept = []
+    rec.sleep = slept.append
+    incident = rec.report("c1", "redis-1", "permission-denied", "log", {"message": "x"}, background=False)
+    assert rec.executor.ran == ["repair-ownership", "persist-again"] and slept == []
+    assert rec.journal.incident(incident.id).status == "resolved"
+
+
+def test_backoff_stays_after_an_action_that_failed(tmp_path):
+    rec, _ = engine(tmp_path, FakeExecutor(heals="persist-again", results={"repair-ownership": "failed"}),
+                    {"defaults": {"delay": 5, "backoff": 1, "max_delay": 5}})
+    slept = []
+    rec.sleep = slept.append
+    rec.report("c1", "redis-1", "permission-denied", "log", {"message": "x"}, background=False)
+    assert rec.executor.ran == ["repair-ownership", "persist-again"] and slept and slept[0] > 4
