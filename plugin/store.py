@@ -1,7 +1,7 @@
 """The driver's state in SQLite: volumes, their mount references, their last check and repair.
 
 WAL, a busy timeout and BEGIN IMMEDIATE transactions make it safe for several gunicorn
-workers (each opens its own connection); synchronous=FULL makes a committed change survive
+workers and their threads (each opens its own connection); synchronous=FULL makes a committed change survive
 a crash, of the plugin or of the machine. Mount references alone commit with NORMAL (see
 transaction). A volume row carries a state: 'creating' and 'removing' are written before the disk
 is touched, so a crash between the database and the disk is found and finished at the next
@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,21 +68,20 @@ class Store:
     def __init__(self, db_path: str, busy_timeout_ms: int = 30_000) -> None:
         self.db_path = db_path
         self.busy_timeout_ms = busy_timeout_ms
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        self._lock_fd = -1
-        self._durable = True
+        self._local = threading.local()  # conn, pid, lock_fd, durable: each thread's own
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """This process's connection: a connection never crosses a fork into a gunicorn worker."""
-        if self._conn is None or self._pid != os.getpid():
-            self._conn = self._connect()
-            self._durable = True
-            # the writers' queue (see transaction): an open file of this process's own, as flock wants
-            self._lock_fd = os.open(self.db_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
-        return self._conn
+        """This thread's connection: a connection never crosses a fork into a gunicorn worker, nor a thread
+        (sqlite3 refuses that) into another of a worker's threads."""
+        local = self._local
+        if getattr(local, "conn", None) is None or local.pid != os.getpid():
+            local.conn = self._connect()
+            local.durable = True
+            # the writers' queue (see transaction): an open file of this thread's own, as flock wants
+            local.lock_fd = os.open(self.db_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            local.pid = os.getpid()
+        return local.conn
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(self.db_path) or ".", mode=0o700, exist_ok=True)
@@ -106,11 +106,12 @@ class Store:
         return conn
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-            os.close(self._lock_fd)
-        self._conn = None
-        self._lock_fd = -1
+        local = self._local
+        if getattr(local, "conn", None) is not None and local.pid == os.getpid():
+            local.conn.close()
+            os.close(local.lock_fd)
+        local.conn = None
+        local.lock_fd = -1
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -124,12 +125,13 @@ class Store:
         commit makes it durable too.
         """
         conn = self.conn
-        lock_fd = self._lock_fd
+        local = self._local
+        lock_fd = local.lock_fd
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
-            if durable != self._durable:
+            if durable != local.durable:
                 conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._durable = durable
+                local.durable = durable
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

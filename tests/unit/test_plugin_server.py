@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
+
+from ownvol.driver.serve import UnixHTTPConnection
 
 
 def test_socket_is_root_only_and_replies_are_plugin_json(bare_plugin):
@@ -59,3 +62,24 @@ def test_path_and_get_agree_with_mount(bare_plugin):
     mounted = plugin.call("Mount", Name="v", ID="x")["Mountpoint"]
     assert path == volume["Mountpoint"] == mounted == str(plugin.data_dir("v"))
     assert volume["CreatedAt"].endswith("Z") and volume["Status"]["created"] == volume["CreatedAt"]
+
+
+def test_a_connection_is_kept_open_between_requests_as_dockerd_keeps_it(bare_plugin):
+    """dockerd's plugin client reuses its connections (Go's http.Transport): requests one after the other on
+    one connection are each answered, and the connection stays open."""
+    plugin = bare_plugin()
+    plugin.call("Create", Name="kept", Opts={})
+    conn = UnixHTTPConnection(plugin.socket, timeout=30)
+    try:
+        replies = []
+        for i in range(5):
+            conn.request("POST", "/VolumeDriver.Mount", body=json.dumps({"Name": "kept", "ID": f"m{i}"}))
+            response = conn.getresponse()
+            replies.append((response.status, json.loads(response.read()), response.getheader("Connection")))
+            if i == 0:
+                first = conn.sock
+            assert conn.sock is first, f"request {i + 1} needed a new connection"
+    finally:
+        conn.close()
+    assert all(status == 200 and reply["Err"] == "" and header != "close" for status, reply, header in replies)
+    assert plugin.call("Get", Name="kept")["Volume"]["Status"]["mounts"] == 5

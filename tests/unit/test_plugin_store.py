@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 
 import pytest
 
@@ -136,3 +137,27 @@ def test_only_transactions_asked_not_to_be_durable_skip_the_fsync(store):
         with store.transaction(durable=durable) as conn:
             modes.append(conn.execute("PRAGMA synchronous").fetchone()[0])
     assert modes == [2, 1, 1, 2]
+
+
+def test_threads_of_one_store_each_have_their_own_connection_and_count_every_reference(store):
+    """A gthread worker's threads share its Store: each gets a connection (and writers' lock) of its own."""
+    with store.transaction():
+        store.insert(record("a"))
+    seen, errors = [], []
+
+    def worker(w: int) -> None:
+        try:
+            seen.append(store.conn)
+            for i in range(50):
+                with store.transaction(durable=False):
+                    store.add_ref("a", f"t{w}-{i % 3}", "t")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len({id(c) for c in seen}) == 4 and store.conn not in seen
+    assert store.refs("a") == 200 and len(store.mount_ids("a")) == 12
