@@ -1,4 +1,4 @@
-"""The protocol and the volumes service through the Flask app, on a real disk, without the engine."""
+"""The protocol and the volumes service through the WSGI app, on a real disk, without the engine."""
 
 from __future__ import annotations
 
