@@ -311,8 +311,73 @@ def preflight(runs: int = 30) -> list[Result]:
         plugin.destroy()
 
 
+# -- list_10k_ms, mount_p99_ms_10k ----------------------------------------------------------------
+
+def _filled(count: int) -> PluginProcess:
+    """A plugin on a socket no engine sees, with `count` volumes created through its socket."""
+    plugin = PluginProcess(None).start()
+    conn = KeptConnection(plugin.socket)
+    try:
+        for i in range(count):
+            conn.post("/VolumeDriver.Create", {"Name": f"scale-{i}", "Opts": {"profile": "redis"}})
+    finally:
+        conn.close()
+    return plugin
+
+
+def scale(many: int = 10_000, few: int = 10, runs: int = 30, clients: int = 8, seconds: float = 10.0,
+          windows: int = 2) -> list[Result]:
+    """List and Mount with `many` volumes in the store, each beside the same with `few`, interleaved."""
+    plugins: list[PluginProcess] = []
+    try:
+        plugins = [_filled(few), _filled(many)]
+        conns = [KeptConnection(p.socket) for p in plugins]
+
+        def list_(k: int) -> Callable[[int], float]:
+            def run(_: int) -> float:
+                started = time.perf_counter()
+                listed = conns[k].post("/VolumeDriver.List", {})["Volumes"]
+                took = time.perf_counter() - started
+                if len(listed) != (few, many)[k]:
+                    raise RuntimeError(f"List gave {len(listed)} volumes, not {(few, many)[k]}")
+                return took
+
+            return run
+
+        for k in (0, 1):
+            list_(k)(0)
+        before = load_note()
+        few_list, many_list = interleave(runs, list_(0), list_(1))
+        for c in conns:
+            c.close()
+        mounted: list[list[Window]] = [[], []]
+        for i in range(windows):
+            for k in (0, 1)[::1 if i % 2 == 0 else -1]:
+                volumes = [f"scale-{j}" for j in range(clients)]
+                mounted[k].append(_window(plugins[k], volumes, seconds, f"scale-{(few, many)[k]}-{i}", True))
+        list_ms, anchor_ms = _ms(median(many_list)), _ms(median(few_list))
+        p99, anchor_p99 = (median([w.p99 for w in mounted[k]]) for k in (1, 0))
+        errors = [e for ws in mounted for w in ws for e in w.errors]
+        return [
+            Result("list_10k_ms", list_ms, "ms", f"the same List with {few} volumes", anchor_ms, "<= 100",
+                   f"median wall time of {runs} List requests on a kept connection, {many} volumes in the store, "
+                   f"interleaved with a plugin of {few}; p90 {_ms(percentile(many_list, 90))} ms; {before}",
+                   list_ms <= 100),
+            Result("mount_p99_ms_10k", _ms(p99), "ms", f"the same with {few} volumes", _ms(anchor_p99), "<= 5",
+                   f"Mount p99 as mount_p99_ms ({clients} clients, kept connections, {seconds:g} s windows), "
+                   f"{many} volumes in the store; median of {windows} windows: "
+                   + "; ".join(w.describe() for w in mounted[1]) + f". With {few}: "
+                   + "; ".join(w.describe() for w in mounted[0]),
+                   p99 * 1000 <= 5 and not errors),
+        ]
+    finally:
+        for plugin in plugins:
+            plugin.destroy()
+
+
 GROUPS: dict[str, Callable[[], list[Result]]] = {
     "start": container_start,
     "mount": mount_throughput,
     "preflight": preflight,
+    "scale": scale,
 }

@@ -1,7 +1,8 @@
 """`make bench`: run the benchmarks, print a table, write bench/results.json.
 
     python -m bench.run                 every benchmark
-    python -m bench.run repair mttr     only those whose group name is given
+    python -m bench.run repair mttr     only those whose group name is given: their lines in results.json
+                                        are replaced, the other groups' lines stay (machine.json: when each ran)
 """
 
 from __future__ import annotations
@@ -70,9 +71,16 @@ def main(argv: list[str]) -> int:
         print(f"bench: {name} took {time.monotonic() - started:.0f} s", flush=True)
     print()
     print_table(results)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     payload = [r.as_dict() for r in results]
-    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "when": when,
+            "groups": dict.fromkeys(wanted, when)}
+    if argv and RESULTS.exists():  # some groups: the other groups' lines stay, each group says when it ran
+        ours = {r.name for r in results}
+        payload = [line for line in json.loads(RESULTS.read_text()) if line["name"] not in ours] + payload
+        machine = RESULTS.parent / "machine.json"
+        before = json.loads(machine.read_text()) if machine.exists() else {}
+        meta["groups"] = {**before.get("groups", {}), **meta["groups"]}
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS.parent / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")
