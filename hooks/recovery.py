@@ -159,7 +159,8 @@ class Recovery:
                 return self._resolve(incident, None, verdict)
         last_finished = max((a.finished_at or a.started_at for a in done), default=0)
         # The last action did its part and Redis refuses writes (or its last rewrite failed) with no save in
-        # progress: it waits for a save that only the next action starts, so no backoff before that one.
+        # progress: it waits for a save that only the next action starts, so no backoff before that one, and
+        # the journal records that action's verification as undecided, not failed (see Journal.rates).
         awaits_save = False
         for step in range(len(done), len(plan)):
             action = plan[step]
@@ -182,10 +183,11 @@ class Recovery:
             self.breaker.record(cid, started)
             verdict = self.executor.verify(cid, self.config.verify.get(action, 10))
             checked = {"state": verdict.state, "reasons": verdict.reasons}
-            self.journal.finish_action(incident.id, step, result.result, verdict.healthy,
+            awaits_save = result.ok and verdict.state in ("refusing-writes", "latent")
+            # undecided (None) when it awaits the next action's save: learning counts it neither way
+            self.journal.finish_action(incident.id, step, result.result, None if awaits_save else verdict.healthy,
                                        {**result.detail, "verify": checked})
             last_finished = self.clock()
-            awaits_save = result.ok and verdict.state in ("refusing-writes", "latent")
             outcome = "ok" if verdict.healthy else "failed"
             self.telemetry.metrics.recoveries.labels(action=action, result=outcome).inc()
             self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,

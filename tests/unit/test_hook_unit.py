@@ -348,3 +348,15 @@ def test_backoff_stays_after_an_action_that_failed(tmp_path):
     rec.sleep = slept.append
     rec.report("c1", "redis-1", "permission-denied", "log", {"message": "x"}, background=False)
     assert rec.executor.ran == ["repair-ownership", "persist-again"] and slept and slept[0] > 4
+
+
+def test_an_action_that_awaits_the_next_ones_save_is_not_learnt_as_failing(tmp_path):
+    """repair-ownership did its part each time (persist-again's save then healed): it keeps its place."""
+    ex = _RefusesUntilSaved(heals="persist-again")
+    rec, _ = engine(tmp_path, ex, {"learning": {"min_samples": 1, "min_success_rate": 0.5}})
+    for i in range(3):
+        ex.is_healthy = False
+        ex.ran.clear()
+        rec.report(f"c{i}", f"redis-{i}", "permission-denied", "log", {"message": "x"}, background=False)
+        assert ex.ran == ["repair-ownership", "persist-again"]
+    assert rec.journal.rates("permission-denied")[("permission-denied", "repair-ownership")] == (0, 0)
