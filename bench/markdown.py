@@ -27,7 +27,10 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     results = json.loads(RESULTS.read_text())
     machine = json.loads((RESULTS.parent / "machine.json").read_text())
-    print(f"Run {machine['when']} on {machine['machine']}.\n")
+    groups = machine.get("groups") or {}
+    ran = f" (groups: {', '.join(f'{g} at {w}' for g, w in sorted(groups.items(), key=lambda i: i[1]))})" \
+        if groups else ""
+    print(f"Run {machine['when']} on {machine['machine']}{ran}.\n")
     print(table(results))
     print()
     for r in results:
