@@ -311,7 +311,9 @@ class Volumes:
         return GetResponse(self._view(self._ready(req.name)))
 
     def list(self) -> ListResponse:
-        return ListResponse([Volume(r.name, self._mountpoint(r)) for r in self.store.all(state="ready")])
+        root = self.settings.mount_root
+        return ListResponse([Volume(name, os.path.join(root, name) if root else path)
+                             for name, path in self.store.names_and_paths("ready")])
 
     def capabilities(self) -> CapabilitiesResponse:
         return CapabilitiesResponse("local")
