@@ -169,7 +169,7 @@ class Store:
     def names_and_paths(self, state: str = "ready") -> list[tuple[str, str]]:
         """(name, data directory) of every volume in `state`, in table order: what List needs and no more
         (bench: list_10k_ms; whole records in name order took most of a List of 10,000). The daemon merges
-        every driver's List and the CLI sorts what it shows (docker/cli formatter/volume.go)."""
+        every driver's List and the CLI sorts what it shows (docker/cli cli/command/volume/list.go)."""
         return self.conn.execute("SELECT name, path FROM volumes WHERE state = ?", (state,)).fetchall()
 
     def insert(self, record: VolumeRecord) -> None:
