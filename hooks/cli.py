@@ -19,7 +19,8 @@ from ownvol.hook.telemetry import Telemetry
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
-_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None, help="The journal (default STATE_DIR/journal.sqlite).")
+_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
+                   help="The journal (default STATE_DIR/journal.sqlite).")
 _via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"]), envvar="OWNVOL_REPAIR_VIA",
                     default="auto", show_default=True,
                     help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
@@ -39,7 +40,7 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @_state
 @_db
 @click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True,
-              help="host:port for /metrics and /status; 'off' for none.")
+              help="host:port for the status page (/), /status and /metrics; 'off' for none.")
 @click.option("--webhook", envvar="OWNVOL_WEBHOOK", default=None, help="POST incident/recovered/gave-up JSON here.")
 @click.option("--selector", multiple=True, metavar="KEY=VALUE", help="Only containers with this label (repeatable).")
 @click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None,
@@ -47,14 +48,18 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between health probes.")
 @_via
 @click.option("--helper-image", envvar="OWNVOL_IMAGE", default="ownvol/ownvol:latest", show_default=True)
-def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image) -> None:
+@click.option("--fill-warning-hours", type=click.FloatRange(min=0, min_open=True), envvar="OWNVOL_FILL_WARNING_HOURS",
+              default=service.DEFAULT_THRESHOLD_HOURS, show_default=True,
+              help="A `latent` event when a data mount would be full within this many hours at the last hour's rate.")
+def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image,
+          fill_warning_hours) -> None:
     """Watch Redis containers, heal persistence failures, prove Redis healthy (JSON events on stdout)."""
     try:
         load(strategies)
     except StrategyError as exc:
         raise click.ClickException(str(exc)) from None
     options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
-                              _selector(selector), strategies, interval, repair_via, helper_image)
+                              _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours)
     try:
         service.run(options)
     except KeyboardInterrupt:

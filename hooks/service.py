@@ -1,4 +1,4 @@
-"""`ownvol watch` assembled: journal, strategies, telemetry, executor, recovery, watcher, /status."""
+"""`ownvol watch` assembled: journal, strategies, telemetry, executor, recovery, watcher, forecast, the web app."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 
 import docker
 
+from ownvol.hook import web
+from ownvol.hook.board import Board, DriverVolumes
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.strategies import load
-from ownvol.hook.telemetry import Telemetry, serve
+from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import Watcher
 
 DEFAULT_STATE_DIR = "/var/lib/ownvol/hook"
@@ -29,6 +32,7 @@ class Options:
     interval: float = 5.0
     repair_via: str = "auto"
     helper_image: str | None = None
+    fill_warning_hours: float = DEFAULT_THRESHOLD_HOURS
 
     @property
     def db_path(self) -> str:
@@ -39,7 +43,7 @@ def engine() -> docker.DockerClient:
     return docker.from_env(timeout=60)
 
 
-def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
+def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board]:
     os.makedirs(options.state_dir, exist_ok=True)
     journal = Journal(options.db_path)
     telemetry = Telemetry(webhook=options.webhook)
@@ -54,7 +58,10 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
     executor = DockerExecutor(client, options.repair_via, options.helper_image)
     recovery = Recovery(journal, config, telemetry, executor)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
-    return watcher, recovery, telemetry
+    space = SpaceWatch(telemetry, options.fill_warning_hours)
+    watcher.on_probe.append(lambda w, health: space.observe(w.name, health.disk, health.at))
+    board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, DriverVolumes(client))
+    return watcher, recovery, telemetry, board
 
 
 def status_of(watcher: Watcher, recovery: Recovery) -> dict:
@@ -68,10 +75,11 @@ def status_of(watcher: Watcher, recovery: Recovery) -> dict:
 
 
 def run(options: Options) -> None:
-    watcher, recovery, telemetry = build(options)
+    watcher, recovery, telemetry, board = build(options)
     server = None
     if options.metrics_addr:
-        server = serve(options.metrics_addr, telemetry.metrics, lambda: status_of(watcher, recovery))
+        app = web.create_app(telemetry.metrics, lambda: status_of(watcher, recovery), board.view)
+        server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
                    metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via)
     try:

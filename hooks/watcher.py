@@ -19,6 +19,7 @@ import requests
 
 from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.health import Health
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.targets import is_watched
 from ownvol.hook.telemetry import Telemetry
@@ -44,6 +45,7 @@ class Watched:
     health: str = "unknown"
     reasons: list[str] = field(default_factory=list)
     target: dict = field(default_factory=dict)
+    last: Health | None = None  # the last probe's result (the status page reads it)
 
 
 class Watcher:
@@ -60,6 +62,7 @@ class Watcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._resumed = False
+        self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
 
     # --- the main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -222,6 +225,9 @@ class Watcher:
         health = self.executor.health(w.id)
         if health.container == "gone":
             return
+        w.last = health
+        for observer in self.on_probe:
+            observer(w, health)
         if health.state != w.health:
             self.telemetry.emit("health", container=w.name, state=health.state, previous=w.health,
                                 reasons=health.reasons)

@@ -19,7 +19,8 @@ import pytest
 from ownvol.hook import cli as hook_cli
 from ownvol.hook import service
 from ownvol.hook.targets import PASSWD_MAX, _read_file
-from ownvol.hook.telemetry import Metrics, serve
+from ownvol.hook.telemetry import Metrics
+from ownvol.hook.web import create_app, serve
 from tests.support.common import ROOT, free_port
 from tests.support.engine import redis_cmd, wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
@@ -43,7 +44,7 @@ def test_the_hooks_listener_is_loopback_by_default_and_the_webhook_off():
     assert defaults["webhook"] is None and service.Options().webhook is None
     host = service.DEFAULT_METRICS.rpartition(":")[0]
     port = free_port()
-    server = serve(f"{host}:{port}", Metrics(), lambda: {})
+    server = serve(f"{host}:{port}", create_app(Metrics(), dict, dict))
     try:
         assert _listening(port) == ["0100007F"]  # 127.0.0.1, and no wildcard socket beside it
     finally:
