@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-unit test-hostile bench
+.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-unit test-hostile bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml scripts/venv.sh
 ## engine: make sure a Docker engine answers (installs docker.io and starts dockerd without a bridge if none does)
 engine:
 	scripts/engine.sh
+
+## tools: Debian's chromium and promtool (prometheus), for the status page's browser test and the alert rules' checks
+tools:
+	scripts/tools.sh
 
 ## images: build the offline Redis image (REDIS_IMAGE=redis:7 to use the official one instead)
 images: engine
@@ -50,7 +54,7 @@ down:
 	-scripts/daemon.sh stop plugin
 
 ## test: the whole suite, engine tests included
-test: venv engine images
+test: venv engine images tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)

@@ -22,11 +22,14 @@ VOLUMES_TTL = 5.0  # seconds a `docker volume ls/inspect` answer is reused: ever
 
 
 class DriverVolumes:
-    """The ownvol driver's volumes as the engine reports them (`docker volume ls`, then `docker volume inspect`
-    for each whose Driver is ownvol: its Status is the driver's Get reply, plugin/volumes.py _view)."""
+    """The ownvol driver's volumes (drivers: its names) as the engine reports them: `docker volume ls`, then
+    `docker volume inspect` of each whose Driver is one of them (its Status is the driver's Get reply,
+    plugin/volumes.py Volumes._view)."""
 
-    def __init__(self, client: Callable[[], docker.DockerClient], ttl: float = VOLUMES_TTL) -> None:
+    def __init__(self, client: Callable[[], docker.DockerClient], drivers: tuple[str, ...] = OWNVOL_DRIVERS,
+                 ttl: float = VOLUMES_TTL) -> None:
         self.client = client
+        self.drivers = drivers
         self.ttl = ttl
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict], str | None] = (0.0, [], None)
@@ -48,7 +51,7 @@ class DriverVolumes:
         api = self.client().api
         out = []
         for volume in api.volumes().get("Volumes") or []:
-            if volume.get("Driver") not in OWNVOL_DRIVERS:
+            if volume.get("Driver") not in self.drivers:
                 continue
             try:
                 status = api.inspect_volume(volume["Name"]).get("Status") or {}
@@ -57,7 +60,7 @@ class DriverVolumes:
             repair = status.get("last_repair") or {}
             owner = f"{status['uid']}:{status['gid']}" if "uid" in status else ""
             out.append({"name": volume["Name"], "driver": volume["Driver"], "owner": owner,
-                        "policy": status.get("policy", ""), "references": len(status.get("mounts") or []),
+                        "policy": status.get("policy", ""), "references": int(status.get("mounts") or 0),
                         "state": status.get("state", ""), "last_check": status.get("last_check", ""),
                         "last_check_result": status.get("last_check_result", ""),
                         "last_repair": repair.get("at", ""), "last_repair_changed": repair.get("changed")})
