@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.request
 
 import click
 import docker
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from ownvol.hook import patterns, service
 from ownvol.hook.actions import repair_route
@@ -24,6 +29,16 @@ _db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
 _via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"]), envvar="OWNVOL_REPAIR_VIA",
                     default="auto", show_default=True,
                     help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
+
+
+_TONES = {"healthy": "green", "resolved": "green", "latent": "yellow", "loading": "yellow", "unknown": "yellow",
+          "gave-up": "red", "open": "yellow"}
+_VERIFIED = {True: " verified", False: " not verified", None: ""}
+
+
+def console() -> Console:
+    """rich's console on stdout; a pipe gets 160 columns (or $COLUMNS) rather than rich's 80, so rows stay whole."""
+    return Console(width=shutil.get_terminal_size((160, 24)).columns, highlight=False)
 
 
 def _selector(values: tuple[str, ...]) -> dict[str, str]:
@@ -79,12 +94,19 @@ def status(addr, as_json) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"{'CONTAINER':<32} {'HEALTH':<16} {'INCIDENT':<8} REASONS")
+    table = Table("container", "health", "incident", "reasons", box=box.SIMPLE_HEAD, title="watched containers",
+                  title_justify="left")
     for c in data["containers"]:
-        click.echo(f"{c['name']:<32} {c['health']:<16} {'yes' if c['incident'] else '-':<8} "
-                   f"{'; '.join(c['reasons'])[:80]}")
-    for i in data["open_incidents"]:
-        click.echo(f"open incident #{i['id']}: {i['container']} {i['type']} ({i['origin']})")
+        table.add_row(c["name"], Text(c["health"], style=_TONES.get(c["health"], "red")),
+                      "recovering" if c["incident"] else "-", "; ".join(c["reasons"])[:120] or "-")
+    out = console()
+    out.print(table)
+    if data["open_incidents"]:
+        opened = Table("incident", "container", "type", "origin", box=box.SIMPLE_HEAD, title="open incidents",
+                       title_justify="left")
+        for i in data["open_incidents"]:
+            opened.add_row(f"#{i['id']}", i["container"], i["type"], i["origin"])
+        out.print(opened)
 
 
 def _executor(repair_via: str) -> DockerExecutor:
@@ -185,15 +207,21 @@ def history(state_dir, db, limit, as_json) -> None:
                                "success_rates": [{"type": t, "action": a, "succeeded": ok, "failed": bad}
                                                  for (t, a), (ok, bad) in sorted(rates.items())]}, default=str))
         return
+    table = Table("incident", "container", "type", "origin", "status", "seconds", "actions", box=box.SIMPLE_HEAD,
+                  title="incidents", title_justify="left")
     for i in incidents:
-        took = f"{i.closed_at - i.detected_at:.2f}s" if i.closed_at else "open"
-        click.echo(f"#{i.id} {i.container_name} {i.error_type} ({i.origin}): {i.status} in {took} - {i.outcome or ''}")
-        for a in journal.actions(i.id):
-            verified = {True: "verified", False: "not verified", None: ""}[a.verified]
-            click.echo(f"    {a.step}. {a.action}: {a.result or 'interrupted'} {verified}")
-    click.echo("success rates (verified after the action / not):")
+        steps = [f"{a.step}. {a.action}: {a.result or 'interrupted'}{_VERIFIED[a.verified]}"
+                 for a in journal.actions(i.id)]
+        table.add_row(f"#{i.id}", i.container_name, i.error_type, i.origin,
+                      Text(i.status, style=_TONES.get(i.status, "yellow")),
+                      f"{i.closed_at - i.detected_at:.2f}" if i.closed_at else "open", "\n".join(steps) or "-")
+    rated = Table("type", "action", "verified after it", "rate", box=box.SIMPLE_HEAD,
+                  title="success rates (verified healthy after the action / finished)", title_justify="left")
     for (t, a), (ok, bad) in sorted(rates.items()):
-        click.echo(f"  {t:<22} {a:<18} {ok}/{ok + bad}")
+        rated.add_row(t, a, f"{ok}/{ok + bad}", f"{100 * ok / (ok + bad):.0f}%" if ok + bad else "-")
+    out = console()
+    out.print(table)
+    out.print(rated)
 
 
 commands: list[click.Command] = [watch, status, doctor, repair_cmd, history]
