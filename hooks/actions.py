@@ -17,7 +17,7 @@ import redis
 from ownvol.hook.beneath import data_path
 from ownvol.hook.health import redis_client
 from ownvol.hook.targets import Target, engine_paths_reachable
-from ownvol.ownership import OwnershipError, repair
+from ownvol.ownership import OwnershipError, Progress, repair
 from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
@@ -40,6 +40,7 @@ class Context:
     target: Target
     repair_via: str = "auto"  # auto | local | helper
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
+    progress: Progress | None = None  # a local repair's (entries walked, changed) as it goes (`ownvol repair`)
 
     def container(self):
         return self.client.containers.get(self.target.id)
@@ -69,7 +70,7 @@ def repair_ownership(ctx: Context) -> ActionResult:
     if route == "local":
         try:
             with data_path(t.mount) as path:
-                report = repair(path, t.uid, t.gid).as_dict()
+                report = repair(path, t.uid, t.gid, progress=ctx.progress).as_dict()
         except (OwnershipError, OSError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     else:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import time
 import urllib.request
+from collections.abc import Callable
 
 import click
 import docker
 from rich import box
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from ownvol.hook import patterns, service
 from ownvol.hook.actions import repair_route
 from ownvol.hook.executor import DockerExecutor
-from ownvol.hook.journal import Journal
+from ownvol.hook.journal import ActionRecord, Incident, Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.strategies import StrategyError, load
 from ownvol.hook.telemetry import Telemetry
@@ -31,8 +35,8 @@ _via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"
                     help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
 
 
-_TONES = {"healthy": "green", "resolved": "green", "latent": "yellow", "loading": "yellow", "unknown": "yellow",
-          "gave-up": "red", "open": "yellow"}
+_TONES = {"healthy": "green", "resolved": "green", "ok": "green", "failed": "red", "gave-up": "red",
+          "latent": "yellow", "loading": "yellow", "unknown": "yellow", "open": "yellow"}
 _VERIFIED = {True: " verified", False: " not verified", None: ""}
 
 
@@ -171,21 +175,64 @@ def doctor(container, repair_via, as_json) -> None:
 @_via
 @click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None)
 def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
-    """Recover a container now, by its strategy, in the foreground; journaled like the hook's own."""
+    """Recover a container now, by its strategy, in the foreground; journaled like the hook's own.
+
+    A local repair shows its progress (entries walked, changed, rate); a summary of every action follows.
+    The hook's JSON events go to stderr."""
     executor = _executor(repair_via)
     report = diagnose(executor, container)
     options = service.Options(state_dir=state_dir, db=db)
     os.makedirs(state_dir, exist_ok=True)
-    recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(), executor)
     cid = executor.target(container)[0].id
-    incident = recovery.report(cid, report["container"]["name"], report["error_type"] or "persistence-failed",
-                               "manual", {"message": "ownvol repair", "health": report["health"]["state"]},
-                               background=False)
+    name = report["container"]["name"]
+    out = console()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[walked]:>10} walked"),
+                  TextColumn("{task.fields[changed]:>10} changed"), TextColumn("{task.fields[rate]:>14}"),
+                  TimeElapsedColumn(), console=out) as bar:
+        task = bar.add_task(f"recovering {name}", walked=0, changed=0, rate="")
+        executor.progress = _meter(bar, task)
+        recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(out=sys.stderr), executor)
+        incident = recovery.report(cid, name, report["error_type"] or "persistence-failed", "manual",
+                                   {"message": "ownvol repair", "health": report["health"]["state"]},
+                                   background=False)
     if incident is None:
         raise click.ClickException("an incident is already open for it: the running hook is on it")
     final = recovery.journal.incident(incident.id)
+    out.print(_summary(final, recovery.journal.actions(final.id)))
     if final.status != "resolved":
         raise click.ClickException(f"incident #{final.id} {final.status}: {final.outcome}")
+
+
+def _meter(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
+    """A repair's progress callback drawing on bar: counts, and the rate since the previous call."""
+    last = [time.monotonic(), 0]
+
+    def progress(walked: int, changed: int) -> None:
+        now = time.monotonic()
+        rate = (walked - last[1]) / (now - last[0]) if now > last[0] else 0
+        last[:] = [now, walked]
+        bar.update(task, walked=f"{walked:,}", changed=f"{changed:,}", rate=f"{rate:,.0f} entries/s")
+
+    return progress
+
+
+def _summary(incident: Incident, actions: list[ActionRecord]) -> Table:
+    took = f" in {incident.closed_at - incident.detected_at:.2f} s" if incident.closed_at else ""
+    table = Table("step", "action", "result", "verified", "seconds", "detail", box=box.SIMPLE_HEAD,
+                  title=f"incident #{incident.id} {incident.container_name}: {incident.status}{took}"
+                        f" ({incident.outcome or ''})", title_justify="left")
+    for a in actions:
+        d = a.detail
+        if a.action == "repair-ownership" and "visited" in d:
+            seconds = d.get("seconds") or 0
+            rate = f", {d['visited'] / seconds:,.0f} entries/s" if seconds else ""
+            what = f"{d['visited']:,} walked, {d['changed']:,} changed in {seconds:.2f} s{rate} ({d.get('route')})"
+        else:
+            what = str(d.get("why") or d.get("error") or (d.get("verify") or {}).get("state") or "")
+        table.add_row(str(a.step), a.action, Text(a.result or "interrupted", style=_TONES.get(a.result or "", "")),
+                      _VERIFIED[a.verified].strip() or "-",
+                      f"{a.finished_at - a.started_at:.2f}" if a.finished_at else "-", what[:100])
+    return table
 
 
 @click.command()

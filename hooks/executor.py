@@ -11,6 +11,7 @@ from ownvol.hook import actions
 from ownvol.hook.actions import ActionResult, Context
 from ownvol.hook.health import Health, probe
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.ownership import Progress
 
 
 class DockerExecutor:
@@ -19,13 +20,14 @@ class DockerExecutor:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self.progress: Progress | None = None  # handed to each action's context: a local repair reports to it
 
     def target(self, container_id: str) -> tuple[object, Target]:
         container = self.client().containers.get(container_id)
         return container, facts(self.client(), container)
 
     def context(self, target: Target) -> Context:
-        ctx = Context(self.client(), target, self.repair_via)
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
