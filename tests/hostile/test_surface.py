@@ -137,7 +137,7 @@ def test_a_canary_whose_passwd_is_a_symlink_is_healed(hook, tracked, docker_clie
 @pytest.mark.engine
 def test_the_redis_password_never_leaves_the_hook(hook, tracked, redis_image, tmp_path, port):
     """A password-protected Redis (label ownvol.redis.password): the hook probes it healthy, and the password
-    appears in none of its events, its /status, its metrics, or `ownvol doctor`."""
+    appears in none of its events, its status page, its /status, its metrics, or `ownvol doctor`."""
     secret = f"s3cret-{port}-never-shown"
     data = tmp_path / "data"
     data.mkdir()
@@ -148,8 +148,9 @@ def test_the_redis_password_never_leaves_the_hook(hook, tracked, redis_image, tm
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "the protected Redis healthy")
     doctor = h.cli("doctor", c.name, "--json")
     assert doctor.returncode == 0, doctor.stderr
-    told = json.dumps(h.events) + json.dumps(h.status()) + h.metrics() + doctor.stdout + doctor.stderr
-    assert c.name in told and secret not in told
+    page = h.page()
+    told = json.dumps(h.events) + json.dumps(h.status()) + h.metrics() + doctor.stdout + doctor.stderr + page
+    assert c.name in page and c.name in told and secret not in told
 
 
 @pytest.mark.engine

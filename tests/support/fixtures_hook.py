@@ -119,6 +119,11 @@ class Hook:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as reply:
             return json.load(reply)
 
+    def page(self) -> str:
+        """The status page as the server renders it (what a browser without JavaScript shows)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5) as reply:
+            return reply.read().decode()
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
             return reply.read().decode()
