@@ -15,21 +15,21 @@ import requests
 
 from ownvol.hook.forecast import SpaceWatch
 from ownvol.hook.journal import Incident, Journal
-from ownvol.hook.targets import OWNVOL_DRIVERS
+from ownvol.status import driver_name, is_driver, owner
 
 INCIDENTS_SHOWN = 12
 VOLUMES_TTL = 5.0  # seconds a `docker volume ls/inspect` answer is reused: every viewer polls the page
 
 
 class DriverVolumes:
-    """The ownvol driver's volumes (drivers: its names) as the engine reports them: `docker volume ls`, then
-    `docker volume inspect` of each whose Driver is one of them (its Status is the driver's Get reply,
-    plugin/volumes.py Volumes._view)."""
+    """The volumes of the driver called `name` (default: ownvol.status.driver_name()) as the engine reports
+    them: `docker volume ls`, then `docker volume inspect` of each whose Driver is it (its Status is the
+    driver's Get reply, ownvol.status.VolumeStatus)."""
 
-    def __init__(self, client: Callable[[], docker.DockerClient], drivers: tuple[str, ...] = OWNVOL_DRIVERS,
+    def __init__(self, client: Callable[[], docker.DockerClient], name: str | None = None,
                  ttl: float = VOLUMES_TTL) -> None:
         self.client = client
-        self.drivers = drivers
+        self.name = name or driver_name()
         self.ttl = ttl
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict], str | None] = (0.0, [], None)
@@ -51,15 +51,16 @@ class DriverVolumes:
         api = self.client().api
         out = []
         for volume in api.volumes().get("Volumes") or []:
-            if volume.get("Driver") not in self.drivers:
+            if not is_driver(volume.get("Driver") or "", self.name):
                 continue
             try:
                 status = api.inspect_volume(volume["Name"]).get("Status") or {}
             except docker.errors.NotFound:
                 continue
             repair = status.get("last_repair") or {}
-            owner = f"{status['uid']}:{status['gid']}" if "uid" in status else ""
-            out.append({"name": volume["Name"], "driver": volume["Driver"], "owner": owner,
+            uid_gid = owner(status)
+            out.append({"name": volume["Name"], "driver": volume["Driver"],
+                        "owner": f"{uid_gid[0]}:{uid_gid[1]}" if uid_gid else "",
                         "policy": status.get("policy", ""), "references": int(status.get("mounts") or 0),
                         "state": status.get("state", ""), "last_check": status.get("last_check", ""),
                         "last_check_result": status.get("last_check_result", ""),
@@ -152,7 +153,7 @@ class Board:
         if w.health == "latent":
             found += [{"container": w.name, "kind": "health", "what": reason} for reason in w.reasons]
         outlook = self.space.forecast.outlook(w.name)
-        if self.space.filling(outlook):
+        if outlook and self.space.filling(outlook):
             found.append({"container": w.name, "kind": "filling",
                           "what": f"{outlook.path} full in {outlook.hours_until_full:.1f} h "
                                   f"({outlook.free_bytes} bytes free)"})

@@ -11,11 +11,12 @@ from ownvol.hook import web
 from ownvol.hook.board import Board, DriverVolumes
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
+from ownvol.hook.health import Health
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.strategies import load
 from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import Watcher
+from ownvol.hook.watcher import Watched, Watcher
 
 DEFAULT_STATE_DIR = "/var/lib/ownvol/hook"
 DEFAULT_METRICS = "127.0.0.1:9808"
@@ -59,7 +60,11 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board]:
     recovery = Recovery(journal, config, telemetry, executor)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
     space = SpaceWatch(telemetry, options.fill_warning_hours)
-    watcher.on_probe.append(lambda w, health: space.observe(w.name, health.disk, health.at))
+
+    def observe_space(w: Watched, health: Health) -> None:
+        space.observe(w.name, health.disk, health.at)
+
+    watcher.on_probe.append(observe_space)
     board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, DriverVolumes(client))
     return watcher, recovery, telemetry, board
 

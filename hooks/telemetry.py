@@ -11,7 +11,7 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ownvol.hook.health import STATES
+from ownvol.hook.results import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 
@@ -89,6 +89,8 @@ class Telemetry:
         return record
 
     def _post(self, record: dict) -> None:
+        if not self.webhook:
+            return
         request = urllib.request.Request(self.webhook, data=json.dumps(record, default=str).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         try:

@@ -81,7 +81,8 @@ def create_app(metrics: Metrics, status: Callable[[], dict], board: Callable[[],
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/metrics": make_wsgi_app(metrics.registry)})
+    metrics_app = make_wsgi_app(metrics.registry)
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/metrics": metrics_app})  # type: ignore[method-assign]
     return app
 
 
@@ -95,6 +96,6 @@ def serve(address: str, app: Flask) -> BaseWSGIServer:
     thread per request. Stop with .shutdown() then .server_close()."""
     host, _, port = address.rpartition(":")
     server = make_server(host or "127.0.0.1", int(port), app, threaded=True, request_handler=_QuietHandler)
-    server.daemon_threads = True
+    server.daemon_threads = True  # type: ignore[attr-defined]  # threaded=True: a ThreadingMixIn server
     threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
     return server

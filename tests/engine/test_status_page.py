@@ -104,7 +104,7 @@ def test_the_driver_volumes_are_read_through_the_engine(ownvol_plugin, engine_cl
     engine_client.volumes.create(other, labels=ptracked.labels)  # the engine's own driver: not shown
     ptracked.run(redis_image, ["sleep", "600"], network_mode="none", labels=NO_HOOK,
                  volumes={name: {"bind": "/bound", "mode": "rw"}})
-    volumes, error = DriverVolumes(lambda: engine_client, drivers=(ownvol_plugin.name,)).read()
+    volumes, error = DriverVolumes(lambda: engine_client, ownvol_plugin.name).read()
     assert error is None
     assert [v["name"] for v in volumes if v["name"] in (name, other)] == [name]
     shown = next(v for v in volumes if v["name"] == name)
