@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from prometheus_client.parser import text_string_to_metric_families
 
 from ownvol.hook.board import DriverVolumes
 from tests.support.driver import NO_HOOK, create, status
@@ -73,6 +74,10 @@ def test_the_page_shows_a_canary_red_then_healed_green_without_a_reload(hook, tr
     expect(row).to_contain_text("999:999")  # owner wanted (its --user) and, after the repair, actual
     expect(row).to_contain_text(str(host_dir))
     expect(page.locator("#rates")).to_contain_text("repair-ownership")
+    expect(row).to_contain_text("free")  # the data mount's space, probed on the host
+    sizes = {sample.labels["container"]: sample.value for family in text_string_to_metric_families(h.metrics())
+             for sample in family.samples if sample.name == "ownvol_hook_data_mount_size_bytes"}
+    assert sizes[canary.name] == shutil.disk_usage(host_dir).total
 
     assert page.evaluate("window.sameDocument") == "yes", "the page was reloaded"
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
