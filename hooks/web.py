@@ -96,6 +96,5 @@ def serve(address: str, app: Flask) -> BaseWSGIServer:
     thread per request. Stop with .shutdown() then .server_close()."""
     host, _, port = address.rpartition(":")
     server = make_server(host or "127.0.0.1", int(port), app, threaded=True, request_handler=_QuietHandler)
-    server.daemon_threads = True  # type: ignore[attr-defined]  # threaded=True: a ThreadingMixIn server
     threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
     return server
