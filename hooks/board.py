@@ -122,6 +122,8 @@ class Board:
             latent += self._latent(w)
         rates = self.journal.rates()
         volumes, volumes_error = self.volumes.read() if self.volumes else ([], "no engine")
+        latent += [{"subject": v["name"], "kind": "volume", "what": f"volume {v['name']}: {v['state']}"}
+                   for v in volumes if v["state"] not in ("", "ok")]
         return {"now": time.time(), "containers": containers,
                 "incidents": [incident_view(self.journal, i) for i in incidents[:INCIDENTS_SHOWN]],
                 "rates": [{"type": t, "action": a, "succeeded": ok, "failed": bad,
@@ -151,10 +153,10 @@ class Board:
     def _latent(self, w) -> list[dict]:
         found = []
         if w.health == "latent":
-            found += [{"container": w.name, "kind": "health", "what": reason} for reason in w.reasons]
+            found += [{"subject": w.name, "kind": "health", "what": reason} for reason in w.reasons]
         outlook = self.space.forecast.outlook(w.name)
         if outlook and self.space.filling(outlook):
-            found.append({"container": w.name, "kind": "filling",
+            found.append({"subject": w.name, "kind": "filling",
                           "what": f"{outlook.path} full in {outlook.hours_until_full:.1f} h "
                                   f"({outlook.free_bytes} bytes free)"})
         return found

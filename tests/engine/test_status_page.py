@@ -5,6 +5,7 @@ JavaScript off the server-rendered page still lists the containers."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
-from ownvol.hook.board import DriverVolumes
+from ownvol.hook.board import Board, DriverVolumes
+from ownvol.hook.forecast import SpaceWatch
+from ownvol.hook.journal import Journal
+from ownvol.hook.telemetry import Telemetry
 from tests.support.driver import NO_HOOK, create, status
 from tests.support.fixtures_hook import fast_strategies, run_redis
 
@@ -109,10 +113,17 @@ def test_the_driver_volumes_are_read_through_the_engine(ownvol_plugin, engine_cl
     engine_client.volumes.create(other, labels=ptracked.labels)  # the engine's own driver: not shown
     ptracked.run(redis_image, ["sleep", "600"], network_mode="none", labels=NO_HOOK,
                  volumes={name: {"bind": "/bound", "mode": "rw"}})
+    broken = unique_name("vol")
+    create(engine_client, ownvol_plugin, ptracked, broken, uid="999", gid="999")
+    shutil.rmtree(ownvol_plugin.data_dir(broken))  # deleted by hand: a latent fault of the volume
     volumes, error = DriverVolumes(lambda: engine_client, ownvol_plugin.name).read()
     assert error is None
-    assert [v["name"] for v in volumes if v["name"] in (name, other)] == [name]
+    assert sorted(v["name"] for v in volumes if v["name"] in (name, other, broken)) == sorted([name, broken])
     shown = next(v for v in volumes if v["name"] == name)
     st = status(engine_client, name)
     assert shown["owner"] == "999:999" and shown["policy"] == st["policy"] and shown["references"] == 1
     assert shown["last_check"] == st["last_check"] != "" and shown["state"] == "ok"
+    board = Board(Journal(":memory:"), list, lambda cid: False, SpaceWatch(Telemetry(out=io.StringIO())),
+                  DriverVolumes(lambda: engine_client, ownvol_plugin.name))
+    faults = [f for f in board.view()["latent"] if f["subject"] in (name, broken)]
+    assert [(f["subject"], f["kind"]) for f in faults] == [(broken, "volume")] and "missing" in faults[0]["what"]

@@ -107,7 +107,7 @@ def test_the_page_model_tells_each_container_incident_rate_and_latent_fault():
         {("repair-ownership", 0, 1), ("restart", 1, 0)}
     assert view["types"] == [{"type": "permission-denied", "incidents": 2, "resolved": 1, "gave_up": 0,
                               "mean_seconds": pytest.approx(9, abs=1), "healed_by": "restart"}]
-    assert view["latent"] == [{"container": "redis-b-with-a-long-name", "kind": "health",
+    assert view["latent"] == [{"subject": "redis-b-with-a-long-name", "kind": "health",
                                "what": "aof_last_bgrewrite_status:err"}]
     assert view["volumes"] == [] and view["volumes_error"] == "no engine"
 
