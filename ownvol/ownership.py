@@ -76,6 +76,10 @@ class RepairReport:
 
 Progress = Callable[[int, int], None]  # (entries walked so far, entries changed so far)
 PROGRESS_EVERY = 0.25  # seconds between two progress calls
+# The repair helper container (`ownvol repair-mount`) prints its progress on stderr when PROGRESS_ENV is set,
+# one line each: PROGRESS_LINE then {"walked": N, "changed": N}. An older image ignores the variable.
+PROGRESS_ENV = "OWNVOL_REPAIR_PROGRESS"
+PROGRESS_LINE = "progress "
 
 
 class _Meter:
