@@ -32,7 +32,7 @@ class Context:
     target: Target
     repair_via: str = "auto"  # auto | local | helper
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
-    progress: Progress | None = None  # a local repair's (entries walked, changed) as it goes (`ownvol repair`)
+    progress: Progress | None = None  # a repair's (entries walked, changed) as it goes, here or from the helper
 
     def container(self):
         return self.client.containers.get(self.target.id)

@@ -22,7 +22,7 @@ class DockerExecutor:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
-        self.progress: Progress | None = None  # handed to each action's context: a local repair reports to it
+        self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""

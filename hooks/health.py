@@ -146,7 +146,7 @@ def disk_usage(target: Target, local: bool) -> dict | None:
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     health = _probe(target, container_status, local_paths)
     health.target = target.as_dict()
-    health.disk = disk_usage(target, local_paths and target.mount is not None)
+    health.disk = disk_usage(target, local_paths)
     return health
 
 
