@@ -19,7 +19,8 @@ from ownvol.hook.telemetry import Telemetry
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
-_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None, help="The journal (default STATE_DIR/journal.sqlite).")
+_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
+                   help="The journal (default STATE_DIR/journal.sqlite).")
 _via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"]), envvar="OWNVOL_REPAIR_VIA",
                     default="auto", show_default=True,
                     help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
@@ -41,10 +42,12 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True,
               help="host:port for /metrics and /status; 'off' for none.")
 @click.option("--webhook", envvar="OWNVOL_WEBHOOK", default=None, help="POST incident/recovered/gave-up JSON here.")
-@click.option("--selector", multiple=True, metavar="KEY=VALUE", help="Only containers with this label (repeatable).")
+@click.option("--selector", multiple=True, metavar="KEY=VALUE", envvar="OWNVOL_HOOK_SELECTOR",
+              help="Only containers with this label (repeatable; the variable: space-separated).")
 @click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None,
               help="A strategies YAML (default: the packaged hooks/strategies.yaml).")
-@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between health probes.")
+@click.option("--interval", type=float, envvar="OWNVOL_HOOK_INTERVAL", default=5.0, show_default=True,
+              help="Seconds between health probes.")
 @_via
 @click.option("--helper-image", envvar="OWNVOL_IMAGE", default="ownvol/ownvol:latest", show_default=True)
 def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image) -> None:
