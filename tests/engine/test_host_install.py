@@ -21,7 +21,7 @@ import pytest
 
 from ownvol.driver.serve import UnixHTTPConnection
 from ownvol.install import Layout
-from tests.support.common import new_name
+from tests.support.common import ROOT, new_name
 from tests.support.driver import create, redis_answers, run_redis, status
 from tests.support.fixtures_plugin import OWNVOL
 from tests.support.systemd import (
@@ -29,6 +29,7 @@ from tests.support.systemd import (
     UNITS_DIR,
     SocketActivation,
     build_wheel,
+    confinement,
     driver_command,
     env_file,
     unit,
@@ -36,7 +37,8 @@ from tests.support.systemd import (
 
 UNITS = ("ownvol-plugin.socket", "ownvol-plugin.service", "ownvol-hook.service")
 # linux/capability.h
-CAPABILITY_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_SYS_ADMIN": 21}
+CAPABILITY_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_SYS_PTRACE": 19,
+                   "CAP_SYS_ADMIN": 21}
 
 
 def call(sock: str, method: str, **body) -> dict:
@@ -140,6 +142,16 @@ def test_socket_activation_starts_the_driver_at_the_first_request_and_again_afte
         activation.close()
 
 
+@pytest.mark.engine
+def test_the_hook_under_its_unit_s_capabilities_still_repairs_on_the_host(docker_client):
+    """repair-via auto picks local repairs when dockerd shares the hook's mount namespace; reading dockerd's
+    /proc/PID/ns/mnt takes CAP_SYS_PTRACE from a process with fewer capabilities than dockerd's."""
+    probe = "from ownvol.hook.targets import engine_paths_reachable as r; print(r())"
+    confined = subprocess.run([*confinement(unit(UNITS_DIR / "ownvol-hook.service")), str(ROOT / ".venv/bin/python"),
+                               "-c", probe], capture_output=True, text=True, check=True)
+    assert confined.stdout.strip() == "True", confined.stderr
+
+
 def test_install_and_uninstall_below_a_root_leave_the_state_alone(wheels, scratch):
     root = scratch / "root"
     ownvol("install", "--wheel", str(wheels["this"]), "--prefix", str(root))
@@ -218,7 +230,7 @@ def test_upgrade_from_the_previous_release_under_running_containers(wheels, scra
         previous = os.readlink(root / "opt/ownvol/current")
 
         out = ownvol("install", "--wheel", str(wheels["this"]), "--prefix", str(root))
-        assert f"(was {previous})" in out
+        assert f"(was {os.path.basename(previous)})" in out
         assert os.readlink(root / "opt/ownvol/current") != previous and (root / "opt/ownvol" / previous).is_dir()
         assert env_path.read_bytes() == settings
         activation.stop(signal.SIGTERM)  # systemctl restart ownvol-plugin.service: the socket stays
