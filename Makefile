@@ -6,8 +6,8 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools test test-unit \
-	test-hostile bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools lint test \
+	test-unit test-hostile bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -67,16 +67,21 @@ uninstall: venv
 systemd-tools:
 	scripts/systemd-tools.sh
 
-## test: the whole suite, engine tests included
-test: venv engine images systemd-tools
+## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
+lint: venv
+	$(BIN)/ruff check .
+	scripts/typecheck.sh
+
+## test: lint, then the whole suite, engine tests included
+test: lint venv engine images systemd-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images
 	$(BIN)/python -m pytest tests/hostile $(PYTEST_ARGS)
 
-## test-unit: the quick run, no engine
-test-unit: venv
+## test-unit: lint, then the quick run, no engine
+test-unit: lint venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
