@@ -122,7 +122,8 @@ def install(wheel: str, root: str = "/", python: str | None = None, echo: Echo =
     if not (release / ".complete").exists():
         shutil.rmtree(release, ignore_errors=True)
         echo(f"installing {name} into {release}")
-        _run([python or getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(release)])
+        interpreter: str = python or getattr(sys, "_base_executable", None) or sys.executable
+        _run([interpreter, "-m", "venv", str(release)])
         _run([str(release / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
               os.path.abspath(wheel)])
         (release / ".complete").write_text(name + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+from collections.abc import Mapping
 
 SD_LISTEN_FDS_START = 3
 
@@ -19,14 +20,15 @@ class ActivationError(RuntimeError):
     pass
 
 
-def listening_socket(env: dict[str, str] | None = None, pid: int | None = None) -> str | None:
+def listening_socket(env: Mapping[str, str] | None = None, pid: int | None = None) -> str | None:
     """The path of the unix socket passed by socket activation, or None when nothing was passed to this process.
 
     env and pid default to os.environ and os.getpid(). Raises ActivationError when the passed fds are not
     exactly one listening AF_UNIX stream socket bound to a path (what ownvol-plugin.socket's one
     ListenStream= gives).
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     if env.get("LISTEN_PID", "") != str(os.getpid() if pid is None else pid):
         return None
     count = env.get("LISTEN_FDS", "")

@@ -1,1 +1,1 @@
-"""The systemd units and the environment file `ownvol install` puts on a host (shipped in the wheel as ownvol.systemd)."""
+"""The systemd units and the environment file `ownvol install` puts on a host (in the wheel: ownvol.systemd)."""

@@ -28,8 +28,10 @@ def example_settings() -> dict[str, str]:
 
 
 def read_by_code() -> set[str]:
-    """Every variable the driver's settings and the hook's `watch` read."""
-    driver = set(re.findall(r'env\.get\("(OWNVOL_[A-Z_]+)"', (ROOT / "plugin/settings.py").read_text()))
+    """Every variable the driver's settings (plugin/settings.py, the driver name in ownvol/status.py) and the hook's
+    `watch` read."""
+    driver = {name for source in ("plugin/settings.py", "ownvol/status.py")
+              for name in re.findall(r'"(OWNVOL_[A-Z_]+)"', (ROOT / source).read_text())}
     hook = {p.envvar for p in watch.params if isinstance(p, click.Option) and p.envvar}
     return driver | hook
 
