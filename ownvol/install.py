@@ -156,8 +156,9 @@ def uninstall(root: str = "/", echo: Echo = print) -> list[Path]:
     """
     layout = Layout(Path(root).resolve())
     for variable, value in _env_values(layout.env_file).items():
-        if variable in STATE_VARIABLES and value and _inside(Path(value), Path(HOST_OPT)):
-            raise InstallError(f"{layout.env_file}: {variable}={value} is inside {HOST_OPT}; move it before "
+        opt = next((p for p in (Path(HOST_OPT), layout.opt) if value and _inside(Path(value), p)), None)
+        if variable in STATE_VARIABLES and opt:
+            raise InstallError(f"{layout.env_file}: {variable}={value} is inside {opt}; move it before "
                                "uninstalling (nothing removed)")
     if layout.on_host and systemd_running():
         _systemctl(["disable", "--now", *reversed(UNITS)], echo)
