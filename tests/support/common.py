@@ -11,8 +11,7 @@ import docker
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where each installed package's files come from in this checkout (pyproject.toml's package-dir).
-PACKAGE_DIRS = {"ownvol": "ownvol", "ownvol.driver": "plugin", "ownvol.hook": "hooks",
-                "ownvol.systemd": "packaging/systemd"}
+PACKAGE_DIRS = {"ownvol": "ownvol", "ownvol.driver": "plugin", "ownvol.hook": "hooks"}
 
 
 SESSION = uuid.uuid4().hex[:6]
