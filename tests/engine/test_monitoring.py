@@ -29,7 +29,7 @@ HOOK_JOB = 'up{job="ownvol-hook"}'  # Prometheus's own series for the hook's scr
 def promtool(*args: str) -> str:
     tool = shutil.which("promtool")
     if tool is None:
-        pytest.fail("promtool is missing: `make tools` (scripts/tools.sh) installs Debian's prometheus package")
+        pytest.fail("promtool is missing: `make tools` installs Debian's prometheus package")
     done = subprocess.run([tool, *args], capture_output=True, text=True, cwd=PROMETHEUS, timeout=120)
     assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout

@@ -33,7 +33,7 @@ WAIT_MS = 90_000
 @pytest.fixture
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `make tools` (scripts/tools.sh) installs Debian's chromium")
+        pytest.fail(f"{CHROMIUM} is missing: `make tools` installs Debian's chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
