@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ownvol import sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS fallbacks (
     next_try REAL NOT NULL
 );
 """
+SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -91,10 +93,7 @@ class Journal:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(self.path, _SCHEMA, SCHEMA_VERSION, check_same_thread=False)
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Facts the driver and the hook share, from one source each (ownvol/status.py, ownvol/beneath.py)."""
+"""Facts the driver and the hook share, from one source each (ownvol/status.py, ownvol/beneath.py, ownvol/sqlite.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from ownvol.driver.protocol import CreateRequest, GetRequest
 from ownvol.driver.settings import from_env
 from ownvol.driver.store import Store
 from ownvol.driver.volumes import Volumes
+from ownvol.hook.journal import Journal
 from ownvol.hook.targets import DataMount, _ownvol_volume_owner
 from ownvol.ownership import OwnershipError, inspect_root
+from ownvol.sqlite import SchemaTooNew
 from ownvol.status import VolumeStatus, driver_name, owner
 
 
@@ -66,3 +68,19 @@ def test_beneath_hands_over_the_last_component_by_descriptor_and_refuses_a_link(
         pass
     with pytest.raises(OwnershipError, match=f"{tmp_path}/a/data/gone"), beneath(str(tmp_path), "a/data") as path:
         inspect_root(path + "/gone", 0, 0)
+
+
+@pytest.mark.parametrize("open_it", [
+    lambda path: Store(path).conn,
+    lambda path: Journal(path)._db,
+])
+def test_store_and_journal_share_one_setup_and_refuse_a_newer_schema(tmp_path, open_it):
+    path = str(tmp_path / "state.sqlite")
+    conn = open_it(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="has schema 999, newer than this ownvol"):
+        open_it(path)
