@@ -125,8 +125,6 @@ class Store:
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
-    # -- volumes
-
     @staticmethod
     def _record(row: sqlite3.Row) -> VolumeRecord:
         spec = VolumeSpec(uid=row["uid"], gid=row["gid"], mode=row["mode"], policy=row["policy"],
@@ -179,8 +177,6 @@ class Store:
                 " WHERE name = ?",
                 (at, changed, seconds, name),
             )
-
-    # -- mount references
 
     def add_ref(self, name: str, mount_id: str, at: str) -> int:
         """Count one more Mount of (name, mount_id); return the volume's references in all."""

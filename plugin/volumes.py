@@ -71,12 +71,13 @@ def _reach(record: VolumeRecord) -> AbstractContextManager[str]:
 
 
 class Volumes:
+    """The driver's volumes on this host: data under settings.root (or adopted with path=), state in store. Implements
+    protocol.VolumeDriver; every refusal is a PluginError whose message is the Err."""
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.trash = os.path.join(settings.root, "trash")
-
-    # -- helpers
 
     def _mountpoint(self, record: VolumeRecord) -> str:
         if self.settings.mount_root:
@@ -91,8 +92,6 @@ class Volumes:
 
     def _own_trees(self) -> tuple[str, ...]:
         return tuple(p for p in (self.settings.root, self.settings.mount_root) if p)
-
-    # -- create
 
     def create(self, req: CreateRequest) -> None:
         name = req.name
@@ -174,8 +173,6 @@ class Volumes:
             return
         shutil.rmtree(target)
 
-    # -- remove
-
     def remove(self, req: RemoveRequest) -> None:
         """Refused while the volume has mount references; a managed data directory is deleted, an adopted one kept."""
         name = req.name
@@ -197,8 +194,6 @@ class Volumes:
             self._discard_dir(record.path)
         with self.store.transaction():
             self.store.delete(record.name)
-
-    # -- mount
 
     def mount(self, req: MountRequest) -> MountResponse:
         """Count the reference, then check (and per policy repair) the data directory before the daemon uses it."""
@@ -285,8 +280,6 @@ class Volumes:
         if not after.ok:
             raise PluginError(f"volume {record.name}: could not repair its root: {'; '.join(after.problems)}")
 
-    # -- unmount
-
     def unmount(self, req: UnmountRequest) -> None:
         """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
         name, mount_id = req.name, req.id
@@ -297,8 +290,6 @@ class Volumes:
             known, left = self.store.drop_ref(name, mount_id)
             if known and left == 0 and self.settings.mount_root:
                 binds.unbind(self._mountpoint(record))
-
-    # -- get, list, path
 
     def path(self, req: PathRequest) -> PathResponse:
         return PathResponse(self._mountpoint(self._ready(req.name)))
@@ -334,8 +325,6 @@ class Volumes:
             state=self._data_problem(record) or "ok",
         )
         return Volume(record.name, self._mountpoint(record), record.created_at, status)
-
-    # -- start-up
 
     def recover(self) -> builtins.list[str]:
         """Finish or undo what a crash interrupted; put MOUNT_ROOT binds back in line with the references."""
