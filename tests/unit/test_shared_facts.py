@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from ownvol.beneath import NotBeneath, beneath, symlink_in
-from ownvol.driver.protocol import CreateRequest, GetRequest
+from ownvol.driver.errors import PluginError
+from ownvol.driver.protocol import CreateRequest, GetRequest, MountRequest
 from ownvol.driver.settings import from_env
 from ownvol.driver.store import Store
 from ownvol.driver.volumes import Volumes
@@ -84,3 +85,17 @@ def test_store_and_journal_share_one_setup_and_refuse_a_newer_schema(tmp_path, o
     conn.close()
     with pytest.raises(SchemaTooNew, match="has schema 999, newer than this ownvol"):
         open_it(path)
+
+
+def test_an_adopted_directory_whose_way_became_a_symlink_is_not_mounted(tmp_path):
+    adopt = tmp_path / "adopt"
+    (adopt / "a" / "data").mkdir(parents=True)
+    settings = from_env({"OWNVOL_ROOT": str(tmp_path / "state"), "OWNVOL_ALLOWED_ROOTS": str(adopt)})
+    volumes = Volumes(settings, Store(settings.db_path))
+    volumes.create(CreateRequest("v", {"path": str(adopt / "a" / "data"), "uid": "5"}))
+    (adopt / "a").rename(adopt / "elsewhere")
+    (adopt / "a").symlink_to(adopt / "elsewhere")
+    with pytest.raises(PluginError, match=f"{adopt}/a is a symlink; ownvol never follows one"):
+        volumes.mount(MountRequest("v", "m1"))
+    assert os.stat(adopt / "elsewhere" / "data").st_uid == 5
+    assert volumes.store.refs("v") == 0
