@@ -112,6 +112,7 @@ class Board:
         self.volumes = volumes
 
     def view(self) -> dict:
+        """The page as plain values: containers, incidents (timelines), rates, types, latent, volumes, now."""
         incidents = self.journal.history(500)
         last_of: dict[str, Incident] = {}
         for incident in incidents:

@@ -17,6 +17,9 @@ from ownvol.ownership import Progress
 
 
 class DockerExecutor:
+    """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
+    (health.probe). client is called for the engine's client each time (made once, lazily, by service.build)."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
                  helper_image: str | None = None) -> None:
         self.client = client
@@ -30,12 +33,15 @@ class DockerExecutor:
         return container, facts(self.client(), container)
 
     def context(self, target: Target) -> Context:
+        """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
         ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
 
     def run(self, container_id: str, action: str) -> ActionResult:
+        """Run the registry's action on the container: its ActionResult; skipped when the container is gone, failed when
+        the engine refused."""
         try:
             _, target = self.target(container_id)
         except docker.errors.NotFound:
@@ -45,6 +51,7 @@ class DockerExecutor:
         return actions.ACTIONS[action](self.context(target))
 
     def health(self, container_id: str) -> Health:
+        """One probe of the container: state, reasons, container status, PING reply, persistence, owner."""
         try:
             container, target = self.target(container_id)
         except docker.errors.NotFound:

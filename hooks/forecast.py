@@ -138,6 +138,7 @@ class SpaceWatch:
         return outlook
 
     def filling(self, outlook: Outlook | None) -> bool:
+        """Whether outlook says full within threshold_hours."""
         hours = outlook.hours_until_full if outlook else None
         return hours is not None and hours < self.threshold_hours
 

@@ -17,6 +17,8 @@ WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 
 
 class Metrics:
+    """The hook's Prometheus metrics, in a registry of its own (served on /metrics)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.incidents = Counter("ownvol_hook_incidents", "Incidents opened, by error type", ["type"],
@@ -47,11 +49,13 @@ class Metrics:
         self._space = (self.free_bytes, self.size_bytes, self.growth, self.until_full)
 
     def set_health(self, container: str, state: str) -> None:
+        """Set the container's health gauge: 1 for its state (results.STATES), 0 for the others."""
         for s in STATES:
             self.health.labels(container=container, state=s).set(1 if s == state else 0)
 
     def set_space(self, container: str, free_bytes: int, size_bytes: int, growth: float | None,
                   until_full: float) -> None:
+        """A data mount's gauges: bytes, growth in bytes per second (None: not known yet), seconds until full."""
         self.free_bytes.labels(container=container).set(free_bytes)
         self.size_bytes.labels(container=container).set(size_bytes)
         if growth is not None:
@@ -59,6 +63,7 @@ class Metrics:
         self.until_full.labels(container=container).set(until_full)
 
     def forget(self, container: str) -> None:
+        """Drop a removed container's health series."""
         for s in STATES:
             try:
                 self.health.remove(container, s)
@@ -72,6 +77,9 @@ class Metrics:
 
 
 class Telemetry:
+    """Events as JSON lines on out (stdout), incident, recovered and gave-up also POSTed to the webhook, and the
+    metrics."""
+
     def __init__(self, out: TextIO = sys.stdout, webhook: str | None = None) -> None:
         self.out = out
         self.webhook = webhook
@@ -79,6 +87,8 @@ class Telemetry:
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields) -> dict:
+        """Write one event line ({ts, event, **fields}; ts in epoch seconds) and return the record; the webhook is
+        posted from a thread of its own."""
         record = {"ts": round(time.time(), 3), "event": event, **fields}
         line = json.dumps(record, default=str, sort_keys=False)
         with self._lock:
