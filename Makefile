@@ -6,7 +6,8 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down lint test test-matrix test-unit test-hostile bench
+.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools lint test \
+	test-matrix test-unit test-hostile bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -16,6 +17,10 @@ $(VENV)/.installed: pyproject.toml scripts/venv.sh
 ## engine: make sure a Docker engine answers (installs docker.io and starts dockerd without a bridge if none does)
 engine:
 	scripts/engine.sh
+
+## tools: Debian's chromium and promtool (prometheus), for the status page's browser test and the alert rules' checks
+tools:
+	scripts/apt-tools.sh /usr/bin/chromium=chromium promtool=prometheus
 
 ## images: build the offline Redis image (REDIS_IMAGE=redis:7 to use the official one instead)
 images: engine
@@ -49,6 +54,23 @@ down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop plugin
 
+## install: ownvol on this host under systemd, from a wheel built here: /opt/ownvol, the units, /etc/ownvol/ownvol.env
+## (PREFIX=DIR installs below DIR and tells systemd nothing); an upgrade keeps volumes, references, journal, settings
+PREFIX ?= /
+install: venv
+	rm -rf build/dist
+	$(BIN)/python -m build --wheel --outdir build/dist . >/dev/null
+	if [ "$(PREFIX)" = / ]; then scripts/daemon.sh stop hook; scripts/daemon.sh stop plugin; fi
+	$(BIN)/ownvol install --wheel build/dist/ownvol-*.whl --prefix $(PREFIX)
+
+## uninstall: stops and removes what `make install` installed; keeps every volume and the state (/var/lib/ownvol)
+uninstall: venv
+	$(BIN)/ownvol install --uninstall --prefix $(PREFIX)
+
+## systemd-tools: systemd-analyze and systemd-socket-activate for the tests (Debian's systemd; nothing started)
+systemd-tools:
+	scripts/apt-tools.sh systemd-analyze=systemd systemd-socket-activate=systemd
+
 ## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
 lint: venv
 	$(BIN)/ruff check .
@@ -58,11 +80,11 @@ lint: venv
 ## workers (pytest-xdist, a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
-test: lint venv engine images
+test: lint venv engine images systemd-tools tools
 	$(BIN)/python -m pytest $(XDIST) -m "not matrix" $(PYTEST_ARGS)
 
 ## test-matrix: every member of the server matrices beyond the one per family `make test` runs (marker `matrix`)
-test-matrix: venv engine images
+test-matrix: venv engine images systemd-tools tools
 	$(BIN)/python -m pytest $(XDIST) -m matrix $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test-matrix: no test is marked matrix yet"; else exit $$rc; fi
 
@@ -70,9 +92,9 @@ test-matrix: venv engine images
 test-hostile: venv engine images
 	$(BIN)/python -m pytest $(XDIST) tests/hostile $(PYTEST_ARGS)
 
-## test-unit: lint, then the quick run, no engine
+## test-unit: lint, then the quick run, no engine (without the slow packaging test, which `make test` runs)
 test-unit: lint venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images
