@@ -175,7 +175,7 @@ class DriverApp:
         return [data]
 
     def test_client(self) -> Client:
-        """A werkzeug test client on the app (tests: requests without a server; werkzeug comes with the hook's Flask)."""
+        """A werkzeug test client on the app (tests: requests without a server; werkzeug comes with Flask)."""
         from werkzeug.test import Client
         from werkzeug.wrappers import Response
 
