@@ -124,7 +124,8 @@ def test_status_prints_an_aligned_table_and_json_unchanged(served):
 def test_history_prints_incidents_actions_and_rates_as_tables(tmp_path: Path):
     db = tmp_path / "journal.sqlite"
     _journal(db).close()
-    result = CliRunner().invoke(cli.history, ["--db", str(db)])
+    # as a pipe prints it with no COLUMNS set (pytest-xdist gives its workers the controller's terminal width)
+    result = CliRunner(env={"COLUMNS": None}).invoke(cli.history, ["--db", str(db)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     first = next(line for line in lines if line.strip().startswith("#1"))
