@@ -14,6 +14,7 @@ from collections.abc import Callable
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ownvol.driver import liveness
 from ownvol.driver.errors import InvalidRequest, PluginError
 from ownvol.driver.options import validate_name
 from ownvol.driver.settings import Settings, from_env
@@ -122,8 +123,22 @@ def _routes(volumes: Volumes) -> dict[str, Callable[[dict], dict]]:
     def list_(body: dict) -> dict:
         return {"Volumes": [{"Name": v.name, "Mountpoint": v.mountpoint} for v in volumes.list()]}
 
+    def activate(body: dict) -> dict:
+        volumes.activate(liveness.peer(request.environ.get("gunicorn.socket")))
+        return {"Implements": ["VolumeDriver"]}
+
+    def release(body: dict) -> dict:
+        return {"Released": volumes.release(_named(body))}
+
+    def rebind(body: dict) -> dict:
+        return {"Data": volumes.rebind(_named(body)).describe()}
+
     return {
-        "/Plugin.Activate": lambda body: {"Implements": ["VolumeDriver"]},
+        "/Plugin.Activate": activate,
+        # ownvol's own, for `ownvol volumes` (same root-only socket; the daemon never calls them)
+        "/Ownvol.References": lambda body: {"Volumes": volumes.references()},
+        "/Ownvol.Release": release,
+        "/Ownvol.Rebind": rebind,
         "/VolumeDriver.Capabilities": lambda body: {"Capabilities": {"Scope": "local"}},
         "/VolumeDriver.Create": create,
         "/VolumeDriver.Remove": remove,
