@@ -70,6 +70,11 @@ class DataIdentity:
     source: str
     inode: int
 
+    def same_data(self, other: DataIdentity) -> bool:
+        """The same directory on the same filesystem. The mount point may differ (a bind of the same filesystem
+        over it); the device number is not compared, since NFS and tmpfs get a new one at every mount."""
+        return (self.fstype, self.source, self.inode) == (other.fstype, other.source, other.inode)
+
     def describe(self) -> str:
         return f"inode {self.inode} on {self.fstype} {self.source} mounted at {self.mount}"
 

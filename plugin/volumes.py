@@ -58,7 +58,7 @@ def identity_of(path: str, table: list[binds.MountEntry] | None = None) -> DataI
 
 def _moved(recorded: DataIdentity, now_: DataIdentity) -> str:
     """What changed between the identity recorded and the one found, in words."""
-    if (recorded.mount, recorded.fstype, recorded.source) != (now_.mount, now_.fstype, now_.source):
+    if (recorded.fstype, recorded.source) != (now_.fstype, now_.source):
         return (f"it was on {recorded.fstype} {recorded.source} mounted at {recorded.mount}, it is now on "
                 f"{now_.fstype} {now_.source} mounted at {now_.mount} (the filesystem is not mounted?)")
     return f"it was inode {recorded.inode}, it is now inode {now_.inode} (replaced by another directory?)"
@@ -420,7 +420,7 @@ class Volumes:
             return f"{why}; ownvol never follows a symlink"
         if identity and record.identity is not None:
             found = identity_of(record.path, table)
-            if found != record.identity:
+            if not found.same_data(record.identity):
                 return (f"its data directory {record.path} is not the one it was created with: "
                         f"{_moved(record.identity, found)}; nothing was changed. Mount the data back, or, if the "
                         f"data really moved here, `ownvol volumes --rebind {record.name}`")
