@@ -371,16 +371,11 @@ class Volumes:
         with self.store.transaction(durable=False):
             record = self._ready(name)
             problem = self._data_problem(record)
-            if problem:
-                self.store.set_check(name, now(), f"refused: {problem}")
-                raise PluginError(f"volume {name} cannot be mounted: {problem}")
-            if record.identity is None:  # a volume made before identities were recorded learns its own now
-                self.store.set_identity(name, identity_of(record.path))
-            held = self.store.refs(name, self.store.epoch())
-            self.store.add_ref(name, mount_id, now())
-            if self.settings.mount_root:
-                self._ensure_bound(record)
-            checked = self._check_only(record)
+            if not problem:
+                held, checked = self._count_mount(record, mount_id)
+        if problem:
+            self.store.record_check(name, now(), f"refused: {problem}")
+            raise PluginError(f"volume {name} cannot be mounted: {problem}")
         if not checked and held and self._held_live(record):
             return self._mountpoint(record)
         if not checked:
@@ -390,6 +385,17 @@ class Volumes:
                 self.unmount(name, mount_id)
                 raise
         return self._mountpoint(record)
+
+    def _count_mount(self, record: VolumeRecord, mount_id: str) -> tuple[int, bool]:
+        """Inside Mount's transaction: count the reference, bind, check the root. (References other mounts
+        held before this one, whether the check is done without a walk.)"""
+        if record.identity is None:  # a volume made before identities were recorded learns its own now
+            self.store.set_identity(record.name, identity_of(record.path))
+        held = self.store.refs(record.name, self.store.epoch())
+        self.store.add_ref(record.name, mount_id, now())
+        if self.settings.mount_root:
+            self._ensure_bound(record)
+        return held, self._check_only(record)
 
     def _held_live(self, record: VolumeRecord) -> bool:
         """A walk is due but other mounts hold the volume: if one is live (or that cannot be told), a server may

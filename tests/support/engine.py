@@ -54,6 +54,8 @@ class PrivateEngine:
     def start(self, timeout: float = 60) -> docker.DockerClient:
         os.makedirs(self.data_root, exist_ok=True)
         os.makedirs(self.exec_root, exist_ok=True)
+        if os.path.exists(self.sock):  # left by a dockerd of ours that was killed
+            os.unlink(self.sock)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
@@ -65,7 +67,8 @@ class PrivateEngine:
         )
         # DockerClient asks the engine its API version as it is made: not before the socket exists.
         wait_for(lambda: os.path.exists(self.sock), timeout, interval=0.2, what=f"private dockerd {self.name} socket")
-        client = docker.DockerClient(base_url=self.host, timeout=120)
+        client = wait_for(lambda: docker.DockerClient(base_url=self.host, timeout=120), timeout, interval=0.3,
+                          what=f"private dockerd {self.name} to answer")
         wait_for(client.ping, timeout, interval=0.3, what=f"private dockerd {self.name}")
         return client
 
@@ -82,6 +85,41 @@ class PrivateEngine:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL dockerd alone, as the OOM killer or a power cut would (its containers' shims live on), and
+        wait until the containerd it ran is gone too (it dies with its parent), so a start finds none."""
+        containerd = self._containerd_pid()
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        if containerd:
+            wait_for(lambda: not _running(containerd), 30, what="the killed dockerd's containerd to exit")
+
+    def _containerd_pid(self) -> int | None:
+        try:
+            with open(f"{self.exec_root}/containerd/containerd.pid") as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _kill_shims(self) -> None:
+        """Containers a killed dockerd left running: their init (and so their PID namespace), then the shim."""
+        address = f"-address {self.exec_root}/containerd/containerd.sock"
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                if "containerd-shim" not in cmdline or address not in cmdline:
+                    continue
+                with open(f"/proc/{entry.name}/task/{entry.name}/children") as f:
+                    for child in f.read().split():
+                        os.kill(int(child), signal.SIGKILL)
+                os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
     def restart(self) -> docker.DockerClient:
         self.stop()
         return self.start()
@@ -94,16 +132,24 @@ class PrivateEngine:
             raise RuntimeError(f"docker save {tag} failed")
 
     def destroy(self) -> None:
-        client = None
         if self.proc and self.proc.poll() is None:
-            client = self.client()
-            for c in client.containers.list(all=True):
-                c.remove(force=True)
+            try:
+                for c in self.client().containers.list(all=True):
+                    c.remove(force=True)
+            except docker.errors.DockerException as exc:
+                print(f"destroy {self.name}: {exc}")
         self.stop()
+        self._kill_shims()
         subprocess.run(["umount", "-R", self.exec_root], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         subprocess.run(["sh", "-c", f"umount $(awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts) 2>/dev/null"])
         shutil.rmtree(self.data_root, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Still in the process table, a zombie included (dockerd's kill(pid, 0) still finds a zombie containerd
+    and then waits for its socket in vain)."""
+    return os.path.exists(f"/proc/{pid}")
 
 
 def compose_binary() -> str:
