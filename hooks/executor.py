@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import docker
 from docker.models.containers import Container
 
+from ownvol import userns
 from ownvol.hook import actions
 from ownvol.hook.actions import Context
 from ownvol.hook.health import Health, probe
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.userns import IdMap
+
+IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
 
 class DockerExecutor:
@@ -21,11 +26,43 @@ class DockerExecutor:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self._idmap: IdMap | userns.UnknownMapping | None = None
+        self._idmap_at: float | None = None
 
     def target(self, container_id: str) -> tuple[Container, Target]:
-        """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
+        """The container (docker-py's model) and the facts the hook reads from it, its owner in host ids when
+        the engine remaps user namespaces; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
-        return container, facts(self.client(), container)
+        return container, self._in_host_ids(facts(self.client(), container))
+
+    def idmap(self) -> IdMap | None:
+        """The engine's user-namespace mapping from its `docker info` (asked at most once a minute); None when
+        it does not remap; UnknownMapping when it does and the host ids cannot be told."""
+        now = time.monotonic()
+        if self._idmap_at is None or now - self._idmap_at > IDMAP_TTL:
+            try:
+                self._idmap = userns.from_engine(self.client().info())
+            except userns.UnknownMapping as exc:
+                self._idmap = exc
+            self._idmap_at = now
+        if isinstance(self._idmap, userns.UnknownMapping):
+            raise self._idmap
+        return self._idmap
+
+    def _in_host_ids(self, target: Target) -> Target:
+        if target.uid is None or target.gid is None:
+            return target
+        try:
+            mapping = self.idmap()
+            if mapping is None:
+                return target
+            uid, gid = mapping.host_ids(target.uid, target.gid)
+        except userns.UnknownMapping as exc:
+            return replace(target, uid=None, gid=None, owner_source="unknown under userns-remap",
+                           notes=[*target.notes, f"the engine remaps user namespaces: {exc}; nothing is repaired"])
+        return replace(target, uid=uid, gid=gid, owner_source=f"{target.owner_source}, host ids of "
+                                                              f"{target.uid}:{target.gid} under userns-remap",
+                       remapped=True)
 
     def context(self, target: Target) -> Context:
         ctx = Context(self.client(), target, self.repair_via)

@@ -61,6 +61,7 @@ class Target:
     owner_source: str
     aof_fallback: bool
     notes: list[str] = field(default_factory=list)
+    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from ownvol.driver.binds import below, filesystem_of, mount_table
 
+DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -112,3 +114,37 @@ def holders(path: str, not_at: tuple[str, ...] = ()) -> list[Holder]:
             found.append(Holder(pid, command_of(pid), entry.mount_point))
             break
     return found
+
+
+def engine_socket(pid: int) -> str:
+    """The unix socket a dockerd listens on: its -H/--host unix:// argument (dockerd(8)), else the default."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return DEFAULT_ENGINE_SOCKET
+    for k, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith(("--host=", "-H=")) else \
+            (args[k + 1] if arg in ("-H", "--host") and k + 1 < len(args) else "")
+        if value.startswith("unix://"):
+            return value[len("unix://"):]
+    return DEFAULT_ENGINE_SOCKET
+
+
+def engine_info(pid: int, timeout: float = 10.0) -> dict:
+    """`docker info` of the dockerd with this pid (GET /info on its socket); OSError or ValueError on failure."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.settimeout(timeout)
+    try:
+        conn.sock.connect(engine_socket(pid))
+        conn.request("GET", "/info")
+        response = conn.getresponse()
+        if response.status != 200:
+            raise OSError(f"GET /info answered {response.status}")
+        return json.loads(response.read())
+    finally:
+        conn.close()

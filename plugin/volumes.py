@@ -18,7 +18,7 @@ import stat
 import uuid
 from datetime import UTC, datetime
 
-from ownvol import ownership
+from ownvol import ownership, userns
 from ownvol.driver import binds, liveness
 from ownvol.driver.errors import FilesystemRefused, InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
 from ownvol.driver.options import VolumeSpec, volume_spec
@@ -182,7 +182,8 @@ class Volumes:
         """Managed: a new directory with the owner and mode. Adopted: made if absent, else repaired whole
         (policy never: looked at, not touched). Returns the check to record, if any.
         A refusal of the filesystem is a FilesystemRefused naming the path and operation."""
-        owner = f"{spec.uid}:{spec.gid} mode {spec.mode:04o}"
+        uid, gid = self._host_owner(spec)
+        owner = f"{self._owner_text(spec)} mode {spec.mode:04o}"
         step = f"creating {path}"
         try:
             if spec.path is None:
@@ -196,13 +197,13 @@ class Volumes:
                 os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
                 os.mkdir(path, 0o700)
             elif spec.policy == "never":
-                return self._no_walk(spec, ownership.inspect_root(path, spec.uid, spec.gid, spec.mode))
+                return self._no_walk(spec, ownership.inspect_root(path, uid, gid, spec.mode))
             else:
                 step = f"giving (policy {spec.policy}) to {owner}:"
-                report = ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=True)
+                report = ownership.repair(path, uid, gid, spec.mode, walk=True)
                 return _describe_repair("adopted", report)
             step = f"giving to {owner}:"
-            ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=False)
+            ownership.repair(path, uid, gid, spec.mode, walk=False)
         except ownership.OwnershipError as exc:
             raise InvalidRequest(f"option path: {exc}") from None
         except OSError as exc:
@@ -312,8 +313,57 @@ class Volumes:
             self.store.set_meta("engine", key)
             self.store.set_meta("epoch", str(self.store.epoch() + 1))
         log.info("event=engine-activated pid=%s epoch=%d", engine.pid or "unseen", self.store.epoch())
+        if engine.pid:
+            self._learn_userns(engine)
         for name in sorted({r.volume for r in self.store.references()}):
             self.drop_stale(name, "engine restarted")
+
+    def _learn_userns(self, engine: liveness.Engine) -> None:
+        """Ask the engine that activated the driver whether it remaps user namespaces (OWNVOL_USERNS=auto)."""
+        if self.settings.userns != "auto":
+            return
+        try:
+            found = userns.from_engine(liveness.engine_info(engine.pid))
+            text = str(found) if found else ""
+        except userns.UnknownMapping as exc:
+            text = f"!{exc}"
+        except (OSError, ValueError) as exc:
+            text = f"!could not ask the engine (pid {engine.pid}) for its info: {exc}"
+        with self.store.transaction():
+            self.store.set_meta("userns", text)
+        log.info("event=userns-learned mapping=%s", text or "none")
+
+    def idmap(self) -> userns.IdMap | None:
+        """The engine's user-namespace mapping (None: ids are host ids); PluginError when it remaps and the host
+        ids cannot be told (nothing is done then)."""
+        if self.settings.userns == "off":
+            return None
+        text = self.settings.userns if self.settings.userns != "auto" else (self.store.meta("userns") or "")
+        if text.startswith("!"):
+            raise PluginError(f"the engine remaps user namespaces, but ownvol cannot tell to which host ids: "
+                              f"{text[1:]}; set the plugin's OWNVOL_USERNS (README, User namespaces)")
+        return userns.IdMap.parse(text) if text else None
+
+    def _host_owner(self, spec: VolumeSpec) -> tuple[int, int]:
+        """The host uid:gid that are spec's uid:gid inside the engine's containers."""
+        mapping = self.idmap()
+        if mapping is None:
+            return spec.uid, spec.gid
+        try:
+            return mapping.host_ids(spec.uid, spec.gid)
+        except userns.UnknownMapping as exc:
+            raise PluginError(f"uid:gid {spec.uid}:{spec.gid}: {exc} ({mapping.describe()})") from None
+
+    def _status_host_owner(self, spec: VolumeSpec) -> str:
+        try:
+            uid, gid = self._host_owner(spec)
+        except PluginError as exc:
+            return f"unknown: {exc}"
+        return f"{uid}:{gid}"
+
+    def _owner_text(self, spec: VolumeSpec) -> str:
+        uid, gid = self._host_owner(spec)
+        return f"{spec.uid}:{spec.gid}" + (f" (host {uid}:{gid})" if (uid, gid) != (spec.uid, spec.gid) else "")
 
     def release(self, name: str) -> int:
         """`ownvol volumes --release`: forget every reference of a volume no container really uses.
@@ -421,11 +471,12 @@ class Volumes:
             return False
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+            state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
         except ownership.OwnershipError:
             return False
         who = "a live mount" if found else "other mounts (liveness unknown)"
-        result = "ok" if state.ok else f"mismatch, not repaired (held by {who}): {'; '.join(state.problems)}"
+        result = f"ok (held by {who}: root checked only)" if state.ok else \
+            f"mismatch, not repaired (held by {who}): {'; '.join(state.problems)}"
         self.store.record_check(record.name, now(), result)
         return True
 
@@ -464,7 +515,7 @@ class Volumes:
         is recorded with the reference (one commit instead of two; bench: mount_pairs_per_s)."""
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+            state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
         except ownership.OwnershipError:
             return False  # _preflight records and reports it
         result = self._no_walk(spec, state)
@@ -476,18 +527,18 @@ class Volumes:
         """Check the root; per policy walk and repair. Never returns with the root still wrong (unless policy never)."""
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+            state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
             result = self._no_walk(spec, state)
             if result is not None:
                 self.store.record_check(record.name, now(), result)
                 return
-            report = ownership.repair(record.path, spec.uid, spec.gid, spec.mode, walk=True)
-            after = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+            report = ownership.repair(record.path, *self._host_owner(spec), spec.mode, walk=True)
+            after = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
         except ownership.OwnershipError as exc:
             self.store.record_check(record.name, now(), f"failed: {exc}")
             raise PluginError(f"volume {record.name}: {exc}") from None
         except OSError as exc:
-            refused = FilesystemRefused(f"giving to {spec.uid}:{spec.gid} mode {spec.mode:04o}:", record.path, exc)
+            refused = FilesystemRefused(f"giving to {self._owner_text(spec)} mode {spec.mode:04o}:", record.path, exc)
             self.store.record_check(record.name, now(), f"failed: {refused}")
             raise PluginError(f"volume {record.name}: {refused}") from None
         result = _describe_repair("ok" if state.ok else "; ".join(state.problems), report)
@@ -545,6 +596,7 @@ class Volumes:
             mounts=self.store.refs(record.name),
             state=self._data_problem(record) or "ok",
             data=record.identity.describe() if record.identity else "",
+            host_owner=self._status_host_owner(spec),
         )
         return Volume(record.name, self._mountpoint(record), record.created_at, status)
 
