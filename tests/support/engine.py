@@ -42,8 +42,9 @@ def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "
 class PrivateEngine:
     """A second dockerd of our own, for tests that restart the engine without disturbing anyone else."""
 
-    def __init__(self, name: str, base: str = "/var/lib/ownvol-test") -> None:
+    def __init__(self, name: str, base: str = "/var/lib/ownvol-test", extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.extra_args = extra_args  # more dockerd flags, e.g. --userns-remap=default
         self.data_root = os.path.join(base, name)
         self.exec_root = f"/run/ovt-{name}"
         self.sock = f"{self.exec_root}/docker.sock"
@@ -62,7 +63,7 @@ class PrivateEngine:
             [
                 *self.prefix, "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
-                "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host,
+                "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host, *self.extra_args,
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
