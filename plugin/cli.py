@@ -72,20 +72,19 @@ def volumes_command(socket_path: str, release: str | None, rebind: str | None, y
     stands for them (live: the mount namespaces that hold the volume; unknown: the driver cannot see them)."""
     if release and rebind:
         raise click.UsageError("--release and --rebind are separate actions: give one")
-    if release:
-        if not yes:
-            click.confirm(f"Forget every mount reference of {release}? Docker will no longer be refused its "
-                          "removal; the driver checks first that no container holds it", abort=True)
-        reply = _call(socket_path, "/Ownvol.Release", {"Name": release})
-        click.echo(f"{release}: released {reply['Released']} mount ID(s)")
-        return
-    if rebind:
-        if not yes:
-            click.confirm(f"Take the directory now at {rebind}'s path as its data? Only if you moved it there "
-                          "on purpose", abort=True)
-        reply = _call(socket_path, "/Ownvol.Rebind", {"Name": rebind})
-        click.echo(f"{rebind}: data is now {reply['Data']}")
-        return
+    actions = {
+        "/Ownvol.Release": (release, "Forget every mount reference of {}? Docker will no longer be refused its "
+                                     "removal; the driver checks first that no container holds it",
+                            lambda reply: f"released {reply['Released']} mount ID(s)"),
+        "/Ownvol.Rebind": (rebind, "Take the directory now at {}'s path as its data? Only if you moved it there "
+                                   "on purpose", lambda reply: f"data is now {reply['Data']}"),
+    }
+    for endpoint, (name, question, said) in actions.items():
+        if name:
+            if not yes:
+                click.confirm(question.format(name), abort=True)
+            click.echo(f"{name}: {said(_call(socket_path, endpoint, {'Name': name}))}")
+            return
     volumes = _call(socket_path, "/Ownvol.References", {})["Volumes"]
     if as_json:
         click.echo(json.dumps(volumes, indent=2))

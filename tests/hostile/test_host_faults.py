@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fixtures_plugin import OWNVOL
+
 pytestmark = pytest.mark.engine
 
 
@@ -176,3 +178,34 @@ def _answered(plugin, endpoint: str, body: dict) -> tuple[int, dict]:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def ownvol_volumes(plugin, *args: str, answer: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([OWNVOL, "volumes", "--socket", plugin.socket, *args], input=answer, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_ownvol_volumes_lists_releases_and_rebinds(bare_plugin):
+    plugin = bare_plugin()
+    plugin.call("Create", Name="held")
+    plugin.call("Mount", Name="held", ID="m1")
+    table = ownvol_volumes(plugin).stdout
+    assert "held" in table and "unknown" in table and "m1" in table  # no engine activated it: cannot check
+    assert "Aborted" in ownvol_volumes(plugin, "--release", "held", answer="n\n").stderr
+    assert plugin.call("Get", Name="held")["Volume"]["Status"]["mounts"] == 1
+    assert "released 1 mount ID(s)" in ownvol_volumes(plugin, "--release", "held", "--yes").stdout
+    plugin.call("Remove", Name="held")
+    assert "event=references-released volume=held ids=m1 liveness=unknown" in plugin.log()
+
+    data = plugin.adopt / "moved"
+    data.mkdir()
+    plugin.call("Create", Name="moved", Opts={"path": str(data)})
+    (plugin.adopt / "restored").mkdir()
+    data.rmdir()
+    (plugin.adopt / "restored").rename(data)  # another directory at the same path
+    err = plugin.err("Mount", Name="moved", ID="m1")
+    assert "is not the one it was created with: it was inode" in err and "replaced by another directory?" in err
+    assert "--rebind moved" in err
+    assert "data is now inode" in ownvol_volumes(plugin, "--rebind", "moved", "--yes").stdout
+    plugin.call("Mount", Name="moved", ID="m1")
+    assert os.stat(data).st_uid == 999
