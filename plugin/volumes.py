@@ -103,6 +103,7 @@ class Volumes:
         self.settings = settings
         self.store = store
         self.trash = os.path.join(settings.root, "trash")
+        self._seen_on: dict[str, tuple[int, int]] = {}  # volume -> (st_dev, st_ino) last found to be its data
 
     # -- helpers
 
@@ -148,6 +149,7 @@ class Volumes:
             except BaseException:
                 self._undo_create(name)
                 raise
+            self._seen_on.pop(name, None)
             with self.store.transaction():
                 self.store.set_identity(name, identity)
                 self.store.set_state(name, "ready")
@@ -390,6 +392,7 @@ class Volumes:
             if why := self._data_problem(record, identity=False):
                 raise PluginError(f"volume {name} cannot be re-bound: {why}")
             identity = identity_of(record.path)
+            self._seen_on.pop(name, None)
             with self.store.transaction():
                 self.store.set_identity(name, identity)
             log.warning("event=rebound volume=%s was=%s now=%s", name,
@@ -490,12 +493,14 @@ class Volumes:
             return f"its data directory {record.path} is not a directory"
         if record.adopted and (why := _symlink_in(record.path)):
             return f"{why}; ownvol never follows a symlink"
-        if identity and record.identity is not None:
+        if identity and record.identity is not None and self._seen_on.get(record.name) != (st.st_dev, st.st_ino):
             found = identity_of(record.path, table)
             if not found.same_data(record.identity):
                 return (f"its data directory {record.path} is not the one it was created with: "
                         f"{_moved(record.identity, found)}; nothing was changed. Mount the data back, or, if the "
                         f"data really moved here, `ownvol volumes --rebind {record.name}`")
+            # the mount table is read again only when the directory's device or inode changes (hot path: Mount)
+            self._seen_on[record.name] = (st.st_dev, st.st_ino)
         return None
 
     def _ensure_bound(self, record: VolumeRecord) -> None:
