@@ -125,6 +125,7 @@ class Volumes:
 
     def create(self, req: CreateRequest) -> None:
         name = req.name
+        self._userns_pending()
         try:
             spec = volume_spec(req.options, self.settings.defaults, self.settings.allowed_roots, self._own_trees())
         except ValueError as exc:
@@ -330,10 +331,24 @@ class Volumes:
         except userns.UnknownMapping as exc:
             text = f"!{exc}"
         except (OSError, ValueError) as exc:
-            text = f"!could not ask the engine (pid {engine.pid}) for its info: {exc}"
+            # dockerd activates plugins while it restores, before its API listens: ask again at the next request
+            with self.store.transaction():
+                self.store.set_meta("userns_pending", str(engine.pid))
+            log.info("event=userns-pending pid=%s why=%s", engine.pid, exc)
+            return
         with self.store.transaction():
             self.store.set_meta("userns", text)
+            self.store.set_meta("userns_pending", "")
         log.info("event=userns-learned mapping=%s", text or "none")
+
+    def _userns_pending(self) -> None:
+        """Before Create and Mount (outside any transaction): if the engine could not be asked at its activation,
+        ask it now; until it answers, the mapping learned before stays."""
+        if self.settings.userns != "auto":
+            return
+        pid = self.store.meta("userns_pending")
+        if pid and liveness.process_start(int(pid)) is not None:
+            self._learn_userns(liveness.Engine(int(pid), 0, "dockerd"))
 
     def idmap(self) -> userns.IdMap | None:
         """The engine's user-namespace mapping (None: ids are host ids); PluginError when it remaps and the host
@@ -426,6 +441,7 @@ class Volumes:
         """Count the reference, then check (and per policy repair) the data directory before the daemon uses it;
         a volume other live mounts hold gets its root checked only."""
         name, mount_id = req.name, req.id
+        self._userns_pending()
         try:
             return MountResponse(self._mount(name, mount_id))
         except NoSuchVolume:
