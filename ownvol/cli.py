@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "doctor": "ownvol.hook.cli:doctor",
     "repair": "ownvol.hook.cli:repair_cmd",
     "history": "ownvol.hook.cli:history",
+    "install": "ownvol.install:install_command",
 }
 
 
