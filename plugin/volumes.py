@@ -486,8 +486,8 @@ class Volumes:
         be running on it. Check the root only and change nothing; the walk waits for the first holder's Mount."""
         found = self.holders(record)
         if found is not None and not found:
-            self.drop_stale(record.name, "Mount found them held by nothing")
-            return False
+            return False  # references nothing stands for (dropped at Remove or activation, not here: a container
+            # whose Mount was answered may not have made its own mount yet)
         spec = record.spec
         try:
             state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
