@@ -5,6 +5,7 @@ volume (case 12)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import docker
@@ -57,6 +58,8 @@ def test_dockerd_killed_under_running_containers_leaves_no_reference_behind(kill
         client.volumes.get(name).remove()  # at once: no "in use"
         assert not plugin.data_dir(name).exists()
     assert "event=references-dropped" in plugin.log()
+    activations = re.findall(r"event=engine-activated pid=(\d+) epoch=(\d+)", plugin.log())
+    assert len({pid for pid, _ in activations}) == 2 and activations[-1][1] == "2", activations  # the restart seen
     # the restarted container holds its volume: a new reference, live
     assert status(client, names[3])["mounts"] == 1
     assert "in use" in plugin.err("Remove", Name=names[3])
