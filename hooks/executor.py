@@ -15,17 +15,22 @@ from ownvol.hook.actions import Context
 from ownvol.hook.health import Health, probe
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
 
 class DockerExecutor:
+    """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
+    (health.probe). client is called for the engine's client each time (made once, lazily, by service.build)."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
                  helper_image: str | None = None) -> None:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
 
@@ -65,12 +70,15 @@ class DockerExecutor:
                        remapped=True)
 
     def context(self, target: Target) -> Context:
-        ctx = Context(self.client(), target, self.repair_via)
+        """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
 
     def run(self, container_id: str, action: str) -> ActionResult:
+        """Run the registry's action on the container: its ActionResult; skipped when the container is gone, failed when
+        the engine refused."""
         try:
             _, target = self.target(container_id)
         except docker.errors.NotFound:
@@ -80,6 +88,7 @@ class DockerExecutor:
         return actions.ACTIONS[action](self.context(target))
 
     def health(self, container_id: str) -> Health:
+        """One probe of the container: state, reasons, container status, PING reply, persistence, owner."""
         try:
             container, target = self.target(container_id)
         except docker.errors.NotFound:

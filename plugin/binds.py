@@ -21,6 +21,8 @@ _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 class BindError(OSError):
+    """mount(2) or umount2(2) refused a bind; errno is the kernel's."""
+
     pass
 
 
@@ -75,6 +77,7 @@ def filesystem_of(path: str, table: list[MountEntry] | None = None) -> tuple[Mou
 
 
 def is_mounted(target: str) -> bool:
+    """Whether target is a mount point in this process's mount namespace."""
     return target in mountpoints()
 
 

@@ -16,9 +16,11 @@ import os
 import shutil
 import stat
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 
 from ownvol import ownership, userns
+from ownvol.beneath import beneath, symlink_in
 from ownvol.driver import binds, liveness
 from ownvol.driver.errors import FilesystemRefused, InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
 from ownvol.driver.options import VolumeSpec, volume_spec
@@ -73,20 +75,10 @@ def _moved(recorded: DataIdentity, now_: DataIdentity) -> str:
     return f"it was inode {recorded.inode}, it is now inode {now_.inode} (replaced by another directory?)"
 
 
-def _symlink_in(path: str) -> str | None:
-    """The first component of path that is a symlink or not a directory; None if there is none."""
-    current = "/"
-    for part in path.strip("/").split("/"):
-        current = os.path.join(current, part)
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            return f"{current} is a symlink"
-        if not stat.S_ISDIR(st.st_mode):
-            return f"{current} is not a directory"
-    return None
+def _reach(record: VolumeRecord) -> AbstractContextManager[str]:
+    """The data directory's path for ownership's walk: an adopted one reached from / by descriptor (its
+    components are not the plugin's), a managed one as it is (below the plugin's own root)."""
+    return beneath("/", record.path) if record.adopted else nullcontext(record.path)
 
 
 def _describe_repair(found: str, report: ownership.RepairReport) -> str:
@@ -99,13 +91,14 @@ def _describe_repair(found: str, report: ownership.RepairReport) -> str:
 
 
 class Volumes:
+    """The driver's volumes on this host: data under settings.root (or adopted with path=), state in store. Implements
+    protocol.VolumeDriver; every refusal is a PluginError whose message is the Err."""
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.trash = os.path.join(settings.root, "trash")
         self._seen_on: dict[str, tuple[int, int]] = {}  # volume -> (st_dev, st_ino) last found to be its data
-
-    # -- helpers
 
     def _mountpoint(self, record: VolumeRecord) -> str:
         if self.settings.mount_root:
@@ -121,8 +114,6 @@ class Volumes:
     def _own_trees(self) -> tuple[str, ...]:
         return tuple(p for p in (self.settings.root, self.settings.mount_root) if p)
 
-    # -- create
-
     def create(self, req: CreateRequest) -> None:
         name = req.name
         self._userns_pending()
@@ -131,8 +122,8 @@ class Volumes:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         path = spec.path or os.path.join(self.settings.volumes_dir, name)
-        if spec.path and (why := _symlink_in(spec.path)):
-            raise InvalidRequest(f"option path: {spec.path!r} refused: {why}; ownvol never follows a symlink")
+        if spec.path and (why := symlink_in(spec.path)):
+            raise InvalidRequest(f"option path: {spec.path!r} refused: {why}")
         with self.store.name_lock(name):
             self._settle(name)
             with self.store.transaction():
@@ -200,10 +191,12 @@ class Volumes:
                 os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
                 os.mkdir(path, 0o700)
             elif spec.policy == "never":
-                return self._no_walk(spec, ownership.inspect_root(path, uid, gid, spec.mode))
+                with beneath("/", path) as reach:
+                    return self._no_walk(spec, ownership.inspect_root(reach, uid, gid, spec.mode))
             else:
                 step = f"giving (policy {spec.policy}) to {owner}:"
-                report = ownership.repair(path, uid, gid, spec.mode, walk=True)
+                with beneath("/", path) as reach:
+                    report = ownership.repair(reach, uid, gid, spec.mode, walk=True)
                 return _describe_repair("adopted", report)
             step = f"giving to {owner}:"
             ownership.repair(path, uid, gid, spec.mode, walk=False)
@@ -232,8 +225,6 @@ class Volumes:
         except FileNotFoundError:
             return
         shutil.rmtree(target)
-
-    # -- remove
 
     def remove(self, req: RemoveRequest) -> None:
         """Refused while a live mount holds the volume; a managed data directory is deleted, an adopted one kept.
@@ -435,8 +426,6 @@ class Volumes:
         with self.store.transaction():
             self.store.delete(record.name)
 
-    # -- mount
-
     def mount(self, req: MountRequest) -> MountResponse:
         """Count the reference, then check (and per policy repair) the data directory before the daemon uses it;
         a volume other live mounts hold gets its root checked only."""
@@ -490,7 +479,8 @@ class Volumes:
             # whose Mount was answered may not have made its own mount yet)
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
+            with _reach(record) as path:
+                state = ownership.inspect_root(path, *self._host_owner(spec), spec.mode)
         except ownership.OwnershipError:
             return False
         who = "a live mount" if found else "other mounts (liveness unknown)"
@@ -507,8 +497,8 @@ class Volumes:
             return f"its data directory {record.path} is missing (deleted by hand?)"
         if not stat.S_ISDIR(st.st_mode):
             return f"its data directory {record.path} is not a directory"
-        if record.adopted and (why := _symlink_in(record.path)):
-            return f"{why}; ownvol never follows a symlink"
+        if record.adopted and (why := symlink_in(record.path)):
+            return why
         if identity and record.identity is not None and self._seen_on.get(record.name) != (st.st_dev, st.st_ino):
             found = identity_of(record.path, table)
             if not found.same_data(record.identity):
@@ -536,7 +526,8 @@ class Volumes:
         is recorded with the reference (one commit instead of two; bench: mount_pairs_per_s)."""
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
+            with _reach(record) as path:
+                state = ownership.inspect_root(path, *self._host_owner(spec), spec.mode)
         except ownership.OwnershipError:
             return False  # _preflight records and reports it
         result = self._no_walk(spec, state)
@@ -548,13 +539,16 @@ class Volumes:
         """Check the root; per policy walk and repair. Never returns with the root still wrong (unless policy never)."""
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
-            result = self._no_walk(spec, state)
+            uid, gid = self._host_owner(spec)
+            with _reach(record) as path:
+                state = ownership.inspect_root(path, uid, gid, spec.mode)
+                result = self._no_walk(spec, state)
+                if result is None:
+                    report = ownership.repair(path, uid, gid, spec.mode, walk=True)
+                    after = ownership.inspect_root(path, uid, gid, spec.mode)
             if result is not None:
                 self.store.record_check(record.name, now(), result)
                 return
-            report = ownership.repair(record.path, *self._host_owner(spec), spec.mode, walk=True)
-            after = ownership.inspect_root(record.path, *self._host_owner(spec), spec.mode)
         except ownership.OwnershipError as exc:
             self.store.record_check(record.name, now(), f"failed: {exc}")
             raise PluginError(f"volume {record.name}: {exc}") from None
@@ -569,8 +563,6 @@ class Volumes:
         if not after.ok:
             raise PluginError(f"volume {record.name}: could not repair its root: {'; '.join(after.problems)}")
 
-    # -- unmount
-
     def unmount(self, req: UnmountRequest) -> None:
         """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
         name, mount_id = req.name, req.id
@@ -581,8 +573,6 @@ class Volumes:
             known, left = self.store.drop_ref(name, mount_id)
             if known and left == 0 and self.settings.mount_root:
                 binds.unbind(self._mountpoint(record))
-
-    # -- get, list, path
 
     def path(self, req: PathRequest) -> PathResponse:
         return PathResponse(self._mountpoint(self._ready(req.name)))
@@ -620,8 +610,6 @@ class Volumes:
             host_owner=self._status_host_owner(spec),
         )
         return Volume(record.name, self._mountpoint(record), record.created_at, status)
-
-    # -- start-up
 
     def recover(self) -> builtins.list[str]:
         """Finish or undo what a crash interrupted; put MOUNT_ROOT binds back in line with the references."""
