@@ -8,9 +8,12 @@ from collections.abc import Callable
 import docker
 
 from ownvol.hook import actions
-from ownvol.hook.actions import ActionResult, Context
+from ownvol.hook.actions import SWARM_TASK, ActionResult, Context
 from ownvol.hook.health import Health, probe
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
+
+SWARM_RESTART_DELAY_NS = 5_000_000_000
+SWARM_START = 10.0  # seconds for a new Swarm task's container to be created and started on a busy node
 
 
 class DockerExecutor:
@@ -58,18 +61,54 @@ class DockerExecutor:
             return True
         return policy.get("Name") in (None, "", "no")
 
+    def swarm_task(self, container_id: str) -> tuple[str, str, float] | None:
+        """(service id, slot, restart delay in seconds) of a stopped Swarm task whose service starts a new task
+        for its slot, else None (not a Swarm task, still running, or restart condition `none`).
+
+        The slot is the middle of the task name `<service>.<slot>.<task id>` (a replica number, or the node id
+        of a global service); the delay is the service's TaskTemplate.RestartPolicy.Delay, 5 s when unset
+        (moby swarmkit manager/orchestrator/restart/restart.go, defaultRestartDelay).
+        """
+        try:
+            attrs = self.client().api.inspect_container(container_id)
+            labels = attrs["Config"].get("Labels") or {}
+            if SWARM_TASK not in labels or attrs["State"]["Status"] in ("running", "restarting"):
+                return None
+            service = self.client().api.inspect_service(labels["com.docker.swarm.service.id"])
+        except (docker.errors.DockerException, KeyError):
+            return None
+        policy = service["Spec"].get("TaskTemplate", {}).get("RestartPolicy") or {}
+        if policy.get("Condition") == "none":
+            return None
+        slot = labels.get("com.docker.swarm.task.name", "").split(".")[-2:-1]
+        return (service["ID"], slot[0], policy.get("Delay", SWARM_RESTART_DELAY_NS) / 1e9) if slot else None
+
+    def successor(self, service_id: str, slot: str) -> str | None:
+        """The running container of a Swarm service's task in that slot on this engine, if there is one."""
+        for c in self.client().containers.list(filters={"label": f"com.docker.swarm.service.id={service_id}"}):
+            if c.labels.get("com.docker.swarm.task.name", "").split(".")[-2:-1] == [slot]:
+                return c.id
+        return None
+
     def verify(self, container_id: str, timeout: float, settle: float = 1.5) -> Health:
         """Healthy within timeout (container running, PONG, persistence statuses ok), else the last look.
 
         A Redis that runs and answers but stays refusing or latent for `settle` seconds will not
         heal by waiting (it does not retry a failed save on its own that soon): no use waiting more.
+        A stopped Swarm task is never started again: its service starts a new task for the same slot
+        after its restart delay, and that task is what is verified (timeout is extended by the delay
+        and SWARM_START).
         """
+        task = self.swarm_task(container_id)
+        if task:
+            timeout += task[2] + SWARM_START
         deadline = time.monotonic() + timeout
         answering_since = None
         while True:
-            health = self.health(container_id)
+            subject = (self.successor(*task[:2]) if task else None) or container_id
+            health = self.health(subject)
             now = time.monotonic()
-            if health.healthy or now >= deadline or self._stays_down(container_id, health):
+            if health.healthy or now >= deadline or (not task and self._stays_down(container_id, health)):
                 return health
             if health.state in ("refusing-writes", "latent"):
                 answering_since = answering_since or now

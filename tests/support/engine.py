@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -27,7 +28,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.1, 
         except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    last = f" (last error: {last_exc})" if last_exc else ""
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "/data") -> list[str]:
@@ -38,11 +40,30 @@ def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "
     return cmd + list(extra)
 
 
+ENGINES = ("20", "26")  # bookworm's docker.io 20.10 and trixie's 26.1: scripts/dockerd.sh
+
+
+def engine_version() -> str:
+    """The engine version private engines run (pytest --engine, make test ENGINE=...; default 20)."""
+    return os.environ.get("OWNVOL_ENGINE") or ENGINES[0]
+
+
+@functools.cache
+def dockerd_binary(version: str) -> str:
+    """The path of the dockerd of that version (fetched and unpacked by scripts/dockerd.sh on first use)."""
+    from tests.support.common import ROOT
+
+    return subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), version], capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
 class PrivateEngine:
     """A second dockerd of our own, for tests that restart the engine without disturbing anyone else."""
 
-    def __init__(self, name: str, base: str = "/var/lib/ownvol-test") -> None:
+    def __init__(self, name: str, base: str = "/var/lib/ownvol-test", version: str | None = None) -> None:
         self.name = name
+        self.version = version or engine_version()
+        self.extra_args: list[str] = []
         self.data_root = os.path.join(base, name)
         self.exec_root = f"/run/ovt-{name}"
         self.sock = f"{self.exec_root}/docker.sock"
@@ -57,9 +78,9 @@ class PrivateEngine:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                *self.prefix, "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+                *self.prefix, dockerd_binary(self.version), "--bridge=none", "--iptables=false", "--ip6tables=false",
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
-                "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host,
+                "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host, *self.extra_args,
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -89,7 +110,8 @@ class PrivateEngine:
     def load_image(self, tag: str) -> None:
         """Copy an image from the main engine into this one (no registry here)."""
         save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "-H", self.host, "load", "-q"], stdin=save.stdout, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["docker", "-H", self.host, "load", "-q"], stdin=save.stdout, check=True,
+                       stdout=subprocess.DEVNULL)
         if save.wait() != 0:
             raise RuntimeError(f"docker save {tag} failed")
 
@@ -102,7 +124,8 @@ class PrivateEngine:
         self.stop()
         subprocess.run(["umount", "-R", self.exec_root], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.exec_root, ignore_errors=True)
-        subprocess.run(["sh", "-c", f"umount $(awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts) 2>/dev/null"])
+        subprocess.run(["sh", "-c",
+                        f"umount $(awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts) 2>/dev/null"])
         shutil.rmtree(self.data_root, ignore_errors=True)
 
 
