@@ -11,6 +11,7 @@ from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.strategies import load
+from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry, serve
 from ownvol.hook.watcher import Watcher
 
@@ -62,6 +63,7 @@ def status_of(watcher: Watcher, recovery: Recovery) -> dict:
     rates = [{"type": t, "action": a, "succeeded": ok, "failed": bad}
              for (t, a), (ok, bad) in sorted(journal.rates().items())]
     return {**watcher.status(),
+            "node": engine_node(watcher.client()),
             "open_incidents": [{"id": i.id, "container": i.container_name, "type": i.error_type,
                                 "origin": i.origin} for i in journal.open_incidents()],
             "success_rates": rates}
