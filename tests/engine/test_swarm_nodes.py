@@ -120,7 +120,7 @@ def test_the_plugin_and_the_images_come_from_the_registry(cluster):
         plugin = node.client().api.inspect_plugin("ownvol")
         assert plugin["PluginReference"] == f"{cluster.registry.address}/ownvol:latest", node.hostname
         assert plugin["Enabled"]
-        engine = node.client().api.inspect_node(node.node_id)["Description"]["Engine"]
+        engine = cluster.manager.client().api.inspect_node(node.node_id)["Description"]["Engine"]
         assert {"Type": "Volume", "Name": "ownvol:latest"} in engine["Plugins"], node.hostname
 
 
