@@ -120,8 +120,14 @@ def test_the_plugin_and_the_images_come_from_the_registry(cluster):
         plugin = node.client().api.inspect_plugin("ownvol")
         assert plugin["PluginReference"] == f"{cluster.registry.address}/ownvol:latest", node.hostname
         assert plugin["Enabled"]
-        engine = cluster.manager.client().api.inspect_node(node.node_id)["Description"]["Engine"]
-        assert {"Type": "Volume", "Name": "ownvol:latest"} in engine["Plugins"], node.hostname
+
+        def volume_drivers() -> set[str]:
+            engine = cluster.manager.client().api.inspect_node(node.node_id)["Description"]["Engine"]
+            return {p["Name"] for p in engine["Plugins"] if p["Type"] == "Volume"}
+
+        # the node's description reaches the manager some seconds after the plugin is enabled again
+        wait_for(lambda: "ownvol:latest" in volume_drivers(), 60, interval=1,
+                 what=f"{node.hostname} to report the volume driver ownvol:latest (it reports {volume_drivers()})")
 
 
 def test_the_hook_runs_healthy_on_every_node_and_redis_on_its_labelled_node(cluster, stack):
