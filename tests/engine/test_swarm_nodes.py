@@ -121,7 +121,7 @@ def test_the_plugin_and_the_images_come_from_the_registry(cluster):
         assert plugin["PluginReference"] == f"{cluster.registry.address}/ownvol:latest", node.hostname
         assert plugin["Enabled"]
 
-        def volume_drivers() -> set[str]:
+        def volume_drivers(node: Node = node) -> set[str]:
             engine = cluster.manager.client().api.inspect_node(node.node_id)["Description"]["Engine"]
             return {p["Name"] for p in engine["Plugins"] if p["Type"] == "Volume"}
 
