@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.support.cluster import OWNVOL_DATA, Cluster, Node, build_plugin_rootfs, registry_catalog
+from tests.support.cluster import Cluster, Node, build_plugin_rootfs, registry_catalog
 from tests.support.common import ROOT, free_port, new_name
 from tests.support.engine import wait_for
 from tests.support.hook_container import hook_events, this_tree_image
@@ -175,7 +175,7 @@ def test_a_start_up_fault_in_a_replacement_task_is_healed_at_mount(cluster, stac
     assert stack.redis_cli(redis_c, "set", "kept", "yes") == "OK"
     assert stack.redis_cli(redis_c, "bgsave")
     wait_for(lambda: os.path.exists(stack.data() + "/dump.rdb"), 30, what="the snapshot")
-    cluster.redis_node.client().api.stop_container(redis_c.id, timeout=10)  # acknowledged writes saved at stop
+    cluster.redis_node.client().api.stop(redis_c.id, timeout=10)  # acknowledged writes saved at stop
     chown_tree(stack.data(), 0)
     replacement = stack.redis(exclude=redis_c.name)
     assert stack.redis_cli(replacement, "get", "kept") == "yes"
@@ -190,7 +190,7 @@ def test_a_crashed_task_is_repaired_and_its_incident_ends_recovered_on_the_new_t
     aof = stack.data() + "/appendonlydir"
     chown_tree(aof, 0)
     os.chmod(aof, 0o700)
-    cluster.redis_node.client().api.stop_container(redis_c.id, timeout=10)
+    cluster.redis_node.client().api.stop(redis_c.id, timeout=10)
 
     def closed():
         return next((e for e in hook_events(hook) if e["event"] in ("recovered", "gave-up")
@@ -216,9 +216,9 @@ def test_a_drained_node_loses_its_hook_task_and_gets_it_back(cluster, stack):
     try:
         wait_for(lambda: not node.client().containers.list(), 120, interval=1,
                  what=f"no container running on the drained {node.hostname}")
-        assert node.mounts() == []
+        assert node.container_mounts() == []
     finally:
         cluster.manager.docker("node", "update", "--availability", "active", node.node_id)
     hook = stack.hook(node)
     assert [c.name for c in node.client().containers.list()] == [hook.name]
-    assert OWNVOL_DATA not in " ".join(node.mounts())
+    assert all(hook.id in m for m in node.container_mounts() if "/containers/" in m)

@@ -59,11 +59,13 @@ class Node(PluginEngine):
     def running(self, service: str) -> list:
         return self.client().containers.list(filters={"label": f"com.docker.swarm.service.name={service}"})
 
-    def mounts(self) -> list[str]:
-        """Mount points in the node's mount namespace under its data root or the plugin's data."""
+    def container_mounts(self) -> list[str]:
+        """Mount points containers hold in the node's mount namespace: their root filesystems and shm (under
+        the data root's overlay2/ and containers/) and volumes bound under the plugin's propagated mount."""
         with open(f"/proc/{self.holder.pid}/mounts") as f:
             points = [line.split()[1] for line in f]
-        return [p for p in points if p.startswith((self.data_root + "/", OWNVOL_DATA + "/"))]
+        return [p for p in points if p.startswith((f"{self.data_root}/overlay2/", f"{self.data_root}/containers/"))
+                or "/propagated-mount/" in p]
 
 
 class Registry:
