@@ -183,13 +183,15 @@ def test_a_start_up_fault_in_a_replacement_task_is_healed_at_mount(cluster, stac
 
 
 def test_a_crashed_task_is_repaired_and_its_incident_ends_recovered_on_the_new_task(cluster, stack):
-    """Redis exits at start-up (its AOF directory root-owned, the volume root still right, so the driver
-    leaves it): the hook repairs the mount, Swarm starts the next task, and the hook verifies that one."""
+    """Redis exits at start-up (`Fatal error: can't open the AOF manifest file ... for reading: Permission
+    denied`: its AOF files root-owned, mode 0600; the volume's root still right, so the driver leaves it): the
+    hook repairs the mount, Swarm starts the next task, and the hook verifies that one."""
     redis_c = stack.redis()
     hook = stack.hook(cluster.redis_node)
     aof = stack.data() + "/appendonlydir"
     chown_tree(aof, 0)
-    os.chmod(aof, 0o700)
+    for name in os.listdir(aof):
+        os.chmod(os.path.join(aof, name), 0o600)
     cluster.redis_node.client().api.stop(redis_c.id, timeout=10)
 
     def closed():
@@ -205,7 +207,7 @@ def test_a_crashed_task_is_repaired_and_its_incident_ends_recovered_on_the_new_t
     assert repairs and repairs[0]["result"] == "ok", repairs
     new_task = stack.redis(exclude=crashed)
     assert new_task.name.startswith(f"{stack.name}_redis.1.") and new_task.name != redis_c.name
-    assert os.stat(aof).st_uid == 999
+    assert {os.stat(os.path.join(aof, n)).st_uid for n in os.listdir(aof)} == {999}
     assert stack.redis_cli(new_task, "get", "kept") == "yes"
 
 
