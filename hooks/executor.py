@@ -62,26 +62,32 @@ class DockerExecutor:
         return policy.get("Name") in (None, "", "no")
 
     def swarm_task(self, container_id: str) -> tuple[str, str, float] | None:
-        """(service id, slot, restart delay in seconds) of a stopped Swarm task whose service starts a new task
-        for its slot, else None (not a Swarm task, still running, or restart condition `none`).
+        """(service id, slot, restart delay in seconds) of a stopped Swarm task whose service may start a new
+        task for its slot, else None (not a Swarm task, still running, or its service's restart condition is
+        `none`).
 
         The slot is the middle of the task name `<service>.<slot>.<task id>` (a replica number, or the node id
-        of a global service); the delay is the service's TaskTemplate.RestartPolicy.Delay, 5 s when unset
-        (moby swarmkit manager/orchestrator/restart/restart.go, defaultRestartDelay).
+        of a global service). The delay is the service's TaskTemplate.RestartPolicy.Delay; a worker's engine
+        cannot read services (only managers can), so there it is swarmkit's default, 5 s
+        (moby/swarmkit manager/orchestrator/restart/restart.go, defaultRestartDelay).
         """
         try:
             attrs = self.client().api.inspect_container(container_id)
-            labels = attrs["Config"].get("Labels") or {}
-            if SWARM_TASK not in labels or attrs["State"]["Status"] in ("running", "restarting"):
-                return None
-            service = self.client().api.inspect_service(labels["com.docker.swarm.service.id"])
-        except (docker.errors.DockerException, KeyError):
+        except docker.errors.DockerException:
             return None
-        policy = service["Spec"].get("TaskTemplate", {}).get("RestartPolicy") or {}
+        labels = attrs["Config"].get("Labels") or {}
+        slot = labels.get("com.docker.swarm.task.name", "").split(".")[-2:-1]
+        if SWARM_TASK not in labels or not slot or attrs["State"]["Status"] in ("running", "restarting"):
+            return None
+        service_id, delay = labels.get("com.docker.swarm.service.id", ""), SWARM_RESTART_DELAY_NS
+        try:
+            policy = self.client().api.inspect_service(service_id)["Spec"].get("TaskTemplate", {}).get(
+                "RestartPolicy") or {}
+        except docker.errors.APIError:
+            policy = {}
         if policy.get("Condition") == "none":
             return None
-        slot = labels.get("com.docker.swarm.task.name", "").split(".")[-2:-1]
-        return (service["ID"], slot[0], policy.get("Delay", SWARM_RESTART_DELAY_NS) / 1e9) if slot else None
+        return service_id, slot[0], policy.get("Delay", delay) / 1e9
 
     def successor(self, service_id: str, slot: str) -> str | None:
         """The running container of a Swarm service's task in that slot on this engine, if there is one."""
