@@ -6,8 +6,8 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down test test-unit test-hostile \
-	test-swarm test-matrix bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down lint test test-unit \
+	test-hostile test-swarm test-matrix bench
 # The tests that run private engines (tests/support PrivateEngine, PluginEngine): on both engine versions in test-matrix.
 ENGINE_TESTS := tests/engine/test_plugin_engine.py tests/engine/test_plugin_restart.py \
 	tests/engine/test_managed_plugin.py tests/engine/test_plugin_compose.py tests/engine/test_compose.py \
@@ -59,10 +59,15 @@ down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop plugin
 
-## test: the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1; the
-## three-node swarm is left to test-swarm)
+## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
+lint: venv
+	$(BIN)/ruff check .
+	scripts/typecheck.sh
+
+## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
+## the three-node swarm is left to test-swarm)
 ENGINE ?= 20
-test: venv engine images
+test: lint venv engine images
 	$(BIN)/python -m pytest --engine $(ENGINE) $(PYTEST_ARGS)
 
 ## test-swarm: examples/stack.yaml on three engines in their own namespaces, plugin and images from a registry
@@ -79,8 +84,8 @@ test-matrix: venv engine images
 test-hostile: venv engine images
 	$(BIN)/python -m pytest tests/hostile $(PYTEST_ARGS)
 
-## test-unit: the quick run, no engine
-test-unit: venv
+## test-unit: lint, then the quick run, no engine
+test-unit: lint venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json

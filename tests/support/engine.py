@@ -124,8 +124,8 @@ class PrivateEngine:
         self.stop()
         subprocess.run(["umount", "-R", self.exec_root], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.exec_root, ignore_errors=True)
-        subprocess.run(["sh", "-c",
-                        f"umount $(awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts) 2>/dev/null"])
+        below = f"awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts"
+        subprocess.run(["sh", "-c", f"umount $({below}) 2>/dev/null"])
         shutil.rmtree(self.data_root, ignore_errors=True)
 
 
