@@ -133,7 +133,8 @@ settings_of() {
     while IFS= read -r line || [ -n "$line" ]; do
         n=$((n + 1))
         line=${line%%#*}
-        line=$(echo "$line" | xargs)
+        line="${line#"${line%%[![:space:]]*}"}"
+        line="${line%"${line##*[![:space:]]}"}"
         [ -z "$line" ] && continue
         if [[ ! "$line" =~ ^[A-Za-z_][A-Za-z0-9_.]*=.*$ ]]; then
             echo "plugin: $file line $n: '$line' is not KEY=VALUE (an env name, or MOUNT.source)" >&2
@@ -145,8 +146,9 @@ settings_of() {
 
 # Volume plugins and their settings are per node: the same file on every node of a swarm.
 set_everywhere() {
-    local file=$1 name=${2:-ownvol} settings=() node in_use failed=0
-    mapfile -t settings < <(settings_of "$file")
+    local file=$1 name=${2:-ownvol} settings=() node in_use failed=0 lines
+    lines=$(settings_of "$file") || return 1
+    [ -z "$lines" ] || mapfile -t settings <<<"$lines"
     [ ${#settings[@]} -gt 0 ] || { echo "plugin: no settings in $file" >&2; return 1; }
     for node in ${NODES:-${DOCKER_HOST:-unix:///var/run/docker.sock}}; do
         export DOCKER_HOST=$node
