@@ -175,11 +175,17 @@ def test_a_start_up_fault_in_a_replacement_task_is_healed_at_mount(cluster, stac
     assert stack.redis_cli(redis_c, "set", "kept", "yes") == "OK"
     assert stack.redis_cli(redis_c, "bgsave")
     wait_for(lambda: os.path.exists(stack.data() + "/dump.rdb"), 30, what="the snapshot")
-    cluster.redis_node.client().api.stop(redis_c.id, timeout=10)  # acknowledged writes saved at stop
+    api = cluster.redis_node.client().api
+    repaired_before = api.inspect_volume(stack.volume)["Status"]["last_repair"]
+    api.stop(redis_c.id, timeout=10)  # acknowledged writes saved at stop
     chown_tree(stack.data(), 0)
     replacement = stack.redis(exclude=redis_c.name)
     assert stack.redis_cli(replacement, "get", "kept") == "yes"
     assert os.stat(stack.data()).st_uid == 999
+    repaired = api.inspect_volume(stack.volume)["Status"]["last_repair"]
+    assert repaired and repaired != repaired_before and repaired["changed"] > 0, repaired
+    hook = stack.hook(cluster.redis_node)
+    assert not [e for e in hook_events(hook) if e["event"] == "incident" and e["container"] == replacement.name]
 
 
 def test_a_crashed_task_is_repaired_and_its_incident_ends_recovered_on_the_new_task(cluster, stack):
