@@ -6,12 +6,11 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down lint test test-unit \
-	test-hostile test-swarm test-matrix bench
-# The tests that run private engines (tests/support PrivateEngine, PluginEngine): on both engine versions in test-matrix.
-ENGINE_TESTS := tests/engine/test_plugin_engine.py tests/engine/test_plugin_restart.py \
-	tests/engine/test_managed_plugin.py tests/engine/test_plugin_compose.py tests/engine/test_compose.py \
-	tests/engine/test_hook_recovery.py tests/engine/test_swarm.py tests/hostile
+.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
+	systemd-tools lint test test-unit test-hostile test-swarm test-matrix bench
+# The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
+ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
+	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -21,6 +20,10 @@ $(VENV)/.installed: pyproject.toml scripts/venv.sh
 ## engine: make sure a Docker engine answers (installs docker.io and starts dockerd without a bridge if none does)
 engine:
 	scripts/engine.sh
+
+## tools: Debian's chromium and promtool (prometheus), for the status page's browser test and the alert rules' checks
+tools:
+	scripts/apt-tools.sh /usr/bin/chromium=chromium promtool=prometheus
 
 ## images: build the offline Redis image (REDIS_IMAGE=redis:7 to use the official one instead)
 images: engine
@@ -59,6 +62,23 @@ down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop plugin
 
+## install: ownvol on this host under systemd, from a wheel built here: /opt/ownvol, the units, /etc/ownvol/ownvol.env
+## (PREFIX=DIR installs below DIR and tells systemd nothing); an upgrade keeps volumes, references, journal, settings
+PREFIX ?= /
+install: venv
+	rm -rf build/dist
+	$(BIN)/python -m build --wheel --outdir build/dist . >/dev/null
+	if [ "$(PREFIX)" = / ]; then scripts/daemon.sh stop hook; scripts/daemon.sh stop plugin; fi
+	$(BIN)/ownvol install --wheel build/dist/ownvol-*.whl --prefix $(PREFIX)
+
+## uninstall: stops and removes what `make install` installed; keeps every volume and the state (/var/lib/ownvol)
+uninstall: venv
+	$(BIN)/ownvol install --uninstall --prefix $(PREFIX)
+
+## systemd-tools: systemd-analyze and systemd-socket-activate for the tests (Debian's systemd; nothing started)
+systemd-tools:
+	scripts/apt-tools.sh systemd-analyze=systemd systemd-socket-activate=systemd
+
 ## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
 lint: venv
 	$(BIN)/ruff check .
@@ -67,7 +87,7 @@ lint: venv
 ## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
 ## the three-node swarm is left to test-swarm)
 ENGINE ?= 20
-test: lint venv engine images
+test: lint venv engine images systemd-tools tools
 	$(BIN)/python -m pytest --engine $(ENGINE) $(PYTEST_ARGS)
 
 ## test-swarm: examples/stack.yaml on three engines in their own namespaces, plugin and images from a registry
@@ -84,9 +104,9 @@ test-matrix: venv engine images
 test-hostile: venv engine images
 	$(BIN)/python -m pytest tests/hostile $(PYTEST_ARGS)
 
-## test-unit: lint, then the quick run, no engine
+## test-unit: lint, then the quick run, no engine (without the slow packaging test, which `make test` runs)
 test-unit: lint venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images

@@ -13,17 +13,22 @@ from ownvol.hook.actions import SWARM_TASK, Context
 from ownvol.hook.health import Health, probe
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.ownership import Progress
 
 SWARM_RESTART_DELAY_NS = 5_000_000_000
 SWARM_START = 10.0  # seconds for a new Swarm task's container to be created and started on a busy node
 
 
 class DockerExecutor:
+    """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
+    (health.probe). client is called for the engine's client each time (made once, lazily, by service.build)."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
                  helper_image: str | None = None) -> None:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
@@ -31,12 +36,15 @@ class DockerExecutor:
         return container, facts(self.client(), container)
 
     def context(self, target: Target) -> Context:
-        ctx = Context(self.client(), target, self.repair_via)
+        """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
 
     def run(self, container_id: str, action: str) -> ActionResult:
+        """Run the registry's action on the container: its ActionResult; skipped when the container is gone, failed when
+        the engine refused."""
         try:
             _, target = self.target(container_id)
         except docker.errors.NotFound:
@@ -46,6 +54,7 @@ class DockerExecutor:
         return actions.ACTIONS[action](self.context(target))
 
     def health(self, container_id: str) -> Health:
+        """One probe of the container: state, reasons, container status, PING reply, persistence, owner."""
         try:
             container, target = self.target(container_id)
         except docker.errors.NotFound:

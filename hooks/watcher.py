@@ -19,6 +19,7 @@ import requests
 
 from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.health import Health
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.targets import is_watched
 from ownvol.hook.telemetry import Telemetry
@@ -37,6 +38,9 @@ def timestamp_ns(stamp: str) -> int:
 
 @dataclass
 class Watched:
+    """A container the hook watches: the log position it read up to (ns since the epoch), the thread following its logs,
+    its last health state and reasons."""
+
     id: str
     name: str
     last_log_ns: int = 0
@@ -44,9 +48,13 @@ class Watched:
     health: str = "unknown"
     reasons: list[str] = field(default_factory=list)
     target: dict = field(default_factory=dict)
+    last: Health | None = None  # the last probe's result (the status page reads it)
 
 
 class Watcher:
+    """Engine events, followed logs and periodic probes, turned into Recovery reports. client is called for the engine's
+    client; selector narrows the watch to containers with those labels; interval is seconds between probes."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], selector: dict[str, str], recovery: Recovery,
                  telemetry: Telemetry, executor: DockerExecutor, interval: float = 5.0) -> None:
         self.client = client
@@ -60,6 +68,7 @@ class Watcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._resumed = False
+        self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
 
     # --- the main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -102,6 +111,8 @@ class Watcher:
             return False
 
     def pickup(self, client: docker.DockerClient) -> None:
+        """Start watching every matching container the engine has now; scan the recent logs of those that exited with an
+        error."""
         filters = {"label": [f"{k}={v}" for k, v in self.selector.items()]} if self.selector else {}
         for container in client.containers.list(all=True, filters=filters):
             if not is_watched(container.attrs, self.selector):
@@ -115,6 +126,7 @@ class Watcher:
         self._wake.set()
 
     def track(self, container) -> Watched:
+        """The Watched entry of a docker-py container, made (and announced) the first time."""
         with self._lock:
             w = self.watched.get(container.id)
             if w is None:
@@ -125,6 +137,8 @@ class Watcher:
 
     # --- events ---------------------------------------------------------------------------------
     def on_event(self, event: dict) -> None:
+        """Handle one engine event (docker-py's decoded /events JSON): follow the logs of a container that starts,
+        forget one destroyed, scan the logs of one that dies, note an oom; then wake the probes."""
         action = (event.get("Action") or event.get("status") or "").split(":")[0]
         if action not in EVENTS:
             return
@@ -159,6 +173,7 @@ class Watcher:
 
     # --- logs -----------------------------------------------------------------------------------
     def follow(self, w: Watched, since_ns: int) -> None:
+        """Follow the container's logs from since_ns (ns since the epoch) in a thread, unless one already does."""
         with self._lock:
             if w.follower and w.follower.is_alive():
                 return
@@ -192,6 +207,8 @@ class Watcher:
             self.on_line(w, line)
 
     def on_line(self, w: Watched, line: str) -> None:
+        """One timestamped log line: skipped if already read, else matched against Redis's messages (patterns.match) and
+        a failure reported to the recovery."""
         stamp, _, text = line.partition(" ")
         try:
             ts = timestamp_ns(stamp)
@@ -221,9 +238,14 @@ class Watcher:
                     self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
 
     def check(self, w: Watched) -> None:
+        """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a
+        healthy one and turn its AOF back on when due."""
         health = self.executor.health(w.id)
         if health.container == "gone":
             return
+        w.last = health
+        for observer in self.on_probe:
+            observer(w, health)
         if health.state != w.health:
             self.telemetry.emit("health", container=w.name, state=health.state, previous=w.health,
                                 reasons=health.reasons)
@@ -241,6 +263,7 @@ class Watcher:
                                             "message": "; ".join(health.reasons)})
 
     def status(self) -> dict:
+        """The watched containers as /status shows them."""
         return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,
                                 "following": bool(w.follower and w.follower.is_alive()),
                                 "incident": self.recovery.busy(w.id)} for w in list(self.watched.values())]}
