@@ -11,7 +11,7 @@ from docker.models.containers import Container
 
 from ownvol import userns
 from ownvol.hook import actions
-from ownvol.hook.actions import Context
+from ownvol.hook.actions import SWARM_TASK, Context
 from ownvol.hook.health import Health, probe
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
@@ -19,6 +19,9 @@ from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
+
+SWARM_RESTART_DELAY_NS = 5_000_000_000
+SWARM_START = 10.0  # seconds for a new Swarm task's container to be created and started on a busy node
 
 
 class DockerExecutor:
@@ -107,18 +110,60 @@ class DockerExecutor:
             return True
         return policy.get("Name") in (None, "", "no")
 
+    def swarm_task(self, container_id: str) -> tuple[str, str, float] | None:
+        """(service id, slot, restart delay in seconds) of a stopped Swarm task whose service may start a new
+        task for its slot, else None (not a Swarm task, still running, or its service's restart condition is
+        `none`).
+
+        The slot is the middle of the task name `<service>.<slot>.<task id>` (a replica number, or the node id
+        of a global service). The delay is the service's TaskTemplate.RestartPolicy.Delay; a worker's engine
+        cannot read services (only managers can), so there it is swarmkit's default, 5 s
+        (moby/swarmkit manager/orchestrator/restart/restart.go, defaultRestartDelay).
+        """
+        try:
+            attrs = self.client().api.inspect_container(container_id)
+        except docker.errors.DockerException:
+            return None
+        labels = attrs["Config"].get("Labels") or {}
+        slot = labels.get("com.docker.swarm.task.name", "").split(".")[-2:-1]
+        if SWARM_TASK not in labels or not slot or attrs["State"]["Status"] in ("running", "restarting"):
+            return None
+        service_id, delay = labels.get("com.docker.swarm.service.id", ""), SWARM_RESTART_DELAY_NS
+        try:
+            policy = self.client().api.inspect_service(service_id)["Spec"].get("TaskTemplate", {}).get(
+                "RestartPolicy") or {}
+        except docker.errors.APIError:
+            policy = {}
+        if policy.get("Condition") == "none":
+            return None
+        return service_id, slot[0], policy.get("Delay", delay) / 1e9
+
+    def successor(self, service_id: str, slot: str) -> str | None:
+        """The running container of a Swarm service's task in that slot on this engine, if there is one."""
+        for c in self.client().containers.list(filters={"label": f"com.docker.swarm.service.id={service_id}"}):
+            if c.labels.get("com.docker.swarm.task.name", "").split(".")[-2:-1] == [slot]:
+                return c.id
+        return None
+
     def verify(self, container_id: str, timeout: float, settle: float = 1.5) -> Health:
         """Healthy within timeout (container running, PONG, persistence statuses ok), else the last look.
 
         A Redis that runs and answers but stays refusing or latent for `settle` seconds will not
         heal by waiting (it does not retry a failed save on its own that soon): no use waiting more.
+        A stopped Swarm task is never started again: its service starts a new task for the same slot
+        after its restart delay, and that task is what is verified (timeout is extended by the delay
+        and SWARM_START).
         """
+        task = self.swarm_task(container_id)
+        if task:
+            timeout += task[2] + SWARM_START
         deadline = time.monotonic() + timeout
         answering_since = None
         while True:
-            health = self.health(container_id)
+            subject = (self.successor(*task[:2]) if task else None) or container_id
+            health = self.health(subject)
             now = time.monotonic()
-            if health.healthy or now >= deadline or self._stays_down(container_id, health):
+            if health.healthy or now >= deadline or (not task and self._stays_down(container_id, health)):
                 return health
             if health.state in ("refusing-writes", "latent"):
                 answering_since = answering_since or now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -39,12 +40,31 @@ def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "
     return cmd + list(extra)
 
 
+ENGINES = ("20", "26")  # bookworm's docker.io 20.10 and trixie's 26.1: scripts/dockerd.sh
+
+
+def engine_version() -> str:
+    """The engine version private engines run (pytest --engine, make test ENGINE=...; default 20)."""
+    return os.environ.get("OWNVOL_ENGINE") or ENGINES[0]
+
+
+@functools.cache
+def dockerd_binary(version: str) -> str:
+    """The path of the dockerd of that version (fetched and unpacked by scripts/dockerd.sh on first use)."""
+    from tests.support.common import ROOT
+
+    return subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), version], capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
 class PrivateEngine:
     """A second dockerd of our own, for tests that restart the engine without disturbing anyone else."""
 
-    def __init__(self, name: str, base: str = "/var/lib/ownvol-test", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, base: str = "/var/lib/ownvol-test", version: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
-        self.extra_args = extra_args  # more dockerd flags, e.g. --userns-remap=default
+        self.version = version or engine_version()
+        self.extra_args: list[str] = list(extra_args)  # more dockerd flags, e.g. --userns-remap=default
         self.data_root = os.path.join(base, name)
         self.exec_root = f"/run/ovt-{name}"
         self.sock = f"{self.exec_root}/docker.sock"
@@ -61,7 +81,7 @@ class PrivateEngine:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                *self.prefix, "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+                *self.prefix, dockerd_binary(self.version), "--bridge=none", "--iptables=false", "--ip6tables=false",
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
                 "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host, *self.extra_args,
             ],
