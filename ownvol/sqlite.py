@@ -35,8 +35,9 @@ def connect(path: str, schema: str, version: int, busy_timeout_ms: int = 30_000,
                 raise SchemaTooNew(f"{path} has schema {found}, newer than this ownvol ({version})")
             for statement in filter(str.strip, schema.split(";")):
                 conn.execute(statement)
-            for step in range(max(found, 1) + 1, version + 1) if migrations else ():
-                for statement in filter(str.strip, migrations[step].split(";")):
+            steps = migrations or {}
+            for step in range(max(found, 1) + 1, version + 1) if steps else ():
+                for statement in filter(str.strip, steps[step].split(";")):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {int(version)}")
             conn.execute("COMMIT")
