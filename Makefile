@@ -6,8 +6,11 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools lint test \
-	test-matrix test-unit test-hostile bench
+.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
+	systemd-tools lint test test-unit test-hostile test-swarm test-matrix bench
+# The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
+ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
+	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -44,6 +47,11 @@ plugin: ownvol-image
 plugin-rootfs: ownvol-image
 	scripts/plugin.sh rootfs build/plugin
 
+## plugin-set: SETTINGS=FILE (`docker plugin set` arguments, one a line) applied to the plugin on every engine of
+## NODES (DOCKER_HOST values, e.g. "ssh://node1 ssh://node2"; default the current engine); PLUGIN=ownvol
+plugin-set:
+	scripts/plugin.sh set "$(SETTINGS)" $(or $(PLUGIN),ownvol)
+
 ## up: the driver on /run/docker/plugins/ownvol.sock and the hook, in the background
 up: venv engine
 	scripts/plugin.sh retire ownvol
@@ -76,17 +84,24 @@ lint: venv
 	$(BIN)/ruff check .
 	scripts/typecheck.sh
 
-## test: lint, then the whole suite, engine tests included, one member of each server matrix; TEST_JOBS
-## workers (pytest-xdist, a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
+## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
+## the three-node swarm is left to test-swarm, matrix members to test-matrix); TEST_JOBS workers (pytest-xdist,
+## a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
+ENGINE ?= 20
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 test: lint venv engine images systemd-tools tools
-	$(BIN)/python -m pytest $(XDIST) -m "not matrix" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) --engine $(ENGINE) $(PYTEST_ARGS)
 
-## test-matrix: every member of the server matrices beyond the one per family `make test` runs (marker `matrix`)
-test-matrix: venv engine images systemd-tools tools
-	$(BIN)/python -m pytest $(XDIST) -m matrix $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "test-matrix: no test is marked matrix yet"; else exit $$rc; fi
+## test-swarm: examples/stack.yaml on three engines in their own namespaces, plugin and images from a registry
+test-swarm: venv engine images
+	$(BIN)/python -m pytest --engine $(ENGINE) -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
+
+## test-matrix: every matrix member (marker matrix), the private-engine tests on dockerd 26.1 too, the swarm
+test-matrix: venv engine images
+	$(BIN)/python -m pytest --engine 20 -m matrix $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no matrix member here
+	$(BIN)/python -m pytest --engine 26 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 26 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images

@@ -14,9 +14,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from ownvol.driver import liveness
 from ownvol.driver.errors import InvalidRequest, PluginError
 from ownvol.driver.protocol import (
     ActivateResponse,
@@ -30,6 +32,7 @@ from ownvol.driver.protocol import (
     UnmountRequest,
     VolumeDriver,
     parse,
+    volume_name,
 )
 from ownvol.driver.settings import Settings, from_env
 from ownvol.driver.store import Store
@@ -93,26 +96,56 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-Handler = Callable[[dict], Reply | None]
+Handler = Callable[[dict, dict], "Reply | _Own | None"]  # (body, WSGI environ) -> reply
 _LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
 
 
 def _takes(kind: type[Request], method: Callable[[Request], Reply | None]) -> Handler:
-    return lambda body: method(parse(kind, body))
+    return lambda body, environ: method(parse(kind, body))
+
+
+@dataclass(frozen=True)
+class _Own:
+    """The reply of one of ownvol's own endpoints (`ownvol volumes`), not Docker's protocol."""
+
+    payload: dict
+
+    def wire(self) -> dict[str, object]:
+        return self.payload
+
+
+def _activate(driver: VolumeDriver, environ: dict) -> Reply:
+    """Plugin.Activate: the caller (SO_PEERCRED on gunicorn's socket) may be an engine that just started."""
+    activate = getattr(driver, "activate", None)
+    if activate:
+        activate(liveness.peer(environ.get("gunicorn.socket")))
+    return ActivateResponse()
+
+
+def _own_routes(driver: VolumeDriver) -> dict[str, Handler]:
+    """ownvol's own endpoints on the same root-only socket, for `ownvol volumes`; the daemon never calls them."""
+    if not isinstance(driver, Volumes):
+        return {}
+    return {
+        "/Ownvol.References": lambda body, environ: _Own({"Volumes": driver.references()}),
+        "/Ownvol.Release": lambda body, environ: _Own({"Released": driver.release(volume_name(body.get("Name")))}),
+        "/Ownvol.Rebind": lambda body, environ: _Own({"Data": driver.rebind(volume_name(body.get("Name"))).describe()}),
+    }
 
 
 def _routes(driver: VolumeDriver) -> dict[str, Handler]:
     """Each endpoint's path and what answers it: the body parsed once into its request type, then the driver."""
     return {
-        "/Plugin.Activate": lambda body: ActivateResponse(),
-        "/VolumeDriver.Capabilities": lambda body: driver.capabilities(),
+        "/Plugin.Activate": lambda body, environ: _activate(driver, environ),
+        "/VolumeDriver.Capabilities": lambda body, environ: driver.capabilities(),
         "/VolumeDriver.Create": _takes(CreateRequest, driver.create),
         "/VolumeDriver.Remove": _takes(RemoveRequest, driver.remove),
         "/VolumeDriver.Mount": _takes(MountRequest, driver.mount),
         "/VolumeDriver.Unmount": _takes(UnmountRequest, driver.unmount),
         "/VolumeDriver.Path": _takes(PathRequest, driver.path),
         "/VolumeDriver.Get": _takes(GetRequest, driver.get),
-        "/VolumeDriver.List": lambda body: driver.list(),
+        "/VolumeDriver.List": lambda body, environ: driver.list(),
+        **_own_routes(driver),
     }
 
 
@@ -158,7 +191,7 @@ class DriverApp:
             for key, attr in _LOGGED.items():
                 if isinstance(body.get(key), str):
                     logged[attr] = body[key][:160]
-            reply = handler(body)
+            reply = handler(body, environ)
             status, payload, outcome = 200, {**(reply.wire() if reply else {}), "Err": ""}, "ok"
         except Exception as exc:  # noqa: BLE001 - every exception becomes an Err reply, by its class's handler
             status, message = next(handle for kind, handle in _ERRORS if isinstance(exc, kind))(exc, environ)
