@@ -11,9 +11,10 @@ own OWNVOL_ROOT, allowed root for path= and mount root under a temporary directo
 That dockerd lives for the session, and it too never forgets a legacy driver: asked for a volume
 name it does not know (`docker volume inspect`, the SDK's volumes.get), it asks every driver it has
 seen, and a driver whose socket no longer answers costs that request the plugin client's whole
-retry budget (moby pkg/plugins/client.go, callWithRetry; volume/service/store.go, getVolume). So the
-name of a test's own plugin is never left dead: after the test it is parked, served by a fresh
-plugin on empty state, and the next test that makes a plugin takes it over.
+retry budget (moby pkg/plugins/client.go, callWithRetry; volume/service/store.go, getVolume). Nor
+does it activate a driver name twice, so a name cannot be handed on to a new plugin (that one would
+never learn which engine it serves). So after a test whose own plugin ran, the engine is restarted:
+a new dockerd knows only the drivers it meets again.
 """
 
 from __future__ import annotations
@@ -79,10 +80,9 @@ class PluginProcess:
     """One `ownvol plugin` process in an engine's namespace (or, engine None, on a socket no engine
     looks at): start, stop, restart, raw requests."""
 
-    def __init__(self, engine: PluginEngine | None, mount_root: bool = False, name: str | None = None,
-                 **env: str) -> None:
+    def __init__(self, engine: PluginEngine | None, mount_root: bool = False, **env: str) -> None:
         self.engine = engine
-        self.name = name or new_name("ovp")
+        self.name = new_name("ovp")
         self.base = Path(tempfile.mkdtemp(prefix="ownvol-plugin-", dir="/var/tmp"))
         self.root = self.base / "state"
         self.adopt = self.base / "adopt"
@@ -196,42 +196,23 @@ def ownvol_plugin(plugin_engine: PluginEngine) -> PluginProcess:
     plugin.destroy()
 
 
-@pytest.fixture(scope="session")
-def parked_plugins(plugin_engine: PluginEngine) -> list[PluginProcess]:
-    """Plugins on empty state that keep the driver names the tests' own plugins had answering (module docstring)."""
-    parked: list[PluginProcess] = []
-    yield parked
-    for plugin in parked:
-        plugin.destroy()
-
-
-def _park(plugin: PluginProcess, parked: list[PluginProcess]) -> None:
-    """Destroy plugin; if its engine may have seen its socket, serve its name again from empty state."""
-    started = plugin.log_path.exists()
-    plugin.destroy()
-    if started:
-        parked.append(PluginProcess(plugin.engine, name=plugin.name, OWNVOL_WORKERS="1").start())
-
-
 @pytest.fixture
-def make_plugin(plugin_engine: PluginEngine, parked_plugins: list[PluginProcess]):
-    """make_plugin(mount_root=False, start=True, **OWNVOL_env) -> a plugin of the test's own (under a parked
-    driver name when there is one), destroyed and its name parked after the test."""
+def make_plugin(plugin_engine: PluginEngine):
+    """make_plugin(mount_root=False, start=True, **OWNVOL_env) -> a plugin of the test's own, destroyed after it;
+    then the engine is restarted if the plugin ever ran (module docstring)."""
     made: list[PluginProcess] = []
 
     def make(mount_root: bool = False, start: bool = True, **env: str) -> PluginProcess:
-        name = None
-        if parked_plugins:
-            spare = parked_plugins.pop()
-            spare.destroy()
-            name = spare.name
-        plugin = PluginProcess(plugin_engine, mount_root, name, **env)
+        plugin = PluginProcess(plugin_engine, mount_root, **env)
         made.append(plugin)
         return plugin.start() if start else plugin
 
     yield make
+    ran = any(plugin.log_path.exists() for plugin in made)
     for plugin in made:
-        _park(plugin, parked_plugins)
+        plugin.destroy()
+    if ran:
+        plugin_engine.restart()
 
 
 @pytest.fixture
