@@ -2,6 +2,9 @@
 # Build, offline from Debian's packages, the images the tests and examples use.
 #   BASE_IMAGE   a minimal Debian with python3, from debootstrap (docker import); `images.sh base trixie` for another suite
 #   REDIS_IMAGE  Redis as the official image runs it: user redis 999:999, WORKDIR /data, redis-server
+#   ownvol/postgres:15, ownvol/mariadb:10.11 (bookworm) and their -root variants: the databases the hook
+#   heals, laid out like the official images (images/postgres, images/mariadb);
+#   `images.sh matrix` adds ownvol/postgres:17 and ownvol/mariadb:11.8 from trixie (ownvol/debian-base:trixie)
 # Set REDIS_IMAGE=redis:7 (already pulled) to test against the official image instead: it is then left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +58,29 @@ build() {
     echo "images: $tag ready"
 }
 
+# A database image (TAG, its directory, build args) and its -root variant: the same image started as root,
+# whose entrypoint gives the data dir to the server's user and drops to it, as the official images do.
+database() {
+    local tag=$1 dir=$2
+    shift 2
+    build "$tag" "$dir" "$@"
+    have "$tag-root" && [ -z "${REBUILD:-}" ] && return 0
+    printf 'FROM %s\nUSER root\n' "$tag" | DOCKER_BUILDKIT=0 docker build -q -t "$tag-root" - >/dev/null
+    echo "images: $tag-root ready"
+}
+
+databases() {
+    local suite=$1
+    if [ "$suite" = bookworm ]; then
+        database ownvol/postgres:15 images/postgres --build-arg PG_MAJOR=15
+        database ownvol/mariadb:10.11 images/mariadb
+    else
+        BASE_IMAGE=ownvol/debian-base:$suite build_base
+        BASE_IMAGE=ownvol/debian-base:$suite database ownvol/postgres:17 images/postgres --build-arg PG_MAJOR=17
+        BASE_IMAGE=ownvol/debian-base:$suite database ownvol/mariadb:11.8 images/mariadb
+    fi
+}
+
 # `images.sh base SUITE`: only the base of another Debian suite, as ownvol/debian-base:SUITE (trixie, ...).
 if [ "${1:-}" = base ]; then
     SUITE=${2:?usage: images.sh base SUITE}
@@ -68,6 +94,10 @@ case "$REDIS_IMAGE" in
     ownvol/*) build "$REDIS_IMAGE" images/redis ;;
     *) have "$REDIS_IMAGE" || { echo "images: $REDIS_IMAGE is not on this engine (no registry is reachable here)" >&2; exit 1; } ;;
 esac
+databases bookworm
+if [ "${1:-}" = matrix ]; then
+    SUITE=trixie databases trixie
+fi
 
 # OWNVOL_IMAGE: ownvol installed from wheels built here (PyPI reached from the host, not from the build).
 if [ "${1:-}" = ownvol ]; then
