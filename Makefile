@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-unit test-hostile bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down lint test test-unit test-hostile bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -49,16 +49,21 @@ down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop plugin
 
-## test: the whole suite, engine tests included
-test: venv engine images
+## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
+lint: venv
+	$(BIN)/ruff check .
+	scripts/typecheck.sh
+
+## test: lint, then the whole suite, engine tests included
+test: lint venv engine images
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images
 	$(BIN)/python -m pytest tests/hostile $(PYTEST_ARGS)
 
-## test-unit: the quick run, no engine
-test-unit: venv
+## test-unit: lint, then the quick run, no engine
+test-unit: lint venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json

@@ -19,7 +19,8 @@ from ownvol.hook.telemetry import Telemetry
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
-_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None, help="The journal (default STATE_DIR/journal.sqlite).")
+_db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
+                   help="The journal (default STATE_DIR/journal.sqlite).")
 _via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"]), envvar="OWNVOL_REPAIR_VIA",
                     default="auto", show_default=True,
                     help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
@@ -183,9 +184,9 @@ def history(state_dir, db, limit, as_json) -> None:
     for i in incidents:
         took = f"{i.closed_at - i.detected_at:.2f}s" if i.closed_at else "open"
         click.echo(f"#{i.id} {i.container_name} {i.error_type} ({i.origin}): {i.status} in {took} - {i.outcome or ''}")
-        for a in journal.actions(i.id):
-            verified = {True: "verified", False: "not verified", None: ""}[a.verified]
-            click.echo(f"    {a.step}. {a.action}: {a.result or 'interrupted'} {verified}")
+        for record in journal.actions(i.id):
+            verified = {True: "verified", False: "not verified", None: ""}[record.verified]
+            click.echo(f"    {record.step}. {record.action}: {record.result or 'interrupted'} {verified}")
     click.echo("success rates (verified after the action / not):")
     for (t, a), (ok, bad) in sorted(rates.items()):
         click.echo(f"  {t:<22} {a:<18} {ok}/{ok + bad}")

@@ -6,10 +6,12 @@ import time
 from collections.abc import Callable
 
 import docker
+from docker.models.containers import Container
 
 from ownvol.hook import actions
-from ownvol.hook.actions import ActionResult, Context
+from ownvol.hook.actions import Context
 from ownvol.hook.health import Health, probe
+from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import Target, engine_paths_reachable, facts
 
 
@@ -20,7 +22,8 @@ class DockerExecutor:
         self.repair_via = repair_via
         self.helper_image = helper_image
 
-    def target(self, container_id: str) -> tuple[object, Target]:
+    def target(self, container_id: str) -> tuple[Container, Target]:
+        """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
         return container, facts(self.client(), container)
 

@@ -96,7 +96,8 @@ CATALOGUE: tuple[Pattern, ...] = (
     _p("aof-rewrite-fork", r"^Can't rewrite append only file in background: fork: (?P<errno>.+)$", "fork",
        "runtime", False, default_type="fork-failed"),
     _p("aof-rewrite-limited",
-       r"^Background AOF rewrite has repeatedly failed and triggered the limit, will retry in (?P<minutes>\d+) minutes?",
+       r"^Background AOF rewrite has repeatedly failed and triggered the limit, "
+       r"will retry in (?P<minutes>\d+) minutes?",
        "aof-rewrite", "runtime", False),
     _p("misconf", r"^-?MISCONF (?P<detail>.+?)(?:: (?P<errno>[A-Z][a-z ]+[a-z]))?$", "misconf", "runtime", False,
        note="a reply, not a log line: writes (and PING) are refused"),

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 
 import docker
 
+from ownvol.status import driver_name, is_driver
+from ownvol.status import owner as volume_owner
+
 WATCH_LABEL = "ownvol.watch"
 URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
 AOF_FALLBACK_LABEL = "ownvol.aof-fallback"
 HOOK_LABEL = "ownvol.hook"
-OWNVOL_DRIVERS = ("ownvol", "ownvol:latest")
 
 
 @dataclass(frozen=True)
@@ -225,12 +227,11 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
 
 
 def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    if not mount or mount.type != "volume" or mount.driver.split(":")[0] != "ownvol":
+    if not mount or mount.type != "volume" or not is_driver(mount.driver, driver_name()):
         return None
     try:
-        status = client.api.inspect_volume(mount.name).get("Status") or {}
-        return int(status["uid"]), int(status["gid"])
-    except (docker.errors.APIError, KeyError, TypeError, ValueError):
+        return volume_owner(client.api.inspect_volume(mount.name).get("Status") or {})
+    except docker.errors.APIError:
         return None
 
 
@@ -294,7 +295,8 @@ def facts(client: docker.DockerClient, container) -> Target:
         id=container.id, name=container.name, image=config.get("Image", ""),
         status=(attrs.get("State") or {}).get("Status", ""), labels=config.get("Labels") or {},
         redis_url=redis_url(attrs), password=redis_password(attrs), data_dir=directory, mount=mount,
-        uid=uid, gid=gid, owner_source=source, aof_fallback=_truthy((config.get("Labels") or {}).get(AOF_FALLBACK_LABEL)),
+        uid=uid, gid=gid, owner_source=source,
+        aof_fallback=_truthy((config.get("Labels") or {}).get(AOF_FALLBACK_LABEL)),
         notes=notes)
 
 

@@ -76,7 +76,7 @@ class Watcher:
                 if not self._resumed:
                     self._resumed = True
                     self.recovery.resume(self._exists)
-                filters = {"type": "container"}
+                filters: dict[str, str | list[str]] = {"type": "container"}
                 if self.selector:
                     filters["label"] = [f"{k}={v}" for k, v in self.selector.items()]
                 for event in client.api.events(decode=True, since=int(since), filters=filters):
@@ -129,6 +129,8 @@ class Watcher:
         if action not in EVENTS:
             return
         cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+        if not cid:
+            return
         name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", cid[:12])
         if action == "destroy":
             with self._lock:
@@ -233,7 +235,7 @@ class Watcher:
             if self.recovery.fallback_due(w.id):
                 self.recovery.restore_aof(w.id)
         elif health.state in INCIDENT_STATES and not self.recovery.busy(w.id):
-            wrong_owner = bool(health.owner) and not health.owner.get("ok", True)
+            wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
                                             "message": "; ".join(health.reasons)})
