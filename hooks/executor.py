@@ -9,20 +9,26 @@ import docker
 
 from ownvol.hook import actions
 from ownvol.hook.actions import ActionResult, Context
-from ownvol.hook.health import Health, probe
-from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.hook.health import Health
+from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 
 
 class DockerExecutor:
+    """runs: an object with last_run(container_id) -> (uid, gid) | None and record_run(container_id, name, uid,
+    gid) (the journal), or None: owners seen on healthy runs are then not remembered."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
-                 helper_image: str | None = None) -> None:
+                 helper_image: str | None = None, runs: object | None = None) -> None:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self.runs = runs
+        self.cache = FactCache()
 
     def target(self, container_id: str) -> tuple[object, Target]:
         container = self.client().containers.get(container_id)
-        return container, facts(self.client(), container)
+        last_run: LastRun | None = getattr(self.runs, "last_run", None)
+        return container, facts(self.client(), container, self.cache, last_run)
 
     def context(self, target: Target) -> Context:
         ctx = Context(self.client(), target, self.repair_via)
@@ -46,7 +52,13 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        return probe(target, container.status, local_paths=self.repair_via != "helper" and engine_paths_reachable())
+        from ownvol.hook.services import by_family
+
+        health = by_family(target.service).probe(target, container.status,
+                                                  self.repair_via != "helper" and engine_paths_reachable())
+        if health.healthy and target.owner_source == "process" and self.runs is not None:
+            self.runs.record_run(target.id, target.name, target.uid, target.gid)
+        return health
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""
