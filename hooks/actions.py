@@ -70,6 +70,8 @@ def repair_ownership(ctx: Context) -> ActionResult:
                                                "directories to a container's user"})
     route = repair_route(ctx)
     base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
+    if t.conflict:
+        base["conflict"] = t.conflict
     if route == "local":
         try:
             with data_path(t.mount) as path:

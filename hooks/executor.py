@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ import docker
 
 from ownvol.hook import actions
 from ownvol.hook.actions import ActionResult, Context
-from ownvol.hook.health import Health
+from ownvol.hook.health import Health, owner_of
 from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 
 
@@ -59,6 +60,16 @@ class DockerExecutor:
         if health.healthy and target.owner_source == "process" and self.runs is not None:
             self.runs.record_run(target.id, target.name, target.uid, target.gid)
         return health
+
+    def crash_evidence(self, container_id: str) -> dict | None:
+        """The data mount's owner against the service's uid:gid (facts as while it is down), for a crash no
+        line explained; None when it cannot be checked from here or no owner is known."""
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        return owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""

@@ -122,6 +122,18 @@ class Journal:
             self._runs[container_id] = (rows[0][0], rows[0][1])
         return self._runs[container_id]
 
+    def conflict(self, container_id: str) -> dict | None:
+        """The owner conflict an earlier repair-ownership of this container reported (its detail's "conflict":
+        the container's uid:gid against its ownvol volume's), None if none did."""
+        rows = self._rows("SELECT a.detail FROM actions a JOIN incidents i ON a.incident_id = i.id "
+                          "WHERE i.container_id = ? AND a.action = 'repair-ownership' AND a.result = 'ok' "
+                          "ORDER BY a.id DESC", (container_id,))
+        for (detail,) in rows:
+            found = json.loads(detail or "{}").get("conflict")
+            if found:
+                return found
+        return None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -227,7 +239,7 @@ class Journal:
         if not rows:
             return None
         keys = ("container_id", "container_name", "incident_id", "since", "tries", "next_try")
-        return dict(zip(keys, rows[0]))
+        return dict(zip(keys, rows[0], strict=True))
 
     def fallback_retry(self, container_id: str, next_try: float) -> None:
         self._write("UPDATE fallbacks SET tries = tries + 1, next_try = ? WHERE container_id = ?",

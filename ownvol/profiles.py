@@ -32,7 +32,7 @@ PROFILES: dict[str, Profile] = {
         Profile("redis-alpine", 999, 1000, 0o755, ("redis:*alpine*",),
                 "redis Alpine image: addgroup -S -g 1000 redis; adduser -S -G redis -u 999 redis"),
         Profile("valkey", 999, 999, 0o755, ("valkey/valkey",),
-                "valkey/valkey Debian image (valkey-container): groupadd -r -g 999 valkey; useradd -r -g valkey -u 999"),
+                "valkey/valkey Debian image: groupadd -r -g 999 valkey; useradd -r -g valkey -u 999 valkey"),
         Profile("valkey-alpine", 999, 1000, 0o755, ("valkey/valkey:*alpine*",),
                 "valkey/valkey Alpine image: addgroup -S -g 1000 valkey; adduser -S -G valkey -u 999 valkey"),
         Profile("postgres", 999, 999, 0o700, ("postgres",),

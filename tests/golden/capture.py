@@ -50,7 +50,8 @@ def _scenarios(server: str) -> dict[str, dict]:
             "milliseconds-aof-dir": {"owner": (0, 0), "mode": 0o755,
                                      "args": [*aof, "--log-timestamp-format", "milliseconds"]},
             "iso8601-aof-dir": {"owner": (0, 0), "mode": 0o755,
-                                "args": [*aof, "--log-timestamp-format", "iso8601"]}} if server == "valkey-8.1" else {}),
+                                "args": [*aof, "--log-timestamp-format", "iso8601"]}}
+           if server == "valkey-8.1" else {}),
     }
 
 

@@ -12,8 +12,8 @@ from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.health import evaluate
 from ownvol.hook.journal import Journal
-from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.services import by_family
+from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import timestamp_ns
@@ -135,7 +135,8 @@ def attrs(path="redis-server", args=(), image="ownvol/redis:7", labels=None, net
 
 def test_which_containers_are_watched():
     assert is_service(attrs()) and is_service(attrs(path="docker-entrypoint.sh", image="redis:7.2"))
-    assert is_service(attrs(path="valkey-server", image="x/y")) and is_service(attrs(path="sh", image="valkey/valkey:8"))
+    assert is_service(attrs(path="valkey-server", image="x/y"))
+    assert is_service(attrs(path="sh", image="valkey/valkey:8"))
     assert not is_service(attrs(path="postgres", image="postgres:16"))
     assert not is_watched(attrs(labels={"ownvol.watch": "false"}))
     assert is_watched(attrs(path="postgres", image="postgres:16", labels={"ownvol.watch": "true"}))
