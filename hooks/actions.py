@@ -53,11 +53,17 @@ def repair_ownership(ctx: Context) -> ActionResult:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None or t.gid is None:
         return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
+    if t.uid == 0 and t.owner_source != "label":
+        return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
+                                               "root server, and ownvol gives data to root only when labelled "
+                                               "ownvol.uid=0"})
     if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
         return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
                                                "directories to a container's user"})
     route = repair_route(ctx)
     base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
+    if t.conflict:
+        base["conflict"] = t.conflict
     if route == "local":
         try:
             with data_path(t.mount) as path:
@@ -183,6 +189,11 @@ def restart(ctx: Context) -> ActionResult:
                                                 "this container again would run Redis outside the service"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
+    if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
+            and not ctx.target.start_opt_in:
+        return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "
+                                               "ownvol.start=true lets the hook start it after a repair)",
+                                        "restart_policy": "no"})
     try:
         if container.status in ("running", "restarting"):
             container.restart(timeout=10)
@@ -192,7 +203,10 @@ def restart(ctx: Context) -> ActionResult:
             how = "start"
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
-    return ActionResult("ok", {"how": how})
+    why = "running: restarted" if how == "restart" else (
+        "started: labelled ownvol.start=true" if ctx.target.restart_policy == "no"
+        else f"started: its restart policy is {ctx.target.restart_policy}")
+    return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why})
 
 
 def aof_off(ctx: Context) -> ActionResult:

@@ -94,11 +94,7 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     except docker.errors.NotFound:
         raise click.ClickException(f"no container {name}") from None
     health = executor.health(container.id)
-    seen = []
-    for line in container.logs(tail=200).decode(errors="replace").splitlines():
-        d = patterns.match(line)
-        if d:
-            seen.append(d.as_dict())
+    seen = [d.as_dict() for _, d in patterns.read_log(container.logs(tail=200).decode(errors="replace").splitlines())]
     if seen:
         error_type = seen[-1]["error_type"]
     elif health.owner and not health.owner.get("ok", True):
@@ -125,7 +121,8 @@ def doctor(container, repair_via, as_json) -> None:
     click.echo(f"{t['name']} ({t['id']}) image {t['image']}: {h['state']}")
     for r in h["reasons"]:
         click.echo(f"  - {r}")
-    click.echo(f"redis: {t['redis_url']}   data: {t['data_dir']}   owner wanted: {t['owner']} ({t['owner_source']})")
+    click.echo(f"{t['service']}: {t['redis_url']}   data: {t['data_dir']} ({t['origins'].get('dir', 'default')})   "
+               f"owner wanted: {t['owner']} ({t['owner_source']})")
     if t["mount"]:
         click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
     for note in t["notes"]:
@@ -192,4 +189,26 @@ def history(state_dir, db, limit, as_json) -> None:
         click.echo(f"  {t:<22} {a:<18} {ok}/{ok + bad}")
 
 
-commands: list[click.Command] = [watch, status, doctor, repair_cmd, history]
+@click.command()
+@click.argument("file", type=click.File("r", errors="replace"), default="-")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per failure, a line each.")
+def explain(file, as_json) -> None:
+    """What the hook makes of a server's log (FILE, or - for stdin, as `docker logs` prints it): each failure
+    it recognises, with its pattern, error type, phase and the versions that print it. Changes nothing."""
+    found = patterns.read_log(file.read().splitlines())
+    if as_json:
+        for number, d in found:
+            click.echo(json.dumps({**d.as_dict(), "line": d.line, "line_number": number}))
+        return
+    if not found:
+        click.echo("no known failure in this log")
+        return
+    click.echo(f"{'LINE':>5} {'PATTERN':<24} {'ERROR TYPE':<21} {'PHASE':<8} {'EXITS':<5} MESSAGE")
+    for number, d in found:
+        click.echo(f"{number:>5} {d.pattern.id:<24} {d.error_type:<21} {d.pattern.phase:<8} "
+                   f"{'yes' if d.pattern.fatal else 'no':<5} {d.message[:100]}")
+        context = ", ".join(f"{k}={v}" for k, v in d.context.items())
+        click.echo(f"{'':>5} context: {context or '-'}; printed by {', '.join(d.pattern.versions)}")
+
+
+commands: list[click.Command] = [watch, status, doctor, repair_cmd, history, explain]

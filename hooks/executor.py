@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -10,22 +11,28 @@ from docker.models.containers import Container
 
 from ownvol.hook import actions
 from ownvol.hook.actions import Context
-from ownvol.hook.health import Health, probe
+from ownvol.hook.health import Health, owner_of
 from ownvol.hook.results import ActionResult
-from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 
 
 class DockerExecutor:
+    """runs: an object with last_run(container_id) -> (uid, gid) | None and record_run(container_id, name, uid,
+    gid) (the journal), or None: owners seen on healthy runs are then not remembered."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
-                 helper_image: str | None = None) -> None:
+                 helper_image: str | None = None, runs: object | None = None) -> None:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self.runs = runs
+        self.cache = FactCache()
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
-        return container, facts(self.client(), container)
+        last_run: LastRun | None = getattr(self.runs, "last_run", None)
+        return container, facts(self.client(), container, self.cache, last_run)
 
     def context(self, target: Target) -> Context:
         ctx = Context(self.client(), target, self.repair_via)
@@ -49,7 +56,23 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        return probe(target, container.status, local_paths=self.repair_via != "helper" and engine_paths_reachable())
+        from ownvol.hook.services import by_family
+
+        health = by_family(target.service).probe(target, container.status,
+                                                  self.repair_via != "helper" and engine_paths_reachable())
+        if health.healthy and target.owner_source == "process" and self.runs is not None:
+            self.runs.record_run(target.id, target.name, target.uid, target.gid)
+        return health
+
+    def crash_evidence(self, container_id: str) -> dict | None:
+        """The data mount's owner against the service's uid:gid (facts as while it is down), for a crash no
+        line explained; None when it cannot be checked from here or no owner is known."""
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        return owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""

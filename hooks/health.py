@@ -114,9 +114,14 @@ def ping_text(client: redis.Redis) -> str:
         return f"error: {exc}"
 
 
-def owner_of(target: Target, local: bool) -> dict | None:
-    """The data mount's root owner against the wanted uid:gid; None when not checkable from here."""
-    if not local or target.mount is None or target.uid is None or target.gid is None:
+def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
+    """The data mount's root owner against the wanted uid:gid; None when not checkable from here, or not a
+    fact worth acting on: while the server runs, only against the uid:gid its process really runs as (a
+    server that answers and owns its data is healthy whatever the container's user says), and never for a
+    server that runs as root (no ownership stops it; ownvol never gives data to root)."""
+    if not local or target.mount is None or target.uid is None or target.gid is None or target.uid == 0:
+        return None
+    if running and target.owner_source != "process":
         return None
     path = target.mount.host_path
     try:
@@ -130,7 +135,7 @@ def owner_of(target: Target, local: bool) -> dict | None:
 
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
-    owner = owner_of(target, reachable)
+    owner = owner_of(target, reachable, running=container_status == "running")
     if container_status != "running":
         state, reasons = evaluate(container_status, "", {}, owner)
         return Health(state, reasons, container_status, "", owner=owner)

@@ -167,6 +167,8 @@ class Recovery:
             if not self.breaker.allow(cid, now):
                 return self._give_up(incident, f"circuit breaker: {self.breaker.count(cid, now)} actions in "
                                                f"{self.config.breaker_window:g}s")
+            if action == "repair-ownership" and (conflict := self.journal.conflict(cid)):
+                return self._conflict(incident, conflict)
             self.journal.start_action(incident.id, step, action)
             started = self.clock()
             result = self.executor.run(cid, action)
@@ -207,6 +209,19 @@ class Recovery:
         if action == "repair-ownership" and self.journal.fallback(incident.container_id):
             self.restore_aof(incident.container_id, repaired=True)
         return closed
+
+    def _conflict(self, incident: Incident, conflict: dict) -> Incident:
+        """The container's user and its ownvol volume disagree and one repair was already made: the driver
+        undoes any repair at the next mount, so the hook stops and says so (people choose the owner)."""
+        fix = (f"recreate the volume with -o uid={conflict['container_owner'].split(':')[0]} "
+               f"-o gid={conflict['container_owner'].split(':')[1]}, or drop the container's `user:` so it runs as "
+               f"{conflict['volume_owner']}")
+        self.telemetry.emit("conflict", incident=incident.id, container=incident.container_name, **conflict,
+                            message=f"the container runs as {conflict['container_owner']} but its ownvol volume "
+                                    f"{conflict['volume']} is for {conflict['volume_owner']}; one repair was made "
+                                    f"and the driver restores the volume's owner at every mount: {fix}")
+        return self._give_up(incident, f"conflict: container {conflict['container_owner']}, volume "
+                                       f"{conflict['volume']} {conflict['volume_owner']}; {fix}")
 
     def _give_up(self, incident: Incident, why: str) -> Incident:
         closed = self._close(incident, "gave-up", why)

@@ -51,7 +51,7 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
             holder["c"] = engine()
         return holder["c"]
 
-    executor = DockerExecutor(client, options.repair_via, options.helper_image)
+    executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
     recovery = Recovery(journal, config, telemetry, executor)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
     return watcher, recovery, telemetry

@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "doctor": "ownvol.hook.cli:doctor",
     "repair": "ownvol.hook.cli:repair_cmd",
     "history": "ownvol.hook.cli:history",
+    "explain": "ownvol.hook.cli:explain",
 }
 
 
