@@ -18,8 +18,9 @@ import redis
 from ownvol.hook.beneath import data_path
 from ownvol.hook.health import redis_client
 from ownvol.hook.results import ActionResult
+from ownvol.hook.services import by_family
 from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
-from ownvol.ownership import OwnershipError, repair
+from ownvol.ownership import OwnershipError, mode_to_set, repair
 from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
@@ -67,7 +68,10 @@ def repair_ownership(ctx: Context) -> ActionResult:
     if route == "local":
         try:
             with data_path(t.mount) as path:
-                report = repair(path, t.uid, t.gid).as_dict()
+                mode = mode_to_set(path, t.data_modes)
+                report = repair(path, t.uid, t.gid, mode).as_dict()
+                if mode is not None:
+                    report["mode"] = f"{mode:04o}"
         except (OwnershipError, OSError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     else:
@@ -89,8 +93,9 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
     t = ctx.target
     source = mount.name if mount.type == "volume" else mount.source
     path = posixpath.join(HELPER_DEST, mount.subpath) if mount.subpath else HELPER_DEST
+    modes = ",".join(f"{m:04o}" for m in t.data_modes)
     helper = ctx.client.containers.run(
-        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid)],
+        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid), "--modes", modes],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
         volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
         labels={"ownvol.watch": "false", "ownvol.role": "repair-helper", "ownvol.repair.for": t.name})
@@ -121,8 +126,13 @@ def _wait_background(client: redis.Redis, timeout: float) -> dict:
         time.sleep(0.1)
 
 
+REDIS_FAMILIES = ("redis", "valkey")
+
+
 def _redis_or_skip(ctx: Context) -> redis.Redis | ActionResult:
     """A client for the running container's Redis, or the skipped result that says why there is none."""
+    if ctx.target.service not in REDIS_FAMILIES:
+        return ActionResult("skipped", {"why": f"a Redis step (BGSAVE, CONFIG SET); {ctx.target.service} has none"})
     try:
         status = ctx.container().status
     except docker.errors.NotFound:
@@ -189,6 +199,8 @@ def restart(ctx: Context) -> ActionResult:
                                                 "this container again would run Redis outside the service"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
+    if container.status == "running" and (hazard := by_family(ctx.target.service).restart_hazard(ctx.target)):
+        return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
     if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
             and not ctx.target.start_opt_in:
         return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "

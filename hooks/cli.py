@@ -94,14 +94,18 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     except docker.errors.NotFound:
         raise click.ClickException(f"no container {name}") from None
     health = executor.health(container.id)
-    seen = [d.as_dict() for _, d in patterns.read_log(container.logs(tail=200).decode(errors="replace").splitlines())]
+    from ownvol.hook.services import by_family
+
+    catalogue = by_family(target.service).catalogue
+    seen = [d.as_dict() for _, d in
+            patterns.read_log(container.logs(tail=200).decode(errors="replace").splitlines(), catalogue)]
     if seen:
         error_type = seen[-1]["error_type"]
     elif health.owner and not health.owner.get("ok", True):
         error_type = "permission-denied"
     else:
         error_type = "persistence-failed"
-    strategy = load().strategy(error_type)
+    strategy = load().strategy(error_type, target.service)
     return {"container": target.as_dict(), "health": health.as_dict(), "detections": seen[-10:],
             "error_type": None if health.healthy and not seen else error_type,
             "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions)}
@@ -150,7 +154,8 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
     recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(), executor)
     cid = executor.target(container)[0].id
     incident = recovery.report(cid, report["container"]["name"], report["error_type"] or "persistence-failed",
-                               "manual", {"message": "ownvol repair", "health": report["health"]["state"]},
+                               "manual", {"message": "ownvol repair", "health": report["health"]["state"],
+                                          "service": report["container"]["service"]},
                                background=False)
     if incident is None:
         raise click.ClickException("an incident is already open for it: the running hook is on it")

@@ -129,8 +129,12 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
             state = inspect_root(reach, target.uid, target.gid)
     except (OwnershipError, OSError) as exc:
         return {"path": path, "ok": False, "problem": str(exc)}
-    return {"path": path, "uid": state.uid, "gid": state.gid, "ok": state.ok,
-            "problem": "; ".join(state.problems)}
+    problems = list(state.problems)
+    if target.data_modes and state.mode not in target.data_modes:
+        accepted = " or ".join(f"{m:04o}" for m in target.data_modes)
+        problems.append(f"mode {state.mode:04o}, the server accepts {accepted}")
+    return {"path": path, "uid": state.uid, "gid": state.gid, "mode": f"{state.mode:04o}", "ok": not problems,
+            "problem": "; ".join(problems)}
 
 
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:

@@ -38,7 +38,7 @@ ONLY_6_2 = ("redis-6.2",)
 UNTIL_7_0 = ("redis-6.2", "redis-7.0")
 
 ERROR_TYPES = ("permission-denied", "read-only-filesystem", "no-space", "fork-failed", "io-error",
-               "persistence-failed")
+               "persistence-failed", "data-dir-in-use")
 
 _ERRNO_TYPES = {
     "permission denied": "permission-denied",

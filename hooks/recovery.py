@@ -128,7 +128,7 @@ class Recovery:
 
     # --- the recovery itself --------------------------------------------------------------------
     def plan_for(self, incident: Incident) -> Strategy:
-        strategy = self.config.strategy(incident.error_type)
+        strategy = self.config.strategy(incident.error_type, incident.detail.get("service", ""))
         rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
         return self.config.ordered(strategy, rates)
 
@@ -148,6 +148,10 @@ class Recovery:
             plan = [a for _, a in strategy.plan()]
             incident.detail["plan"] = plan
             self.journal.set_plan(incident.id, incident.detail)
+        if not plan:
+            return self._give_up(incident, f"no action is safe for {incident.error_type} on "
+                                           f"{incident.detail.get('service') or 'this service'} "
+                                           f"({incident.detail.get('message') or 'see the evidence'}): left to people")
         done = self.journal.actions(incident.id)
         for record in done:
             if record.result is None:

@@ -80,6 +80,7 @@ class Target:
     start_opt_in: bool = False
     conflict: dict | None = None
     server_pid: int | None = None
+    data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
@@ -444,7 +445,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         uid=uid, gid=gid, owner_source=source, aof_fallback=_truthy(labels.get(AOF_FALLBACK_LABEL)), notes=notes,
         service=cached.service.family, origins=dict(settings.origins), files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
-        server_pid=cached.process[0] if cached.process else None)
+        server_pid=cached.process[0] if cached.process else None, data_modes=cached.service.data_modes)
 
 
 @functools.lru_cache(maxsize=1)

@@ -50,12 +50,18 @@ def main() -> None:
 @click.argument("path")
 @click.option("--uid", type=int, required=True)
 @click.option("--gid", type=int, required=True)
-def repair_mount(path: str, uid: int, gid: int) -> None:
+@click.option("--modes", default="", help="octal modes the directory may have (0700,0750); the first is set otherwise")
+def repair_mount(path: str, uid: int, gid: int, modes: str) -> None:
     """Inside the helper container: the core's symlink-safe repair, its report as one JSON line (exit 2 on error)."""
-    from ownvol.ownership import OwnershipError, repair
+    from ownvol.ownership import OwnershipError, mode_to_set, repair
 
     try:
-        report = repair(path, uid, gid).as_dict()
+        accepted = tuple(int(m, 8) for m in modes.split(",") if m)
+    except ValueError:
+        click.echo(json.dumps({"error": f"--modes {modes!r}: octal modes separated by commas (0700,0750)"}))
+        sys.exit(2)
+    try:
+        report = repair(path, uid, gid, mode_to_set(path, accepted)).as_dict()
     except (OwnershipError, OSError) as exc:
         click.echo(json.dumps({"error": str(exc)}))
         sys.exit(2)

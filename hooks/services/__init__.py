@@ -86,6 +86,9 @@ class Service(ABC):
     profile: str | None = None
     catalogue: tuple[Pattern, ...] = ()
     log_prefix: re.Pattern | None = None
+    # The modes its server accepts on its data dir, the first being what a repair sets (on that directory
+    # alone); () when the server does not care.
+    data_modes: tuple[int, ...] = ()
 
     def runs_server(self, attrs: dict) -> bool:
         """An argument of the container's command runs one of `commands` (after an entrypoint, `sh -c`...)."""
@@ -120,6 +123,11 @@ class Service(ABC):
     @abstractmethod
     def probe(self, target: Target, container_status: str, local_paths: bool) -> Health:
         """Health of the server of target (see hooks/health.py STATES)."""
+
+    def restart_hazard(self, target: Target) -> str | None:
+        """Why a restart of the running server now could lose data (in recovery, writes not yet durable);
+        None when it is safe or the service says nothing (Redis's check is actions.unpersisted_writes)."""
+        return None
 
     def plan(self, error_type: str) -> tuple[str, ...] | None:
         """The actions to try for error_type; None: the strategies file's."""
@@ -163,7 +171,8 @@ def by_family(family: str) -> Service:
 
 
 # The built-in families' modules; each registers its definitions when imported.
-BUILTIN: tuple[str, ...] = ("ownvol.hook.services.redis",)
+BUILTIN: tuple[str, ...] = ("ownvol.hook.services.redis", "ownvol.hook.services.postgres",
+                            "ownvol.hook.services.mariadb")
 
 
 def _load_builtin() -> None:

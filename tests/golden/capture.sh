@@ -63,6 +63,14 @@ chown 0:0 "$work/rootonly"
 chmod 0755 "$work/rootonly"
 run startup-root-only "$work/rootonly" --user 999:999 "$image" "${server[@]}"
 
+if [ "$family" = mariadb ]; then
+    # start-up: the data dir's root alone given to root, mode 0700: InnoDB's error 13, the server stays up
+    initialised "$work/locked"
+    chown 0:0 "$work/locked"
+    chmod 0700 "$work/locked"
+    run startup-root-locked "$work/locked" --user 999:999 "$image" "${server[@]}"
+fi
+
 if [ "$family" = postgres ]; then
     # start-up: the server's own command (no entrypoint) on a data dir of mode 0777 (MariaDB has no such check)
     initialised "$work/mode"
