@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down lint test test-unit test-hostile bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down lint test test-matrix test-unit test-hostile bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -56,7 +56,12 @@ lint: venv
 
 ## test: lint, then the whole suite, engine tests included
 test: lint venv engine images
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not matrix" $(PYTEST_ARGS)
+
+## test-matrix: the server versions beyond one per family (PostgreSQL 17, MariaDB 11.8 from trixie)
+test-matrix: venv engine
+	scripts/images.sh matrix
+	$(BIN)/python -m pytest -m matrix $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images

@@ -30,11 +30,8 @@ CATALOGUE = (
       "data-file", "startup", True, VERSIONS, note="ddl_recovery.log first: the server aborts"),
     p("mariadb-test-file", rf"\[Warning\] Can't create test file '(?P<file>[^']+)' {_ERRCODE}", "data-dir",
       "startup", False, VERSIONS, note="the lower-case test at start-up; the abort follows"),
-    p("innodb-os-error-13", r"\[ERROR\] InnoDB: Operating system error number 13 in a file operation",
-      "innodb", "startup", False, VERSIONS, default_type="permission-denied",
-      note="errno 13, EACCES; with a wrong owner the server may still start and fail later"),
-    p("innodb-open", r"\[ERROR\] InnoDB: Cannot open '(?P<file>[^']+)' for writing: (?P<errno>.+)$",
-      "innodb", "runtime", False, VERSIONS),
+    p("mariadb-chdir", rf"(?:mariadbd|mysqld): Can't change dir to '(?P<dir>[^']+)' {_ERRCODE}", "data-dir",
+      "startup", True, VERSIONS, note="a data dir the server cannot enter (root's, mode 0700)"),
 )
 
 

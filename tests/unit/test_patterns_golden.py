@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ownvol.hook import patterns
+from ownvol.hook.services import by_family
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -21,7 +22,9 @@ NEAREST = {"redis-8.2": "redis-8.0", "valkey-8.1": "valkey-8.0"}
 
 
 def read(name: str) -> list[tuple[int, patterns.Detection]]:
-    return patterns.read_log((GOLDEN / name).read_text().splitlines())
+    """A golden file's detections with its service's catalogue (`service` in expected.json; Redis by default)."""
+    catalogue = by_family(EXPECTED[name].get("service", "redis")).catalogue
+    return patterns.read_log((GOLDEN / name).read_text().splitlines(), catalogue)
 
 
 def test_every_golden_file_is_expected_and_every_expectation_has_its_file():
@@ -53,9 +56,18 @@ def test_no_pattern_matches_a_version_it_is_not_tagged_with(pattern):
             assert version in pattern.versions, f"{pattern.id} matched {name} but is not tagged {version}"
 
 
+@pytest.mark.parametrize("pattern", by_family("postgres").catalogue + by_family("mariadb").catalogue,
+                         ids=lambda p: p.id)
+def test_each_database_pattern_matches_a_captured_line_of_every_version_it_is_tagged_with(pattern):
+    for version in pattern.versions:
+        assert any(name.split("/")[0] == version and any(d[1] == pattern.id for d in entry["detections"])
+                   for name, entry in EXPECTED.items()), f"{pattern.id}: no captured line of {version}"
+
+
 def test_captured_files_come_from_every_server_of_the_matrix():
     captured = {n.split("/")[0] for n, e in EXPECTED.items() if e["origin"] == "captured"}
-    assert captured == {"redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.0", "valkey-8.1"}
+    assert captured == {"redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.0", "valkey-8.1", "postgres-15",
+                        "postgres-17", "mariadb-10.11", "mariadb-11.8"}
     sourced = {n.split("/")[0] for n, e in EXPECTED.items() if e["origin"] == "source"}
     assert {"redis-7.2", "redis-7.4"} <= sourced
 
