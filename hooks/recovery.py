@@ -167,6 +167,12 @@ class Recovery:
             wait = strategy.delay_before(step) - (self.clock() - last_finished if last_finished else 0)
             if step and wait > 0:
                 self.sleep(wait)
+            if step > len(done):
+                # A service whose own restart policy or start-up finished the job after the last
+                # verification gave up on it is healthy now: never act on a healthy service.
+                late = self.executor.verify(cid, 0)
+                if late.healthy:
+                    return self._resolve(incident, plan[step - 1], late)
             now = self.clock()
             if not self.breaker.allow(cid, now):
                 return self._give_up(incident, f"circuit breaker: {self.breaker.count(cid, now)} actions in "

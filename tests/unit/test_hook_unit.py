@@ -296,3 +296,21 @@ def test_webhook_gets_incident_recovered_and_gave_up_only():
     finally:
         server.shutdown()
     assert sorted(e["event"] for e in got) == ["gave-up", "incident", "recovered"]
+
+
+def test_a_service_healthy_again_before_the_next_action_is_not_acted_on(tmp_path):
+    """Its restart policy finished the job after a verification gave up: the next action (a restart) never runs."""
+    from tests.support.fakes import FakeExecutor
+    from tests.support.fakes import engine as recovery_engine
+
+    class HealsLate(FakeExecutor):
+        def verify(self, cid, timeout):
+            if timeout == 0 and self.ran:
+                self.is_healthy = True
+            return super().verify(cid, timeout)
+
+    executor = HealsLate()
+    rec, _ = recovery_engine(tmp_path, executor)
+    incident = rec.report("c1", "db", "persistence-failed", "log", {"message": "x"}, background=False)
+    assert executor.ran == ["repair-ownership"]
+    assert rec.journal.incident(incident.id).status == "resolved"
