@@ -171,6 +171,10 @@ def test_mariadb_on_a_root_owned_bind_is_healed_and_takes_a_write(hook, tracked,
                             "select i from w.t"])
     assert code == 0 and out.decode().strip() == "7", out.decode()
     assert host_dir.stat().st_uid == 999
+    doctor = h.cli("doctor", c.name, "--json")
+    assert doctor.returncode == 0, doctor.stderr
+    assert '"service": "mariadb"' in doctor.stdout and '"state": "healthy"' in doctor.stdout
+    assert "/var/lib/mysql" in doctor.stdout and "ownvol-test" not in doctor.stdout
 
 
 @pytest.mark.parametrize("image", PG, indirect=True)
