@@ -11,16 +11,15 @@ tests/golden/mariadb-10.11 and -11.8, captured from the real servers (tests/gold
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import re
 import tarfile
 
 import docker
 
-from ownvol.hook.health import Health, owner_of
-from ownvol.hook.services import ContainerView, Service, Settings, command_of, register
-from ownvol.hook.services.sql import flag, p, run_in, secret_from_env
+from ownvol.hook.health import Health
+from ownvol.hook.services import ContainerView, Settings, register
+from ownvol.hook.services.sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("mariadb-10.11", "mariadb-11.8")
 DEFAULT_DATADIR = "/var/lib/mysql"
@@ -39,23 +38,16 @@ CATALOGUE = (
 )
 
 
-class MariaDBService(Service):
+class MariaDBService(ExecProbed):
     family = "mariadb"
     commands = ("mariadbd", "mysqld")
     images = ("mariadb",)
     profile = "mariadb"
     catalogue = CATALOGUE
 
-    def server_argv(self, attrs: dict) -> list[str]:
-        command = command_of(attrs)
-        for i, arg in enumerate(command):
-            if posixpath.basename(arg) in self.commands:
-                return command[i + 1:]
-        return []
-
     def configured(self, view: ContainerView) -> Settings:
         attrs = view.attrs
-        args = self.server_argv(attrs)
+        args = server_argv(attrs, self.commands)
         options, origin_of, problems = _options(view, args)
         origins = {}
         if flag(args, "--datadir", "-h"):
@@ -74,14 +66,10 @@ class MariaDBService(Service):
         return Settings(data_dir, f"mysql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL),
                         {"port": port, "socket": socket}, origins, tuple(problems))
 
-    def live(self, settings: Settings) -> Settings | None:
-        return None
-
     def probe(self, target, container_status: str, local_paths: bool) -> Health:
-        reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
-        owner = owner_of(target, reachable, running=container_status == "running")
-        if container_status != "running":
-            return Health("down", [f"container {container_status}"], container_status, "", owner=owner)
+        owner, down = self.first_look(target, container_status, local_paths)
+        if down:
+            return down
         alive = run_in(target.id, f"exec mariadb-admin {_socket(target)}--connect-timeout=2 ping")
         if not alive.ok:
             return Health("unreachable", [f"mariadb-admin ping: {alive.first_line()}"], container_status,

@@ -12,12 +12,11 @@ and src/bin/initdb/initdb.c.
 
 from __future__ import annotations
 
-import os
 import posixpath
 
-from ownvol.hook.health import Health, owner_of
-from ownvol.hook.services import ContainerView, Service, Settings, command_of, register
-from ownvol.hook.services.sql import env_of, flag, p, run_in, secret_from_env
+from ownvol.hook.health import Health
+from ownvol.hook.services import ContainerView, Settings, register
+from ownvol.hook.services.sql import ExecProbed, env_of, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("postgres-15", "postgres-17")
 DEFAULT_PGDATA = "/var/lib/postgresql/data"
@@ -42,7 +41,7 @@ CATALOGUE = (
 )
 
 
-class PostgresService(Service):
+class PostgresService(ExecProbed):
     family = "postgres"
     commands = ("postgres", "postmaster")
     images = ("postgres", "postgis/postgis")
@@ -50,16 +49,9 @@ class PostgresService(Service):
     catalogue = CATALOGUE
     data_modes = (0o700, 0o750)
 
-    def server_argv(self, attrs: dict) -> list[str]:
-        command = command_of(attrs)
-        for i, arg in enumerate(command):
-            if posixpath.basename(arg) in self.commands:
-                return command[i + 1:]
-        return []
-
     def configured(self, view: ContainerView) -> Settings:
         attrs = view.attrs
-        args, env = self.server_argv(attrs), env_of(attrs)
+        args, env = server_argv(attrs, self.commands), env_of(attrs)
         guc = {k: v for k, _, v in (a.partition("=") for a in _gucs(args))}
         origins = {}
         if guc.get("data_directory"):
@@ -82,14 +74,10 @@ class PostgresService(Service):
                         f"postgresql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL), {"port": port},
                         origins, problems)
 
-    def live(self, settings: Settings) -> Settings | None:
-        return None
-
     def probe(self, target, container_status: str, local_paths: bool) -> Health:
-        reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
-        owner = owner_of(target, reachable, running=container_status == "running")
-        if container_status != "running":
-            return Health("down", [f"container {container_status}"], container_status, "", owner=owner)
+        owner, down = self.first_look(target, container_status, local_paths)
+        if down:
+            return down
         ready = run_in(target.id, f"pg_isready -q -p {_port(target)}", _env(target))
         if ready.code == 1:
             return Health("loading", ["rejecting connections: starting up or in recovery"], container_status,

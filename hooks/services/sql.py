@@ -12,12 +12,17 @@ shell of the exec, or given by a label as the exec's environment: the hook neith
 from __future__ import annotations
 
 import functools
+import os
+import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 
 import docker
 
+from ownvol.hook.health import Health, owner_of
 from ownvol.hook.patterns import Pattern
+from ownvol.hook.services import Service, Settings, command_of
 
 EXEC_TIMEOUT = 10  # seconds an exec'd probe may take (the engine's API timeout bounds it)
 
@@ -77,11 +82,38 @@ def flag(args: list[str], *names: str) -> str | None:
     return found
 
 
+def server_argv(attrs: dict, commands: tuple[str, ...]) -> list[str]:
+    """The server's own arguments: what follows its executable in the container's command (after an
+    entrypoint such as docker-entrypoint.sh); [] when the command does not name it."""
+    command = command_of(attrs)
+    for i, arg in enumerate(command):
+        if posixpath.basename(arg) in commands:
+            return command[i + 1:]
+    return []
+
+
+class ExecProbed(Service):
+    """A service probed through `docker exec` with its own tools: its settings are the configured ones (the
+    probe asks the server itself each time, live settings add nothing)."""
+
+    def live(self, settings: Settings) -> Settings | None:
+        return None
+
+    def first_look(self, target, container_status: str, local_paths: bool) -> tuple[dict | None, Health | None]:
+        """(the data mount's owner and mode against the service's, when its host path is reachable from here;
+        the Health of a container that is not running, else None: the probe goes on)."""
+        reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
+        owner = owner_of(target, reachable, running=container_status == "running")
+        if container_status != "running":
+            return owner, Health("down", [f"container {container_status}"], container_status, "", owner=owner)
+        return owner, None
+
+
 def env_of(attrs: dict) -> dict[str, str]:
     return dict(item.split("=", 1) for item in (attrs.get("Config") or {}).get("Env") or [] if "=" in item)
 
 
 def p(id: str, regex: str, subject: str, phase: str, fatal: bool, versions: tuple[str, ...], **kw) -> Pattern:
-    import re
-
+    """A catalogue entry (hooks/patterns.Pattern) of a database's message, tagged with the versions it was
+    captured from."""
     return Pattern(id, re.compile(regex), subject, phase, fatal, versions=versions, **kw)
