@@ -11,6 +11,7 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import docker
 import redis
@@ -189,6 +190,16 @@ def unpersisted_writes(ctx: Context) -> bool:
     return info.get("rdb_last_bgsave_status") == "err" and info.get("rdb_changes_since_last_save", 0) > 0
 
 
+def _running_for(container) -> float | None:
+    """Seconds since the container's State.StartedAt (RFC 3339 from the engine; to the second), None if unknown."""
+    stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "")[:19]
+    try:
+        started = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    return max(0.0, time.time() - started)
+
+
 def restart(ctx: Context) -> ActionResult:
     try:
         container = ctx.container()
@@ -199,8 +210,17 @@ def restart(ctx: Context) -> ActionResult:
                                                 "this container again would run Redis outside the service"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
-    if container.status == "running" and (hazard := by_family(ctx.target.service).restart_hazard(ctx.target)):
+    service = by_family(ctx.target.service)
+    if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
         return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
+    if container.status == "running":
+        if service.probe(ctx.target, "running", False).healthy:
+            return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
+        age = _running_for(container)
+        if age is not None and age < service.startup_grace:
+            return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "
+                                                   "(its entrypoint's initialisation, a recovery); a restart "
+                                                   "would interrupt it"})
     if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
             and not ctx.target.start_opt_in:
         return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "

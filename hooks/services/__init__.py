@@ -89,6 +89,9 @@ class Service(ABC):
     # The modes its server accepts on its data dir, the first being what a repair sets (on that directory
     # alone); () when the server does not care.
     data_modes: tuple[int, ...] = ()
+    # Seconds after its container started during which a server that does not answer yet is starting (an
+    # initdb, a recovery), not stuck: it is never restarted then. 0: no such phase worth waiting for.
+    startup_grace: float = 0.0
 
     def runs_server(self, attrs: dict) -> bool:
         """An argument of the container's command runs one of `commands` (after an entrypoint, `sh -c`...)."""

@@ -44,6 +44,7 @@ class MariaDBService(ExecProbed):
     images = ("mariadb",)
     profile = "mariadb"
     catalogue = CATALOGUE
+    startup_grace = 20.0  # initdb (or mariadb-install-db and its temporary server) runs before the server
 
     def configured(self, view: ContainerView) -> Settings:
         attrs = view.attrs

@@ -47,6 +47,7 @@ class PostgresService(ExecProbed):
     images = ("postgres", "postgis/postgis")
     profile = "postgres"
     catalogue = CATALOGUE
+    startup_grace = 20.0  # initdb (or mariadb-install-db and its temporary server) runs before the server
     data_modes = (0o700, 0o750)
 
     def configured(self, view: ContainerView) -> Settings:
