@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-unit test-hostile bench
+.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down test test-unit test-hostile test-matrix bench
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -52,6 +52,10 @@ down:
 ## test: the whole suite, engine tests included
 test: venv engine images
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-matrix: the hook against every server of the matrix (Redis 6.2, 7.0, 8.0, Valkey 8.0, 8.1)
+test-matrix: venv engine images
+	OWNVOL_MATRIX=1 $(BIN)/python -m pytest tests/engine/test_hook_servers.py $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images

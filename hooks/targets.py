@@ -15,6 +15,7 @@ Facts that cannot change while a container runs are computed once per start (Fac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -35,7 +36,6 @@ UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
 AOF_FALLBACK_LABEL = "ownvol.aof-fallback"
 HOOK_LABEL = "ownvol.hook"
 START_LABEL = "ownvol.start"  # "true": the hook may start a stopped container whose restart policy is "no"
-OWNVOL_DRIVERS = ("ownvol", "ownvol:latest")
 
 
 @dataclass(frozen=True)
@@ -238,14 +238,30 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
     return (uid, int(gentry[2])) if gentry else None
 
 
+OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (README)
+
+
 def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    if not mount or mount.type != "volume" or mount.driver.split(":")[0] != "ownvol":
+    """The uid:gid an ownvol volume is for, by its Status (the driver may be installed under any name:
+    OWNVOL_DRIVER_NAME, a managed plugin's tag); None for any other volume."""
+    if not mount or mount.type != "volume" or mount.driver in ("", "local"):
         return None
     try:
         status = client.api.inspect_volume(mount.name).get("Status") or {}
+        if not all(k in status for k in OWNVOL_STATUS):
+            return None
         return int(status["uid"]), int(status["gid"])
     except (docker.errors.APIError, KeyError, TypeError, ValueError):
         return None
+
+
+def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:
+    """A volume's Mountpoint (`docker volume inspect`): a plugin's volume has no Source in the container's
+    Mounts (moby's container inspect leaves it empty for volumes of a driver other than local)."""
+    try:
+        return client.api.inspect_volume(name).get("Mountpoint") or ""
+    except docker.errors.APIError:
+        return ""
 
 
 _image_users: dict[str, str] = {}
@@ -325,6 +341,7 @@ class StartFacts:
     process: tuple[int, int, int] | None = None
     live: Settings | None = None
     live_tried: float = 0.0
+    volume_path: str | None = None
 
 
 class FactCache:
@@ -418,6 +435,10 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     settings = cached.live or cached.settings
     directory = settings.data_dir
     mount = data_mount(attrs, directory)
+    if mount and mount.type == "volume" and not mount.source:
+        if cached.volume_path is None:
+            cached.volume_path = _volume_mountpoint(client, mount.name)
+        mount = dataclasses.replace(mount, source=cached.volume_path)
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     notes = list(settings.problems)
     if mount is None:

@@ -78,8 +78,9 @@ def test_a_root_start_is_not_a_fact_and_the_order_after_the_process():
     assert decide(attrs(image="bitnami/redis:7"), client=_Client(image_user="1001:0")) == (1001, 0, "image")
     assert decide(attrs(image="bitnami/redis:7"), client=_Client(image_user="root")) == (None, None, "unknown")
     mount = DataMount("volume", "/v", "/data", "", "vol", "ownvol")
-    assert decide(attrs(), client=_Client(volume={"uid": 999, "gid": 999}), mount=mount) == (999, 999,
-                                                                                             "ownvol-volume")
+    status = {"uid": 999, "gid": 999, "mode": "0755", "policy": "on-root-mismatch"}
+    assert decide(attrs(), client=_Client(volume=status), mount=mount) == (999, 999, "ownvol-volume")
+    assert decide(attrs(), client=_Client(volume={"uid": 999, "gid": 999}), mount=mount) == (None, None, "unknown")
 
 
 def test_the_server_process_is_found_in_the_process_table():
