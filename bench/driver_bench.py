@@ -221,7 +221,7 @@ def preflight(runs: int = 30) -> list[Result]:
             return lambda _: _mount_pair(plugin.socket, volume)[0]
 
         before = load_note()
-        samples = dict(zip(sizes, interleave(runs, *(mount(f"pre-{label}") for label in sizes))))
+        samples = dict(zip(sizes, interleave(runs, *(mount(f"pre-{label}") for label in sizes)), strict=True))
         checks = {label: plugin.call("Get", Name=f"pre-{label}")["Volume"]["Status"] for label in sizes}
         walked = [label for label, s in checks.items() if s["last_check_result"] != "ok" or s["last_repair"]]
         empty_ms = _ms(median(samples["empty"]))

@@ -314,7 +314,7 @@ def watcher(counts: tuple[int, ...] = (1, 10, 50), seconds: float = 60.0, settle
                     run_redis(tracked, REDIS_IMAGE, port, _data_dir(base, f"w{i}", 999), hook.labels)
                 running = n
 
-                def all_healthy() -> bool:
+                def all_healthy(n: int = n) -> bool:
                     seen = hook.status()["containers"]
                     return sum(c["health"] == "healthy" and c["following"] for c in seen) >= n
 

@@ -49,7 +49,7 @@ def print_table(results: list[Result]) -> None:
         rows.append((r.name, _fmt(r.value), r.unit, r.anchor, _fmt(r.anchor_value), r.goal, met))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     for r in results:
         if r.note:
             print(f"- {r.name}: {r.note}")

@@ -9,6 +9,7 @@ import json
 import os
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
@@ -16,22 +17,13 @@ import redis
 
 from ownvol.hook.beneath import data_path
 from ownvol.hook.health import redis_client
-from ownvol.hook.targets import Target, engine_paths_reachable
+from ownvol.hook.results import ActionResult
+from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
 from ownvol.ownership import OwnershipError, repair
 from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
 SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers
-
-
-@dataclass
-class ActionResult:
-    result: str  # ok | failed | skipped
-    detail: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "ok"
 
 
 @dataclass
@@ -59,7 +51,7 @@ def repair_ownership(ctx: Context) -> ActionResult:
     t = ctx.target
     if t.mount is None:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
-    if t.uid is None:
+    if t.uid is None or t.gid is None:
         return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
     if t.uid == 0 and t.owner_source != "label":
         return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
@@ -69,7 +61,8 @@ def repair_ownership(ctx: Context) -> ActionResult:
         return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
                                                "directories to a container's user"})
     route = repair_route(ctx)
-    base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
+    base: dict[str, object] = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}",
+                               "owner_source": t.owner_source}
     if t.conflict:
         base["conflict"] = t.conflict
     if route == "local":
@@ -80,7 +73,7 @@ def repair_ownership(ctx: Context) -> ActionResult:
             return ActionResult("failed", {**base, "error": str(exc)})
     else:
         try:
-            report = _repair_in_helper(ctx)
+            report = _repair_in_helper(ctx, t.mount)
         except (docker.errors.DockerException, RuntimeError, ValueError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     if report.get("error") or report.get("errors"):
@@ -88,11 +81,15 @@ def repair_ownership(ctx: Context) -> ActionResult:
     return ActionResult("ok", {**base, **report})
 
 
-def _repair_in_helper(ctx: Context) -> dict:
-    """Run `ownvol repair-mount` in a short-lived root container, no network, on the same mount source."""
+def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
+    """Run `ownvol repair-mount` in a short-lived root container, no network, on the same mount source.
+
+    Returns the helper's JSON report (RepairReport.as_dict) plus helper_image; raises RuntimeError when the
+    helper failed without a report, docker.errors.DockerException when the engine refused it.
+    """
     t = ctx.target
-    source = t.mount.name if t.mount.type == "volume" else t.mount.source
-    path = posixpath.join(HELPER_DEST, t.mount.subpath) if t.mount.subpath else HELPER_DEST
+    source = mount.name if mount.type == "volume" else mount.source
+    path = posixpath.join(HELPER_DEST, mount.subpath) if mount.subpath else HELPER_DEST
     helper = ctx.client.containers.run(
         ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid)],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
@@ -125,24 +122,25 @@ def _wait_background(client: redis.Redis, timeout: float) -> dict:
         time.sleep(0.1)
 
 
-def _redis_or_skip(ctx: Context) -> tuple[redis.Redis | None, ActionResult | None]:
+def _redis_or_skip(ctx: Context) -> redis.Redis | ActionResult:
+    """A client for the running container's Redis, or the skipped result that says why there is none."""
     try:
         status = ctx.container().status
     except docker.errors.NotFound:
-        return None, ActionResult("skipped", {"why": "container is gone"})
+        return ActionResult("skipped", {"why": "container is gone"})
     if status != "running":
-        return None, ActionResult("skipped", {"why": f"container is {status}"})
+        return ActionResult("skipped", {"why": f"container is {status}"})
     client = redis_client(ctx.target, timeout=5)
     if client is None:
-        return None, ActionResult("skipped", {"why": "no Redis address known"})
-    return client, None
+        return ActionResult("skipped", {"why": "no Redis address known"})
+    return client
 
 
 def persist_again(ctx: Context) -> ActionResult:
     """BGSAVE (and BGREWRITEAOF when the AOF failed) and wait for them: clears Redis's error state."""
-    client, skip = _redis_or_skip(ctx)
-    if skip:
-        return skip
+    client = _redis_or_skip(ctx)
+    if isinstance(client, ActionResult):
+        return client
     done = []
     try:
         before = _wait_background(client, 30)
@@ -167,8 +165,8 @@ def persist_again(ctx: Context) -> ActionResult:
 
 def unpersisted_writes(ctx: Context) -> bool:
     """Would a restart now lose acknowledged writes? (Redis runs and its last save or AOF write failed.)"""
-    client, skip = _redis_or_skip(ctx)
-    if skip:
+    client = _redis_or_skip(ctx)
+    if isinstance(client, ActionResult):
         return False
     try:
         info = _info(client)
@@ -215,9 +213,9 @@ def restart(ctx: Context) -> ActionResult:
 def aof_off(ctx: Context) -> ActionResult:
     if not ctx.target.aof_fallback:
         return ActionResult("skipped", {"why": "not opted in (label ownvol.aof-fallback=true)"})
-    client, skip = _redis_or_skip(ctx)
-    if skip:
-        return skip
+    client = _redis_or_skip(ctx)
+    if isinstance(client, ActionResult):
+        return client
     try:
         if _info(client).get("aof_enabled") != 1:
             return ActionResult("skipped", {"why": "AOF is already off"})
@@ -234,9 +232,9 @@ def aof_off(ctx: Context) -> ActionResult:
 
 def aof_on(ctx: Context) -> ActionResult:
     """Turn AOF back on and wait for its rewrite; on failure leave it off again (never half on)."""
-    client, skip = _redis_or_skip(ctx)
-    if skip:
-        return skip
+    client = _redis_or_skip(ctx)
+    if isinstance(client, ActionResult):
+        return client
     try:
         client.config_set("appendonly", "yes")
         after = _wait_background(client, 60)
@@ -251,10 +249,13 @@ def aof_on(ctx: Context) -> ActionResult:
                                                    ("aof_enabled", "aof_last_bgrewrite_status")})
 
 
-ACTIONS = {
+# The action registry: every action by the name strategies, the journal and the events use.
+ACTIONS: dict[str, Callable[[Context], ActionResult]] = {
     "repair-ownership": repair_ownership,
     "persist-again": persist_again,
     "restart": restart,
     "aof-off": aof_off,
     "aof-on": aof_on,
 }
+# What a strategy may plan: all but aof-on, the AOF fallback's own step (Recovery.restore_aof).
+PLANNABLE = tuple(name for name in ACTIONS if name != "aof-on")

@@ -15,7 +15,6 @@ from ownvol.hook.beneath import data_path
 from ownvol.hook.targets import Target
 from ownvol.ownership import OwnershipError, inspect_root
 
-STATES = ("healthy", "latent", "refusing-writes", "loading", "unreachable", "down")
 PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
                       "aof_last_write_status", "aof_last_bgrewrite_status", "rdb_last_bgsave_status",
                       "aof_rewrites_consecutive_failures")
@@ -74,9 +73,14 @@ def evaluate(container: str, ping: str, persistence: dict, owner: dict | None) -
 
 
 def redis_client(target: Target, timeout: float = 2.0) -> redis.Redis | None:
+    """A client for target's Redis (timeout in seconds, replies decoded); None when no address is known."""
     if not target.redis_url:
         return None
-    return redis.Redis.from_url(target.redis_url, password=target.password or None, socket_timeout=timeout,
+    return _connect(target.redis_url, target.password, timeout)
+
+
+def _connect(url: str, password: str | None, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, password=password or None, socket_timeout=timeout,
                                 socket_connect_timeout=timeout, decode_responses=True)
 
 
@@ -95,7 +99,7 @@ def probe_client(target: Target) -> redis.Redis | None:
             for old in _probe_clients.values():
                 old.close()
             _probe_clients.clear()
-        client = _probe_clients[key] = redis_client(target)
+        client = _probe_clients[key] = _connect(target.redis_url, target.password, 2.0)
     return client
 
 
@@ -115,7 +119,7 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
     fact worth acting on: while the server runs, only against the uid:gid its process really runs as (a
     server that answers and owns its data is healthy whatever the container's user says), and never for a
     server that runs as root (no ownership stops it; ownvol never gives data to root)."""
-    if not local or target.mount is None or target.uid is None or target.uid == 0:
+    if not local or target.mount is None or target.uid is None or target.gid is None or target.uid == 0:
         return None
     if running and target.owner_source != "process":
         return None

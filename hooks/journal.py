@@ -142,16 +142,22 @@ class Journal:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def _write(self, sql: str, args: tuple = ()) -> int:
+    def _write(self, sql: str, args: tuple = ()) -> None:
         with self._lock:
-            cur = self._db.execute(sql, args)
-            return cur.lastrowid
+            self._db.execute(sql, args)
+
+    def _insert(self, sql: str, args: tuple = ()) -> int:
+        """Run one INSERT; the new row's id."""
+        with self._lock:
+            rowid = self._db.execute(sql, args).lastrowid
+        assert rowid is not None, "sqlite3 sets lastrowid after every INSERT"
+        return rowid
 
     # incidents
     def open_incident(self, container_id: str, container_name: str, error_type: str, origin: str,
                       detail: dict, detected_at: float) -> Incident:
         now = time.time()
-        iid = self._write(
+        iid = self._insert(
             "INSERT INTO incidents (container_id, container_name, error_type, origin, detail, detected_at, opened_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (container_id, container_name, error_type, origin, json.dumps(detail), detected_at, now))

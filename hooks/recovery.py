@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ownvol.hook.actions import ActionResult
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.journal import Incident, Journal
-from ownvol.hook.strategies import Config, Strategy
+from ownvol.hook.results import ActionResult
 from ownvol.hook.telemetry import Telemetry
+
+if TYPE_CHECKING:  # the engine reads a Config; checking one (strategies.py) needs the action registry
+    from ownvol.hook.strategies import Config, Strategy
 
 # A log line read late (the hook lags when many containers fail at once) that was written before the
 # container was last verified healthy describes a state already healed: it opens no incident. Log times
@@ -26,7 +28,11 @@ STALE_MARGIN = 0.5
 
 
 class Verdict(Protocol):
-    healthy: bool
+    """What a verification found: healthy or not, a state name and the reasons for it."""
+
+    @property
+    def healthy(self) -> bool: ...
+
     state: str
     reasons: list[str]
 
@@ -174,9 +180,9 @@ class Recovery:
                 continue
             self.breaker.record(cid, started)
             verdict = self.executor.verify(cid, self.config.verify.get(action, 10))
+            checked = {"state": verdict.state, "reasons": verdict.reasons}
             self.journal.finish_action(incident.id, step, result.result, verdict.healthy,
-                                       {**result.detail,
-                                        "verify": {"state": verdict.state, "reasons": verdict.reasons}})
+                                       {**result.detail, "verify": checked})
             last_finished = self.clock()
             outcome = "ok" if verdict.healthy else "failed"
             self.telemetry.metrics.recoveries.labels(action=action, result=outcome).inc()
@@ -233,7 +239,7 @@ class Recovery:
     # --- AOF fallback ---------------------------------------------------------------------------
     def fallback_due(self, container_id: str) -> bool:
         fb = self.journal.fallback(container_id)
-        return bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
+        return fb is not None and bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
 
     def restore_aof(self, container_id: str, repaired: bool = False) -> bool:
         """After an aof-off: repair (unless just done), turn AOF on, verify; else try again later."""

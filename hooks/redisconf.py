@@ -107,7 +107,8 @@ def command_line(argv: list[str]) -> tuple[str | None, list[Directive]]:
     if rest and not rest[0].startswith("--"):
         config_file = rest.pop(0)
     directives: list[Directive] = []
-    name, values = None, []
+    name: str | None = None
+    values: list[str] = []
     for arg in rest:
         if arg.startswith("--") and len(arg) > 2 and (name is None or values):
             if name is not None:

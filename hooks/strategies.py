@@ -1,14 +1,26 @@
-"""Recovery strategies as data (hooks/strategies.yaml), and the order learning gives them."""
+"""Recovery strategies as data (hooks/strategies.yaml), checked against a schema, and the order learning
+gives them.
+
+The schema (StrategiesFile, pydantic) refuses what the hook could not run: an unknown key (`atempts`), an
+unknown action (`restartt`; the allowed ones are actions.PLANNABLE, the action registry's), an unknown error
+type (patterns.ERROR_TYPES), a number out of range. Each refusal is a StrategyError naming the key and what
+is allowed.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ACTIONS = ("repair-ownership", "persist-again", "restart", "aof-off")
+from ownvol.hook.actions import PLANNABLE
+from ownvol.hook.patterns import ERROR_TYPES
+
+LAST_RESORT = "persistence-failed"  # the strategy of an error type the file does not name
 
 
 class StrategyError(ValueError):
@@ -49,7 +61,7 @@ class Config:
     source: str = field(default="")
 
     def strategy(self, error_type: str) -> Strategy:
-        return self.strategies.get(error_type) or self.strategies["persistence-failed"]
+        return self.strategies.get(error_type) or self.strategies[LAST_RESORT]
 
     def ordered(self, strategy: Strategy, rates: dict[str, tuple[int, int]]) -> Strategy:
         """The strategy with actions that keep failing for its type moved to the end.
@@ -69,46 +81,131 @@ def default_path() -> Path:
     return Path(str(resources.files("ownvol.hook") / "strategies.yaml"))
 
 
-def _number(d: dict, key: str, where: str, minimum: float = 0) -> float:
-    value = d.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
-        raise StrategyError(f"{where}.{key} must be a number >= {minimum}, got {value!r}")
-    return value
+def _one_of(kind: str, allowed: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+        return value
+    return AfterValidator(check)
 
 
-def parse(data: dict, source: str = "") -> Config:
-    if not isinstance(data, dict) or not isinstance(data.get("types"), dict):
-        raise StrategyError(f"{source or 'strategies'}: needs a 'types' mapping")
-    defaults = {"attempts": 1, "delay": 1.0, "backoff": 2.0, "max_delay": 30.0, **(data.get("defaults") or {})}
-    strategies = {}
-    for error_type, spec in data["types"].items():
-        spec = {**defaults, **(spec or {})}
-        actions = spec.get("actions")
-        if not isinstance(actions, list) or not actions:
-            raise StrategyError(f"types.{error_type}.actions must be a non-empty list")
-        unknown = [a for a in actions if a not in ACTIONS]
-        if unknown:
-            raise StrategyError(f"types.{error_type}: unknown action(s) {unknown}; known: {list(ACTIONS)}")
-        where = f"types.{error_type}"
-        strategies[error_type] = Strategy(error_type, tuple(actions), int(_number(spec, "attempts", where, 1)),
-                                          _number(spec, "delay", where), _number(spec, "backoff", where, 1),
-                                          _number(spec, "max_delay", where))
-    if "persistence-failed" not in strategies:
-        raise StrategyError("types.persistence-failed is required: it is the strategy of last resort")
-    verify = {a: 10.0 for a in ACTIONS} | {k: float(v) for k, v in (data.get("verify") or {}).items()}
-    breaker = {"max_actions": 8, "window": 600, "cooldown": 600, **(data.get("breaker") or {})}
-    learning = {"min_samples": 3, "min_success_rate": 0.2, **(data.get("learning") or {})}
-    fallback = {"retry": 30, "max_retry": 600, **(data.get("aof_fallback") or {})}
-    return Config(strategies, verify,
-                  int(_number(breaker, "max_actions", "breaker", 1)), _number(breaker, "window", "breaker"),
-                  _number(breaker, "cooldown", "breaker"),
-                  int(_number(learning, "min_samples", "learning", 1)),
-                  _number(learning, "min_success_rate", "learning"),
-                  _number(fallback, "retry", "aof_fallback"), _number(fallback, "max_retry", "aof_fallback"),
-                  source)
+ActionName = Annotated[str, _one_of("action", PLANNABLE)]
+ErrorType = Annotated[str, _one_of("error type", ERROR_TYPES)]
+Count = Annotated[int, Field(strict=True, ge=1)]
+Seconds = Annotated[float, Field(strict=True, ge=0)]
+Factor = Annotated[float, Field(strict=True, ge=1)]
+Fraction = Annotated[float, Field(strict=True, ge=0, le=1)]
+
+
+class _Section(BaseModel):
+    """A mapping of known keys: an empty section (YAML null) is all defaults; an unknown key is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(cls.model_fields)}")
+        return data
+
+
+class Timing(_Section):
+    """attempts: rounds through the actions; delay: seconds before each action after the first, times
+    backoff per action, at most max_delay seconds."""
+
+    attempts: Count = 1
+    delay: Seconds = 1.0
+    backoff: Factor = 2.0
+    max_delay: Seconds = 30.0
+
+
+class TypeStrategy(_Section):
+    """One error type's actions, in order, and the timing it changes from the defaults."""
+
+    actions: Annotated[list[ActionName], Field(min_length=1)]
+    attempts: Count | None = None
+    delay: Seconds | None = None
+    backoff: Factor | None = None
+    max_delay: Seconds | None = None
+
+
+class BreakerSettings(_Section):
+    max_actions: Count = 8
+    window: Seconds = 600
+    cooldown: Seconds = 600
+
+
+class LearningSettings(_Section):
+    min_samples: Count = 3
+    min_success_rate: Fraction = 0.2
+
+
+class FallbackSettings(_Section):
+    retry: Seconds = 30
+    max_retry: Seconds = 600
+
+
+class StrategiesFile(_Section):
+    """The whole file (hooks/strategies.yaml documents every key)."""
+
+    defaults: Timing = Timing()
+    verify: dict[ActionName, Seconds] = {}
+    breaker: BreakerSettings = BreakerSettings()
+    learning: LearningSettings = LearningSettings()
+    aof_fallback: FallbackSettings = FallbackSettings()
+    types: dict[ErrorType, TypeStrategy]
+
+    @model_validator(mode="after")
+    def _last_resort(self) -> StrategiesFile:
+        if LAST_RESORT not in self.types:
+            raise ValueError(f"types.{LAST_RESORT} is required: it is the strategy of last resort")
+        return self
+
+
+def _message(exc: ValidationError, source: str) -> str:
+    """The first refusal as one line: where (the key path), what is wrong, what is allowed."""
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"] if part != "[key]")
+    kind, got = error["type"], repr(error["input"])[:60]
+    if kind == "missing":
+        text = "required"
+    elif kind in ("model_type", "dict_type"):
+        text = f"must be a mapping, got {got}"
+    elif kind == "value_error":
+        text = error["msg"].removeprefix("Value error, ")
+    else:
+        text = f"{error['msg']}, got {got}"
+    return f"{source or 'strategies'}: {where + ': ' if where else ''}{text}"
+
+
+def parse(data: object, source: str = "") -> Config:
+    """A Config from the file's data (YAML decoded); raises StrategyError naming the first bad key."""
+    try:
+        spec = StrategiesFile.model_validate(data)
+    except ValidationError as exc:
+        raise StrategyError(_message(exc, source)) from None
+    d = spec.defaults
+    strategies = {
+        error_type: Strategy(error_type, tuple(t.actions),
+                             t.attempts if t.attempts is not None else d.attempts,
+                             t.delay if t.delay is not None else d.delay,
+                             t.backoff if t.backoff is not None else d.backoff,
+                             t.max_delay if t.max_delay is not None else d.max_delay)
+        for error_type, t in spec.types.items()
+    }
+    verify = {a: 10.0 for a in PLANNABLE} | {a: float(v) for a, v in spec.verify.items()}
+    return Config(strategies, verify, spec.breaker.max_actions, spec.breaker.window, spec.breaker.cooldown,
+                  spec.learning.min_samples, spec.learning.min_success_rate,
+                  spec.aof_fallback.retry, spec.aof_fallback.max_retry, source)
 
 
 def load(path: str | Path | None = None) -> Config:
+    """The strategies in path (default: the packaged strategies.yaml); raises StrategyError."""
     path = Path(path) if path else default_path()
     try:
         data = yaml.safe_load(path.read_text())

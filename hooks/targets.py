@@ -30,6 +30,8 @@ import docker
 
 from ownvol.hook.services import Service, Settings, service_for
 from ownvol.profiles import profile_for_image
+from ownvol.status import driver_name, is_driver
+from ownvol.status import owner as volume_owner
 
 WATCH_LABEL = "ownvol.watch"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
@@ -242,17 +244,17 @@ OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's dri
 
 
 def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    """The uid:gid an ownvol volume is for, by its Status (the driver may be installed under any name:
-    OWNVOL_DRIVER_NAME, a managed plugin's tag); None for any other volume."""
+    """The uid:gid an ownvol volume is for: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver
+    whose Status carries all of ownvol's keys (a driver installed under another name); None otherwise."""
     if not mount or mount.type != "volume" or mount.driver in ("", "local"):
         return None
     try:
         status = client.api.inspect_volume(mount.name).get("Status") or {}
-        if not all(k in status for k in OWNVOL_STATUS):
-            return None
-        return int(status["uid"]), int(status["gid"])
-    except (docker.errors.APIError, KeyError, TypeError, ValueError):
+    except docker.errors.APIError:
         return None
+    if not is_driver(mount.driver, driver_name()) and not all(k in status for k in OWNVOL_STATUS):
+        return None
+    return volume_owner(status)
 
 
 def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:

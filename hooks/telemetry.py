@@ -13,7 +13,7 @@ from typing import TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ownvol.hook.health import STATES
+from ownvol.hook.results import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 
@@ -67,6 +67,8 @@ class Telemetry:
         return record
 
     def _post(self, record: dict) -> None:
+        if not self.webhook:
+            return
         request = urllib.request.Request(self.webhook, data=json.dumps(record, default=str).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         try:

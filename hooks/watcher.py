@@ -92,7 +92,7 @@ class Watcher:
                 if not self._resumed:
                     self._resumed = True
                     self.recovery.resume(self._exists)
-                filters = {"type": "container"}
+                filters: dict[str, str | list[str]] = {"type": "container"}
                 if self.selector:
                     filters["label"] = [f"{k}={v}" for k, v in self.selector.items()]
                 for event in client.api.events(decode=True, since=int(since), filters=filters):
@@ -148,6 +148,8 @@ class Watcher:
         if action not in EVENTS:
             return
         cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+        if not cid:
+            return
         name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", cid[:12])
         if action == "destroy":
             with self._lock:
@@ -236,7 +238,8 @@ class Watcher:
         except docker.errors.DockerException:
             return
         state = container.attrs.get("State") or {}
-        code = int(exit_code) if str(exit_code or "").lstrip("-").isdigit() else state.get("ExitCode", 0)
+        given = str(exit_code) if exit_code is not None else ""
+        code = int(given) if given.lstrip("-").isdigit() else int(state.get("ExitCode") or 0)
         if code == 0 or self.recovery.busy(w.id):
             return
         started, finished = _stamp(state.get("StartedAt")), _stamp(state.get("FinishedAt"))
@@ -285,7 +288,7 @@ class Watcher:
             if self.recovery.fallback_due(w.id):
                 self.recovery.restore_aof(w.id)
         elif health.state in INCIDENT_STATES and not self.recovery.busy(w.id):
-            wrong_owner = bool(health.owner) and not health.owner.get("ok", True)
+            wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
                                             "message": "; ".join(health.reasons)})

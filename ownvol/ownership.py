@@ -119,7 +119,7 @@ def repair(
         wrong_mode = mode is not None and stat.S_IMODE(st.st_mode) != mode
         if wrong_owner:
             os.fchown(root_fd, uid, gid)
-        if wrong_mode:
+        if wrong_mode and mode is not None:
             os.fchmod(root_fd, mode)
         report.changed += int(wrong_owner or wrong_mode)
         if walk:

@@ -1,7 +1,9 @@
-"""The protocol: Docker's volume-plugin endpoints over HTTP. Parse, validate, call the service, reply.
+"""The protocol: Docker's volume-plugin endpoints over HTTP. Parse each body once into its request type
+(protocol.py), call the driver, reply.
 
-One error handler turns every exception into an `{"Err": "..."}` reply; a traceback never
-leaves the process. One log line per request says what was asked and how it ended.
+One error handler per exception class (PluginError, HTTPException, any other) turns it into an
+`{"Err": "..."}` reply; a traceback never leaves the process. One log line per request says what was asked
+and how it ended.
 """
 
 from __future__ import annotations
@@ -15,10 +17,22 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ownvol.driver.errors import InvalidRequest, PluginError
-from ownvol.driver.options import validate_name
+from ownvol.driver.protocol import (
+    ActivateResponse,
+    CreateRequest,
+    GetRequest,
+    MountRequest,
+    PathRequest,
+    RemoveRequest,
+    Reply,
+    Request,
+    UnmountRequest,
+    VolumeDriver,
+    parse,
+)
 from ownvol.driver.settings import Settings, from_env
 from ownvol.driver.store import Store
-from ownvol.driver.volumes import Volumes, VolumeView
+from ownvol.driver.volumes import Volumes
 
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.1+json"
 MAX_BODY = 64 * 1024
@@ -56,125 +70,90 @@ def _body() -> dict:
     return body
 
 
-def _field(body: dict, key: str, required: bool = True) -> str:
-    value = body.get(key)
-    if value is None and not required:
-        return ""
-    if value is None:
-        raise InvalidRequest(f"{key} is required")
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{key} must be a string, got {type(value).__name__}")
-    if not value:
-        raise InvalidRequest(f"{key} must not be empty")
-    if key == "ID" and (len(value) > 256 or not value.isprintable()):
-        raise InvalidRequest("ID must be printable and at most 256 characters")
-    return value
-
-
-def _named(body: dict) -> str:
-    name = _field(body, "Name")
-    g.volume = name[:160]
-    try:
-        return validate_name(name)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
-def _mount_id(body: dict) -> str:
-    mount_id = _field(body, "ID")
-    g.mount_id = mount_id
-    return mount_id
-
-
 def _printable(text: str) -> str:
     """text for one log line: escapes instead of line breaks and other controls (no forged lines)."""
     return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-def _volume(view: VolumeView) -> dict:
-    return {"Name": view.name, "Mountpoint": view.mountpoint, "CreatedAt": view.created_at, "Status": view.status}
+Handler = Callable[[dict], Reply | None]
+_LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
 
 
-def _routes(volumes: Volumes) -> dict[str, Callable[[dict], dict]]:
-    def create(body: dict) -> dict:
-        volumes.create(_named(body), body.get("Opts"))
-        return {}
+def _takes(kind: type[Request], method: Callable[[Request], Reply | None]) -> Handler:
+    return lambda body: method(parse(kind, body))
 
-    def remove(body: dict) -> dict:
-        volumes.remove(_named(body))
-        return {}
 
-    def mount(body: dict) -> dict:
-        name = _named(body)
-        return {"Mountpoint": volumes.mount(name, _mount_id(body))}
-
-    def unmount(body: dict) -> dict:
-        name = _named(body)
-        volumes.unmount(name, _mount_id(body))
-        return {}
-
-    def path(body: dict) -> dict:
-        return {"Mountpoint": volumes.path(_named(body))}
-
-    def get(body: dict) -> dict:
-        return {"Volume": _volume(volumes.get(_named(body)))}
-
-    def list_(body: dict) -> dict:
-        return {"Volumes": [{"Name": v.name, "Mountpoint": v.mountpoint} for v in volumes.list()]}
-
+def _routes(driver: VolumeDriver) -> dict[str, Handler]:
+    """Each endpoint's path and what answers it: the body parsed once into its request type, then the driver."""
     return {
-        "/Plugin.Activate": lambda body: {"Implements": ["VolumeDriver"]},
-        "/VolumeDriver.Capabilities": lambda body: {"Capabilities": {"Scope": "local"}},
-        "/VolumeDriver.Create": create,
-        "/VolumeDriver.Remove": remove,
-        "/VolumeDriver.Mount": mount,
-        "/VolumeDriver.Unmount": unmount,
-        "/VolumeDriver.Path": path,
-        "/VolumeDriver.Get": get,
-        "/VolumeDriver.List": list_,
+        "/Plugin.Activate": lambda body: ActivateResponse(),
+        "/VolumeDriver.Capabilities": lambda body: driver.capabilities(),
+        "/VolumeDriver.Create": _takes(CreateRequest, driver.create),
+        "/VolumeDriver.Remove": _takes(RemoveRequest, driver.remove),
+        "/VolumeDriver.Mount": _takes(MountRequest, driver.mount),
+        "/VolumeDriver.Unmount": _takes(UnmountRequest, driver.unmount),
+        "/VolumeDriver.Path": _takes(PathRequest, driver.path),
+        "/VolumeDriver.Get": _takes(GetRequest, driver.get),
+        "/VolumeDriver.List": lambda body: driver.list(),
     }
 
 
-def create_app(settings: Settings | None = None, volumes: Volumes | None = None) -> Flask:
+def _err(message: str, status: int) -> Response:
+    """The one shape of a refusal: {"Err": message}, cut to MAX_ERR characters."""
+    if len(message) > MAX_ERR:
+        message = message[:MAX_ERR - 3] + "..."
+    g.outcome = f"err: {message}"
+    return _reply({"Err": message}, status)
+
+
+def _plugin_error(exc: PluginError) -> Response:
+    return _err(str(exc), exc.status)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    message = {
+        404: f"unknown endpoint {request.path[:100]}; this is a Docker volume plugin (POST /VolumeDriver.*)",
+        405: f"{request.path} takes POST, not {request.method}",
+        413: f"request body larger than {MAX_BODY} bytes",
+    }.get(status, exc.description or exc.name)
+    return _err(message, status)
+
+
+def _internal_error(exc: Exception) -> Response:
+    log.exception("internal error on %s", request.path)
+    return _err(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+
+def create_app(settings: Settings | None = None, volumes: VolumeDriver | None = None) -> Flask:
     """The driver's WSGI app: settings from the environment unless given; one store per process."""
     settings = settings or from_env()
-    volumes = volumes or Volumes(settings, Store(settings.db_path))
+    driver: VolumeDriver = volumes or Volumes(settings, Store(settings.db_path))
     app = Flask("ownvol.plugin")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.extensions["ownvol.volumes"] = volumes
+    app.extensions["ownvol.volumes"] = driver
 
-    def endpoint(handler: Callable[[dict], dict]) -> Callable[[], Response]:
+    def endpoint(handler: Handler) -> Callable[[], Response]:
         def view() -> Response:
-            reply = handler(_body())
+            body = _body()
+            for key, attr in _LOGGED.items():
+                if isinstance(body.get(key), str):
+                    setattr(g, attr, body[key][:160])
+            reply = handler(body)
             g.outcome = "ok"
-            return _reply({**reply, "Err": ""})
+            return _reply({**(reply.wire() if reply else {}), "Err": ""})
         return view
 
-    for path, handler in _routes(volumes).items():
+    for path, handler in _routes(driver).items():
         app.add_url_rule(path, endpoint=path, view_func=endpoint(handler), methods=["POST"])
 
     @app.before_request
     def started() -> None:
         g.started = time.monotonic()
 
-    @app.errorhandler(Exception)
-    def err(exc: Exception) -> Response:
-        if isinstance(exc, PluginError):
-            status, message = exc.status, str(exc)
-        elif isinstance(exc, HTTPException):
-            status = exc.code or 500
-            message = {
-                404: f"unknown endpoint {request.path[:100]}; this is a Docker volume plugin (POST /VolumeDriver.*)",
-                405: f"{request.path} takes POST, not {request.method}",
-                413: f"request body larger than {MAX_BODY} bytes",
-            }.get(status, exc.description or exc.name)
-        else:
-            log.exception("internal error on %s", request.path)
-            status, message = 500, f"internal error: {type(exc).__name__}: {exc}"
-        if len(message) > MAX_ERR:
-            message = message[:MAX_ERR - 3] + "..."
-        g.outcome = f"err: {message}"
-        return _reply({"Err": message}, status)
+    app.register_error_handler(PluginError, _plugin_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
 
     @app.after_request
     def log_request(response: Response) -> Response:

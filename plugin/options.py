@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ownvol.profiles import PROFILES, get_profile
@@ -126,7 +127,8 @@ def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[
     if os.path.normpath(path) != path or path.startswith("//"):
         raise refuse(f"is not in normal form (write it as {os.path.normpath(path)!r})")
     if why := system_area(path, own_trees):
-        raise refuse(f"{why}; adopt a directory below it" if path in SYSTEM_DIRS else f"{why}, which ownvol never adopts")
+        raise refuse(f"{why}; adopt a directory below it" if path in SYSTEM_DIRS
+                     else f"{why}, which ownvol never adopts")
     if not allowed_roots:
         raise refuse("cannot be adopted: adoption is off (OWNVOL_ALLOWED_ROOTS is empty)")
     if not any(path.startswith(root.rstrip("/") + "/") for root in allowed_roots):
@@ -134,11 +136,13 @@ def check_adoptable(path: str, allowed_roots: tuple[str, ...], own_trees: tuple[
     return path
 
 
-def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ...] = (),
-                  own_trees: tuple[str, ...] = ()) -> VolumeSpec:
-    """A VolumeSpec from Create's Opts: explicit uid/gid/mode, else the profile's, else the defaults."""
+def option_strings(opts: object) -> dict[str, str]:
+    """Create's Opts as sent (a JSON object or null): known option names with string values, not yet read.
+
+    Raises ValueError naming the first unknown option or the first value that is not a string.
+    """
     if opts is None:
-        opts = {}
+        return {}
     if not isinstance(opts, dict):
         raise ValueError(f"Opts must be an object of option=value strings, got {type(opts).__name__}")
     unknown = sorted(k for k in opts if k not in OPTIONS)
@@ -147,8 +151,25 @@ def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ..
     for key, value in opts.items():
         if not isinstance(value, str):
             raise ValueError(f"option {key}: expected a string value, got {type(value).__name__}")
+    return opts
+
+
+def parse_options(opts: object, defaults: Defaults, allowed_roots: tuple[str, ...] = (),
+                  own_trees: tuple[str, ...] = ()) -> VolumeSpec:
+    """A VolumeSpec from Create's Opts as sent: option_strings, then volume_spec."""
+    return volume_spec(option_strings(opts), defaults, allowed_roots, own_trees)
+
+
+def volume_spec(opts: Mapping[str, str], defaults: Defaults, allowed_roots: tuple[str, ...] = (),
+                own_trees: tuple[str, ...] = ()) -> VolumeSpec:
+    """A VolumeSpec from checked option strings: explicit uid/gid/mode, else the profile's, else the defaults.
+
+    allowed_roots: where `path` may adopt a directory; own_trees: the plugin's own directories, never adopted.
+    Raises ValueError naming the option and what is allowed.
+    """
     prof = parse_profile(opts["profile"]) if "profile" in opts else None
-    base_uid, base_gid, base_mode = (prof.uid, prof.gid, prof.mode) if prof else (defaults.uid, defaults.gid, defaults.mode)
+    base = prof or defaults
+    base_uid, base_gid, base_mode = base.uid, base.gid, base.mode
     return VolumeSpec(
         uid=parse_id("uid", opts["uid"]) if "uid" in opts else base_uid,
         gid=parse_id("gid", opts["gid"]) if "gid" in opts else base_gid,

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from ownvol.driver.options import Defaults, parse_defaults
+from ownvol.status import driver_name
 
 DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -51,7 +52,7 @@ def _roots(value: str | None) -> tuple[str, ...]:
 def from_env(env: dict[str, str] | None = None) -> Settings:
     """Settings from env (os.environ by default); SettingsError names the variable that is wrong."""
     env = dict(os.environ if env is None else env)
-    name = env.get("OWNVOL_DRIVER_NAME") or "ownvol"
+    name = driver_name(env)
     if "/" in name or name in (".", ".."):
         raise SettingsError(f"OWNVOL_DRIVER_NAME: {name!r} must not contain '/'")
     root = env.get("OWNVOL_ROOT") or "/var/lib/ownvol"

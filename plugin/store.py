@@ -190,7 +190,8 @@ class Store:
     def record_repair(self, name: str, at: str, changed: int, seconds: float) -> None:
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE volumes SET last_repair_at = ?, last_repair_changed = ?, last_repair_seconds = ? WHERE name = ?",
+                "UPDATE volumes SET last_repair_at = ?, last_repair_changed = ?, last_repair_seconds = ?"
+                " WHERE name = ?",
                 (at, changed, seconds, name),
             )
 

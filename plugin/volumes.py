@@ -1,5 +1,8 @@
 """The volumes service: create, mount, unmount, remove, get, list. It knows nothing of HTTP.
 
+Volumes implements protocol.VolumeDriver: it receives requests that parsed (names and option strings
+already checked) and returns the protocol's responses or raises a PluginError.
+
 Every change on disk follows one pattern: the intent is committed to the store first
 ('creating', 'removing'), then the disk is changed, then the row is finished. `recover`
 (run once at start, before the workers) completes or undoes whatever a crash interrupted.
@@ -7,20 +10,35 @@ Every change on disk follows one pattern: the intent is committed to the store f
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
 import stat
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ownvol import ownership
 from ownvol.driver import binds
 from ownvol.driver.errors import InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
-from ownvol.driver.options import VolumeSpec, parse_options, validate_name
+from ownvol.driver.options import VolumeSpec, volume_spec
+from ownvol.driver.protocol import (
+    CapabilitiesResponse,
+    CreateRequest,
+    GetRequest,
+    GetResponse,
+    ListResponse,
+    MountRequest,
+    MountResponse,
+    PathRequest,
+    PathResponse,
+    RemoveRequest,
+    UnmountRequest,
+    Volume,
+)
 from ownvol.driver.settings import Settings
 from ownvol.driver.store import Store, VolumeRecord
+from ownvol.status import LastRepair, VolumeStatus
 
 log = logging.getLogger("ownvol.plugin")
 
@@ -33,17 +51,8 @@ _ONGOING = {"creating": "created", "removing": "removed"}
 
 
 def now() -> str:
+    """This instant in UTC as RFC 3339 with seconds and a Z (the CreatedAt Docker shows)."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class VolumeView:
-    """What Get and List show of a volume."""
-
-    name: str
-    mountpoint: str
-    created_at: str
-    status: dict = field(default_factory=dict)
 
 
 def _describe(spec: VolumeSpec) -> str:
@@ -93,10 +102,10 @@ class Volumes:
 
     # -- create
 
-    def create(self, name: str, opts: object) -> None:
+    def create(self, req: CreateRequest) -> None:
+        name = req.name
         try:
-            validate_name(name)
-            spec = parse_options(opts, self.settings.defaults, self.settings.allowed_roots, self._own_trees())
+            spec = volume_spec(req.options, self.settings.defaults, self.settings.allowed_roots, self._own_trees())
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         path = spec.path or os.path.join(self.settings.volumes_dir, name)
@@ -174,7 +183,9 @@ class Volumes:
 
     # -- remove
 
-    def remove(self, name: str) -> None:
+    def remove(self, req: RemoveRequest) -> None:
+        """Refused while the volume has mount references; a managed data directory is deleted, an adopted one kept."""
+        name = req.name
         with self.store.transaction():
             record = self.store.get(name)
             if record is None or record.state == "creating":
@@ -196,7 +207,9 @@ class Volumes:
 
     # -- mount
 
-    def mount(self, name: str, mount_id: str) -> str:
+    def mount(self, req: MountRequest) -> MountResponse:
+        """Count the reference, then check (and per policy repair) the data directory before the daemon uses it."""
+        name, mount_id = req.name, req.id
         with self.store.transaction(durable=False):
             record = self._ready(name)
             problem = self._data_problem(record)
@@ -210,9 +223,9 @@ class Volumes:
             try:
                 self._preflight(record)
             except BaseException:
-                self.unmount(name, mount_id)
+                self.unmount(UnmountRequest(name, mount_id))
                 raise
-        return self._mountpoint(record)
+        return MountResponse(self._mountpoint(record))
 
     def _data_problem(self, record: VolumeRecord) -> str | None:
         try:
@@ -278,8 +291,9 @@ class Volumes:
 
     # -- unmount
 
-    def unmount(self, name: str, mount_id: str) -> None:
+    def unmount(self, req: UnmountRequest) -> None:
         """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
+        name, mount_id = req.name, req.id
         with self.store.transaction(durable=False):
             record = self.store.get(name)
             if record is None:
@@ -290,41 +304,44 @@ class Volumes:
 
     # -- get, list, path
 
-    def path(self, name: str) -> str:
-        return self._mountpoint(self._ready(name))
+    def path(self, req: PathRequest) -> PathResponse:
+        return PathResponse(self._mountpoint(self._ready(req.name)))
 
-    def get(self, name: str) -> VolumeView:
-        return self._view(self._ready(name))
+    def get(self, req: GetRequest) -> GetResponse:
+        return GetResponse(self._view(self._ready(req.name)))
 
-    def list(self) -> list[VolumeView]:
-        return [self._view(r) for r in self.store.all(state="ready")]
+    def list(self) -> ListResponse:
+        return ListResponse([Volume(r.name, self._mountpoint(r)) for r in self.store.all(state="ready")])
 
-    def _view(self, record: VolumeRecord) -> VolumeView:
+    def capabilities(self) -> CapabilitiesResponse:
+        return CapabilitiesResponse("local")
+
+    def _view(self, record: VolumeRecord) -> Volume:
         spec = record.spec
         repair = None
         if record.last_repair_at:
-            repair = {"at": record.last_repair_at, "changed": record.last_repair_changed,
-                      "seconds": record.last_repair_seconds}
-        status = {
-            "uid": spec.uid,
-            "gid": spec.gid,
-            "mode": f"{spec.mode:04o}",
-            "policy": spec.policy,
-            "profile": spec.profile or "",
-            "path": record.path,
-            "adopted": record.adopted,
-            "created": record.created_at,
-            "last_check": record.last_check or "",
-            "last_check_result": record.last_check_result or "",
-            "last_repair": repair,
-            "mounts": self.store.refs(record.name),
-            "state": self._data_problem(record) or "ok",
-        }
-        return VolumeView(record.name, self._mountpoint(record), record.created_at, status)
+            repair = LastRepair(at=record.last_repair_at, changed=record.last_repair_changed or 0,
+                                seconds=record.last_repair_seconds or 0.0)
+        status = VolumeStatus(
+            uid=spec.uid,
+            gid=spec.gid,
+            mode=f"{spec.mode:04o}",
+            policy=spec.policy,
+            profile=spec.profile or "",
+            path=record.path,
+            adopted=record.adopted,
+            created=record.created_at,
+            last_check=record.last_check or "",
+            last_check_result=record.last_check_result or "",
+            last_repair=repair,
+            mounts=self.store.refs(record.name),
+            state=self._data_problem(record) or "ok",
+        )
+        return Volume(record.name, self._mountpoint(record), record.created_at, status)
 
     # -- start-up
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Finish or undo what a crash interrupted; put MOUNT_ROOT binds back in line with the references."""
         done = []
         for record in self.store.all(state="creating"):

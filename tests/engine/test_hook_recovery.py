@@ -134,7 +134,8 @@ def test_aof_fallback_only_when_opted_in_and_back_on_after_repair(hook, tracked,
         labels = {**h.labels, **({"ownvol.aof-fallback": "true"} if who == "in" else {})}
         containers[who] = run_redis(tracked, redis_image, ports[who], d, labels)
     for who in ("in", "out"):
-        h.wait_event(lambda e: by(containers[who].name, "health")(e) and e["state"] == "healthy", 60, "healthy")
+        healthy = by(containers[who].name, "health")
+        h.wait_event(lambda e, healthy=healthy: healthy(e) and e["state"] == "healthy", 60, "healthy")
     frozen = []
     try:
         for who in ("in", "out"):
@@ -144,7 +145,7 @@ def test_aof_fallback_only_when_opted_in_and_back_on_after_repair(hook, tracked,
                 frozen.append(p)
             r = client(ports[who])
             r.set("before", "1")  # may be acknowledged before the write to the AOF fails
-            wait_for(lambda: r.info("persistence")["aof_last_write_status"] == "err", 30, what="AOF write error")
+            wait_for(lambda r=r: r.info("persistence")["aof_last_write_status"] == "err", 30, what="AOF write error")
         fault_at = time.time()
         for who in ("in", "out"):
             with pytest.raises(redis.exceptions.ResponseError, match="MISCONF"):

@@ -224,7 +224,8 @@ def test_capabilities_are_the_ones_the_readme_names(managed):
     assert {"CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE"} <= from_defaults
     assert requested | from_defaults <= effective_capabilities(info["Id"])
     config = info["Config"]
-    assert config["Interface"]["Types"] == ["docker.volumedriver/1.0"] and config["Interface"]["Socket"] == "ownvol.sock"
+    assert config["Interface"]["Types"] == ["docker.volumedriver/1.0"]
+    assert config["Interface"]["Socket"] == "ownvol.sock"
     assert config["Network"]["Type"] == "none" and config["PropagatedMount"] == MOUNT_ROOT
 
 

@@ -14,15 +14,18 @@ pytestmark = pytest.mark.engine
 
 def test_volume_create_inspect_ls_rm_with_the_cli(ownvol_plugin, ptracked, unique_name):
     name = ptracked.volume(unique_name("vol"))
-    ownvol_plugin.engine.docker("volume", "create", "--driver", ownvol_plugin.name, "-o", "profile=postgres-alpine", name)
+    ownvol_plugin.engine.docker("volume", "create", "--driver", ownvol_plugin.name,
+                                "-o", "profile=postgres-alpine", name)
     info = json.loads(ownvol_plugin.engine.docker("volume", "inspect", name).stdout)[0]
     assert info["Driver"] == ownvol_plugin.name and info["Mountpoint"] == str(ownvol_plugin.data_dir(name))
     st = info["Status"]
-    assert (st["uid"], st["gid"], st["mode"], st["policy"], st["profile"]) == (70, 70, "0700", "on-root-mismatch", "postgres-alpine")
+    assert (st["uid"], st["gid"], st["mode"], st["policy"], st["profile"]) == \
+        (70, 70, "0700", "on-root-mismatch", "postgres-alpine")
     assert {"path", "created", "last_check", "last_check_result", "last_repair"} <= set(st)
     data = os.stat(ownvol_plugin.data_dir(name))
     assert (data.st_uid, data.st_gid, data.st_mode & 0o7777) == (70, 70, 0o700)
-    listed = ownvol_plugin.engine.docker("volume", "ls", "--filter", f"driver={ownvol_plugin.name}", "--format", "{{.Name}}").stdout.split()
+    listed = ownvol_plugin.engine.docker("volume", "ls", "--filter", f"driver={ownvol_plugin.name}",
+                                         "--format", "{{.Name}}").stdout.split()
     assert name in listed
     ownvol_plugin.engine.docker("volume", "rm", name)
     assert not ownvol_plugin.data_dir(name).exists()
@@ -94,7 +97,8 @@ def test_the_symlink_attack_leaves_host_files_untouched(ownvol_plugin, engine_cl
     c = ptracked.run(redis_image, ["sh", "-c", seed], user="0:0", network_mode="none", labels=NO_HOOK,
                     volumes={name: {"bind": "/bound", "mode": "rw"}})
     assert c.wait(timeout=60)["StatusCode"] == 0, c.logs()
-    before = {p: (os.stat(p).st_uid, os.stat(p).st_gid, os.stat(p).st_mode) for p in (host, host / "passwd", host / "etc", host / "etc" / "shadow")}
+    before = {p: (os.stat(p).st_uid, os.stat(p).st_gid, os.stat(p).st_mode)
+              for p in (host, host / "passwd", host / "etc", host / "etc" / "shadow")}
     run_redis(ptracked, redis_image, name, port)
     redis_answers(port).set("k", "v")
     after = {p: (os.stat(p).st_uid, os.stat(p).st_gid, os.stat(p).st_mode) for p in before}
@@ -117,7 +121,8 @@ def test_the_symlink_attack_leaves_host_files_untouched(ownvol_plugin, engine_cl
 ])
 def test_every_bad_option_is_refused_by_name_and_leaves_nothing(ownvol_plugin, ptracked, unique_name, opt, words):
     name = ptracked.volume(unique_name("bad"))
-    result = ownvol_plugin.engine.docker("volume", "create", "--driver", ownvol_plugin.name, "-o", opt, name, check=False)
+    result = ownvol_plugin.engine.docker("volume", "create", "--driver", ownvol_plugin.name, "-o", opt, name,
+                                         check=False)
     assert result.returncode != 0 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert ownvol_plugin.engine.docker("volume", "inspect", name, check=False).returncode != 0

@@ -195,7 +195,7 @@ def test_dockerd_restarted_under_running_containers_brings_them_back_with_their_
     plugin = make_plugin(mount_root=True)
     client = plugin_engine.client()
     redises, ports = [], []
-    for i in range(4):
+    for _ in range(4):
         name = unique_name("vol")
         create(client, plugin, ptracked, name, profile="redis")
         port = free_port()
@@ -207,7 +207,7 @@ def test_dockerd_restarted_under_running_containers_brings_them_back_with_their_
     shared = ptracked.run(redis_image, ["sleep", "infinity"], user="999:999", network_mode="none", labels=NO_HOOK,
                           restart_policy={"Name": "unless-stopped"},
                           volumes={redises[0][0]: {"bind": "/bound", "mode": "rw"}})
-    for (name, _), port in zip(redises, ports):
+    for (name, _), port in zip(redises, ports, strict=True):
         r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
         wait_for(r.ping, 60, what=f"redis on {port}")
         for k in range(100):
@@ -216,8 +216,8 @@ def test_dockerd_restarted_under_running_containers_brings_them_back_with_their_
     client = plugin_engine.restart()
 
     for c in [*(c for _, c in redises), shared]:
-        wait_for(lambda: client.containers.get(c.id).status == "running", 120, what=f"{c.name} back")
-    for (name, c), port in zip(redises, ports):
+        wait_for(lambda c=c: client.containers.get(c.id).status == "running", 120, what=f"{c.name} back")
+    for (name, _), port in zip(redises, ports, strict=True):
         r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
         wait_for(r.ping, 60, what=f"redis on {port} after the restart")
         assert r.mget([f"{name}:{k}" for k in range(100)]) == [str(k).encode() for k in range(100)]

@@ -37,8 +37,9 @@ def test_fifty_containers_at_once_on_fifty_volumes(make_plugin, engine_client, p
 
     with ThreadPoolExecutor(COUNT) as pool:
         containers = list(pool.map(start, names))
-    for name, c in zip(names, containers):
-        wait_for(lambda: (plugin.data_dir(name) / "ready").exists() or c.reload() or c.status != "running", 180,
+    for name, c in zip(names, containers, strict=True):
+        ready = plugin.data_dir(name) / "ready"
+        wait_for(lambda c=c, ready=ready: ready.exists() or c.reload() or c.status != "running", 180,
                  what=f"{c.name} to write its volume")
         c.reload()
         assert c.status == "running", (c.name, c.logs()[-500:])

@@ -117,7 +117,8 @@ def test_an_adoptable_path_never_leaves_the_allowed_roots_nor_enters_a_system_tr
     assert got == path and path.isprintable() and os.path.isabs(path) and os.path.normpath(path) == path
     parts = path.split("/")[1:]
     assert ".." not in parts and "." not in parts and "" not in parts
-    assert len(path.encode()) <= PATH_MAX and len(parts) <= PATH_DEPTH_MAX and all(len(p.encode()) <= 255 for p in parts)
+    assert len(path.encode()) <= PATH_MAX and len(parts) <= PATH_DEPTH_MAX
+    assert all(len(p.encode()) <= 255 for p in parts)
     assert any(os.path.commonpath([path, root]) == root and path != root for root in ROOTS)
     assert path not in SYSTEM_DIRS
     assert not any(path == tree or path.startswith(tree + "/") for tree in SYSTEM_TREES + own)

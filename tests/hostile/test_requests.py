@@ -211,7 +211,8 @@ def test_requests_that_are_not_http_are_refused_before_the_app(plugin, data):
 
 def test_a_good_create_still_works_after_the_corpus(plugin):
     plugin.call("Create", Name="after-the-corpus", Opts={"profile": "redis"})
-    assert plugin.call("Mount", Name="after-the-corpus", ID="m")["Mountpoint"] == str(plugin.data_dir("after-the-corpus"))
+    mounted = plugin.call("Mount", Name="after-the-corpus", ID="m")["Mountpoint"]
+    assert mounted == str(plugin.data_dir("after-the-corpus"))
     plugin.call("Unmount", Name="after-the-corpus", ID="m")
     plugin.call("Remove", Name="after-the-corpus")
     assert plugin.call("List")["Volumes"] == []

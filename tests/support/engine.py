@@ -27,7 +27,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.1, 
         except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    last = f" (last error: {last_exc})" if last_exc else ""
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
 def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "/data") -> list[str]:
@@ -89,7 +90,8 @@ class PrivateEngine:
     def load_image(self, tag: str) -> None:
         """Copy an image from the main engine into this one (no registry here)."""
         save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "-H", self.host, "load", "-q"], stdin=save.stdout, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["docker", "-H", self.host, "load", "-q"], stdin=save.stdout, check=True,
+                       stdout=subprocess.DEVNULL)
         if save.wait() != 0:
             raise RuntimeError(f"docker save {tag} failed")
 
@@ -102,7 +104,8 @@ class PrivateEngine:
         self.stop()
         subprocess.run(["umount", "-R", self.exec_root], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.exec_root, ignore_errors=True)
-        subprocess.run(["sh", "-c", f"umount $(awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts) 2>/dev/null"])
+        below = f"awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts"
+        subprocess.run(["sh", "-c", f"umount $({below}) 2>/dev/null"])
         shutil.rmtree(self.data_root, ignore_errors=True)
 
 

@@ -6,9 +6,9 @@ import io
 import json
 from dataclasses import dataclass, field
 
-from ownvol.hook.actions import ActionResult
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.results import ActionResult
 from ownvol.hook.strategies import parse
 from ownvol.hook.telemetry import Telemetry
 

@@ -87,7 +87,8 @@ class Hook:
 
     def of(self, kind: str, container: str | None = None) -> list[dict]:
         with self._cond:
-            return [e for e in self.events if e["event"] == kind and (container is None or e.get("container") == container)]
+            return [e for e in self.events
+                    if e["event"] == kind and (container is None or e.get("container") == container)]
 
     def mark(self) -> int:
         with self._cond:

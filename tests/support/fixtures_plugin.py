@@ -57,7 +57,8 @@ class PluginEngine(PrivateEngine):
         return super().start(timeout)
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["docker", "-H", self.host, *args], capture_output=True, text=True, check=check, timeout=300)
+        return subprocess.run(["docker", "-H", self.host, *args], capture_output=True, text=True, check=check,
+                              timeout=300)
 
     def destroy(self) -> None:
         super().destroy()

@@ -20,12 +20,12 @@ HOOK_IMAGE = "ownvol/hook:latest"  # what examples/compose.yaml and examples/sta
 _DIGESTS = (
     "import hashlib, importlib, json, pathlib\n"
     "out = {}\n"
-    "for p in %r:\n"
+    f"for p in {tuple(PACKAGE_DIRS)!r}:\n"
     "    for f in pathlib.Path(importlib.import_module(p).__file__).parent.iterdir():\n"
     "        if f.suffix in ('.py', '.yaml'):\n"
     "            out[p + '/' + f.name] = hashlib.sha256(f.read_bytes()).hexdigest()\n"
     "print(json.dumps(out))\n"
-) % (tuple(PACKAGE_DIRS),)
+)
 
 
 def _tree_digests() -> dict[str, str]:

@@ -80,7 +80,9 @@ def test_a_root_start_is_not_a_fact_and_the_order_after_the_process():
     mount = DataMount("volume", "/v", "/data", "", "vol", "ownvol")
     status = {"uid": 999, "gid": 999, "mode": "0755", "policy": "on-root-mismatch"}
     assert decide(attrs(), client=_Client(volume=status), mount=mount) == (999, 999, "ownvol-volume")
-    assert decide(attrs(), client=_Client(volume={"uid": 999, "gid": 999}), mount=mount) == (None, None, "unknown")
+    renamed = DataMount("volume", "/v", "/data", "", "vol", "ovt-driver")
+    assert decide(attrs(), client=_Client(volume=status), mount=renamed) == (999, 999, "ownvol-volume")
+    assert decide(attrs(), client=_Client(volume={"uid": 5, "gid": 5}), mount=renamed) == (None, None, "unknown")
 
 
 def test_the_server_process_is_found_in_the_process_table():

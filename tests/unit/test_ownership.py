@@ -36,7 +36,8 @@ def test_inspect_root(tree):
     assert not state.ok and state.problems == ["owner 0:0, want 999:999", "mode 0700, want 0755"]
 
 
-@pytest.mark.parametrize("kind,words", [("missing", "does not exist"), ("link", "is a symlink"), ("file", "not a directory")])
+@pytest.mark.parametrize("kind,words", [("missing", "does not exist"), ("link", "is a symlink"),
+                                        ("file", "not a directory")])
 def test_a_root_that_cannot_be_checked(tmp_path, kind, words):
     path = tmp_path / "root"
     if kind == "link":

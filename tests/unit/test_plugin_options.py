@@ -50,11 +50,13 @@ def test_explicit_options():
 
 
 def test_profile_gives_owner_and_mode_and_explicit_options_win():
-    assert parse_options({"profile": "postgres-alpine"}, D) == VolumeSpec(70, 70, 0o700, "on-root-mismatch", "postgres-alpine")
+    assert parse_options({"profile": "postgres-alpine"}, D) == \
+        VolumeSpec(70, 70, 0o700, "on-root-mismatch", "postgres-alpine")
     assert parse_options({"profile": "redis-alpine", "gid": "999"}, D).gid == 999
 
 
-@pytest.mark.parametrize("mode,value", [("755", 0o755), ("0755", 0o755), ("0o2775", 0o2775), ("7777", 0o7777), ("0", 0)])
+@pytest.mark.parametrize("mode,value", [("755", 0o755), ("0755", 0o755), ("0o2775", 0o2775), ("7777", 0o7777),
+                                        ("0", 0)])
 def test_modes(mode, value):
     assert parse_options({"mode": mode}, D).mode == value
 
@@ -69,7 +71,8 @@ def test_modes(mode, value):
     ({"mode": "0999"}, "option mode: '0999' is not an octal mode from 0 to 7777"),
     ({"mode": "17777"}, "option mode"),
     ({"mode": "rwx"}, "option mode"),
-    ({"profile": "oracle"}, "option profile: 'oracle' is not a known profile; known profiles: " + ", ".join(sorted(PROFILES))),
+    ({"profile": "oracle"},
+     "option profile: 'oracle' is not a known profile; known profiles: " + ", ".join(sorted(PROFILES))),
     ({"policy": "sometimes"}, "option policy: 'sometimes' is not a policy; use one of on-root-mismatch, always, never"),
     ({"uid": 999}, "option uid: expected a string value, got int"),
 ])
@@ -100,7 +103,8 @@ def test_adoptable_paths(path):
     ("/proc/1", "inside /proc"), ("/dev/shm/x", "inside /dev"), ("/boot/x", "inside /boot"),
     ("/sys/x", "inside /sys"), ("/home/me/x", "not below an allowed root"), ("relative/x", "not an absolute path"),
     ("/srv/../etc", "not in normal form"), ("/srv/x/", "not in normal form"), ("//srv/x", "not in normal form"),
-    ("/srv/a\0", "NUL"), ("/data/vols", "not below an allowed root"), ("/var/lib/ownvol/volumes/x", "inside /var/lib/ownvol"),
+    ("/srv/a\0", "NUL"), ("/data/vols", "not below an allowed root"),
+    ("/var/lib/ownvol/volumes/x", "inside /var/lib/ownvol"),
 ])
 def test_refused_paths(path, words):
     with pytest.raises(ValueError) as info:
@@ -132,7 +136,8 @@ def test_settings_from_env():
 @pytest.mark.parametrize("env,words", [
     ({"OWNVOL_DEFAULT_MODE": "999"}, "option mode"), ({"OWNVOL_WORKERS": "0"}, "OWNVOL_WORKERS"),
     ({"OWNVOL_ROOT": "var/lib"}, "OWNVOL_ROOT"), ({"OWNVOL_ALLOWED_ROOTS": "/srv/../etc"}, "OWNVOL_ALLOWED_ROOTS"),
-    ({"OWNVOL_DEFAULT_POLICY": "x"}, "option policy"), ({"OWNVOL_LOG_LEVEL": "loud"}, "OWNVOL_LOG_LEVEL"), ({"OWNVOL_DRIVER_NAME": "a/b"}, "OWNVOL_DRIVER_NAME"),
+    ({"OWNVOL_DEFAULT_POLICY": "x"}, "option policy"), ({"OWNVOL_LOG_LEVEL": "loud"}, "OWNVOL_LOG_LEVEL"),
+    ({"OWNVOL_DRIVER_NAME": "a/b"}, "OWNVOL_DRIVER_NAME"),
 ])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match=words):

@@ -61,7 +61,8 @@ def test_create_gives_a_directory_with_owner_and_mode(driver):
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 4321, 0o750)
     status = driver.ok("Get", Name="v")["Volume"]["Status"]
     assert {k: status[k] for k in ("uid", "gid", "mode", "policy", "profile", "state", "mounts")} == {
-        "uid": 1234, "gid": 4321, "mode": "0750", "policy": "on-root-mismatch", "profile": "", "state": "ok", "mounts": 0}
+        "uid": 1234, "gid": 4321, "mode": "0750", "policy": "on-root-mismatch", "profile": "", "state": "ok",
+        "mounts": 0}
     assert set(status) >= {"path", "created", "last_check", "last_check_result", "last_repair"}
 
 
@@ -78,8 +79,10 @@ def test_create_again_same_options_is_fine_different_is_refused(driver):
     ('{"Name": "v", "Opts": "uid=1"}', "Opts must be an object"),
     ('{"Name": "v", "Opts": {"colour": "red"}}', "unknown option 'colour'; valid options: gid, mode, path"),
     ('{"Name": "v", "Opts": {"uid": "x"}}', "option uid"), ('{"Name": "v", "Opts": {"mode": "8"}}', "option mode"),
-    ('{"Name": "v", "Opts": {"profile": "x"}}', "option profile"), ('{"Name": "v", "Opts": {"policy": "x"}}', "option policy"),
-    ('{"Name": "v", "Opts": {"path": "/etc/x"}}', "option path"), ('{"Name": "v", "Opts": {"path": "/srv/x"}}', "option path"),
+    ('{"Name": "v", "Opts": {"profile": "x"}}', "option profile"),
+    ('{"Name": "v", "Opts": {"policy": "x"}}', "option policy"),
+    ('{"Name": "v", "Opts": {"path": "/etc/x"}}', "option path"),
+    ('{"Name": "v", "Opts": {"path": "/srv/x"}}', "option path"),
     ("\xff\xfe", "not valid JSON"),
 ])
 def test_every_bad_create_gets_an_err_and_leaves_nothing(driver, raw, words):

@@ -43,7 +43,8 @@ def test_references_stay_right_under_concurrent_requests(bare_plugin):
 def test_concurrent_creates_of_one_name_make_one_volume(bare_plugin):
     plugin = bare_plugin(OWNVOL_WORKERS="4")
     with ThreadPoolExecutor(8) as pool:
-        replies = list(pool.map(lambda _: plugin.post("/VolumeDriver.Create", {"Name": "v", "Opts": {"uid": "5"}}), range(16)))
+        replies = list(pool.map(lambda _: plugin.post("/VolumeDriver.Create", {"Name": "v", "Opts": {"uid": "5"}}),
+                                range(16)))
     errs = [r["Err"] for _, r in replies if r["Err"]]
     assert all("being created" in e for e in errs), errs
     assert [v["Name"] for v in plugin.call("List")["Volumes"]] == ["v"]
@@ -55,5 +56,6 @@ def test_path_and_get_agree_with_mount(bare_plugin):
     plugin.call("Create", Name="v", Opts={})
     path = plugin.call("Path", Name="v")["Mountpoint"]
     volume = plugin.call("Get", Name="v")["Volume"]
-    assert path == volume["Mountpoint"] == plugin.call("Mount", Name="v", ID="x")["Mountpoint"] == str(plugin.data_dir("v"))
+    mounted = plugin.call("Mount", Name="v", ID="x")["Mountpoint"]
+    assert path == volume["Mountpoint"] == mounted == str(plugin.data_dir("v"))
     assert volume["CreatedAt"].endswith("Z") and volume["Status"]["created"] == volume["CreatedAt"]

@@ -34,7 +34,8 @@ def test_round_trip_and_states(store):
     store.record_check("a", "t1", "ok")
     store.record_repair("a", "t2", 3, 0.5)
     got = store.get("a")
-    assert (got.last_check, got.last_check_result, got.last_repair_changed, got.last_repair_seconds) == ("t1", "ok", 3, 0.5)
+    assert (got.last_check, got.last_check_result, got.last_repair_changed, got.last_repair_seconds) == \
+        ("t1", "ok", 3, 0.5)
     assert store.get("missing") is None
 
 
