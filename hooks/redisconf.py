@@ -27,7 +27,8 @@ MAX_INCLUDE_DEPTH = 16  # Redis has none; a loop of includes would make it recur
 
 
 class ConfigSyntaxError(ValueError):
-    """A line Redis itself would refuse ("Unbalanced quotes in configuration line")."""
+    """A line Redis itself would refuse ("Unbalanced quotes in configuration line"). The message never
+    quotes the line: it may hold a password."""
 
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}
@@ -54,7 +55,7 @@ def split_args(line: str) -> list[str]:
                     i += 1
                 elif c == '"':
                     if i + 1 < n and not line[i + 1].isspace():
-                        raise ConfigSyntaxError(f"closing quote must be followed by a space: {line!r}")
+                        raise ConfigSyntaxError("a closing quote must be followed by a space")
                     quote = None
                     i += 1
                     break
@@ -66,7 +67,7 @@ def split_args(line: str) -> list[str]:
                     i += 1
                 elif c == "'":
                     if i + 1 < n and not line[i + 1].isspace():
-                        raise ConfigSyntaxError(f"closing quote must be followed by a space: {line!r}")
+                        raise ConfigSyntaxError("a closing quote must be followed by a space")
                     quote = None
                     i += 1
                     break
@@ -80,7 +81,7 @@ def split_args(line: str) -> list[str]:
                 current.append(c)
             i += 1
         if quote:
-            raise ConfigSyntaxError(f"unbalanced quotes: {line!r}")
+            raise ConfigSyntaxError("unbalanced quotes")
         args.append("".join(current))
 
 

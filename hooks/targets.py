@@ -342,7 +342,10 @@ class StartFacts:
     volume_checked: bool = False
     process: tuple[int, int, int] | None = None
     live: Settings | None = None
-    live_tried: float = 0.0
+    live_tries: int = 0
+    live_next: float = 0.0
+    process_tries: int = 0
+    process_next: float = 0.0
     volume_path: str | None = None
 
 
@@ -366,7 +369,10 @@ class FactCache:
             return self._facts.setdefault(key, facts)
 
 
-LIVE_RETRY = 1.0  # seconds between CONFIG GET attempts while a started server does not answer yet
+# While a started server does not answer yet (CONFIG GET) or is not yet in the process table (an entrypoint
+# still running as root), the hook asks again after LIVE_RETRY seconds, doubling up to RETRY_MAX.
+LIVE_RETRY = 0.5
+RETRY_MAX = 30.0
 LastRun = Callable[[str], "tuple[int, int] | None"]
 
 
@@ -428,12 +434,16 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         if cache:
             cached = cache.put(key, cached)
     running = state.get("Status") == "running"
-    if running and cached.process is None:
+    now = time.monotonic()
+    if running and cached.process is None and now >= cached.process_next:
         reach = proc or ("/proc" if engine_paths_reachable() else None)
         cached.process = server_process(container, cached.service, state.get("Pid"), reach or "/nonexistent")
-    if running and cached.live is None and time.monotonic() - cached.live_tried >= LIVE_RETRY:
-        cached.live_tried = time.monotonic()
+        cached.process_tries += 1
+        cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
+    if running and cached.live is None and now >= cached.live_next:
         cached.live = cached.service.live(cached.settings)
+        cached.live_tries += 1
+        cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
     settings = cached.live or cached.settings
     directory = settings.data_dir
     mount = data_mount(attrs, directory)
