@@ -46,26 +46,14 @@ def split_args(line: str) -> list[str]:
         current, quote = [], None
         while i < n:
             c = line[i]
-            if quote == '"':
-                if c == "\\" and i + 3 < n and line[i + 1] == "x" and _is_hex(line[i + 2:i + 4]):
+            if quote:
+                if quote == '"' and c == "\\" and i + 3 < n and line[i + 1] == "x" and _is_hex(line[i + 2:i + 4]):
                     current.append(chr(int(line[i + 2:i + 4], 16)))
                     i += 3
-                elif c == "\\" and i + 1 < n:
-                    current.append(_ESCAPES.get(line[i + 1], line[i + 1]))
+                elif c == "\\" and i + 1 < n and (quote == '"' or line[i + 1] == "'"):
+                    current.append(_ESCAPES.get(line[i + 1], line[i + 1]) if quote == '"' else "'")
                     i += 1
-                elif c == '"':
-                    if i + 1 < n and not line[i + 1].isspace():
-                        raise ConfigSyntaxError("a closing quote must be followed by a space")
-                    quote = None
-                    i += 1
-                    break
-                else:
-                    current.append(c)
-            elif quote == "'":
-                if c == "\\" and i + 1 < n and line[i + 1] == "'":
-                    current.append("'")
-                    i += 1
-                elif c == "'":
+                elif c == quote:
                     if i + 1 < n and not line[i + 1].isspace():
                         raise ConfigSyntaxError("a closing quote must be followed by a space")
                     quote = None

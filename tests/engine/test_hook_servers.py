@@ -57,6 +57,20 @@ def image_or_fail(docker_client: docker.DockerClient, image: str) -> str:
     return image
 
 
+def drift_to_root(h, r: redis.Redis, data) -> tuple[int, float]:
+    """The run-time fault, made while the hook is paused so the test sees it for itself: the data dir goes to
+    root and a BGSAVE fails. (the hook's event mark, when the fault was in place)"""
+    h.pause()
+    try:
+        os.chown(data, 0, 0)
+        mark = h.mark()
+        r.bgsave()
+        wait_for(lambda: r.info("persistence")["rdb_last_bgsave_status"] == "err", 30, what="the BGSAVE to fail")
+        return mark, time.time()
+    finally:
+        h.resume()
+
+
 def matrix_params():
     return [pytest.param(name, marks=() if name in DEFAULT_MEMBERS else pytest.mark.matrix) for name in SERVERS]
 
@@ -83,15 +97,7 @@ def test_canary_and_runtime_fault_healed_on_every_server(server, hook, tracked, 
     assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "healthy after the heal")
 
-    h.pause()
-    try:
-        os.chown(host_dir, 0, 0)
-        mark = h.mark()
-        r.bgsave()
-        wait_for(lambda: r.info("persistence")["rdb_last_bgsave_status"] == "err", 30, what="the BGSAVE to fail")
-        fault_at = time.time()
-    finally:
-        h.resume()
+    mark, fault_at = drift_to_root(h, r, host_dir)
     recovered = h.wait_event(by(c.name, "recovered"), 120, f"the {server} run-time fault to be healed", after=mark)
     heal_report(f"{server}: run time, BGSAVE refused", recovered["ts"] - fault_at)
     assert r.set("k2", "v2") and r.info("persistence")["rdb_last_bgsave_status"] == "ok"
@@ -177,15 +183,7 @@ def test_official_valkey_without_a_user_heals_its_drifted_workdir(hook, tracked,
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "Valkey healthy")
     r = client(port)
     assert r.set("k", "v")
-    h.pause()
-    try:
-        os.chown(data, 0, 0)
-        mark = h.mark()
-        r.bgsave()
-        wait_for(lambda: r.info("persistence")["rdb_last_bgsave_status"] == "err", 30, what="the BGSAVE to fail")
-        fault_at = time.time()
-    finally:
-        h.resume()
+    mark, fault_at = drift_to_root(h, r, data)
     recovered = h.wait_event(by(c.name, "recovered"), 120, "the drifted Valkey to be healed", after=mark)
     heal_report("official-style Valkey, no user, run time", recovered["ts"] - fault_at)
     repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership" and e["result"] == "ok")
