@@ -7,6 +7,7 @@ step is in the journal before and after it runs, so a restarted hook resumes whe
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -128,7 +129,19 @@ class Recovery:
 
     # --- the recovery itself --------------------------------------------------------------------
     def plan_for(self, incident: Incident) -> Strategy:
+        """The strategies file's plan for the incident's error type, unless its service (detail "service", a
+        family of hooks/services) has one of its own; then ordered by learning."""
         strategy = self.config.strategy(incident.error_type)
+        family = incident.detail.get("service")
+        if family:
+            from ownvol.hook.services import by_family
+
+            try:
+                own = by_family(family).plan(incident.error_type)
+            except KeyError:
+                own = None
+            if own:
+                strategy = dataclasses.replace(strategy, actions=tuple(own))
         rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
         return self.config.ordered(strategy, rates)
 

@@ -60,6 +60,7 @@ class Watched:
     target: dict = field(default_factory=dict)
     reader: patterns.LogReader | None = None
     last_detection_ns: int = 0
+    service: str = ""  # its family (hooks/services), carried in every incident's detail
 
 
 class Watcher:
@@ -137,7 +138,8 @@ class Watcher:
             if w is None:
                 service = service_for(container.attrs)
                 reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
-                w = self.watched[container.id] = Watched(container.id, container.name, reader=reader)
+                w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
+                                                         service=service.family if service else "")
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
                                     image=(container.attrs.get("Config") or {}).get("Image"))
             return w
@@ -228,7 +230,8 @@ class Watcher:
         lag = max(0.0, time.time() - ts / 1e9)
         self.telemetry.metrics.detection_seconds.observe(lag)
         self.telemetry.emit("detected", container=w.name, lag=round(lag, 3), **detection.as_dict())
-        self.recovery.report(w.id, w.name, detection.error_type, "log", detection.as_dict(), detected_at=ts / 1e9)
+        self.recovery.report(w.id, w.name, detection.error_type, "log", {**detection.as_dict(), "service": w.service},
+                             detected_at=ts / 1e9)
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
         """A start-up crash no known line explained: an incident when the data mount is not owned by the
@@ -260,7 +263,8 @@ class Watcher:
         self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
                             owner=owner, why="no known line matched; the data mount is not owned by the service")
         self.recovery.report(w.id, w.name, "permission-denied", "exit", {"message": message, "exit_code": code,
-                                                                        "owner": owner, "matched": None})
+                                                                        "owner": owner, "matched": None,
+                                                                        "service": w.service})
 
     # --- health ---------------------------------------------------------------------------------
     def _probe_loop(self) -> None:
@@ -291,7 +295,7 @@ class Watcher:
             wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
-                                            "message": "; ".join(health.reasons)})
+                                            "message": "; ".join(health.reasons), "service": w.service})
 
     def status(self) -> dict:
         return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,

@@ -170,3 +170,15 @@ def test_a_user_volume_conflict_gets_one_repair_then_a_conflict_event(tmp_path):
     assert len(conflicts) == 1 and conflicts[0]["volume_owner"] == "999:999"
     assert "-o uid=1000 -o gid=1000" in conflicts[0]["message"]
     assert [e["why"] for e in events(out) if e["event"] == "gave-up"][-1].startswith("conflict:")
+
+
+def test_a_service_plan_replaces_the_strategies_file_plan(tmp_path, monkeypatch):
+    """A service definition's own plan (hooks/services Service.plan) is what an incident of its family runs."""
+    redis_service = by_family("redis")
+    monkeypatch.setattr(type(redis_service), "plan", lambda self, error_type: ("restart",))
+    executor = FakeExecutor(heals="restart")
+    rec, _ = engine(tmp_path, executor)
+    rec.report("c1", "c", "persistence-failed", "log", {"message": "x", "service": "redis"}, background=False)
+    assert executor.ran == ["restart"]
+    rec.report("c2", "c", "persistence-failed", "log", {"message": "x", "service": "unknown"}, background=False)
+    assert executor.ran[1:] == ["repair-ownership"]
