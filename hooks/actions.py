@@ -63,7 +63,8 @@ def repair_ownership(ctx: Context) -> ActionResult:
         return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
                                                "directories to a container's user"})
     route = repair_route(ctx)
-    base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
+    base: dict[str, object] = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}",
+                               "owner_source": t.owner_source}
     if t.conflict:
         base["conflict"] = t.conflict
     if route == "local":

@@ -42,10 +42,12 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True,
               help="host:port for /metrics and /status; 'off' for none.")
 @click.option("--webhook", envvar="OWNVOL_WEBHOOK", default=None, help="POST incident/recovered/gave-up JSON here.")
-@click.option("--selector", multiple=True, metavar="KEY=VALUE", help="Only containers with this label (repeatable).")
+@click.option("--selector", multiple=True, metavar="KEY=VALUE", envvar="OWNVOL_HOOK_SELECTOR",
+              help="Only containers with this label (repeatable; the variable: space-separated).")
 @click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None,
               help="A strategies YAML (default: the packaged hooks/strategies.yaml).")
-@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between health probes.")
+@click.option("--interval", type=float, envvar="OWNVOL_HOOK_INTERVAL", default=5.0, show_default=True,
+              help="Seconds between health probes.")
 @_via
 @click.option("--helper-image", envvar="OWNVOL_IMAGE", default="ownvol/ownvol:latest", show_default=True)
 def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image) -> None:

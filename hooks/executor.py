@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import docker
 from docker.models.containers import Container
@@ -16,12 +17,19 @@ from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 
 
+class Runs(Protocol):
+    """Where the owners of healthy runs are kept (hooks/journal.py Journal)."""
+
+    def last_run(self, container_id: str) -> tuple[int, int] | None: ...
+
+    def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
+
+
 class DockerExecutor:
-    """runs: an object with last_run(container_id) -> (uid, gid) | None and record_run(container_id, name, uid,
-    gid) (the journal), or None: owners seen on healthy runs are then not remembered."""
+    """runs: the journal (or None: the owners seen on healthy runs are then not remembered)."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
-                 helper_image: str | None = None, runs: object | None = None) -> None:
+                 helper_image: str | None = None, runs: Runs | None = None) -> None:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
@@ -31,7 +39,7 @@ class DockerExecutor:
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
-        last_run: LastRun | None = getattr(self.runs, "last_run", None)
+        last_run: LastRun | None = self.runs.last_run if self.runs else None
         return container, facts(self.client(), container, self.cache, last_run)
 
     def context(self, target: Target) -> Context:
@@ -60,7 +68,8 @@ class DockerExecutor:
 
         health = by_family(target.service).probe(target, container.status,
                                                   self.repair_via != "helper" and engine_paths_reachable())
-        if health.healthy and target.owner_source == "process" and self.runs is not None:
+        if health.healthy and target.owner_source == "process" and self.runs is not None \
+                and target.uid is not None and target.gid is not None:
             self.runs.record_run(target.id, target.name, target.uid, target.gid)
         return health
 

@@ -226,6 +226,7 @@ class LogReader:
         return Detection(found[0], message, found[1], line.rstrip("\r\n"))
 
     def _finish(self) -> Detection | None:
+        assert self._header is not None
         (pattern, context), block = self._header, self._block
         self._header, self._block = None, []
         reason = block[3].strip()

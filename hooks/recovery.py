@@ -128,7 +128,9 @@ class Recovery:
 
     # --- the recovery itself --------------------------------------------------------------------
     def plan_for(self, incident: Incident) -> Strategy:
-        strategy = self.config.strategy(incident.error_type, incident.detail.get("service", ""))
+        """The incident's service's plan for its error type (hooks/strategies.py Config.strategy: the file's
+        `services:`, else the service's own, else `types:`), ordered by learning."""
+        strategy = self.config.strategy(incident.error_type, incident.detail.get("service") or "")
         rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
         return self.config.ordered(strategy, rates)
 

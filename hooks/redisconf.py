@@ -27,7 +27,8 @@ MAX_INCLUDE_DEPTH = 16  # Redis has none; a loop of includes would make it recur
 
 
 class ConfigSyntaxError(ValueError):
-    """A line Redis itself would refuse ("Unbalanced quotes in configuration line")."""
+    """A line Redis itself would refuse ("Unbalanced quotes in configuration line"). The message never
+    quotes the line: it may hold a password."""
 
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "a": "\a"}
@@ -45,28 +46,16 @@ def split_args(line: str) -> list[str]:
         current, quote = [], None
         while i < n:
             c = line[i]
-            if quote == '"':
-                if c == "\\" and i + 3 < n and line[i + 1] == "x" and _is_hex(line[i + 2:i + 4]):
+            if quote:
+                if quote == '"' and c == "\\" and i + 3 < n and line[i + 1] == "x" and _is_hex(line[i + 2:i + 4]):
                     current.append(chr(int(line[i + 2:i + 4], 16)))
                     i += 3
-                elif c == "\\" and i + 1 < n:
-                    current.append(_ESCAPES.get(line[i + 1], line[i + 1]))
+                elif c == "\\" and i + 1 < n and (quote == '"' or line[i + 1] == "'"):
+                    current.append(_ESCAPES.get(line[i + 1], line[i + 1]) if quote == '"' else "'")
                     i += 1
-                elif c == '"':
+                elif c == quote:
                     if i + 1 < n and not line[i + 1].isspace():
-                        raise ConfigSyntaxError(f"closing quote must be followed by a space: {line!r}")
-                    quote = None
-                    i += 1
-                    break
-                else:
-                    current.append(c)
-            elif quote == "'":
-                if c == "\\" and i + 1 < n and line[i + 1] == "'":
-                    current.append("'")
-                    i += 1
-                elif c == "'":
-                    if i + 1 < n and not line[i + 1].isspace():
-                        raise ConfigSyntaxError(f"closing quote must be followed by a space: {line!r}")
+                        raise ConfigSyntaxError("a closing quote must be followed by a space")
                     quote = None
                     i += 1
                     break
@@ -80,7 +69,7 @@ def split_args(line: str) -> list[str]:
                 current.append(c)
             i += 1
         if quote:
-            raise ConfigSyntaxError(f"unbalanced quotes: {line!r}")
+            raise ConfigSyntaxError("unbalanced quotes")
         args.append("".join(current))
 
 
@@ -107,7 +96,8 @@ def command_line(argv: list[str]) -> tuple[str | None, list[Directive]]:
     if rest and not rest[0].startswith("--"):
         config_file = rest.pop(0)
     directives: list[Directive] = []
-    name, values = None, []
+    name: str | None = None
+    values: list[str] = []
     for arg in rest:
         if arg.startswith("--") and len(arg) > 2 and (name is None or values):
             if name is not None:

@@ -9,6 +9,7 @@ is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -62,14 +63,26 @@ class Config:
     services: dict[str, dict[str, Strategy]] = field(default_factory=dict)
 
     def strategy(self, error_type: str, service: str = "") -> Strategy:
-        """The service's own strategy for error_type (`services:`), else the file's (`types:`), else the
-        last resort's. A service's strategy may have no action: nothing is safe to try, the hook gives up."""
+        """The plan for error_type in a container of the service family `service`: the file's `services:`
+        entry for it (or for the last resort), else the service definition's own plan (hooks/services
+        Service.plan) with the file's timing, else the file's `types:` one, else the last resort's. A service's
+        strategy may have no action: nothing is safe to try, the hook gives up at once."""
         own = self.services.get(service) or {}
         if error_type in own:
             return own[error_type]
         if own and LAST_RESORT in own:
             return own[LAST_RESORT]
-        return self.strategies.get(error_type) or self.strategies[LAST_RESORT]
+        general = self.strategies.get(error_type) or self.strategies[LAST_RESORT]
+        if service:
+            from ownvol.hook.services import by_family
+
+            try:
+                defined = by_family(service).plan(error_type)
+            except KeyError:
+                defined = None
+            if defined:
+                return dataclasses.replace(general, actions=tuple(defined))
+        return general
 
     def ordered(self, strategy: Strategy, rates: dict[str, tuple[int, int]]) -> Strategy:
         """The strategy with actions that keep failing for its type moved to the end.

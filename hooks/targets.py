@@ -15,6 +15,7 @@ Facts that cannot change while a container runs are computed once per start (Fac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
@@ -240,13 +241,30 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
     return (uid, int(gentry[2])) if gentry else None
 
 
+OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (README)
+
+
 def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    if not mount or mount.type != "volume" or not is_driver(mount.driver, driver_name()):
+    """The uid:gid an ownvol volume is for: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver
+    whose Status carries all of ownvol's keys (a driver installed under another name); None otherwise."""
+    if not mount or mount.type != "volume" or mount.driver in ("", "local"):
         return None
     try:
-        return volume_owner(client.api.inspect_volume(mount.name).get("Status") or {})
+        status = client.api.inspect_volume(mount.name).get("Status") or {}
     except docker.errors.APIError:
         return None
+    if not is_driver(mount.driver, driver_name()) and not all(k in status for k in OWNVOL_STATUS):
+        return None
+    return volume_owner(status)
+
+
+def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:
+    """A volume's Mountpoint (`docker volume inspect`): a plugin's volume has no Source in the container's
+    Mounts (moby's container inspect leaves it empty for volumes of a driver other than local)."""
+    try:
+        return client.api.inspect_volume(name).get("Mountpoint") or ""
+    except docker.errors.APIError:
+        return ""
 
 
 _image_users: dict[str, str] = {}
@@ -325,7 +343,11 @@ class StartFacts:
     volume_checked: bool = False
     process: tuple[int, int, int] | None = None
     live: Settings | None = None
-    live_tried: float = 0.0
+    live_tries: int = 0
+    live_next: float = 0.0
+    process_tries: int = 0
+    process_next: float = 0.0
+    volume_path: str | None = None
 
 
 class FactCache:
@@ -348,7 +370,10 @@ class FactCache:
             return self._facts.setdefault(key, facts)
 
 
-LIVE_RETRY = 1.0  # seconds between CONFIG GET attempts while a started server does not answer yet
+# While a started server does not answer yet (CONFIG GET) or is not yet in the process table (an entrypoint
+# still running as root), the hook asks again after LIVE_RETRY seconds, doubling up to RETRY_MAX.
+LIVE_RETRY = 0.5
+RETRY_MAX = 30.0
 LastRun = Callable[[str], "tuple[int, int] | None"]
 
 
@@ -410,15 +435,23 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         if cache:
             cached = cache.put(key, cached)
     running = state.get("Status") == "running"
-    if running and cached.process is None:
+    now = time.monotonic()
+    if running and cached.process is None and now >= cached.process_next:
         reach = proc or ("/proc" if engine_paths_reachable() else None)
         cached.process = server_process(container, cached.service, state.get("Pid"), reach or "/nonexistent")
-    if running and cached.live is None and time.monotonic() - cached.live_tried >= LIVE_RETRY:
-        cached.live_tried = time.monotonic()
+        cached.process_tries += 1
+        cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
+    if running and cached.live is None and now >= cached.live_next:
         cached.live = cached.service.live(cached.settings)
+        cached.live_tries += 1
+        cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
     settings = cached.live or cached.settings
     directory = settings.data_dir
     mount = data_mount(attrs, directory)
+    if mount and mount.type == "volume" and not mount.source:
+        if cached.volume_path is None:
+            cached.volume_path = _volume_mountpoint(client, mount.name)
+        mount = dataclasses.replace(mount, source=cached.volume_path)
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     notes = list(settings.problems)
     if mount is None:

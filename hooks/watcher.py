@@ -60,7 +60,7 @@ class Watched:
     target: dict = field(default_factory=dict)
     reader: patterns.LogReader | None = None
     last_detection_ns: int = 0
-    service: str = ""  # its family (hooks/services): picks the catalogue and the service's strategies
+    service: str = ""  # its family (hooks/services), carried in every incident's detail
 
 
 class Watcher:
@@ -241,7 +241,8 @@ class Watcher:
         except docker.errors.DockerException:
             return
         state = container.attrs.get("State") or {}
-        code = int(exit_code) if str(exit_code or "").lstrip("-").isdigit() else state.get("ExitCode", 0)
+        given = str(exit_code) if exit_code is not None else ""
+        code = int(given) if given.lstrip("-").isdigit() else int(state.get("ExitCode") or 0)
         if code == 0 or self.recovery.busy(w.id):
             return
         started, finished = _stamp(state.get("StartedAt")), _stamp(state.get("FinishedAt"))
@@ -261,9 +262,9 @@ class Watcher:
             message += f"; engine: {state['Error'][:200]}"
         self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
                             owner=owner, why="no known line matched; the data mount is not owned by the service")
-        self.recovery.report(w.id, w.name, "permission-denied", "exit",
-                             {"message": message, "exit_code": code, "service": w.service, "owner": owner,
-                              "matched": None})
+        self.recovery.report(w.id, w.name, "permission-denied", "exit", {"message": message, "exit_code": code,
+                                                                        "owner": owner, "matched": None,
+                                                                        "service": w.service})
 
     # --- health ---------------------------------------------------------------------------------
     def _probe_loop(self) -> None:
@@ -293,8 +294,8 @@ class Watcher:
         elif health.state in INCIDENT_STATES and not self.recovery.busy(w.id):
             wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
-                                 "health", {"state": health.state, "reasons": health.reasons, "service": w.service,
-                                            "message": "; ".join(health.reasons)})
+                                 "health", {"state": health.state, "reasons": health.reasons,
+                                            "message": "; ".join(health.reasons), "service": w.service})
 
     def status(self) -> dict:
         return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,

@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "repair": "ownvol.hook.cli:repair_cmd",
     "history": "ownvol.hook.cli:history",
     "explain": "ownvol.hook.cli:explain",
+    "install": "ownvol.install:install_command",
 }
 
 

@@ -7,7 +7,8 @@ from ownvol.driver.settings import SettingsError, from_env
 
 @click.command("plugin")
 def plugin_command() -> None:
-    """Serve the ownvol volume driver on its unix socket (settings: OWNVOL_* environment variables)."""
+    """Serve the ownvol volume driver on its unix socket, or on one systemd passed (settings: OWNVOL_* variables)."""
+    from ownvol.driver.activation import ActivationError
     from ownvol.driver.serve import AlreadyServing, serve
 
     try:
@@ -16,7 +17,7 @@ def plugin_command() -> None:
         raise click.ClickException(str(exc)) from None
     try:
         serve(settings)
-    except AlreadyServing as exc:
+    except (AlreadyServing, ActivationError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -9,6 +9,7 @@ import socket
 
 from gunicorn.app.base import BaseApplication
 
+from ownvol.driver.activation import ActivationError, listening_socket
 from ownvol.driver.settings import Settings
 from ownvol.driver.store import Store
 from ownvol.driver.volumes import Volumes
@@ -77,16 +78,31 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(settings: Settings) -> None:
-    """Recover interrupted work once, then serve until SIGTERM/SIGINT."""
+    """Recover interrupted work once, then serve until SIGTERM/SIGINT: on the socket systemd passed (socket
+    activation, see activation.py; it must be settings.socket) or else on one of its own.
+
+    Raises AlreadyServing when another plugin answers on the socket, ActivationError for an unusable passed one.
+    """
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    if answers(settings.socket):
+    inherited = listening_socket()
+    if inherited is None and answers(settings.socket):
         raise AlreadyServing(f"a plugin already answers on {settings.socket}; stop it first")
+    if inherited is not None and not _same_file(inherited, settings.socket):
+        raise ActivationError(f"systemd passed the socket {inherited} but the settings name {settings.socket} "
+                              "(OWNVOL_SOCKET, OWNVOL_DRIVER_NAME): make ListenStream= and them agree")
     os.makedirs(os.path.dirname(settings.socket), mode=0o755, exist_ok=True)
     os.makedirs(settings.root, mode=0o700, exist_ok=True)
     store = Store(settings.db_path)
     for line in Volumes(settings, store).recover():
         log.info("recover: %s", line)
     store.close()
-    log.info("driver %s on %s (root %s, mount root %s, %d workers)", settings.driver_name, settings.socket,
-             settings.root, settings.mount_root or "-", settings.workers)
+    log.info("driver %s on %s%s (root %s, mount root %s, %d workers)", settings.driver_name, settings.socket,
+             " (socket activation)" if inherited else "", settings.root, settings.mount_root or "-", settings.workers)
     _Gunicorn(settings).run()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

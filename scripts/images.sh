@@ -4,7 +4,7 @@
 #   REDIS_IMAGE  Redis as the official image runs it: user redis 999:999, WORKDIR /data, redis-server
 #   ownvol/postgres:15, ownvol/mariadb:10.11 (bookworm) and their -root variants: the databases the hook
 #   heals, laid out like the official images (images/postgres, images/mariadb);
-#   `images.sh matrix` adds ownvol/postgres:17 and ownvol/mariadb:11.8 from trixie (ownvol/debian-base:trixie)
+#   `images.sh servers` adds the Redis/Valkey matrix below and ownvol/postgres:17, ownvol/mariadb:11.8 (trixie)
 # Set REDIS_IMAGE=redis:7 (already pulled) to test against the official image instead: it is then left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,9 +95,6 @@ case "$REDIS_IMAGE" in
     *) have "$REDIS_IMAGE" || { echo "images: $REDIS_IMAGE is not on this engine (no registry is reachable here)" >&2; exit 1; } ;;
 esac
 databases bookworm
-if [ "${1:-}" = matrix ]; then
-    SUITE=trixie databases trixie
-fi
 
 # The server matrix (README "Servers under test"): one image per server and version, each laid out like its
 # official image (uid 999, WORKDIR /data), plus one official-style variant per family (root start, privilege drop).
@@ -158,6 +155,7 @@ build_servers() {
 
 if [ "${1:-}" = servers ]; then
     build_servers
+    SUITE=trixie databases trixie
     exit 0
 fi
 

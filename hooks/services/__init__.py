@@ -12,7 +12,11 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
 - its messages: `catalogue`, the patterns of hooks/patterns.py its log lines are matched against, and
   `log_prefix`, how its lines begin (stripped before matching);
 - its probe: `probe(target, container_status, local_paths)` -> hooks.health.Health;
-- its plan: `plan(error_type)` -> the actions to try, or None for hooks/strategies.yaml's.
+- its plan: `plan(error_type)` -> the actions to try, or None for hooks/strategies.yaml's (the watcher puts
+  the family in every incident's detail as "service"; hooks/recovery.py Recovery.plan_for asks it).
+
+Facts are then taken in hooks/targets.py (`facts`: the owner's order, the data mount, cached per start);
+the probe's Health is hooks/health.py's. Unit tests: tests/unit/test_hook_facts.py.
 
 `service_for(attrs)` is the definition a container belongs to (None: not one of ours); `SERVICES` lists
 them in the order they are tried. A family is added by writing one module here and listing it.

@@ -148,7 +148,8 @@ class _Snapshot:
 def _options(view: ContainerView, args: list[str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """The server groups' options in the option files mariadbd reads, the last value winning, with where
     each was set ("PATH:LINE"), and the files that could not be read."""
-    files = [flag(args, "--defaults-file")] if flag(args, "--defaults-file") else list(OPTION_FILES)
+    defaults_file = flag(args, "--defaults-file")
+    files = [defaults_file] if defaults_file else list(OPTION_FILES)
     extra = flag(args, "--defaults-extra-file")
     if extra:
         files.append(extra)
@@ -156,15 +157,15 @@ def _options(view: ContainerView, args: list[str]) -> tuple[dict[str, str], dict
     origins: dict[str, str] = {}
     problems: list[str] = []
     seen: set[str] = set()
-    view = _Snapshot(view)
+    snapshot = _Snapshot(view)
 
     def read(path: str, depth: int) -> None:
         if path in seen or depth > 8:
             return
         seen.add(path)
-        text = view.read_file(path)
+        text = snapshot.read_file(path)
         if text is None:
-            if flag(args, "--defaults-file") == path:
+            if defaults_file == path:
                 problems.append(f"{path}: cannot be read")
             return
         in_server = False
@@ -174,11 +175,11 @@ def _options(view: ContainerView, args: list[str]) -> tuple[dict[str, str], dict
                 continue
             if line.startswith("!includedir"):
                 directory = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
-                for name in sorted(view.list_dir(directory) or []):
+                for name in sorted(snapshot.list_dir(directory) or []):
                     if name.endswith(".cnf"):
                         read(posixpath.join(directory, name), depth + 1)
-            elif line.startswith("!include"):
-                read(line.split(None, 1)[1].strip(), depth + 1) if len(line.split(None, 1)) > 1 else None
+            elif line.startswith("!include") and len(line.split(None, 1)) > 1:
+                read(line.split(None, 1)[1].strip(), depth + 1)
             elif line.startswith("["):
                 in_server = bool(SERVER_GROUPS.match(line.strip("[] \t")))
             elif in_server:

@@ -81,7 +81,7 @@ class RedisService(Service):
             try:
                 got: dict[str, str] = {}
                 for key in LIVE_KEYS:
-                    got.update(client.config_get(key))
+                    got.update({str(k): str(v) for k, v in client.config_get(key).items()})
             finally:
                 client.close()
         except (redis.exceptions.RedisError, OSError, ValueError):

@@ -191,7 +191,7 @@ def test_twenty_redis_failing_at_once_and_one_that_cannot_be_healed(hook, tracke
         recovered = h.wait_event(by(c.name, "recovered"), 300, f"{c.name} to be healed")
         times.append(recovered["ts"] - started)
     heal_report("20 canaries at once, the last one", max(times))
-    for c, p in zip(canaries, ports, strict=True):
+    for c, p in zip(canaries, ports[:20], strict=True):
         assert client(p).ping()
         hook_restarts = [e for e in h.of("action", c.name) if e["action"] == "restart" and e["result"] == "ok"]
         assert len(hook_restarts) <= 1, (c.name, hook_restarts)

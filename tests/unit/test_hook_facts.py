@@ -78,8 +78,11 @@ def test_a_root_start_is_not_a_fact_and_the_order_after_the_process():
     assert decide(attrs(image="bitnami/redis:7"), client=_Client(image_user="1001:0")) == (1001, 0, "image")
     assert decide(attrs(image="bitnami/redis:7"), client=_Client(image_user="root")) == (None, None, "unknown")
     mount = DataMount("volume", "/v", "/data", "", "vol", "ownvol")
-    assert decide(attrs(), client=_Client(volume={"uid": 999, "gid": 999}), mount=mount) == (999, 999,
-                                                                                             "ownvol-volume")
+    status = {"uid": 999, "gid": 999, "mode": "0755", "policy": "on-root-mismatch"}
+    assert decide(attrs(), client=_Client(volume=status), mount=mount) == (999, 999, "ownvol-volume")
+    renamed = DataMount("volume", "/v", "/data", "", "vol", "ovt-driver")
+    assert decide(attrs(), client=_Client(volume=status), mount=renamed) == (999, 999, "ownvol-volume")
+    assert decide(attrs(), client=_Client(volume={"uid": 5, "gid": 5}), mount=renamed) == (None, None, "unknown")
 
 
 def test_the_server_process_is_found_in_the_process_table():
@@ -167,3 +170,15 @@ def test_a_user_volume_conflict_gets_one_repair_then_a_conflict_event(tmp_path):
     assert len(conflicts) == 1 and conflicts[0]["volume_owner"] == "999:999"
     assert "-o uid=1000 -o gid=1000" in conflicts[0]["message"]
     assert [e["why"] for e in events(out) if e["event"] == "gave-up"][-1].startswith("conflict:")
+
+
+def test_a_service_plan_replaces_the_strategies_file_plan(tmp_path, monkeypatch):
+    """A service definition's own plan (hooks/services Service.plan) is what an incident of its family runs."""
+    redis_service = by_family("redis")
+    monkeypatch.setattr(type(redis_service), "plan", lambda self, error_type: ("restart",))
+    executor = FakeExecutor(heals="restart")
+    rec, _ = engine(tmp_path, executor)
+    rec.report("c1", "c", "persistence-failed", "log", {"message": "x", "service": "redis"}, background=False)
+    assert executor.ran == ["restart"]
+    rec.report("c2", "c", "persistence-failed", "log", {"message": "x", "service": "unknown"}, background=False)
+    assert executor.ran[1:] == ["repair-ownership"]
