@@ -38,12 +38,18 @@ class Verdict(Protocol):
 
 
 class Executor(Protocol):
+    """What the recovery engine needs from the world: run an action by name (actions.ACTIONS) on a container, and verify
+    its health within timeout seconds."""
+
     def run(self, container_id: str, action: str) -> ActionResult: ...
 
     def verify(self, container_id: str, timeout: float) -> Verdict: ...
 
 
 class Recovery:
+    """Incidents from report to resolved or gave-up: plans from the strategies, one worker thread per container, the
+    breaker, the AOF fallback. sleep and clock (epoch seconds) are injectable for tests."""
+
     def __init__(self, journal: Journal, config: Config, telemetry: Telemetry, executor: Executor,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
         self.journal = journal
@@ -95,9 +101,11 @@ class Recovery:
         return within and self._last_healthy.get(container_id, 0) < (gave_up.closed_at or 0)
 
     def healthy(self, container_id: str) -> None:
+        """Note that the container was verified healthy now (a later log line written before this is stale)."""
         self._last_healthy[container_id] = self.clock()
 
     def busy(self, container_id: str) -> bool:
+        """Whether a recovery of this container is running now."""
         with self._lock:
             worker = self._workers.get(container_id)
             return bool(worker and worker.is_alive())
@@ -142,6 +150,8 @@ class Recovery:
             self.breaker.record(container_id, t)
 
     def recover(self, incident: Incident) -> Incident:
+        """Run the incident's plan from where the journal says it stopped, until a verification passes (resolved) or the
+        plan or the breaker ends it (gave-up); the incident as closed."""
         cid, name = incident.container_id, incident.container_name
         self._seed_breaker(cid)
         plan = incident.detail.get("plan")
@@ -250,6 +260,7 @@ class Recovery:
 
     # --- AOF fallback ---------------------------------------------------------------------------
     def fallback_due(self, container_id: str) -> bool:
+        """Whether the container's AOF is off by the fallback and the time to try it on again has come."""
         fb = self.journal.fallback(container_id)
         return fb is not None and bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
 
