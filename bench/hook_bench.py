@@ -24,9 +24,13 @@ from bench.profile import profiled
 from ownvol.hook import patterns
 from ownvol.hook.watcher import timestamp_ns
 from tests.support.common import Tracked, free_port
+from tests.support.databases import initialised_postgres, mariadb_run, pg_ready, psql_run, run_mariadb, run_postgres
 from tests.support.fixtures_hook import Hook, run_redis
 
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "ownvol/redis:7")
+POSTGRES_IMAGE = os.environ.get("POSTGRES_IMAGE", "ownvol/postgres:15")
+MARIADB_IMAGE = os.environ.get("MARIADB_IMAGE", "ownvol/mariadb:10.11")
+DB_POLL = 0.05  # an exec'd client per poll: tens of milliseconds each
 UNWATCHED = {"ownvol.watch": "false"}
 HOOK_INTERVAL = ("--interval", "5")  # the shipped default (the tests' fixture says 1)
 POLL = 0.01
@@ -345,7 +349,116 @@ def watcher(counts: tuple[int, ...] = (1, 10, 50), seconds: float = 60.0, settle
     return results
 
 
+# -- mttr_startup_s_postgres, mttr_runtime_s_postgres, mttr_startup_s_mariadb -------------------------
+
+def _written(kind: str, c, port: int) -> bool:
+    """A write and its commit, through the server's own client in the container."""
+    if kind == "postgres":
+        return psql_run(c, port, "create table if not exists bench(i int); insert into bench values (1)")[0] == 0
+    return mariadb_run(c, "create database if not exists bench; create table if not exists bench.t(i int) "
+                          "engine=innodb; insert into bench.t values (1)")[0] == 0
+
+
+def _db_startup_side(kind: str) -> Side:
+    """The database's canary: uid 999 on a root-owned bind mount, restart on-failure, from `docker run` on."""
+
+    def side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, window: float) -> Callable[[int], float]:
+        def run(i: int) -> float:
+            port = free_port()
+            data = _data_dir(base, f"{kind}-{'hook' if hook else 'alone'}-start-{i}", 0)
+            labels = hook.labels if hook else UNWATCHED
+            started = time.time()
+            if kind == "postgres":
+                c = run_postgres(tracked, POSTGRES_IMAGE, port, data, labels, restart_policy={"Name": "on-failure"})
+            else:
+                c = run_mariadb(tracked, MARIADB_IMAGE, port, data, labels, restart_policy={"Name": "on-failure"})
+            healed = _until(lambda: _written(kind, c, port), 90 if hook else window, DB_POLL if hook else 0.5)
+            c.reload()
+            if hook is None:
+                seen.anchor.append(c.attrs["RestartCount"])
+                if healed:
+                    seen.misses.append(f"anchor run {i} healed on its own")
+            elif healed is None:
+                seen.misses.append(f"run {i} not healed within 90 s")
+            else:
+                seen.mttr.append(healed - started)
+                seen.incident(hook, c.name, None)
+                seen.timelines.append(f"{timeline(hook, c.name, started)}, a write committed +{healed - started:.3f}")
+            c.remove(force=True)
+            return (healed - started) if healed else float("inf")
+
+        return run
+
+    return side
+
+
+def _pg_runtime_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, window: float
+                     ) -> Callable[[int], float]:
+    """A healthy PostgreSQL whose data dir (the tree) goes to root while it runs: new sessions fail."""
+
+    def run(i: int) -> float:
+        port = free_port()
+        data = _data_dir(base, f"postgres-{'hook' if hook else 'alone'}-run-{i}", 999)
+        labels = hook.labels if hook else UNWATCHED
+        initialised_postgres(tracked, POSTGRES_IMAGE, port, data, labels)
+        c = run_postgres(tracked, POSTGRES_IMAGE, port, data, labels)
+        if _until(lambda: pg_ready(c, port), 60, 0.2) is None:
+            raise RuntimeError(f"{c.name} did not start healthy")
+        if hook:
+            hook.wait_event(lambda e: e["event"] == "health" and e.get("container") == c.name
+                            and e["state"] == "healthy", 30, "the hook to see it healthy")
+        faulted = time.time()
+        for path in [data, *data.rglob("*")]:
+            os.chown(path, 0, 0, follow_symlinks=False)
+        accepted = _until(lambda: _written("postgres", c, port), 60 if hook else window, DB_POLL)
+        if hook is None:
+            seen.anchor.append(0 if accepted is None else 1)
+        elif accepted is None:
+            seen.misses.append(f"run {i}: not healed within 60 s")
+        else:
+            seen.mttr.append(accepted - faulted)
+            seen.incident(hook, c.name, None)
+            seen.timelines.append(f"{timeline(hook, c.name, faulted)}, a write committed +{accepted - faulted:.3f}")
+        c.remove(force=True)
+        return seen.mttr[-1] if hook and seen.mttr else 0.0
+
+    return run
+
+
+def databases(runs: int = 3, start_window: float = 20.0, run_window: float = 10.0) -> list[Result]:
+    """mttr_startup_s_postgres, mttr_runtime_s_postgres, mttr_startup_s_mariadb (goal 3 s each)."""
+    tracked = Tracked(docker.from_env(timeout=120))
+    results = []
+    with scratch("heal-db-") as base:
+        hook = _start_hook(base)
+        try:
+            for kind, image in (("postgres", POSTGRES_IMAGE), ("mariadb", MARIADB_IMAGE)):
+                ours, alone, before, value = _with_and_without(_db_startup_side(kind), tracked, base, hook, runs,
+                                                               start_window)
+                note = (f"`docker run` of {image} (uid 999, root-owned bind mount, --restart on-failure) to a "
+                        f"committed write (polled through its own client every {DB_POLL * 1000:g} ms), {runs} runs "
+                        f"each interleaved with the hook-less anchor; hook runs "
+                        f"{', '.join(f'{x:.2f}' for x in ours.mttr)} s; anchor restart counts {alone.anchor}; the "
+                        f"median run: {ours.median_timeline()}; {before}")
+                anchor = f"restart policy alone: restarts in a {start_window:g} s window, never healthy"
+                results.append(_mttr(f"mttr_startup_s_{kind}", value, anchor, median(alone.anchor), ours, alone,
+                                     note))
+            ours, alone, before, value = _with_and_without(_pg_runtime_side, tracked, base, hook, runs, run_window)
+            note = (f"the data dir of a running {POSTGRES_IMAGE} chowned to root (the tree): from the chown to a new "
+                    f"session's committed write, {runs} runs each interleaved with the hook-less anchor; hook runs "
+                    f"{', '.join(f'{x:.2f}' for x in ours.mttr)} s; anchor: still refused after {run_window:g} s in "
+                    f"{alone.anchor.count(0)}/{len(alone.anchor)}; the median run: {ours.median_timeline()}; {before}")
+            anchor = f"without the hook: runs (of {runs}) accepting writes again within {run_window:g} s"
+            results.append(_mttr("mttr_runtime_s_postgres", value, anchor, float(sum(alone.anchor)), ours, alone,
+                                 note))
+        finally:
+            hook.stop()
+            tracked.cleanup()
+    return results
+
+
 GROUPS: dict[str, Callable[[], list[Result]]] = {
     "heal": heal,
+    "heal-db": databases,
     "watcher": watcher,
 }

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.common import ROOT
+from tests.support.databases import PGDATA, initialised_postgres, mariadb_run, psql, run_mariadb, run_postgres
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report
 
@@ -23,7 +24,6 @@ PG = [pytest.param("ownvol/postgres:15", id="pg15"),
       pytest.param("ownvol/postgres:17", id="pg17", marks=pytest.mark.matrix)]
 MARIADB = [pytest.param("ownvol/mariadb:10.11", id="mariadb10.11"),
            pytest.param("ownvol/mariadb:11.8", id="mariadb11.8", marks=pytest.mark.matrix)]
-PGDATA = "/var/lib/postgresql/data"
 
 
 @pytest.fixture
@@ -39,36 +39,6 @@ def image(request, docker_client) -> str:
 
 def by(name: str, kind: str):
     return lambda e: e["event"] == kind and e.get("container") == name
-
-
-def psql(container, port: int, sql: str) -> str:
-    code, out = container.exec_run(["psql", "-XAtq", "-p", str(port), "-U", "postgres", "-c", sql])
-    assert code == 0, out.decode()
-    return out.decode().strip()
-
-
-def run_postgres(tracked, image: str, port: int, data: Path, labels: dict, **kwargs):
-    kwargs.setdefault("user", "999:999")
-    return tracked.run(image, kwargs.pop("command", ["postgres", "-p", str(port), "-c", "listen_addresses=127.0.0.1"]),
-                       network_mode="host", environment={"POSTGRES_PASSWORD": "ownvol-test"},
-                       volumes={str(data): {"bind": PGDATA, "mode": kwargs.pop("mode", "rw")}}, labels=labels,
-                       **kwargs)
-
-
-def ready(container) -> bool:
-    container.reload()
-    return container.status == "running" and container.exec_run(["pg_isready", "-q", "-p",
-                                                                  container.attrs["Args"][2]]).exit_code == 0
-
-
-def initialised(tracked, image: str, port: int, data: Path, labels: dict):
-    """A PostgreSQL data dir the image initialised, with rows, the server stopped cleanly."""
-    os.chown(data, 999, 999)
-    c = run_postgres(tracked, image, port, data, {**labels, "ownvol.watch": "false"})
-    wait_for(lambda: ready(c), 60, what="PostgreSQL to accept connections")
-    psql(c, port, "create table kept(i int); insert into kept select generate_series(1, 500)")
-    c.stop(timeout=30)
-    c.remove()
 
 
 def tree(path: Path) -> dict[str, tuple]:
@@ -107,7 +77,7 @@ def test_postgres_data_dir_of_mode_0777_is_healed(hook, tracked, image, host_dir
     """Right owner, mode 0777, the server run without the entrypoint (which would chmod it): PostgreSQL
     refuses it; the hook gives the directory (alone) mode 0700 and the rows are there."""
     h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
-    initialised(tracked, image, port, host_dir, h.labels)
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
     host_dir.chmod(0o777)
     inner = host_dir / "base"
     inner_mode = inner.stat().st_mode
@@ -127,7 +97,7 @@ def test_postgres_data_dir_of_mode_0777_is_healed(hook, tracked, image, host_dir
 def test_postgres_data_dir_chowned_under_it_is_healed_without_data_loss(hook, tracked, image, host_dir, port):
     """The whole data dir given to root while the server runs: new sessions fail; repaired live, rows kept."""
     h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
-    initialised(tracked, image, port, host_dir, h.labels)
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
     c = run_postgres(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "on-failure"})
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "PostgreSQL healthy")
     mark = h.mark()
@@ -144,7 +114,7 @@ def test_postgres_data_dir_chowned_under_it_is_healed_without_data_loss(hook, tr
 def test_postgres_on_a_read_only_data_dir_gives_up_with_the_reason_and_touches_nothing(hook, tracked, image,
                                                                                        host_dir, port):
     h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
-    initialised(tracked, image, port, host_dir, h.labels)
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
     before = tree(host_dir)
     c = run_postgres(tracked, image, port, host_dir, h.labels, mode="ro")
     gave_up = h.wait_event(by(c.name, "gave-up"), 90, "the hook to give up")
@@ -157,19 +127,15 @@ def test_postgres_on_a_read_only_data_dir_gives_up_with_the_reason_and_touches_n
 def test_mariadb_on_a_root_owned_bind_is_healed_and_takes_a_write(hook, tracked, image, host_dir, port):
     h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
     started = time.time()
-    c = tracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], user="999:999",
-                    network_mode="host", environment={"MARIADB_ROOT_PASSWORD": "ownvol-test"},
-                    volumes={str(host_dir): {"bind": "/var/lib/mysql", "mode": "rw"}}, labels=h.labels,
-                    restart_policy={"Name": "on-failure"})
+    c = run_mariadb(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "on-failure"})
     detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"].startswith("mariadb-"), 60,
                             "MariaDB's own message to be recognised")
     assert detected["error_type"] == "permission-denied"
     recovered = h.wait_event(by(c.name, "recovered"), 180, "MariaDB to be recovered")
     heal_report(f"{image} start-up, root-owned bind", recovered["ts"] - started)
-    code, out = c.exec_run(["mariadb", "-uroot", "-pownvol-test", "--batch", "--skip-column-names", "-e",
-                            "create database w; create table w.t(i int) engine=innodb; insert into w.t values (7); "
-                            "select i from w.t"])
-    assert code == 0 and out.decode().strip() == "7", out.decode()
+    code, out = mariadb_run(c, "create database w; create table w.t(i int) engine=innodb; insert into w.t values (7); "
+                               "select i from w.t")
+    assert code == 0 and out == "7", out
     assert host_dir.stat().st_uid == 999
     doctor = h.cli("doctor", c.name, "--json")
     assert doctor.returncode == 0, doctor.stderr

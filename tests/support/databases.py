@@ -1,0 +1,64 @@
+"""PostgreSQL and MariaDB containers of the offline images (images/postgres, images/mariadb) for the hook's
+tests and benchmarks: host network, the server on 127.0.0.1:port, its data dir a bind mount of a host dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.support.engine import wait_for
+
+PGDATA = "/var/lib/postgresql/data"
+MYSQL_DATA = "/var/lib/mysql"
+PASSWORD = "ownvol-test"
+
+
+def psql_run(container, port: int, sql: str) -> tuple[int, str]:
+    """(exit code, output) of psql as postgres over the container's own socket."""
+    code, out = container.exec_run(["psql", "-XAtq", "-p", str(port), "-U", "postgres", "-c", sql])
+    return code, out.decode().strip()
+
+
+def psql(container, port: int, sql: str) -> str:
+    code, out = psql_run(container, port, sql)
+    assert code == 0, out
+    return out
+
+
+def mariadb_run(container, sql: str) -> tuple[int, str]:
+    """(exit code, output) of the mariadb client as root over the container's own socket."""
+    code, out = container.exec_run(["mariadb", "-uroot", f"-p{PASSWORD}", "--batch", "--skip-column-names", "-e",
+                                    sql])
+    return code, out.decode().strip()
+
+
+def run_postgres(tracked, image: str, port: int, data: Path, labels: dict, **kwargs):
+    """PostgreSQL as uid 999 (unless `user` says otherwise) on data; `mode="ro"` mounts it read-only."""
+    kwargs.setdefault("user", "999:999")
+    return tracked.run(image, kwargs.pop("command", ["postgres", "-p", str(port), "-c", "listen_addresses=127.0.0.1"]),
+                       network_mode="host", environment={"POSTGRES_PASSWORD": PASSWORD},
+                       volumes={str(data): {"bind": PGDATA, "mode": kwargs.pop("mode", "rw")}}, labels=labels,
+                       **kwargs)
+
+
+def run_mariadb(tracked, image: str, port: int, data: Path, labels: dict, **kwargs):
+    """MariaDB as uid 999 on data, root's password PASSWORD."""
+    return tracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], user="999:999",
+                       network_mode="host", environment={"MARIADB_ROOT_PASSWORD": PASSWORD},
+                       volumes={str(data): {"bind": MYSQL_DATA, "mode": "rw"}}, labels=labels, **kwargs)
+
+
+def pg_ready(container, port: int) -> bool:
+    container.reload()
+    return container.status == "running" and \
+        container.exec_run(["pg_isready", "-q", "-p", str(port)]).exit_code == 0
+
+
+def initialised_postgres(tracked, image: str, port: int, data: Path, labels: dict) -> None:
+    """A PostgreSQL data dir the image initialised, with 500 rows in `kept`, the server stopped cleanly."""
+    os.chown(data, 999, 999)
+    c = run_postgres(tracked, image, port, data, {**labels, "ownvol.watch": "false"})
+    wait_for(lambda: pg_ready(c, port), 60, what="PostgreSQL to accept connections")
+    psql(c, port, "create table kept(i int); insert into kept select generate_series(1, 500)")
+    c.stop(timeout=30)
+    c.remove()
