@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import docker
+
 from tests.support.engine import wait_for
 
 PGDATA = "/var/lib/postgresql/data"
@@ -13,10 +15,19 @@ MYSQL_DATA = "/var/lib/mysql"
 PASSWORD = "ownvol-test"
 
 
+def _exec(container, command: list[str]) -> tuple[int, str]:
+    """(exit code, output) of command in the container; (-1, why) when the engine refuses the exec (the
+    container is restarting or stopped)."""
+    try:
+        code, out = container.exec_run(command)
+    except docker.errors.APIError as exc:
+        return -1, str(exc)
+    return code, out.decode().strip()
+
+
 def psql_run(container, port: int, sql: str) -> tuple[int, str]:
     """(exit code, output) of psql as postgres over the container's own socket."""
-    code, out = container.exec_run(["psql", "-XAtq", "-p", str(port), "-U", "postgres", "-c", sql])
-    return code, out.decode().strip()
+    return _exec(container, ["psql", "-XAtq", "-p", str(port), "-U", "postgres", "-c", sql])
 
 
 def psql(container, port: int, sql: str) -> str:
@@ -27,9 +38,7 @@ def psql(container, port: int, sql: str) -> str:
 
 def mariadb_run(container, sql: str) -> tuple[int, str]:
     """(exit code, output) of the mariadb client as root over the container's own socket."""
-    code, out = container.exec_run(["mariadb", "-uroot", f"-p{PASSWORD}", "--batch", "--skip-column-names", "-e",
-                                    sql])
-    return code, out.decode().strip()
+    return _exec(container, ["mariadb", "-uroot", f"-p{PASSWORD}", "--batch", "--skip-column-names", "-e", sql])
 
 
 def run_postgres(tracked, image: str, port: int, data: Path, labels: dict, **kwargs):
@@ -50,8 +59,7 @@ def run_mariadb(tracked, image: str, port: int, data: Path, labels: dict, **kwar
 
 def pg_ready(container, port: int) -> bool:
     container.reload()
-    return container.status == "running" and \
-        container.exec_run(["pg_isready", "-q", "-p", str(port)]).exit_code == 0
+    return container.status == "running" and _exec(container, ["pg_isready", "-q", "-p", str(port)])[0] == 0
 
 
 def initialised_postgres(tracked, image: str, port: int, data: Path, labels: dict) -> None:
