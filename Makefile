@@ -84,9 +84,9 @@ test-matrix: venv engine images
 test-hostile: venv engine images
 	$(BIN)/python -m pytest tests/hostile $(PYTEST_ARGS)
 
-## test-unit: lint, then the quick run, no engine
+## test-unit: lint, then the quick run, no engine (without the slow packaging test, which `make test` runs)
 test-unit: lint venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images

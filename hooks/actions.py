@@ -28,12 +28,16 @@ SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task contai
 
 @dataclass
 class Context:
+    """What an action acts on: the engine's client, the container's facts (targets.facts), how to reach its mount
+    (repair_via: auto | local | helper) and the image of the repair helper container."""
+
     client: docker.DockerClient
     target: Target
     repair_via: str = "auto"  # auto | local | helper
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
 
     def container(self):
+        """The container as docker-py's model, looked up now; raises docker.errors.NotFound when it is gone."""
         return self.client.containers.get(self.target.id)
 
 
@@ -48,6 +52,8 @@ def repair_route(ctx: Context) -> str:
 
 
 def repair_ownership(ctx: Context) -> ActionResult:
+    """Give the data mount back to the container's uid:gid with the core's symlink-safe walk, here or in a helper
+    container; skipped (with why) without a mount or a known owner, or on a bind mount of the host's own directories."""
     t = ctx.target
     if t.mount is None:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
@@ -181,6 +187,8 @@ def unpersisted_writes(ctx: Context) -> bool:
 
 
 def restart(ctx: Context) -> ActionResult:
+    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task and while Redis holds
+    writes it could not persist (unpersisted_writes)."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -211,6 +219,8 @@ def restart(ctx: Context) -> ActionResult:
 
 
 def aof_off(ctx: Context) -> ActionResult:
+    """CONFIG SET appendonly no, then a BGSAVE: only for a container labelled ownvol.aof-fallback=true; ok carries the
+    warning that durability is reduced to RDB snapshots."""
     if not ctx.target.aof_fallback:
         return ActionResult("skipped", {"why": "not opted in (label ownvol.aof-fallback=true)"})
     client = _redis_or_skip(ctx)

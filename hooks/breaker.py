@@ -6,6 +6,9 @@ from collections import defaultdict, deque
 
 
 class Breaker:
+    """At most max_actions actions per key (a container id) in any window of `window` seconds; times are the caller's
+    clock (seconds)."""
+
     def __init__(self, max_actions: int, window: float) -> None:
         self.max_actions = max_actions
         self.window = window
@@ -18,6 +21,7 @@ class Breaker:
         return times
 
     def allow(self, key: str, now: float) -> bool:
+        """Whether another action at `now` stays within the limit."""
         return len(self._trim(key, now)) < self.max_actions
 
     def record(self, key: str, at: float) -> None:

@@ -14,6 +14,7 @@ from ownvol.hook.actions import repair_route
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
 from ownvol.hook.telemetry import Telemetry
 
@@ -149,7 +150,7 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
     report = diagnose(executor, container)
     options = service.Options(state_dir=state_dir, db=db)
     os.makedirs(state_dir, exist_ok=True)
-    recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(), executor)
+    recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(), executor, plans=plan_of)
     cid = executor.target(container)[0].id
     incident = recovery.report(cid, report["container"]["name"], report["error_type"] or "persistence-failed",
                                "manual", {"message": "ownvol repair", "health": report["health"]["state"]},

@@ -26,7 +26,9 @@ class Runs(Protocol):
 
 
 class DockerExecutor:
-    """runs: the journal (or None: the owners seen on healthy runs are then not remembered)."""
+    """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
+    (the service's probe). client is called for the engine's client each time (made once, lazily, by
+    service.build). runs: the journal, where the owners of healthy runs are kept (None: not remembered)."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
                  helper_image: str | None = None, runs: Runs | None = None) -> None:
@@ -43,12 +45,15 @@ class DockerExecutor:
         return container, facts(self.client(), container, self.cache, last_run)
 
     def context(self, target: Target) -> Context:
+        """The actions' Context for target, with this executor's repair route and helper image."""
         ctx = Context(self.client(), target, self.repair_via)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
 
     def run(self, container_id: str, action: str) -> ActionResult:
+        """Run the registry's action on the container: its ActionResult; skipped when the container is gone, failed when
+        the engine refused."""
         try:
             _, target = self.target(container_id)
         except docker.errors.NotFound:
@@ -58,6 +63,7 @@ class DockerExecutor:
         return actions.ACTIONS[action](self.context(target))
 
     def health(self, container_id: str) -> Health:
+        """One probe of the container: state, reasons, container status, PING reply, persistence, owner."""
         try:
             container, target = self.target(container_id)
         except docker.errors.NotFound:

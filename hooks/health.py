@@ -22,6 +22,10 @@ PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_
 
 @dataclass
 class Health:
+    """One probe's verdict: state (results.STATES; health.evaluate decides it), the reasons, the container's status, the
+    PING reply, Redis's persistence, memory and clients INFO fields, the data mount's owner (owner_of) and when it
+    was taken (epoch seconds)."""
+
     state: str
     reasons: list[str]
     container: str
@@ -104,6 +108,8 @@ def probe_client(target: Target) -> redis.Redis | None:
 
 
 def ping_text(client: redis.Redis) -> str:
+    """PING's reply as text: PONG, the error Redis replied (MISCONF ..., NOAUTH ...), LOADING ... or `error: ...` when
+    the connection failed."""
     try:
         return "PONG" if client.ping() else "no reply"
     except redis.exceptions.ResponseError as exc:
@@ -134,6 +140,8 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
 
 
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
+    """Probe target now: health from the container status, PING and INFO persistence (Redis's own fields, redis.io INFO
+    docs) and, when local_paths and the mount is reachable here, the mount's root owner."""
     reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
     owner = owner_of(target, reachable, running=container_status == "running")
     if container_status != "running":

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ownvol import sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -63,10 +64,15 @@ CREATE TABLE IF NOT EXISTS runs (
     at REAL NOT NULL
 );
 """
+SCHEMA_VERSION = 2  # 2: runs (the owner of each container's last healthy run)
 
 
 @dataclass
 class Incident:
+    """A failure the hook works on: which container, its error type, where it was seen (origin: log | health | manual),
+    detail (the detection, the plan), status (open | resolved | gave-up | abandoned), epoch seconds of detection,
+    opening and closing, and the outcome in words."""
+
     id: int
     container_id: str
     container_name: str
@@ -82,6 +88,9 @@ class Incident:
 
 @dataclass
 class ActionRecord:
+    """One step of an incident's plan as the journal holds it (times in epoch seconds; verified: the verification after
+    it passed, failed, or None when none ran)."""
+
     incident_id: int
     step: int
     action: str
@@ -93,15 +102,15 @@ class ActionRecord:
 
 
 class Journal:
+    """The hook's SQLite journal at path (`:memory:` for tests); one connection shared by the hook's threads behind a
+    lock."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(self.path, _SCHEMA, SCHEMA_VERSION, check_same_thread=False)
         self._runs: dict[str, tuple[int, int]] = {}
 
     # healthy runs: the uid:gid a container's server ran as when last verified healthy
@@ -153,9 +162,9 @@ class Journal:
         assert rowid is not None, "sqlite3 sets lastrowid after every INSERT"
         return rowid
 
-    # incidents
     def open_incident(self, container_id: str, container_name: str, error_type: str, origin: str,
                       detail: dict, detected_at: float) -> Incident:
+        """Record a new open incident and return it (detail is stored as JSON)."""
         now = time.time()
         iid = self._insert(
             "INSERT INTO incidents (container_id, container_name, error_type, origin, detail, detected_at, opened_at)"
@@ -173,16 +182,19 @@ class Journal:
         return [_incident(r) for r in self._rows("SELECT * FROM incidents WHERE status = 'open' ORDER BY id")]
 
     def open_incident_for(self, container_id: str) -> Incident | None:
+        """The container's open incident, if there is one (at most one is open per container)."""
         rows = self._rows("SELECT * FROM incidents WHERE status = 'open' AND container_id = ? ORDER BY id DESC"
                           " LIMIT 1", (container_id,))
         return _incident(rows[0]) if rows else None
 
     def last_gave_up(self, container_id: str) -> Incident | None:
+        """The container's most recent incident that ended in gave-up, if any."""
         rows = self._rows("SELECT * FROM incidents WHERE container_id = ? ORDER BY id DESC LIMIT 1", (container_id,))
         inc = _incident(rows[0]) if rows else None
         return inc if inc and inc.status == "gave-up" else None
 
     def close_incident(self, incident_id: int, status: str, outcome: str) -> Incident:
+        """Close an open incident with status (resolved | gave-up | abandoned) and outcome; the incident as closed."""
         self._write("UPDATE incidents SET status = ?, outcome = ?, closed_at = ? WHERE id = ? AND status = 'open'",
                     (status, outcome, time.time(), incident_id))
         return self.incident(incident_id)
@@ -200,12 +212,13 @@ class Journal:
     def history(self, limit: int = 50) -> list[Incident]:
         return [_incident(r) for r in self._rows("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", (limit,))]
 
-    # actions
     def start_action(self, incident_id: int, step: int, action: str) -> None:
+        """Record that plan step `step` (0-based) starts running `action`, before it runs."""
         self._write("INSERT INTO actions (incident_id, step, action, started_at) VALUES (?, ?, ?, ?)",
                     (incident_id, step, action, time.time()))
 
     def finish_action(self, incident_id: int, step: int, result: str, verified: bool | None, detail: dict) -> None:
+        """Record a step's result (ok | failed | skipped | interrupted), its verification and detail (JSON)."""
         self._write("UPDATE actions SET finished_at = ?, result = ?, verified = ?, detail = ?"
                     " WHERE incident_id = ? AND step = ?",
                     (time.time(), result, None if verified is None else int(verified), json.dumps(detail),
@@ -234,12 +247,13 @@ class Journal:
         rows = self._rows(sql + " GROUP BY i.error_type, a.action", args)
         return {(t, a): (int(ok or 0), int(bad or 0)) for t, a, ok, bad in rows}
 
-    # AOF fallbacks
     def set_fallback(self, container_id: str, container_name: str, incident_id: int, next_try: float) -> None:
+        """Remember that the hook turned the container's AOF off, and when to try turning it back on (epoch seconds)."""
         self._write("INSERT OR REPLACE INTO fallbacks (container_id, container_name, incident_id, since, next_try)"
                     " VALUES (?, ?, ?, ?, ?)", (container_id, container_name, incident_id, time.time(), next_try))
 
     def fallback(self, container_id: str) -> dict | None:
+        """The container's AOF fallback (container_id, container_name, incident_id, since, tries, next_try), if any."""
         rows = self._rows("SELECT container_id, container_name, incident_id, since, tries, next_try FROM fallbacks"
                           " WHERE container_id = ?", (container_id,))
         if not rows:

@@ -51,6 +51,10 @@ _ERRNO_TYPES = {
 
 @dataclass(frozen=True)
 class Pattern:
+    """One Redis log message the hook recognises: its regex (named groups become the context), what it is about
+    (subject), when Redis writes it (phase), whether Redis exits after it (fatal), and the error type when no errno
+    says one. Each is checked against a line the real server wrote (tests/engine/test_hook_patterns.py)."""
+
     id: str
     regex: re.Pattern
     subject: str
@@ -63,6 +67,8 @@ class Pattern:
 
 @dataclass(frozen=True)
 class Detection:
+    """A log line that matched a Pattern: the line's message and the regex's named groups (errno, dir, file, ...)."""
+
     pattern: Pattern
     message: str
     context: dict = field(default_factory=dict)
@@ -70,6 +76,8 @@ class Detection:
 
     @property
     def error_type(self) -> str:
+        """The error type from the errno text Redis printed (`Permission denied` -> permission-denied; an unknown errno
+        -> io-error), else the pattern's."""
         errno = self.context.get("errno")
         if errno and self.pattern.default_type != "fork-failed":
             return _ERRNO_TYPES.get(errno.strip().lower(), "io-error")

@@ -39,15 +39,28 @@ class Verdict(Protocol):
 
 
 class Executor(Protocol):
+    """What the recovery engine needs from the world: run an action by name (actions.ACTIONS) on a container, and verify
+    its health within timeout seconds."""
+
     def run(self, container_id: str, action: str) -> ActionResult: ...
 
     def verify(self, container_id: str, timeout: float) -> Verdict: ...
 
 
+# (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
+# Service.plan; service.build passes services.plan_of)
+ServicePlans = Callable[[str, str], "tuple[str, ...] | None"]
+
+
 class Recovery:
+    """Incidents from report to resolved or gave-up: plans from the strategies, one worker thread per container, the
+    breaker, the AOF fallback. sleep and clock (epoch seconds) are injectable for tests."""
+
     def __init__(self, journal: Journal, config: Config, telemetry: Telemetry, executor: Executor,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 plans: ServicePlans | None = None) -> None:
         self.journal = journal
+        self.plans = plans
         self.config = config
         self.telemetry = telemetry
         self.executor = executor
@@ -96,9 +109,11 @@ class Recovery:
         return within and self._last_healthy.get(container_id, 0) < (gave_up.closed_at or 0)
 
     def healthy(self, container_id: str) -> None:
+        """Note that the container was verified healthy now (a later log line written before this is stale)."""
         self._last_healthy[container_id] = self.clock()
 
     def busy(self, container_id: str) -> bool:
+        """Whether a recovery of this container is running now."""
         with self._lock:
             worker = self._workers.get(container_id)
             return bool(worker and worker.is_alive())
@@ -129,19 +144,13 @@ class Recovery:
 
     # --- the recovery itself --------------------------------------------------------------------
     def plan_for(self, incident: Incident) -> Strategy:
-        """The strategies file's plan for the incident's error type, unless its service (detail "service", a
-        family of hooks/services) has one of its own; then ordered by learning."""
+        """The incident's strategy (the strategies file's, unless its service, detail "service", a family of
+        hooks/services, has a plan of its own), with actions that keep failing for its error type moved last."""
         strategy = self.config.strategy(incident.error_type)
         family = incident.detail.get("service")
-        if family:
-            from ownvol.hook.services import by_family
-
-            try:
-                own = by_family(family).plan(incident.error_type)
-            except KeyError:
-                own = None
-            if own:
-                strategy = dataclasses.replace(strategy, actions=tuple(own))
+        own = self.plans(family, incident.error_type) if family and self.plans else None
+        if own:
+            strategy = dataclasses.replace(strategy, actions=tuple(own))
         rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
         return self.config.ordered(strategy, rates)
 
@@ -153,6 +162,8 @@ class Recovery:
             self.breaker.record(container_id, t)
 
     def recover(self, incident: Incident) -> Incident:
+        """Run the incident's plan from where the journal says it stopped, until a verification passes (resolved) or the
+        plan or the breaker ends it (gave-up); the incident as closed."""
         cid, name = incident.container_id, incident.container_name
         self._seed_breaker(cid)
         plan = incident.detail.get("plan")
@@ -251,6 +262,7 @@ class Recovery:
 
     # --- AOF fallback ---------------------------------------------------------------------------
     def fallback_due(self, container_id: str) -> bool:
+        """Whether the container's AOF is off by the fallback and the time to try it on again has come."""
         fb = self.journal.fallback(container_id)
         return fb is not None and bool(fb) and self.clock() >= fb["next_try"] and not self.busy(container_id)
 

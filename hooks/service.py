@@ -10,6 +10,7 @@ import docker
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import load
 from ownvol.hook.telemetry import Telemetry, serve
 from ownvol.hook.watcher import Watcher
@@ -20,6 +21,10 @@ DEFAULT_METRICS = "127.0.0.1:9808"
 
 @dataclass
 class Options:
+    """`ownvol watch`'s options (the CLI's flags and their environment variables): state dir and journal, metrics
+    address (host:port, None for none), webhook URL, label selector, strategies file, probe interval in seconds,
+    repair route and helper image."""
+
     state_dir: str = DEFAULT_STATE_DIR
     db: str | None = None
     metrics_addr: str | None = DEFAULT_METRICS
@@ -36,10 +41,13 @@ class Options:
 
 
 def engine() -> docker.DockerClient:
+    """A client of the engine DOCKER_HOST names (else the local socket), with a 60 s timeout."""
     return docker.from_env(timeout=60)
 
 
 def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
+    """The hook's parts wired together (journal, strategies, telemetry, executor, recovery, watcher); raises
+    StrategyError for a bad strategies file."""
     os.makedirs(options.state_dir, exist_ok=True)
     journal = Journal(options.db_path)
     telemetry = Telemetry(webhook=options.webhook)
@@ -52,12 +60,13 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
         return holder["c"]
 
     executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
-    recovery = Recovery(journal, config, telemetry, executor)
+    recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
     return watcher, recovery, telemetry
 
 
 def status_of(watcher: Watcher, recovery: Recovery) -> dict:
+    """What /status shows: the watched containers, open incidents, success rates per (error type, action)."""
     journal = recovery.journal
     rates = [{"type": t, "action": a, "succeeded": ok, "failed": bad}
              for (t, a), (ok, bad) in sorted(journal.rates().items())]
@@ -68,6 +77,7 @@ def status_of(watcher: Watcher, recovery: Recovery) -> dict:
 
 
 def run(options: Options) -> None:
+    """`ownvol watch`: serve /metrics and /status when asked, then watch until stopped."""
     watcher, recovery, telemetry = build(options)
     server = None
     if options.metrics_addr:

@@ -19,6 +19,8 @@ WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 
 
 class Metrics:
+    """The hook's Prometheus metrics, in a registry of its own (served on /metrics)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.incidents = Counter("ownvol_hook_incidents", "Incidents opened, by error type", ["type"],
@@ -38,10 +40,12 @@ class Metrics:
                             ["container", "state"], registry=self.registry)
 
     def set_health(self, container: str, state: str) -> None:
+        """Set the container's health gauge: 1 for its state (results.STATES), 0 for the others."""
         for s in STATES:
             self.health.labels(container=container, state=s).set(1 if s == state else 0)
 
     def forget(self, container: str) -> None:
+        """Drop a removed container's health series."""
         for s in STATES:
             try:
                 self.health.remove(container, s)
@@ -50,6 +54,9 @@ class Metrics:
 
 
 class Telemetry:
+    """Events as JSON lines on out (stdout), incident, recovered and gave-up also POSTed to the webhook, and the
+    metrics."""
+
     def __init__(self, out: TextIO = sys.stdout, webhook: str | None = None) -> None:
         self.out = out
         self.webhook = webhook
@@ -57,6 +64,8 @@ class Telemetry:
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields) -> dict:
+        """Write one event line ({ts, event, **fields}; ts in epoch seconds) and return the record; the webhook is
+        posted from a thread of its own."""
         record = {"ts": round(time.time(), 3), "event": event, **fields}
         line = json.dumps(record, default=str, sort_keys=False)
         with self._lock:

@@ -51,6 +51,9 @@ def _stamp(stamp: str | None) -> int:
 
 @dataclass
 class Watched:
+    """A container the hook watches: the log position it read up to (ns since the epoch), the thread following its logs,
+    its last health state and reasons."""
+
     id: str
     name: str
     last_log_ns: int = 0
@@ -64,6 +67,9 @@ class Watched:
 
 
 class Watcher:
+    """Engine events, followed logs and periodic probes, turned into Recovery reports. client is called for the engine's
+    client; selector narrows the watch to containers with those labels; interval is seconds between probes."""
+
     def __init__(self, client: Callable[[], docker.DockerClient], selector: dict[str, str], recovery: Recovery,
                  telemetry: Telemetry, executor: DockerExecutor, interval: float = 5.0) -> None:
         self.client = client
@@ -119,6 +125,8 @@ class Watcher:
             return False
 
     def pickup(self, client: docker.DockerClient) -> None:
+        """Start watching every matching container the engine has now; scan the recent logs of those that exited with an
+        error."""
         filters = {"label": [f"{k}={v}" for k, v in self.selector.items()]} if self.selector else {}
         for container in client.containers.list(all=True, filters=filters):
             if not is_watched(container.attrs, self.selector):
@@ -133,6 +141,7 @@ class Watcher:
         self._wake.set()
 
     def track(self, container) -> Watched:
+        """The Watched entry of a docker-py container, made (and announced) the first time."""
         with self._lock:
             w = self.watched.get(container.id)
             if w is None:
@@ -146,6 +155,8 @@ class Watcher:
 
     # --- events ---------------------------------------------------------------------------------
     def on_event(self, event: dict) -> None:
+        """Handle one engine event (docker-py's decoded /events JSON): follow the logs of a container that starts,
+        forget one destroyed, scan the logs of one that dies, note an oom; then wake the probes."""
         action = (event.get("Action") or event.get("status") or "").split(":")[0]
         if action not in EVENTS:
             return
@@ -181,6 +192,7 @@ class Watcher:
 
     # --- logs -----------------------------------------------------------------------------------
     def follow(self, w: Watched, since_ns: int) -> None:
+        """Follow the container's logs from since_ns (ns since the epoch) in a thread, unless one already does."""
         with self._lock:
             if w.follower and w.follower.is_alive():
                 return
@@ -214,6 +226,8 @@ class Watcher:
             self.on_line(w, line)
 
     def on_line(self, w: Watched, line: str) -> None:
+        """One timestamped log line: skipped if already read, else matched against Redis's messages (patterns.match) and
+        a failure reported to the recovery."""
         stamp, _, text = line.partition(" ")
         try:
             ts = timestamp_ns(stamp)
@@ -278,6 +292,8 @@ class Watcher:
                     self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
 
     def check(self, w: Watched) -> None:
+        """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a
+        healthy one and turn its AOF back on when due."""
         health = self.executor.health(w.id)
         if health.container == "gone":
             return
@@ -298,6 +314,7 @@ class Watcher:
                                             "message": "; ".join(health.reasons), "service": w.service})
 
     def status(self) -> dict:
+        """The watched containers as /status shows them."""
         return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,
                                 "following": bool(w.follower and w.follower.is_alive()),
                                 "incident": self.recovery.busy(w.id)} for w in list(self.watched.values())]}

@@ -36,6 +36,9 @@ class OwnershipError(Exception):
 
 @dataclass
 class RootState:
+    """What inspect_root found at a volume's root: its owner and mode (mode: permission bits), ok when they are the
+    wanted ones, else one problem per mismatch (`owner 0:0, want 999:999`)."""
+
     path: str
     uid: int
     gid: int
@@ -46,6 +49,9 @@ class RootState:
 
 @dataclass
 class RepairReport:
+    """What a repair did: entries visited and changed (re-owned or re-moded), vanished mid-walk, left alone
+    (hard-linked, on another filesystem), error texts, and the walk's wall time in seconds."""
+
     path: str
     changed: int = 0
     visited: int = 0
@@ -56,6 +62,7 @@ class RepairReport:
     seconds: float = 0.0
 
     def counts(self) -> dict:
+        """The counts and up to 100 errors, as a forked walker hands them to its parent (merge_counts)."""
         return {k: getattr(self, k) for k in _COUNTS} | {"errors": self.errors[:100]}
 
     def merge_counts(self, counts: dict) -> None:
@@ -64,6 +71,7 @@ class RepairReport:
         self.errors.extend(counts["errors"])
 
     def as_dict(self) -> dict:
+        """The report as JSON: counts, the first 10 errors, seconds (the repair helper prints this line)."""
         return {k: getattr(self, k) for k in _COUNTS} | {
             "errors": self.errors[:10],
             "seconds": round(self.seconds, 6),

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Profile:
+    """The owner and root mode a server image's data dir wants (mode: permission bits), the official images it
+    is known for (`redis`, or `redis:*alpine*` for the Alpine tags), and the source of the fact: the image's
+    Dockerfile lines that make its user."""
+
     name: str
     uid: int
     gid: int

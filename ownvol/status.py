@@ -27,6 +27,8 @@ def is_driver(driver: str, name: str) -> bool:
 
 
 class LastRepair(TypedDict):
+    """The last repair a Mount made: when, how many entries it changed, how long it took."""
+
     at: str  # RFC 3339, UTC
     changed: int  # entries re-owned or re-moded
     seconds: float

@@ -20,6 +20,8 @@ _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 class BindError(OSError):
+    """mount(2) or umount2(2) refused a bind; errno is the kernel's."""
+
     pass
 
 
@@ -34,6 +36,7 @@ def mountpoints(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
 
 
 def is_mounted(target: str) -> bool:
+    """Whether target is a mount point in this process's mount namespace."""
     return target in mountpoints()
 
 

@@ -16,6 +16,8 @@ class InvalidRequest(PluginError):
 
 
 class NoSuchVolume(PluginError):
+    """Get, Path, Mount or Remove of a name the driver does not hold (ready)."""
+
     def __init__(self, name: str) -> None:
         super().__init__(f"no such volume: {name}")
 

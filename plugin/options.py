@@ -57,6 +57,8 @@ def _show(text: str) -> str:
 
 
 def validate_name(name: object) -> str:
+    """name, if Docker would accept it as a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most NAME_MAX characters); else
+    ValueError saying which rule it breaks."""
     if not isinstance(name, str):
         raise ValueError(f"Name must be a string, got {type(name).__name__}")
     if not name:
@@ -69,24 +71,28 @@ def validate_name(name: object) -> str:
 
 
 def parse_id(option: str, text: str) -> int:
+    """A uid or gid from option text: decimal digits, 0 to ID_MAX; else ValueError naming the option."""
     if not _DIGITS.fullmatch(text) or int(text) > ID_MAX:
         raise ValueError(f"option {option}: {_show(text)} is not an integer from 0 to {ID_MAX}")
     return int(text)
 
 
 def parse_mode(text: str) -> int:
+    """Permission bits from octal text (`755`, `0755`, `0o2775`), 0 to 0o7777; else ValueError."""
     if not _OCTAL.fullmatch(text) or int(text.removeprefix("0o"), 8) > MODE_MAX:
         raise ValueError(f"option mode: {_show(text)} is not an octal mode from 0 to 7777 (for example 0755)")
     return int(text.removeprefix("0o"), 8)
 
 
 def parse_policy(text: str) -> str:
+    """One of POLICIES; else ValueError listing them."""
     if text not in POLICIES:
         raise ValueError(f"option policy: {_show(text)} is not a policy; use one of {', '.join(POLICIES)}")
     return text
 
 
 def parse_profile(text: str):
+    """The Profile named text (ownvol/profiles.py); else ValueError listing the known ones."""
     try:
         return get_profile(text)
     except KeyError:

@@ -60,6 +60,8 @@ def _wire(key: str, parse: Callable[[object], object]) -> Any:
 
 @dataclass(frozen=True)
 class CreateRequest:
+    """/VolumeDriver.Create: the name and Opts (option strings; their meaning is the service's to check)."""
+
     name: str = _wire("Name", volume_name)
     options: dict[str, str] = _wire("Opts", volume_options)
 
@@ -71,12 +73,16 @@ class RemoveRequest:
 
 @dataclass(frozen=True)
 class MountRequest:
+    """/VolumeDriver.Mount: id is the daemon's reference for this use of the volume (one per container)."""
+
     name: str = _wire("Name", volume_name)
     id: str = _wire("ID", mount_id)
 
 
 @dataclass(frozen=True)
 class UnmountRequest:
+    """/VolumeDriver.Unmount: the reference a Mount gave."""
+
     name: str = _wire("Name", volume_name)
     id: str = _wire("ID", mount_id)
 

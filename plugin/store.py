@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ownvol import sqlite
 from ownvol.driver.options import VolumeSpec
 
 _SCHEMA = """
@@ -85,24 +86,8 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(self.db_path) or ".", mode=0o700, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+        conn = sqlite.connect(self.db_path, _SCHEMA, SCHEMA_VERSION, self.busy_timeout_ms, foreign_keys=True)
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.db_path} has schema {version}, newer than this ownvol ({SCHEMA_VERSION})")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return conn
 
     def close(self) -> None:
@@ -139,8 +124,6 @@ class Store:
             conn.execute("COMMIT")
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
-
-    # -- volumes
 
     @staticmethod
     def _record(row: sqlite3.Row) -> VolumeRecord:
@@ -194,8 +177,6 @@ class Store:
                 " WHERE name = ?",
                 (at, changed, seconds, name),
             )
-
-    # -- mount references
 
     def add_ref(self, name: str, mount_id: str, at: str) -> int:
         """Count one more Mount of (name, mount_id); return the volume's references in all."""

@@ -16,9 +16,11 @@ import os
 import shutil
 import stat
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 
 from ownvol import ownership
+from ownvol.beneath import beneath, symlink_in
 from ownvol.driver import binds
 from ownvol.driver.errors import InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
 from ownvol.driver.options import VolumeSpec, volume_spec
@@ -62,29 +64,20 @@ def _describe(spec: VolumeSpec) -> str:
     return text + (f" path={spec.path}" if spec.path else "")
 
 
-def _symlink_in(path: str) -> str | None:
-    """The first component of path that is a symlink or not a directory; None if there is none."""
-    current = "/"
-    for part in path.strip("/").split("/"):
-        current = os.path.join(current, part)
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            return f"{current} is a symlink"
-        if not stat.S_ISDIR(st.st_mode):
-            return f"{current} is not a directory"
-    return None
+def _reach(record: VolumeRecord) -> AbstractContextManager[str]:
+    """The data directory's path for ownership's walk: an adopted one reached from / by descriptor (its
+    components are not the plugin's), a managed one as it is (below the plugin's own root)."""
+    return beneath("/", record.path) if record.adopted else nullcontext(record.path)
 
 
 class Volumes:
+    """The driver's volumes on this host: data under settings.root (or adopted with path=), state in store. Implements
+    protocol.VolumeDriver; every refusal is a PluginError whose message is the Err."""
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.trash = os.path.join(settings.root, "trash")
-
-    # -- helpers
 
     def _mountpoint(self, record: VolumeRecord) -> str:
         if self.settings.mount_root:
@@ -100,8 +93,6 @@ class Volumes:
     def _own_trees(self) -> tuple[str, ...]:
         return tuple(p for p in (self.settings.root, self.settings.mount_root) if p)
 
-    # -- create
-
     def create(self, req: CreateRequest) -> None:
         name = req.name
         try:
@@ -109,8 +100,8 @@ class Volumes:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         path = spec.path or os.path.join(self.settings.volumes_dir, name)
-        if spec.path and (why := _symlink_in(spec.path)):
-            raise InvalidRequest(f"option path: {spec.path!r} refused: {why}; ownvol never follows a symlink")
+        if spec.path and (why := symlink_in(spec.path)):
+            raise InvalidRequest(f"option path: {spec.path!r} refused: {why}")
         with self.store.transaction():
             existing = self.store.get(name)
             if existing is not None:
@@ -157,7 +148,8 @@ class Volumes:
             ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=False)
         else:
             try:
-                ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=spec.policy != "never")
+                with beneath("/", path) as reach:
+                    ownership.repair(reach, spec.uid, spec.gid, spec.mode, walk=spec.policy != "never")
             except ownership.OwnershipError as exc:
                 raise InvalidRequest(f"option path: {exc}") from None
 
@@ -181,8 +173,6 @@ class Volumes:
             return
         shutil.rmtree(target)
 
-    # -- remove
-
     def remove(self, req: RemoveRequest) -> None:
         """Refused while the volume has mount references; a managed data directory is deleted, an adopted one kept."""
         name = req.name
@@ -204,8 +194,6 @@ class Volumes:
             self._discard_dir(record.path)
         with self.store.transaction():
             self.store.delete(record.name)
-
-    # -- mount
 
     def mount(self, req: MountRequest) -> MountResponse:
         """Count the reference, then check (and per policy repair) the data directory before the daemon uses it."""
@@ -234,8 +222,8 @@ class Volumes:
             return f"its data directory {record.path} is missing (deleted by hand?)"
         if not stat.S_ISDIR(st.st_mode):
             return f"its data directory {record.path} is not a directory"
-        if record.adopted and (why := _symlink_in(record.path)):
-            return f"{why}; ownvol never follows a symlink"
+        if record.adopted and (why := symlink_in(record.path)):
+            return why
         return None
 
     def _ensure_bound(self, record: VolumeRecord) -> None:
@@ -255,7 +243,8 @@ class Volumes:
         is recorded with the reference (one commit instead of two; bench: mount_pairs_per_s)."""
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
+            with _reach(record) as path:
+                state = ownership.inspect_root(path, spec.uid, spec.gid, spec.mode)
         except ownership.OwnershipError:
             return False  # _preflight records and reports it
         result = self._no_walk(spec, state)
@@ -267,13 +256,15 @@ class Volumes:
         """Check the root; per policy walk and repair. Never returns with the root still wrong (unless policy never)."""
         spec = record.spec
         try:
-            state = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
-            result = self._no_walk(spec, state)
+            with _reach(record) as path:
+                state = ownership.inspect_root(path, spec.uid, spec.gid, spec.mode)
+                result = self._no_walk(spec, state)
+                if result is None:
+                    report = ownership.repair(path, spec.uid, spec.gid, spec.mode, walk=True)
+                    after = ownership.inspect_root(path, spec.uid, spec.gid, spec.mode)
             if result is not None:
                 self.store.record_check(record.name, now(), result)
                 return
-            report = ownership.repair(record.path, spec.uid, spec.gid, spec.mode, walk=True)
-            after = ownership.inspect_root(record.path, spec.uid, spec.gid, spec.mode)
         except ownership.OwnershipError as exc:
             self.store.record_check(record.name, now(), f"failed: {exc}")
             raise PluginError(f"volume {record.name}: {exc}") from None
@@ -289,8 +280,6 @@ class Volumes:
         if not after.ok:
             raise PluginError(f"volume {record.name}: could not repair its root: {'; '.join(after.problems)}")
 
-    # -- unmount
-
     def unmount(self, req: UnmountRequest) -> None:
         """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
         name, mount_id = req.name, req.id
@@ -301,8 +290,6 @@ class Volumes:
             known, left = self.store.drop_ref(name, mount_id)
             if known and left == 0 and self.settings.mount_root:
                 binds.unbind(self._mountpoint(record))
-
-    # -- get, list, path
 
     def path(self, req: PathRequest) -> PathResponse:
         return PathResponse(self._mountpoint(self._ready(req.name)))
@@ -338,8 +325,6 @@ class Volumes:
             state=self._data_problem(record) or "ok",
         )
         return Volume(record.name, self._mountpoint(record), record.created_at, status)
-
-    # -- start-up
 
     def recover(self) -> builtins.list[str]:
         """Finish or undo what a crash interrupted; put MOUNT_ROOT binds back in line with the references."""

@@ -7,7 +7,7 @@ import os
 
 from ownvol.hook.actions import ActionResult
 from ownvol.hook.health import owner_of
-from ownvol.hook.services import by_family, service_for
+from ownvol.hook.services import by_family, plan_of, service_for
 from ownvol.hook.targets import DataMount, StartFacts, Target, owner, server_process
 from tests.support.fakes import FakeExecutor, engine, events
 
@@ -178,6 +178,7 @@ def test_a_service_plan_replaces_the_strategies_file_plan(tmp_path, monkeypatch)
     monkeypatch.setattr(type(redis_service), "plan", lambda self, error_type: ("restart",))
     executor = FakeExecutor(heals="restart")
     rec, _ = engine(tmp_path, executor)
+    rec.plans = plan_of
     rec.report("c1", "c", "persistence-failed", "log", {"message": "x", "service": "redis"}, background=False)
     assert executor.ran == ["restart"]
     rec.report("c2", "c", "persistence-failed", "log", {"message": "x", "service": "unknown"}, background=False)

@@ -1,16 +1,22 @@
-"""Facts the driver and the hook share, from one source each (ownvol/status.py, ...)."""
+"""Facts the driver and the hook share, from one source each (ownvol/status.py, ownvol/beneath.py, ownvol/sqlite.py)."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
 
-from ownvol.driver.protocol import CreateRequest, GetRequest
+from ownvol.beneath import NotBeneath, beneath, symlink_in
+from ownvol.driver.errors import PluginError
+from ownvol.driver.protocol import CreateRequest, GetRequest, MountRequest
 from ownvol.driver.settings import from_env
 from ownvol.driver.store import Store
 from ownvol.driver.volumes import Volumes
+from ownvol.hook.journal import Journal
 from ownvol.hook.targets import DataMount, _ownvol_volume_owner
+from ownvol.ownership import OwnershipError, inspect_root
+from ownvol.sqlite import SchemaTooNew
 from ownvol.status import VolumeStatus, driver_name, owner
 
 
@@ -42,3 +48,54 @@ def test_the_hook_honours_the_driver_name(monkeypatch, env, mount_driver, found)
     got = _ownvol_volume_owner(_Engine({"uid": 70, "gid": 71}), mount)
     assert got == ((70, 71) if found else None)
     assert driver_name() == env.get("OWNVOL_DRIVER_NAME", "ownvol")
+
+
+def test_symlink_in_names_the_first_link_or_file_on_the_way(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "file").write_text("")
+    assert symlink_in(str(tmp_path / "a" / "b")) is None
+    assert symlink_in(str(tmp_path / "a" / "missing" / "x")) is None
+    assert symlink_in(str(tmp_path / "link" / "b")) == f"{tmp_path}/link is a symlink; ownvol never follows one"
+    assert symlink_in(str(tmp_path / "file" / "x")) == f"{tmp_path}/file is not a directory"
+
+
+def test_beneath_hands_over_the_last_component_by_descriptor_and_refuses_a_link(tmp_path):
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    with beneath(str(tmp_path), "a/data") as path:
+        assert path.startswith("/proc/self/fd/") and os.path.samefile(path, tmp_path / "a" / "data")
+    with pytest.raises(NotBeneath, match=f"{tmp_path}/link is a symlink"), beneath(str(tmp_path), "link/data"):
+        pass
+    with pytest.raises(OwnershipError, match=f"{tmp_path}/a/data/gone"), beneath(str(tmp_path), "a/data") as path:
+        inspect_root(path + "/gone", 0, 0)
+
+
+@pytest.mark.parametrize("open_it", [
+    lambda path: Store(path).conn,
+    lambda path: Journal(path)._db,
+])
+def test_store_and_journal_share_one_setup_and_refuse_a_newer_schema(tmp_path, open_it):
+    path = str(tmp_path / "state.sqlite")
+    conn = open_it(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="has schema 999, newer than this ownvol"):
+        open_it(path)
+
+
+def test_an_adopted_directory_whose_way_became_a_symlink_is_not_mounted(tmp_path):
+    adopt = tmp_path / "adopt"
+    (adopt / "a" / "data").mkdir(parents=True)
+    settings = from_env({"OWNVOL_ROOT": str(tmp_path / "state"), "OWNVOL_ALLOWED_ROOTS": str(adopt)})
+    volumes = Volumes(settings, Store(settings.db_path))
+    volumes.create(CreateRequest("v", {"path": str(adopt / "a" / "data"), "uid": "5"}))
+    (adopt / "a").rename(adopt / "elsewhere")
+    (adopt / "a").symlink_to(adopt / "elsewhere")
+    with pytest.raises(PluginError, match=f"{adopt}/a is a symlink; ownvol never follows one"):
+        volumes.mount(MountRequest("v", "m1"))
+    assert os.stat(adopt / "elsewhere" / "data").st_uid == 5
+    assert volumes.store.refs("v") == 0
