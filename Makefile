@@ -19,7 +19,7 @@ engine:
 	scripts/engine.sh
 
 ## images: build the offline server images: Redis 6.2/7.0/8.0, Valkey 8.0/8.1, official-style variants (README)
-images: engine
+images: venv engine
 	scripts/images.sh servers
 
 ## ownvol-image: ownvol installed in an image (hook, repair helper, managed plugin rootfs)
