@@ -259,6 +259,8 @@ class Watcher:
         code = int(given) if given.lstrip("-").isdigit() else int(state.get("ExitCode") or 0)
         if code == 0 or self.recovery.busy(w.id):
             return
+        if code >= 128 and not state.get("Error"):
+            return  # ended by a signal (`docker stop`, `docker kill`, the OOM killer): not a start-up crash
         started, finished = _stamp(state.get("StartedAt")), _stamp(state.get("FinishedAt"))
         uptime = (finished - started) / 1e9 if started and finished and finished >= started else None
         restarts = container.attrs.get("RestartCount") or 0
