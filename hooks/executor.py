@@ -15,6 +15,7 @@ from ownvol.hook.actions import Context
 from ownvol.hook.health import Health, owner_of
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
+from ownvol.ownership import Progress
 
 
 class Runs(Protocol):
@@ -37,6 +38,7 @@ class DockerExecutor:
         self.helper_image = helper_image
         self.runs = runs
         self.cache = FactCache()
+        self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
@@ -45,8 +47,8 @@ class DockerExecutor:
         return container, facts(self.client(), container, self.cache, last_run)
 
     def context(self, target: Target) -> Context:
-        """The actions' Context for target, with this executor's repair route and helper image."""
-        ctx = Context(self.client(), target, self.repair_via)
+        """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx

@@ -6,6 +6,7 @@ evaluate() is the pure rule that turns those observations into a state; probe() 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ class Health:
     clients: dict = field(default_factory=dict)
     owner: dict | None = None
     at: float = field(default_factory=time.time)
+    target: dict | None = None  # Target.as_dict() of the facts this probe used (the status page shows them)
+    disk: dict | None = None  # disk_usage() of the data mount's source, when reachable from here
 
     @property
     def healthy(self) -> bool:
@@ -139,9 +142,29 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
             "problem": "; ".join(state.problems)}
 
 
+def disk_usage(target: Target, local: bool) -> dict | None:
+    """Space on the filesystem of the data mount's source (statvfs: f_bavail and f_blocks times f_frsize):
+    {"path", "free_bytes", "size_bytes"}; None when the source is not reachable from here or cannot be read."""
+    if not local or target.mount is None:
+        return None
+    try:
+        usage = shutil.disk_usage(target.mount.source)
+    except OSError:
+        return None
+    return {"path": target.mount.source, "free_bytes": usage.free, "size_bytes": usage.total}
+
+
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     """Probe target now: health from the container status, PING and INFO persistence (Redis's own fields, redis.io INFO
-    docs) and, when local_paths and the mount is reachable here, the mount's root owner."""
+    docs) and, when local_paths and the mount is reachable here, the mount's root owner and its filesystem's space;
+    the facts used (target.as_dict()) ride along for the status page."""
+    health = _probe(target, container_status, local_paths)
+    health.target = target.as_dict()
+    health.disk = disk_usage(target, local_paths)
+    return health
+
+
+def _probe(target: Target, container_status: str, local_paths: bool) -> Health:
     reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
     owner = owner_of(target, reachable, running=container_status == "running")
     if container_status != "running":

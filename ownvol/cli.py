@@ -52,11 +52,17 @@ def main() -> None:
 @click.option("--uid", type=int, required=True)
 @click.option("--gid", type=int, required=True)
 def repair_mount(path: str, uid: int, gid: int) -> None:
-    """Inside the helper container: the core's symlink-safe repair, its report as one JSON line (exit 2 on error)."""
-    from ownvol.ownership import OwnershipError, repair
+    """Inside the helper container: the core's symlink-safe repair, its report as one JSON line (exit 2 on error);
+    with OWNVOL_REPAIR_PROGRESS set, its progress on stderr as it goes."""
+    import os
+
+    from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, repair
+
+    def progress(walked: int, changed: int) -> None:
+        click.echo(PROGRESS_LINE + json.dumps({"walked": walked, "changed": changed}), err=True)
 
     try:
-        report = repair(path, uid, gid).as_dict()
+        report = repair(path, uid, gid, progress=progress if os.environ.get(PROGRESS_ENV) else None).as_dict()
     except (OwnershipError, OSError) as exc:
         click.echo(json.dumps({"error": str(exc)}))
         sys.exit(2)
