@@ -229,8 +229,8 @@ class Watcher:
             self.on_line(w, line)
 
     def on_line(self, w: Watched, line: str) -> None:
-        """One timestamped log line: skipped if already read, else matched against its service's messages (its LogReader) and
-        a failure reported to the recovery."""
+        """One timestamped log line: skipped if already read, else read by its service's LogReader (multi-line
+        blocks too) and a failure reported to the recovery."""
         stamp, _, text = line.partition(" ")
         try:
             ts = timestamp_ns(stamp)
