@@ -36,6 +36,7 @@ class Context:
     repair_via: str = "auto"  # auto | local | helper
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
     progress: Progress | None = None  # a repair's (entries walked, changed) as it goes, here or from the helper
+    start_stopped: bool = False  # a person asked (`ownvol repair`): start a stopped container whatever its policy
 
     def container(self):
         """The container as docker-py's model, looked up now; raises docker.errors.NotFound when it is gone."""
@@ -216,7 +217,7 @@ def restart(ctx: Context) -> ActionResult:
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
-            and not ctx.target.start_opt_in:
+            and not ctx.target.start_opt_in and not ctx.start_stopped:
         return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "
                                                "ownvol.start=true lets the hook start it after a repair)",
                                         "restart_policy": "no"})
@@ -230,8 +231,8 @@ def restart(ctx: Context) -> ActionResult:
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
     why = "running: restarted" if how == "restart" else (
-        "started: labelled ownvol.start=true" if ctx.target.restart_policy == "no"
-        else f"started: its restart policy is {ctx.target.restart_policy}")
+        f"started: its restart policy is {ctx.target.restart_policy}" if ctx.target.restart_policy != "no"
+        else "started: labelled ownvol.start=true" if ctx.target.start_opt_in else "started: asked by `ownvol repair`")
     return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why})
 
 

@@ -191,6 +191,7 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
                   TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task(f"recovering {name}", walked=0, changed=0, rate="")
         executor.progress = _meter(bar, task)
+        executor.start_stopped = True
         recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(out=sys.stderr), executor,
                             plans=plan_of)
         incident = recovery.report(cid, name, report["error_type"] or "persistence-failed", "manual",

@@ -39,6 +39,7 @@ class DockerExecutor:
         self.runs = runs
         self.cache = FactCache()
         self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
+        self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
@@ -48,7 +49,8 @@ class DockerExecutor:
 
     def context(self, target: Target) -> Context:
         """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
-        ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
+                      start_stopped=self.start_stopped)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx

@@ -7,7 +7,7 @@ import io
 import os
 
 from ownvol.hook.actions import ActionResult
-from ownvol.hook.health import owner_of
+from ownvol.hook.health import can_write, owner_of
 from ownvol.hook.services import by_family, plan_of, service_for
 from ownvol.hook.targets import DataMount, StartFacts, Target, owner, server_process
 from ownvol.hook.telemetry import Telemetry
@@ -235,3 +235,12 @@ def test_what_is_not_an_unexplained_start_up_crash():
     assert crash(_Stopped(1), last_detection_ns=spoke) == []  # a known line of this run already opened one
     assert len(crash(_Stopped(1, finished="2026-11-30T01:05:00.000000000Z", restarts=3))) == 1  # crash-looping
     assert len(crash(_Stopped(128, error="chdir to cwd: permission denied"))) == 1  # the engine could not start it
+
+
+def test_a_server_that_can_write_its_data_dir_is_not_judged_by_the_group():
+    """The official entrypoint chowns WORKDIR to the user only: 999:0 0755 is fine for a server running 999:999."""
+    assert can_write(999, 0, 0o755, 999, 999)
+    assert not can_write(0, 0, 0o755, 999, 999)
+    assert not can_write(999, 999, 0o555, 999, 999)
+    assert can_write(0, 999, 0o775, 999, 999) and not can_write(0, 999, 0o755, 999, 999)
+    assert can_write(0, 0, 0o777, 999, 999) and not can_write(0, 0, 0o750, 999, 999)
