@@ -6,7 +6,7 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools lint test \
+.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools lint test \
 	test-unit test-hostile test-matrix bench
 
 venv: $(VENV)/.installed
@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml scripts/venv.sh
 engine:
 	scripts/engine.sh
 
+## tools: Debian's chromium and promtool (prometheus), for the status page's browser test and the alert rules' checks
+tools:
+	scripts/apt-tools.sh /usr/bin/chromium=chromium promtool=prometheus
+
 ## images: build the offline server images: Redis 6.2/7.0/8.0, Valkey 8.0/8.1, official-style variants (README)
-images: engine
+images: venv engine
 	scripts/images.sh servers
 
 ## ownvol-image: ownvol installed in an image (hook, repair helper, managed plugin rootfs)
@@ -65,7 +69,7 @@ uninstall: venv
 
 ## systemd-tools: systemd-analyze and systemd-socket-activate for the tests (Debian's systemd; nothing started)
 systemd-tools:
-	scripts/systemd-tools.sh
+	scripts/apt-tools.sh systemd-analyze=systemd systemd-socket-activate=systemd
 
 ## lint: ruff over the tree, mypy over the package (ownvol/, plugin/, hooks/); seconds
 lint: venv
@@ -73,7 +77,7 @@ lint: venv
 	scripts/typecheck.sh
 
 ## test: lint, then the whole suite, engine tests included
-test: lint venv engine images systemd-tools
+test: lint venv engine images systemd-tools tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-matrix: the hook against every server of the matrix (Redis 6.2, 7.0, 8.0, Valkey 8.0, 8.1; PostgreSQL 15, 17;

@@ -21,7 +21,7 @@ from ownvol.hook.health import redis_client
 from ownvol.hook.results import ActionResult
 from ownvol.hook.services import by_family
 from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
-from ownvol.ownership import OwnershipError, mode_to_set, repair
+from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
@@ -37,6 +37,8 @@ class Context:
     target: Target
     repair_via: str = "auto"  # auto | local | helper
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
+    progress: Progress | None = None  # a repair's (entries walked, changed) as it goes, here or from the helper
+    start_stopped: bool = False  # a person asked (`ownvol repair`): start a stopped container whatever its policy
 
     def container(self):
         """The container as docker-py's model, looked up now; raises docker.errors.NotFound when it is gone."""
@@ -77,7 +79,7 @@ def repair_ownership(ctx: Context) -> ActionResult:
         try:
             with data_path(t.mount) as path:
                 mode = mode_to_set(path, t.data_modes)
-                report = repair(path, t.uid, t.gid, mode).as_dict()
+                report = repair(path, t.uid, t.gid, mode, progress=ctx.progress).as_dict()
                 if mode is not None:
                     report["mode"] = f"{mode:04o}"
         except (OwnershipError, OSError) as exc:
@@ -106,17 +108,33 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
         ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid), "--modes", modes],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
         volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
+        environment={PROGRESS_ENV: "1"} if ctx.progress else {},
         labels={"ownvol.watch": "false", "ownvol.role": "repair-helper", "ownvol.repair.for": t.name})
     try:
+        if ctx.progress:
+            _follow_progress(helper, ctx.progress)
         code = helper.wait(timeout=120).get("StatusCode")
         out = helper.logs(stdout=True, stderr=False).decode().strip().splitlines()
-        err = helper.logs(stdout=False, stderr=True).decode().strip()
+        err = "\n".join(line for line in helper.logs(stdout=False, stderr=True).decode().strip().splitlines()
+                        if not line.startswith(PROGRESS_LINE))
     finally:
         helper.remove(force=True)
     report = json.loads(out[-1]) if out else {}
     if code != 0 and not report.get("error"):
         raise RuntimeError(f"repair helper exited {code}: {err[-300:]}")
     return {**report, "helper_image": ctx.helper_image}
+
+
+def _follow_progress(helper, progress: Progress) -> None:
+    """Hand the helper's progress lines (stderr, see ownvol.cli repair-mount) to progress until it exits."""
+    buffer = ""
+    for chunk in helper.logs(stream=True, follow=True, stdout=False, stderr=True):
+        buffer += chunk.decode(errors="replace")
+        *lines, buffer = buffer.split("\n")
+        for line in lines:
+            if line.startswith(PROGRESS_LINE):
+                counts = json.loads(line[len(PROGRESS_LINE):])
+                progress(int(counts["walked"]), int(counts["changed"]))
 
 
 def _info(client: redis.Redis) -> dict:
@@ -231,7 +249,7 @@ def restart(ctx: Context) -> ActionResult:
                                                    "(its entrypoint's initialisation, a recovery); a restart "
                                                    "would interrupt it"})
     if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
-            and not ctx.target.start_opt_in:
+            and not ctx.target.start_opt_in and not ctx.start_stopped:
         return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "
                                                "ownvol.start=true lets the hook start it after a repair)",
                                         "restart_policy": "no"})
@@ -245,8 +263,8 @@ def restart(ctx: Context) -> ActionResult:
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
     why = "running: restarted" if how == "restart" else (
-        "started: labelled ownvol.start=true" if ctx.target.restart_policy == "no"
-        else f"started: its restart policy is {ctx.target.restart_policy}")
+        f"started: its restart policy is {ctx.target.restart_policy}" if ctx.target.restart_policy != "no"
+        else "started: labelled ownvol.start=true" if ctx.target.start_opt_in else "started: asked by `ownvol repair`")
     return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why})
 
 

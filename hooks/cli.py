@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import time
 import urllib.request
+from collections.abc import Callable
 
 import click
 import docker
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 from ownvol.hook import patterns, service
 from ownvol.hook.actions import repair_route
 from ownvol.hook.executor import DockerExecutor
-from ownvol.hook.journal import Journal
+from ownvol.hook.journal import ActionRecord, Incident, Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
 from ownvol.hook.telemetry import Telemetry
 
@@ -24,6 +34,16 @@ _db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
 _via = click.option("--repair-via", type=click.Choice(["auto", "local", "helper"]), envvar="OWNVOL_REPAIR_VIA",
                     default="auto", show_default=True,
                     help="Repair mounts here, or in a helper container (auto: helper when the path is out of reach).")
+
+
+_TONES = {"healthy": "green", "resolved": "green", "ok": "green", "failed": "red", "gave-up": "red",
+          "latent": "yellow", "loading": "yellow", "unknown": "yellow", "open": "yellow"}
+_VERIFIED = {True: " verified", False: " not verified", None: ""}
+
+
+def console() -> Console:
+    """rich's console on stdout; a pipe gets 160 columns (or $COLUMNS) rather than rich's 80, so rows stay whole."""
+    return Console(width=shutil.get_terminal_size((160, 24)).columns, highlight=False)
 
 
 def _selector(values: tuple[str, ...]) -> dict[str, str]:
@@ -40,7 +60,7 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @_state
 @_db
 @click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True,
-              help="host:port for /metrics and /status; 'off' for none.")
+              help="host:port for the status page (/), /status and /metrics; 'off' for none.")
 @click.option("--webhook", envvar="OWNVOL_WEBHOOK", default=None, help="POST incident/recovered/gave-up JSON here.")
 @click.option("--selector", multiple=True, metavar="KEY=VALUE", envvar="OWNVOL_HOOK_SELECTOR",
               help="Only containers with this label (repeatable; the variable: space-separated).")
@@ -50,14 +70,18 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
               help="Seconds between health probes.")
 @_via
 @click.option("--helper-image", envvar="OWNVOL_IMAGE", default="ownvol/ownvol:latest", show_default=True)
-def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image) -> None:
+@click.option("--fill-warning-hours", type=click.FloatRange(min=0, min_open=True), envvar="OWNVOL_FILL_WARNING_HOURS",
+              default=service.DEFAULT_THRESHOLD_HOURS, show_default=True,
+              help="A `latent` event when a data mount would be full within this many hours at the last hour's rate.")
+def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image,
+          fill_warning_hours) -> None:
     """Watch Redis containers, heal persistence failures, prove Redis healthy (JSON events on stdout)."""
     try:
         load(strategies)
     except StrategyError as exc:
         raise click.ClickException(str(exc)) from None
     options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
-                              _selector(selector), strategies, interval, repair_via, helper_image)
+                              _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours)
     try:
         service.run(options)
     except KeyboardInterrupt:
@@ -77,12 +101,19 @@ def status(addr, as_json) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"{'CONTAINER':<32} {'HEALTH':<16} {'INCIDENT':<8} REASONS")
+    table = Table("container", "health", "incident", "reasons", box=box.SIMPLE_HEAD, title="watched containers",
+                  title_justify="left")
     for c in data["containers"]:
-        click.echo(f"{c['name']:<32} {c['health']:<16} {'yes' if c['incident'] else '-':<8} "
-                   f"{'; '.join(c['reasons'])[:80]}")
-    for i in data["open_incidents"]:
-        click.echo(f"open incident #{i['id']}: {i['container']} {i['type']} ({i['origin']})")
+        table.add_row(c["name"], Text(c["health"], style=_TONES.get(c["health"], "red")),
+                      "recovering" if c["incident"] else "-", "; ".join(c["reasons"])[:120] or "-")
+    out = console()
+    out.print(table)
+    if data["open_incidents"]:
+        opened = Table("incident", "container", "type", "origin", box=box.SIMPLE_HEAD, title="open incidents",
+                       title_justify="left")
+        for i in data["open_incidents"]:
+            opened.add_row(f"#{i['id']}", i["container"], i["type"], i["origin"])
+        out.print(opened)
 
 
 def _executor(repair_via: str) -> DockerExecutor:
@@ -107,7 +138,7 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
         error_type = "permission-denied"
     else:
         error_type = "persistence-failed"
-    strategy = load().strategy(error_type, target.service)
+    strategy = load().strategy(error_type, target.service, plan_of)
     return {"container": target.as_dict(), "health": health.as_dict(), "detections": seen[-10:],
             "error_type": None if health.healthy and not seen else error_type,
             "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions)}
@@ -148,22 +179,67 @@ def doctor(container, repair_via, as_json) -> None:
 @_via
 @click.option("--strategies", type=click.Path(dir_okay=False), envvar="OWNVOL_STRATEGIES", default=None)
 def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
-    """Recover a container now, by its strategy, in the foreground; journaled like the hook's own."""
+    """Recover a container now, by its strategy, in the foreground; journaled like the hook's own.
+
+    A local repair shows its progress (entries walked, changed, rate); a summary of every action follows.
+    The hook's JSON events go to stderr."""
     executor = _executor(repair_via)
     report = diagnose(executor, container)
     options = service.Options(state_dir=state_dir, db=db)
     os.makedirs(state_dir, exist_ok=True)
-    recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(), executor)
     cid = executor.target(container)[0].id
-    incident = recovery.report(cid, report["container"]["name"], report["error_type"] or "persistence-failed",
-                               "manual", {"message": "ownvol repair", "health": report["health"]["state"],
-                                          "service": report["container"]["service"]},
-                               background=False)
+    name = report["container"]["name"]
+    out = console()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[walked]:>10} walked"),
+                  TextColumn("{task.fields[changed]:>10} changed"), TextColumn("{task.fields[rate]:>14}"),
+                  TimeElapsedColumn(), console=out) as bar:
+        task = bar.add_task(f"recovering {name}", walked=0, changed=0, rate="")
+        executor.progress = _meter(bar, task)
+        executor.start_stopped = True
+        recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(out=sys.stderr), executor,
+                            plans=plan_of)
+        incident = recovery.report(cid, name, report["error_type"] or "persistence-failed", "manual",
+                                   {"message": "ownvol repair", "health": report["health"]["state"],
+                                    "service": report["container"]["service"]},
+                                   background=False)
     if incident is None:
         raise click.ClickException("an incident is already open for it: the running hook is on it")
     final = recovery.journal.incident(incident.id)
+    out.print(_summary(final, recovery.journal.actions(final.id)))
     if final.status != "resolved":
         raise click.ClickException(f"incident #{final.id} {final.status}: {final.outcome}")
+
+
+def _meter(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
+    """A repair's progress callback drawing on bar: counts, and the rate since the previous call."""
+    last = [time.monotonic(), 0]
+
+    def progress(walked: int, changed: int) -> None:
+        now = time.monotonic()
+        rate = (walked - last[1]) / (now - last[0]) if now > last[0] else 0
+        last[:] = [now, walked]
+        bar.update(task, walked=f"{walked:,}", changed=f"{changed:,}", rate=f"{rate:,.0f} entries/s")
+
+    return progress
+
+
+def _summary(incident: Incident, actions: list[ActionRecord]) -> Table:
+    took = f" in {incident.closed_at - incident.detected_at:.2f} s" if incident.closed_at else ""
+    table = Table("step", "action", "result", "verified", "seconds", "detail", box=box.SIMPLE_HEAD,
+                  title=f"incident #{incident.id} {incident.container_name}: {incident.status}{took}"
+                        f" ({incident.outcome or ''})", title_justify="left")
+    for a in actions:
+        d = a.detail
+        if a.action == "repair-ownership" and "visited" in d:
+            seconds = d.get("seconds") or 0
+            rate = f", {d['visited'] / seconds:,.0f} entries/s" if seconds else ""
+            what = f"{d['visited']:,} walked, {d['changed']:,} changed in {seconds:.2f} s{rate} ({d.get('route')})"
+        else:
+            what = str(d.get("why") or d.get("error") or (d.get("verify") or {}).get("state") or "")
+        table.add_row(str(a.step), a.action, Text(a.result or "interrupted", style=_TONES.get(a.result or "", "")),
+                      _VERIFIED[a.verified].strip() or "-",
+                      f"{a.finished_at - a.started_at:.2f}" if a.finished_at else "-", what[:100])
+    return table
 
 
 @click.command()
@@ -185,15 +261,21 @@ def history(state_dir, db, limit, as_json) -> None:
                                "success_rates": [{"type": t, "action": a, "succeeded": ok, "failed": bad}
                                                  for (t, a), (ok, bad) in sorted(rates.items())]}, default=str))
         return
+    table = Table("incident", "container", "type", "origin", "status", "seconds", "actions", box=box.SIMPLE_HEAD,
+                  title="incidents", title_justify="left")
     for i in incidents:
-        took = f"{i.closed_at - i.detected_at:.2f}s" if i.closed_at else "open"
-        click.echo(f"#{i.id} {i.container_name} {i.error_type} ({i.origin}): {i.status} in {took} - {i.outcome or ''}")
-        for record in journal.actions(i.id):
-            verified = {True: "verified", False: "not verified", None: ""}[record.verified]
-            click.echo(f"    {record.step}. {record.action}: {record.result or 'interrupted'} {verified}")
-    click.echo("success rates (verified after the action / not):")
+        steps = [f"{a.step}. {a.action}: {a.result or 'interrupted'}{_VERIFIED[a.verified]}"
+                 for a in journal.actions(i.id)]
+        table.add_row(f"#{i.id}", i.container_name, i.error_type, i.origin,
+                      Text(i.status, style=_TONES.get(i.status, "yellow")),
+                      f"{i.closed_at - i.detected_at:.2f}" if i.closed_at else "open", "\n".join(steps) or "-")
+    rated = Table("type", "action", "verified after it", "rate", box=box.SIMPLE_HEAD,
+                  title="success rates (verified healthy after the action / finished)", title_justify="left")
     for (t, a), (ok, bad) in sorted(rates.items()):
-        click.echo(f"  {t:<22} {a:<18} {ok}/{ok + bad}")
+        rated.add_row(t, a, f"{ok}/{ok + bad}", f"{100 * ok / (ok + bad):.0f}%" if ok + bad else "-")
+    out = console()
+    out.print(table)
+    out.print(rated)
 
 
 @click.command()

@@ -15,6 +15,7 @@ from ownvol.hook.actions import Context
 from ownvol.hook.health import Health, owner_of
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
+from ownvol.ownership import Progress
 
 
 class Runs(Protocol):
@@ -28,7 +29,7 @@ class Runs(Protocol):
 class DockerExecutor:
     """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
     (each service's probe, hooks/services). client is called for the engine's client each time (made once, lazily, by
-    service.build); runs: the journal (or None: the owners seen on healthy runs are then not remembered)."""
+    service.build). runs: the journal, where the owners of healthy runs are kept (None: not remembered)."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
                  helper_image: str | None = None, runs: Runs | None = None) -> None:
@@ -37,6 +38,8 @@ class DockerExecutor:
         self.helper_image = helper_image
         self.runs = runs
         self.cache = FactCache()
+        self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
+        self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it; raises docker.errors.NotFound."""
@@ -45,8 +48,9 @@ class DockerExecutor:
         return container, facts(self.client(), container, self.cache, last_run)
 
     def context(self, target: Target) -> Context:
-        """The actions' Context for target, with this executor's repair route and helper image."""
-        ctx = Context(self.client(), target, self.repair_via)
+        """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
+                      start_stopped=self.start_stopped)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx

@@ -6,6 +6,7 @@ evaluate() is the pure rule that turns those observations into a state; probe() 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ class Health:
     clients: dict = field(default_factory=dict)
     owner: dict | None = None
     at: float = field(default_factory=time.time)
+    target: dict | None = None  # Target.as_dict() of the facts this probe used (the status page shows them)
+    disk: dict | None = None  # disk_usage() of the data mount's source, when reachable from here
 
     @property
     def healthy(self) -> bool:
@@ -121,7 +124,8 @@ def ping_text(client: redis.Redis) -> str:
 
 
 def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
-    """The data mount's root owner against the wanted uid:gid; None when not checkable from here, or not a
+    """Whether the service's uid:gid can write in its data mount's root ("ok"; "exact": owned by exactly that
+    uid:gid); None when not checkable from here, or not a
     fact worth acting on: while the server runs, only against the uid:gid its process really runs as (a
     server that answers and owns its data is healthy whatever the container's user says), and never for a
     server that runs as root (no ownership stops it; ownvol never gives data to root)."""
@@ -135,17 +139,53 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
             state = inspect_root(reach, target.uid, target.gid)
     except (OwnershipError, OSError) as exc:
         return {"path": path, "ok": False, "problem": str(exc)}
-    problems = list(state.problems)
+    usable = can_write(state.uid, state.gid, state.mode, target.uid, target.gid)
+    problems = [] if usable else [f"owner {state.uid}:{state.gid} mode {state.mode:04o}: "
+                                  f"{target.uid}:{target.gid} cannot write there"]
     if target.data_modes and state.mode not in target.data_modes:
         accepted = " or ".join(f"{m:04o}" for m in target.data_modes)
         problems.append(f"mode {state.mode:04o}, the server accepts {accepted}")
     return {"path": path, "uid": state.uid, "gid": state.gid, "mode": f"{state.mode:04o}", "ok": not problems,
-            "problem": "; ".join(problems)}
+            "problem": "; ".join(problems), "exact": state.ok}
+
+
+def can_write(owner_uid: int, owner_gid: int, mode: int, uid: int, gid: int) -> bool:
+    """Whether uid:gid may create entries in a directory owned owner_uid:owner_gid with mode (write and search
+    permission by the owner, group or other bits, as the kernel picks them; supplementary groups and ACLs
+    aside). The official images give their data dir to the user alone (chown redis, the group unchanged): a
+    server that can write there is healthy, whoever the group is."""
+    if owner_uid == uid:
+        bits = mode >> 6
+    elif owner_gid == gid:
+        bits = mode >> 3
+    else:
+        bits = mode
+    return bits & 0o3 == 0o3
+
+
+def disk_usage(target: Target, local: bool) -> dict | None:
+    """Space on the filesystem of the data mount's source (statvfs: f_bavail and f_blocks times f_frsize):
+    {"path", "free_bytes", "size_bytes"}; None when the source is not reachable from here or cannot be read."""
+    if not local or target.mount is None:
+        return None
+    try:
+        usage = shutil.disk_usage(target.mount.source)
+    except OSError:
+        return None
+    return {"path": target.mount.source, "free_bytes": usage.free, "size_bytes": usage.total}
 
 
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     """Probe target now: health from the container status, PING and INFO persistence (Redis's own fields, redis.io INFO
-    docs) and, when local_paths and the mount is reachable here, the mount's root owner."""
+    docs) and, when local_paths and the mount is reachable here, the mount's root owner and its filesystem's space;
+    the facts used (target.as_dict()) ride along for the status page."""
+    health = _probe(target, container_status, local_paths)
+    health.target = target.as_dict()
+    health.disk = disk_usage(target, local_paths)
+    return health
+
+
+def _probe(target: Target, container_status: str, local_paths: bool) -> Health:
     reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
     owner = owner_of(target, reachable, running=container_status == "running")
     if container_status != "running":

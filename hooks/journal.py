@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS runs (
     at REAL NOT NULL
 );
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs (the owner of each container's last healthy run)
 
 
 @dataclass

@@ -46,13 +46,20 @@ class Executor(Protocol):
     def verify(self, container_id: str, timeout: float) -> Verdict: ...
 
 
+# (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
+# Service.plan; service.build passes services.plan_of)
+ServicePlans = Callable[[str, str], "tuple[str, ...] | None"]
+
+
 class Recovery:
     """Incidents from report to resolved or gave-up: plans from the strategies, one worker thread per container, the
     breaker, the AOF fallback. sleep and clock (epoch seconds) are injectable for tests."""
 
     def __init__(self, journal: Journal, config: Config, telemetry: Telemetry, executor: Executor,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 plans: ServicePlans | None = None) -> None:
         self.journal = journal
+        self.plans = plans
         self.config = config
         self.telemetry = telemetry
         self.executor = executor
@@ -136,9 +143,10 @@ class Recovery:
 
     # --- the recovery itself --------------------------------------------------------------------
     def plan_for(self, incident: Incident) -> Strategy:
-        """The incident's service's plan for its error type (hooks/strategies.py Config.strategy: the file's
-        `services:`, else the service's own, else `types:`), ordered by learning."""
-        strategy = self.config.strategy(incident.error_type, incident.detail.get("service") or "")
+        """The incident's strategy (hooks/strategies.py Config.strategy: the file's `services:` for its service,
+        detail "service", else that service's own plan, else the file's `types:`), with actions that keep failing
+        for its error type moved last."""
+        strategy = self.config.strategy(incident.error_type, incident.detail.get("service") or "", self.plans)
         rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
         return self.config.ordered(strategy, rates)
 

@@ -1,4 +1,4 @@
-"""`ownvol watch` assembled: journal, strategies, telemetry, executor, recovery, watcher, /status."""
+"""`ownvol watch` assembled: journal, strategies, telemetry, executor, recovery, watcher, forecast, the web app."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from dataclasses import dataclass, field
 
 import docker
 
+from ownvol.hook import web
+from ownvol.hook.board import Board, DriverVolumes
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
+from ownvol.hook.health import Health
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import load
-from ownvol.hook.telemetry import Telemetry, serve
-from ownvol.hook.watcher import Watcher
+from ownvol.hook.telemetry import Telemetry
+from ownvol.hook.watcher import Watched, Watcher
 
 DEFAULT_STATE_DIR = "/var/lib/ownvol/hook"
 DEFAULT_METRICS = "127.0.0.1:9808"
@@ -33,6 +38,7 @@ class Options:
     interval: float = 5.0
     repair_via: str = "auto"
     helper_image: str | None = None
+    fill_warning_hours: float = DEFAULT_THRESHOLD_HOURS
 
     @property
     def db_path(self) -> str:
@@ -44,9 +50,9 @@ def engine() -> docker.DockerClient:
     return docker.from_env(timeout=60)
 
 
-def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
-    """The hook's parts wired together (journal, strategies, telemetry, executor, recovery, watcher); raises
-    StrategyError for a bad strategies file."""
+def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board]:
+    """The hook's parts wired together (journal, strategies, telemetry, executor, recovery, watcher, the data
+    mounts' forecast, the status page's model); raises StrategyError for a bad strategies file."""
     os.makedirs(options.state_dir, exist_ok=True)
     journal = Journal(options.db_path)
     telemetry = Telemetry(webhook=options.webhook)
@@ -59,9 +65,16 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry]:
         return holder["c"]
 
     executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
-    recovery = Recovery(journal, config, telemetry, executor)
+    recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
-    return watcher, recovery, telemetry
+    space = SpaceWatch(telemetry, options.fill_warning_hours)
+
+    def observe_space(w: Watched, health: Health) -> None:
+        space.observe(w.name, health.disk, health.at)
+
+    watcher.on_probe.append(observe_space)
+    board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, DriverVolumes(client))
+    return watcher, recovery, telemetry, board
 
 
 def status_of(watcher: Watcher, recovery: Recovery) -> dict:
@@ -76,11 +89,12 @@ def status_of(watcher: Watcher, recovery: Recovery) -> dict:
 
 
 def run(options: Options) -> None:
-    """`ownvol watch`: serve /metrics and /status when asked, then watch until stopped."""
-    watcher, recovery, telemetry = build(options)
+    """`ownvol watch`: serve the status page, /status and /metrics when asked, then watch until stopped."""
+    watcher, recovery, telemetry, board = build(options)
     server = None
     if options.metrics_addr:
-        server = serve(options.metrics_addr, telemetry.metrics, lambda: status_of(watcher, recovery))
+        app = web.create_app(telemetry.metrics, lambda: status_of(watcher, recovery), board.view)
+        server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
                    metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via)
     try:

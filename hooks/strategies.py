@@ -10,6 +10,7 @@ is allowed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -62,26 +63,22 @@ class Config:
     source: str = field(default="")
     services: dict[str, dict[str, Strategy]] = field(default_factory=dict)
 
-    def strategy(self, error_type: str, service: str = "") -> Strategy:
+    def strategy(self, error_type: str, service: str = "",
+                 plans: Callable[[str, str], tuple[str, ...] | None] | None = None) -> Strategy:
         """The plan for error_type in a container of the service family `service`: the file's `services:`
-        entry for it (or for the last resort), else the service definition's own plan (hooks/services
-        Service.plan) with the file's timing, else the file's `types:` one, else the last resort's. A service's
-        strategy may have no action: nothing is safe to try, the hook gives up at once."""
+        entry for it (or for its last resort), else the service definition's own plan (`plans(service,
+        error_type)`, hooks/services plan_of, injected: this module loads no service) with the file's timing,
+        else the file's `types:` one, else the last resort's. A service's strategy may have no action: nothing
+        is safe to try, the hook gives up at once."""
         own = self.services.get(service) or {}
         if error_type in own:
             return own[error_type]
         if own and LAST_RESORT in own:
             return own[LAST_RESORT]
         general = self.strategies.get(error_type) or self.strategies[LAST_RESORT]
-        if service:
-            from ownvol.hook.services import by_family
-
-            try:
-                defined = by_family(service).plan(error_type)
-            except KeyError:
-                defined = None
-            if defined:
-                return dataclasses.replace(general, actions=tuple(defined))
+        defined = plans(service, error_type) if service and plans else None
+        if defined:
+            return dataclasses.replace(general, actions=tuple(defined))
         return general
 
     def ordered(self, strategy: Strategy, rates: dict[str, tuple[int, int]]) -> Strategy:

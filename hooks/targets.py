@@ -89,7 +89,8 @@ class Target:
                 "mount": self.mount.as_dict() if self.mount else None,
                 "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
                 "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
-                "conflict": self.conflict, "aof_fallback": self.aof_fallback, "notes": self.notes}
+                "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
+                "notes": self.notes}
 
 
 def _redact(url: str | None) -> str | None:

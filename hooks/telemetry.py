@@ -1,4 +1,4 @@
-"""Telling people: JSON-line events on stdout, an optional webhook, Prometheus metrics and /status."""
+"""Telling people: JSON-line events on stdout, an optional webhook, Prometheus metrics (served by hooks/web.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ownvol.hook.results import STATES
 
@@ -38,17 +36,42 @@ class Metrics:
                                            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
         self.health = Gauge("ownvol_hook_container_health", "1 for the current health state of a container",
                             ["container", "state"], registry=self.registry)
+        self.free_bytes = Gauge("ownvol_hook_data_mount_free_bytes", "Free space on a container's data mount",
+                                ["container"], registry=self.registry)
+        self.size_bytes = Gauge("ownvol_hook_data_mount_size_bytes", "Size of a container's data mount's filesystem",
+                                ["container"], registry=self.registry)
+        self.growth = Gauge("ownvol_hook_data_mount_growth_bytes_per_second",
+                            "Growth of used space on a data mount over the last hour (least squares)",
+                            ["container"], registry=self.registry)
+        self.until_full = Gauge("ownvol_hook_data_mount_seconds_until_full",
+                                "Seconds until a data mount is full at the last hour's growth (+Inf: not growing)",
+                                ["container"], registry=self.registry)
+        self._space = (self.free_bytes, self.size_bytes, self.growth, self.until_full)
 
     def set_health(self, container: str, state: str) -> None:
         """Set the container's health gauge: 1 for its state (results.STATES), 0 for the others."""
         for s in STATES:
             self.health.labels(container=container, state=s).set(1 if s == state else 0)
 
+    def set_space(self, container: str, free_bytes: int, size_bytes: int, growth: float | None,
+                  until_full: float) -> None:
+        """A data mount's gauges: bytes, growth in bytes per second (None: not known yet), seconds until full."""
+        self.free_bytes.labels(container=container).set(free_bytes)
+        self.size_bytes.labels(container=container).set(size_bytes)
+        if growth is not None:
+            self.growth.labels(container=container).set(growth)
+        self.until_full.labels(container=container).set(until_full)
+
     def forget(self, container: str) -> None:
         """Drop a removed container's health series."""
         for s in STATES:
             try:
                 self.health.remove(container, s)
+            except KeyError:
+                pass
+        for gauge in self._space:
+            try:
+                gauge.remove(container)
             except KeyError:
                 pass
 
@@ -88,31 +111,3 @@ class Telemetry:
                 self.out.write(json.dumps({"ts": round(time.time(), 3), "event": "webhook-failed",
                                            "for": record["event"], "error": str(exc)}) + "\n")
                 self.out.flush()
-
-
-def serve(address: str, metrics: Metrics, status: Callable[[], dict]) -> ThreadingHTTPServer:
-    """/metrics (Prometheus) and /status (JSON) on host:port, in a daemon thread."""
-    host, _, port = address.rpartition(":")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
-            if self.path == "/metrics":
-                body, ctype = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
-            elif self.path == "/status":
-                body, ctype = json.dumps(status(), default=str).encode(), "application/json"
-            else:
-                self.send_error(404, "try /status or /metrics")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
-    return server

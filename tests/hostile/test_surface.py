@@ -19,7 +19,8 @@ import pytest
 from ownvol.hook import cli as hook_cli
 from ownvol.hook import service
 from ownvol.hook.targets import PASSWD_MAX, _read_file
-from ownvol.hook.telemetry import Metrics, serve
+from ownvol.hook.telemetry import Metrics
+from ownvol.hook.web import create_app, serve
 from tests.support.common import ROOT, free_port
 from tests.support.engine import redis_cmd, wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
@@ -43,7 +44,7 @@ def test_the_hooks_listener_is_loopback_by_default_and_the_webhook_off():
     assert defaults["webhook"] is None and service.Options().webhook is None
     host = service.DEFAULT_METRICS.rpartition(":")[0]
     port = free_port()
-    server = serve(f"{host}:{port}", Metrics(), lambda: {})
+    server = serve(f"{host}:{port}", create_app(Metrics(), dict, dict))
     try:
         assert _listening(port) == ["0100007F"]  # 127.0.0.1, and no wildcard socket beside it
     finally:
@@ -136,7 +137,7 @@ def test_a_canary_whose_passwd_is_a_symlink_is_healed(hook, tracked, docker_clie
 @pytest.mark.engine
 def test_the_redis_password_never_leaves_the_hook(hook, tracked, redis_image, tmp_path, port):
     """A password-protected Redis (label ownvol.redis.password): the hook probes it healthy, and the password
-    appears in none of its events, its /status, its metrics, or `ownvol doctor`."""
+    appears in none of its events, its status page, its /status, its metrics, or `ownvol doctor`."""
     secret = f"s3cret-{port}-never-shown"
     data = tmp_path / "data"
     data.mkdir()
@@ -147,8 +148,9 @@ def test_the_redis_password_never_leaves_the_hook(hook, tracked, redis_image, tm
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "the protected Redis healthy")
     doctor = h.cli("doctor", c.name, "--json")
     assert doctor.returncode == 0, doctor.stderr
-    told = json.dumps(h.events) + json.dumps(h.status()) + h.metrics() + doctor.stdout + doctor.stderr
-    assert c.name in told and secret not in told
+    page = h.page()
+    told = json.dumps(h.events) + json.dumps(h.status()) + h.metrics() + doctor.stdout + doctor.stderr + page
+    assert c.name in page and c.name in told and secret not in told
 
 
 @pytest.mark.engine

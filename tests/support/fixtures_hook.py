@@ -7,6 +7,7 @@ are printed. Other developers' Redis containers on the same engine are never in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -120,6 +121,11 @@ class Hook:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as reply:
             return json.load(reply)
 
+    def page(self) -> str:
+        """The status page as the server renders it (what a browser without JavaScript shows)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5) as reply:
+            return reply.read().decode()
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
             return reply.read().decode()
@@ -174,21 +180,28 @@ def run_redis(tracked, image: str, port: int, data: Path, labels: dict, *, read_
 
 @pytest.fixture(scope="session")
 def ownvol_image(docker_client: docker.DockerClient) -> str:
-    """OWNVOL_IMAGE with this tree's `ownvol repair-mount` in it (built by scripts/images.sh if it lacks it)."""
+    """OWNVOL_IMAGE with this tree's `ownvol repair-mount` in it (built by scripts/images.sh if it lacks it or
+    has another version of it)."""
     tag = os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest")
 
+    helper_sources = ("cli.py", "ownership.py")  # what runs in the helper: `ownvol repair-mount` and the walk
+    check = ("import hashlib, os, ownvol; d = os.path.dirname(ownvol.__file__); "
+             f"print(*(hashlib.sha256(open(os.path.join(d, f), 'rb').read()).hexdigest() for f in {helper_sources!r}))")
+    ours = " ".join(hashlib.sha256((ROOT / "ownvol" / f).read_bytes()).hexdigest() for f in helper_sources)
+
     def has_helper() -> bool:
+        """The image's repair-mount is this tree's (an older build of the same tag is rebuilt)."""
         try:
-            docker_client.containers.run(tag, ["ownvol", "repair-mount", "--help"], network_mode="none", remove=True,
-                                         labels={"ownvol.watch": "false"})
-            return True
+            out = docker_client.containers.run(tag, ["python3", "-c", check], network_mode="none", remove=True,
+                                               labels={"ownvol.watch": "false"})
+            return out.decode().strip() == ours
         except docker.errors.DockerException:
             return False
 
     if not has_helper():
         subprocess.run([str(ROOT / "scripts" / "images.sh"), "ownvol"], check=True, cwd=ROOT,
                        env={**os.environ, "OWNVOL_IMAGE": tag})
-        assert has_helper(), f"{tag} has no `ownvol repair-mount` even after a rebuild"
+        assert has_helper(), f"{tag} has no `ownvol repair-mount` of this tree even after a rebuild"
     return tag
 
 

@@ -3,12 +3,15 @@ config file as the server reads it, the process table, the owner conflict with a
 
 from __future__ import annotations
 
+import io
 import os
 
 from ownvol.hook.actions import ActionResult
-from ownvol.hook.health import owner_of
-from ownvol.hook.services import by_family, service_for
+from ownvol.hook.health import can_write, owner_of
+from ownvol.hook.services import by_family, plan_of, service_for
 from ownvol.hook.targets import DataMount, StartFacts, Target, owner, server_process
+from ownvol.hook.telemetry import Telemetry
+from ownvol.hook.watcher import Watched, Watcher, timestamp_ns
 from tests.support.fakes import FakeExecutor, engine, events
 
 
@@ -178,7 +181,66 @@ def test_a_service_plan_replaces_the_strategies_file_plan(tmp_path, monkeypatch)
     monkeypatch.setattr(type(redis_service), "plan", lambda self, error_type: ("restart",))
     executor = FakeExecutor(heals="restart")
     rec, _ = engine(tmp_path, executor)
+    rec.plans = plan_of
     rec.report("c1", "c", "persistence-failed", "log", {"message": "x", "service": "redis"}, background=False)
     assert executor.ran == ["restart"]
     rec.report("c2", "c", "persistence-failed", "log", {"message": "x", "service": "unknown"}, background=False)
     assert executor.ran[1:] == ["repair-ownership"]
+
+
+class _Stopped:
+    def __init__(self, code, started="2026-11-30T01:00:00.000000000Z", finished="2026-11-30T01:00:02.000000000Z",
+                 restarts=0, error=""):
+        self.attrs = {"State": {"ExitCode": code, "StartedAt": started, "FinishedAt": finished, "Error": error},
+                      "RestartCount": restarts}
+
+    def reload(self):
+        pass
+
+
+class _Reports:
+    def __init__(self):
+        self.reports = []
+
+    def busy(self, cid):
+        return False
+
+    def report(self, *args, **kw):
+        self.reports.append(args)
+
+
+class _Evidence:
+    def crash_evidence(self, cid):
+        return {"path": "/srv/d", "ok": False, "problem": "owner 0:0, want 999:999"}
+
+
+def crash(container, exit_code=None, last_detection_ns=0):
+
+    reports = _Reports()
+    watcher = Watcher(lambda: None, {}, reports, Telemetry(out=io.StringIO()), _Evidence())
+    watcher.crashed(container, Watched("c1", "c", last_detection_ns=last_detection_ns), exit_code)
+    return reports.reports
+
+
+def test_a_start_up_crash_no_line_explains_is_reported_on_the_owner_evidence():
+    [report] = crash(_Stopped(1), "1")
+    assert report[2:4] == ("permission-denied", "exit") and "no known line matched" in report[4]["message"]
+
+
+def test_what_is_not_an_unexplained_start_up_crash():
+    assert crash(_Stopped(137)) == []  # docker stop / kill: a signal
+    assert crash(_Stopped(0)) == []
+    assert crash(_Stopped(1, finished="2026-11-30T01:05:00.000000000Z")) == []  # ran five minutes, no restart
+    spoke = timestamp_ns("2026-11-30T01:00:01.000000000Z")
+    assert crash(_Stopped(1), last_detection_ns=spoke) == []  # a known line of this run already opened one
+    assert len(crash(_Stopped(1, finished="2026-11-30T01:05:00.000000000Z", restarts=3))) == 1  # crash-looping
+    assert len(crash(_Stopped(128, error="chdir to cwd: permission denied"))) == 1  # the engine could not start it
+
+
+def test_a_server_that_can_write_its_data_dir_is_not_judged_by_the_group():
+    """The official entrypoint chowns WORKDIR to the user only: 999:0 0755 is fine for a server running 999:999."""
+    assert can_write(999, 0, 0o755, 999, 999)
+    assert not can_write(0, 0, 0o755, 999, 999)
+    assert not can_write(999, 999, 0o555, 999, 999)
+    assert can_write(0, 999, 0o775, 999, 999) and not can_write(0, 999, 0o755, 999, 999)
+    assert can_write(0, 0, 0o777, 999, 999) and not can_write(0, 0, 0o750, 999, 999)

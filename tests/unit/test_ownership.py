@@ -75,6 +75,22 @@ def test_workers_change_nothing_but_speed(tmp_path, workers):
     assert report.changed == 1 + 6 * 3 and tree_owned_by(str(root), 999, 999) == []
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_progress_counts_every_walkers_entries_and_ends_with_the_report(tmp_path, workers):
+    root = tmp_path / "vol"
+    for i in range(6):
+        for j in range(20):
+            (root / f"d{i}" / f"s{j}").mkdir(parents=True)
+            (root / f"d{i}" / f"s{j}" / "f").write_text("x")
+    seen: list[tuple[int, int]] = []
+    report = repair(str(root), 999, 999, workers=workers, progress=lambda v, c: seen.append((v, c)),
+                    progress_every=0)
+    assert len(seen) > 6  # every directory walked ticks with progress_every=0
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(seen, seen[1:], strict=False))  # never counts back
+    assert seen[-1] == (report.visited, report.changed) == (1 + 6 * 41, 1 + 6 * 41)
+    assert tree_owned_by(str(root), 999, 999) == []
+
+
 def test_symlinks_are_reowned_themselves_never_their_targets(tree, decoys):
     os.symlink(decoys / "passwd", tree / "link-to-host-file")
     os.symlink(decoys / "etc", tree / "a" / "link-to-host-dir")

@@ -99,3 +99,20 @@ def test_the_fatal_exits_of_the_captures_are_marked_fatal():
     for server in ("redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.0", "valkey-8.1"):
         last = read(f"{server}/runtime-disk-full-always.log")[-1][1]
         assert last.pattern.id == "aof-always-exit" and last.pattern.fatal
+
+
+def test_explain_prints_each_failure_and_its_json():
+    from click.testing import CliRunner
+
+    from ownvol.hook.cli import explain
+
+    log = (GOLDEN / "redis-8.0" / "rdb-unreadable.log").read_text()
+    table = CliRunner().invoke(explain, ["-"], input=log)
+    assert table.exit_code == 0 and "rdb-file-read" in table.output and "permission-denied" in table.output
+    as_json = CliRunner().invoke(explain, ["--json", str(GOLDEN / "redis-7.0" / "dir-not-enterable.log")])
+    found = [json.loads(line) for line in as_json.output.splitlines()]
+    assert [(f["pattern"], f["error_type"], f["phase"], f["line_number"]) for f in found] == [
+        ("config-fatal", "permission-denied", "startup", 5)]
+    assert found[0]["line"].splitlines()[-1] == "Permission denied"
+    empty = CliRunner().invoke(explain, ["-"], input="1:M 30 Nov 2026 01:00:00.000 * Ready to accept connections\n")
+    assert empty.output.strip() == "no known failure in this log"
