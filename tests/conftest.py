@@ -14,9 +14,22 @@ import docker
 import pytest
 
 from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, new_name
-from tests.support.engine import PrivateEngine
+from tests.support.engine import ENGINES, PrivateEngine
 
 pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--engine", choices=ENGINES, default=os.environ.get("OWNVOL_ENGINE") or ENGINES[0],
+                     help="dockerd version of the private engines (scripts/dockerd.sh): 20 (bookworm) or 26 (trixie)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["OWNVOL_ENGINE"] = config.getoption("--engine")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"private engines: dockerd {config.getoption('--engine')} (--engine)"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
