@@ -136,6 +136,24 @@ class Heal:
             self.detect.append(opened["ts"] - failed_ns / 1e9)
         _ended(hook, container)
 
+    def start_run(self, hook: Hook | None, container, run: int, started: float, healed: float | None,
+                  within: float, what: str, failed: Callable[[], int | None] = lambda: None) -> None:
+        """One start-up run: without the hook, its restart count (healing on its own is a miss); with it, the
+        time from `started` to `healed` (when `what` first held), the incident and the run's timeline."""
+        container.reload()
+        if hook is None:
+            self.anchor.append(container.attrs["RestartCount"])
+            if healed:
+                self.misses.append(f"anchor run {run} healed on its own")
+        elif healed is None:
+            self.misses.append(f"run {run} not healed within {within:g} s")
+        else:
+            self.mttr.append(healed - started)
+            failed_ns = failed()
+            self.incident(hook, container.name, failed_ns)
+            first = f"first failure line +{failed_ns / 1e9 - started:.3f}, " if failed_ns else ""
+            self.timelines.append(f"{first}{timeline(hook, container.name, started)}, {what} +{healed - started:.3f}")
+
     def median_timeline(self) -> str:
         """The timeline of the run whose time to heal is the median one."""
         if not self.mttr:
@@ -176,19 +194,7 @@ def _startup_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
         started = time.time()
         c = run_redis(tracked, REDIS_IMAGE, port, data, hook.labels if hook else UNWATCHED, restart=True)
         healed = _until(lambda: aof_ok(r), 60 if hook else window, POLL if hook else 0.2)
-        c.reload()
-        if hook is None:
-            seen.anchor.append(c.attrs["RestartCount"])
-            if healed:
-                seen.misses.append(f"anchor run {i} healed on its own")
-        elif healed is None:
-            seen.misses.append(f"run {i} not healed within 60 s")
-        else:
-            seen.mttr.append(healed - started)
-            failed_ns = first_failure_ns(c, started - 1)
-            seen.incident(hook, c.name, failed_ns)
-            seen.timelines.append(f"first failure line +{(failed_ns or 0) / 1e9 - started:.3f}, "
-                                  f"{timeline(hook, c.name, started)}, PONG with AOF ok +{healed - started:.3f}")
+        seen.start_run(hook, c, i, started, healed, 60, "PONG with AOF ok", lambda: first_failure_ns(c, started - 1))
         r.close()
         c.remove(force=True)
         return (healed - started) if healed else float("inf")
@@ -374,17 +380,7 @@ def _db_startup_side(kind: str) -> Side:
             else:
                 c = run_mariadb(tracked, MARIADB_IMAGE, port, data, labels, restart_policy={"Name": "on-failure"})
             healed = _until(lambda: _written(kind, c, port), 90 if hook else window, DB_POLL if hook else 0.5)
-            c.reload()
-            if hook is None:
-                seen.anchor.append(c.attrs["RestartCount"])
-                if healed:
-                    seen.misses.append(f"anchor run {i} healed on its own")
-            elif healed is None:
-                seen.misses.append(f"run {i} not healed within 90 s")
-            else:
-                seen.mttr.append(healed - started)
-                seen.incident(hook, c.name, None)
-                seen.timelines.append(f"{timeline(hook, c.name, started)}, a write committed +{healed - started:.3f}")
+            seen.start_run(hook, c, i, started, healed, 90, "a write committed")
             c.remove(force=True)
             return (healed - started) if healed else float("inf")
 
