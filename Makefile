@@ -6,8 +6,11 @@ REDIS_IMAGE ?= ownvol/redis:7
 BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
-.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs up down install uninstall systemd-tools lint test \
-	test-unit test-hostile test-matrix bench
+.PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
+	systemd-tools lint test test-unit test-hostile test-swarm test-matrix bench
+# The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
+ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
+	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/venv.sh
@@ -44,6 +47,11 @@ plugin: ownvol-image
 plugin-rootfs: ownvol-image
 	scripts/plugin.sh rootfs build/plugin
 
+## plugin-set: SETTINGS=FILE (`docker plugin set` arguments, one a line) applied to the plugin on every engine of
+## NODES (DOCKER_HOST values, e.g. "ssh://node1 ssh://node2"; default the current engine); PLUGIN=ownvol
+plugin-set:
+	scripts/plugin.sh set "$(SETTINGS)" $(or $(PLUGIN),ownvol)
+
 ## up: the driver on /run/docker/plugins/ownvol.sock and the hook, in the background
 up: venv engine
 	scripts/plugin.sh retire ownvol
@@ -76,13 +84,21 @@ lint: venv
 	$(BIN)/ruff check .
 	scripts/typecheck.sh
 
-## test: lint, then the whole suite, engine tests included
+## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
+## the three-node swarm is left to test-swarm)
+ENGINE ?= 20
 test: lint venv engine images systemd-tools tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine $(ENGINE) $(PYTEST_ARGS)
 
-## test-matrix: the hook against every server of the matrix (Redis 6.2, 7.0, 8.0, Valkey 8.0, 8.1)
+## test-swarm: examples/stack.yaml on three engines in their own namespaces, plugin and images from a registry
+test-swarm: venv engine images
+	$(BIN)/python -m pytest --engine $(ENGINE) -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
+
+## test-matrix: every matrix member (marker matrix), the private-engine tests on dockerd 26.1 too, the swarm
 test-matrix: venv engine images
-	OWNVOL_MATRIX=1 $(BIN)/python -m pytest tests/engine/test_hook_servers.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 20 -m matrix $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no matrix member here
+	$(BIN)/python -m pytest --engine 26 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 26 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images

@@ -101,6 +101,8 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
     helper = ctx.client.containers.run(
         ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid)],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
+        # host ids under userns-remap: only a helper outside the remapping may give them (docker run --userns)
+        **({"userns_mode": "host"} if t.remapped else {}),
         volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
         environment={PROGRESS_ENV: "1"} if ctx.progress else {},
         labels={"ownvol.watch": "false", "ownvol.role": "repair-helper", "ownvol.repair.for": t.name})

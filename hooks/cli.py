@@ -25,6 +25,7 @@ from ownvol.hook.journal import ActionRecord, Incident, Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
+from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
@@ -135,7 +136,8 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     else:
         error_type = "persistence-failed"
     strategy = load().strategy(error_type)
-    return {"container": target.as_dict(), "health": health.as_dict(), "detections": seen[-10:],
+    return {"container": target.as_dict(), "node": engine_node(executor.client()), "health": health.as_dict(),
+            "detections": seen[-10:],
             "error_type": None if health.healthy and not seen else error_type,
             "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions)}
 
@@ -156,6 +158,9 @@ def doctor(container, repair_via, as_json) -> None:
         click.echo(f"  - {r}")
     click.echo(f"{t['service']}: {t['redis_url']}   data: {t['data_dir']} ({t['origins'].get('dir', 'default')})   "
                f"owner wanted: {t['owner']} ({t['owner_source']})")
+    node = report["node"]
+    click.echo(f"node: {node['name'] or '?'}{' (swarm node ' + node['swarm_node'] + ')' if node['swarm_node'] else ''}"
+               "; its volumes live on this node only")
     if t["mount"]:
         click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
     for note in t["notes"]:

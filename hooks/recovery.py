@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ownvol.hook.breaker import Breaker
@@ -26,6 +27,9 @@ if TYPE_CHECKING:  # the engine reads a Config; checking one (strategies.py) nee
 # are the engine's and verdicts the hook's: the hook runs beside its engine, on one clock; the margin
 # keeps a line written while the verdict was being taken.
 STALE_MARGIN = 0.5
+# After a gave-up, further sightings of the same failure are counted; a `suppressed` event reports them at most
+# this often (seconds), with how many there were since the last one.
+SUPPRESSED_EVERY = 60.0
 
 
 class Verdict(Protocol):
@@ -36,6 +40,15 @@ class Verdict(Protocol):
 
     state: str
     reasons: list[str]
+
+
+@dataclass
+class Unverified:
+    """A verification that could not be made (the executor raised): not healthy, and why."""
+
+    reasons: list[str]
+    state: str = "unknown"
+    healthy: bool = False
 
 
 class Executor(Protocol):
@@ -71,6 +84,7 @@ class Recovery:
         self._workers: dict[str, threading.Thread] = {}
         self._last_healthy: dict[str, float] = {}
         self._seeded: set[str] = set()
+        self._suppressed: dict[int, tuple[int, float]] = {}  # gave-up incident -> (repeats unreported, last report)
 
     # --- detection side -------------------------------------------------------------------------
     def report(self, container_id: str, name: str, error_type: str, origin: str, detail: dict,
@@ -90,9 +104,7 @@ class Recovery:
                 return None
             gave_up = self.journal.last_gave_up(container_id)
             if gave_up and self._handed_off(container_id, gave_up):
-                self.journal.add_evidence(gave_up.id, f"after gave-up, {origin}: {detail.get('message') or detail}")
-                self.telemetry.emit("suppressed", incident=gave_up.id, container=name, type=error_type,
-                                    why="gave up on it; left to people until it is healthy or the cooldown ends")
+                self._suppress(gave_up, name, error_type, f"{origin}: {detail.get('message') or detail}")
                 return None
             incident = self.journal.open_incident(container_id, name, error_type, origin, detail, detected_at)
             self.telemetry.metrics.incidents.labels(type=error_type).inc()
@@ -101,8 +113,23 @@ class Recovery:
             if background:
                 self._start_worker(incident)
         if not background:
-            self.recover(incident)
+            self._supervised(incident)
         return incident
+
+    def _suppress(self, gave_up: Incident, name: str, error_type: str, sighting: str) -> None:
+        """Count a sighting after a gave-up; report the count at once the first time, then at most every
+        SUPPRESSED_EVERY seconds (a crash-looping container is seen every second)."""
+        repeats, reported = self._suppressed.get(gave_up.id, (0, float("-inf")))
+        repeats += 1
+        now = self.clock()
+        if now - reported < SUPPRESSED_EVERY:
+            self._suppressed[gave_up.id] = (repeats, reported)
+            return
+        self._suppressed[gave_up.id] = (0, now)
+        self.journal.add_evidence(gave_up.id, f"after gave-up, {repeats} sighting(s), the last {sighting}")
+        self.telemetry.emit("suppressed", incident=gave_up.id, container=name, type=error_type, repeats=repeats,
+                            every=SUPPRESSED_EVERY,
+                            why="gave up on it; left to people until it is healthy or the cooldown ends")
 
     def _handed_off(self, container_id: str, gave_up: Incident) -> bool:
         within = self.clock() < (gave_up.closed_at or 0) + self.config.breaker_cooldown
@@ -122,7 +149,8 @@ class Recovery:
         worker = self._workers.get(incident.container_id)
         if worker and worker.is_alive():
             return
-        worker = threading.Thread(target=self.recover, args=(incident,), name=f"recover-{incident.id}", daemon=True)
+        worker = threading.Thread(target=self._supervised, args=(incident,), name=f"recover-{incident.id}",
+                                  daemon=True)
         self._workers[incident.container_id] = worker
         worker.start()
 
@@ -161,6 +189,38 @@ class Recovery:
         for t in self.journal.action_times(container_id, self.clock() - self.config.breaker_window):
             self.breaker.record(container_id, t)
 
+    def _supervised(self, incident: Incident) -> None:
+        """A worker's life: recover, and if that raises anyway, end the incident (gave-up, with why) rather
+        than leave it open with nobody working on it."""
+        try:
+            self.recover(incident)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the incident must not stay open
+            why = f"the recovery worker failed: {type(exc).__name__}: {str(exc)[:200]}"
+            self.telemetry.emit("worker-failed", incident=incident.id, container=incident.container_name, error=why)
+            try:
+                if self.journal.incident(incident.id).status == "open":
+                    self._give_up(incident, why)
+            except Exception as again:  # noqa: BLE001 - the journal itself failed: say so, nothing else to do
+                self.telemetry.emit("worker-failed", incident=incident.id, container=incident.container_name,
+                                    error=f"could not close the incident: {again}"[:300])
+
+    def _run(self, incident: Incident, step: int, action: str) -> ActionResult:
+        """One action; an exception (the engine's socket gone mid-action, an APIError) ends the step as failed
+        with its reason, and the incident goes on."""
+        try:
+            return self.executor.run(incident.container_id, action)
+        except Exception as exc:  # noqa: BLE001 - an action's failure is a result, not the worker's end
+            error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.telemetry.emit("action-raised", incident=incident.id, container=incident.container_name, step=step,
+                                action=action, error=error)
+            return ActionResult("failed", {"error": error})
+
+    def _verify(self, incident: Incident, timeout: float) -> Verdict:
+        try:
+            return self.executor.verify(incident.container_id, timeout)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: not healthy
+            return Unverified([f"verification failed: {type(exc).__name__}: {str(exc)[:200]}"])
+
     def recover(self, incident: Incident) -> Incident:
         """Run the incident's plan from where the journal says it stopped, until a verification passes (resolved) or the
         plan or the breaker ends it (gave-up); the incident as closed."""
@@ -178,7 +238,7 @@ class Recovery:
                 self.journal.finish_action(incident.id, record.step, "interrupted", None,
                                            {"why": "the hook stopped while it ran; not repeated"})
         if done:
-            verdict = self.executor.verify(cid, self.config.verify.get("persist-again", 10))
+            verdict = self._verify(incident, self.config.verify.get("persist-again", 10))
             if verdict.healthy:
                 return self._resolve(incident, None, verdict)
         last_finished = max((a.finished_at or a.started_at for a in done), default=0)
@@ -195,7 +255,7 @@ class Recovery:
                 return self._conflict(incident, conflict)
             self.journal.start_action(incident.id, step, action)
             started = self.clock()
-            result = self.executor.run(cid, action)
+            result = self._run(incident, step, action)
             if result.result == "skipped":
                 self.journal.finish_action(incident.id, step, "skipped", None, result.detail)
                 self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,
@@ -203,7 +263,7 @@ class Recovery:
                 self.telemetry.metrics.recoveries.labels(action=action, result="skipped").inc()
                 continue
             self.breaker.record(cid, started)
-            verdict = self.executor.verify(cid, self.config.verify.get(action, 10))
+            verdict = self._verify(incident, self.config.verify.get(action, 10))
             checked = {"state": verdict.state, "reasons": verdict.reasons}
             self.journal.finish_action(incident.id, step, result.result, verdict.healthy,
                                        {**result.detail, "verify": checked})

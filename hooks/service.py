@@ -16,6 +16,7 @@ from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import load
+from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import Watched, Watcher
 
@@ -83,6 +84,7 @@ def status_of(watcher: Watcher, recovery: Recovery) -> dict:
     rates = [{"type": t, "action": a, "succeeded": ok, "failed": bad}
              for (t, a), (ok, bad) in sorted(journal.rates().items())]
     return {**watcher.status(),
+            "node": engine_node(watcher.client()),
             "open_incidents": [{"id": i.id, "container": i.container_name, "type": i.error_type,
                                 "origin": i.origin} for i in journal.open_incidents()],
             "success_rates": rates}

@@ -81,6 +81,7 @@ class Target:
     start_opt_in: bool = False
     conflict: dict | None = None
     server_pid: int | None = None
+    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
@@ -506,3 +507,16 @@ def engine_paths_reachable() -> bool:
         except OSError:
             continue
     return False
+
+
+def engine_node(client: docker.DockerClient) -> dict:
+    """The engine this hook watches, which is the node its containers' volumes live on (volumes are per node):
+    {"name": the engine's host name, "swarm_node": its Swarm node id, "" outside a swarm}.
+
+    From `docker info` (Name, Swarm.NodeID; moby api/types/system/info.go); {"name": "", ...} if it does not answer.
+    """
+    try:
+        info = client.info()
+    except docker.errors.DockerException:
+        return {"name": "", "swarm_node": ""}
+    return {"name": info.get("Name", ""), "swarm_node": (info.get("Swarm") or {}).get("NodeID", "")}

@@ -204,19 +204,42 @@ class Watcher:
             w.follower.start()
 
     def _follow(self, w: Watched, since_ns: int) -> None:
+        """Follow a container's log until it stops. A follower that dies (the stream breaks, a line's handling
+        raises) while the container still runs is restarted from the last line seen, with an event."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._read_log(w, since_ns)
+                return  # the stream ended: the container stopped
+            except Exception as exc:  # noqa: BLE001 - a follower must not die silently
+                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if not self._running(w.id):
+                self.telemetry.emit("follower-stopped", container=w.name, error=error,
+                                    why="the container is not running (or the engine cannot say): picked up "
+                                        "again at its next start or the engine's reconnect")
+                return
+            self.telemetry.emit("follower-restarted", container=w.name, error=error, after=backoff)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 10)
+            since_ns = max(since_ns, w.last_log_ns)
+
+    def _read_log(self, w: Watched, since_ns: int) -> None:
+        container = self.client().containers.get(w.id)
+        stream = container.logs(stream=True, follow=True, timestamps=True, since=since_ns / 1e9)
+        buffer = ""
+        for chunk in stream:
+            buffer += chunk.decode(errors="replace")
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                self.on_line(w, line)
+        if buffer:
+            self.on_line(w, buffer)
+
+    def _running(self, container_id: str) -> bool:
         try:
-            container = self.client().containers.get(w.id)
-            stream = container.logs(stream=True, follow=True, timestamps=True, since=since_ns / 1e9)
-            buffer = ""
-            for chunk in stream:
-                buffer += chunk.decode(errors="replace")
-                *lines, buffer = buffer.split("\n")
-                for line in lines:
-                    self.on_line(w, line)
-            if buffer:
-                self.on_line(w, buffer)
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
-            pass
+            return self.client().containers.get(container_id).status == "running"
+        except Exception:  # noqa: BLE001 - the engine cannot say
+            return False
 
     def scan(self, container, w: Watched, tail: int | None = None) -> None:
         """Read what was logged since the last line seen (or the last `tail` lines): nothing is missed."""

@@ -15,6 +15,7 @@ import click
 # command name -> "module:attribute" of its click.Command
 _COMMANDS: dict[str, str] = {
     "plugin": "ownvol.driver.cli:plugin_command",
+    "volumes": "ownvol.driver.cli:volumes_command",
     "watch": "ownvol.hook.cli:watch",
     "status": "ownvol.hook.cli:status",
     "doctor": "ownvol.hook.cli:doctor",

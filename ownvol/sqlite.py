@@ -16,9 +16,10 @@ class SchemaTooNew(RuntimeError):
 
 
 def connect(path: str, schema: str, version: int, busy_timeout_ms: int = 30_000, foreign_keys: bool = False,
-            check_same_thread: bool = True) -> sqlite3.Connection:
+            check_same_thread: bool = True, migrations: dict[int, str] | None = None) -> sqlite3.Connection:
     """An autocommit connection to path (created if missing) with schema (CREATE ... IF NOT EXISTS
-    statements) applied at version. Raises SchemaTooNew, sqlite3.Error."""
+    statements, version 1's) applied, then migrations[2..version] (each the statements that take a file from the
+    version before to its own), in the same transaction. Raises SchemaTooNew, sqlite3.Error."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000,
                            check_same_thread=check_same_thread)
     try:
@@ -34,6 +35,10 @@ def connect(path: str, schema: str, version: int, busy_timeout_ms: int = 30_000,
                 raise SchemaTooNew(f"{path} has schema {found}, newer than this ownvol ({version})")
             for statement in filter(str.strip, schema.split(";")):
                 conn.execute(statement)
+            steps = migrations or {}
+            for step in range(max(found, 1) + 1, version + 1) if steps else ():
+                for statement in filter(str.strip, steps[step].split(";")):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {int(version)}")
             conn.execute("COMMIT")
         except BaseException:

@@ -50,6 +50,8 @@ class VolumeStatus(TypedDict):
     last_repair: LastRepair | None
     mounts: int  # mount references held now
     state: str  # "ok", else what is wrong with the data directory
+    host_owner: str  # uid:gid on the host: the same as uid:gid unless the engine remaps user namespaces
+    data: str  # what identifies the data: its inode, filesystem type, source and mount point ("" before known)
 
 
 def owner(status: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -12,10 +12,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ownvol.driver import liveness
 from ownvol.driver.errors import InvalidRequest, PluginError
 from ownvol.driver.protocol import (
     ActivateResponse,
@@ -29,6 +31,7 @@ from ownvol.driver.protocol import (
     UnmountRequest,
     VolumeDriver,
     parse,
+    volume_name,
 )
 from ownvol.driver.settings import Settings, from_env
 from ownvol.driver.store import Store
@@ -75,7 +78,7 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-Handler = Callable[[dict], Reply | None]
+Handler = Callable[[dict], "Reply | _Own | None"]
 _LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
 
 
@@ -83,10 +86,39 @@ def _takes(kind: type[Request], method: Callable[[Request], Reply | None]) -> Ha
     return lambda body: method(parse(kind, body))
 
 
+@dataclass(frozen=True)
+class _Own:
+    """The reply of one of ownvol's own endpoints (`ownvol volumes`), not Docker's protocol."""
+
+    payload: dict
+
+    def wire(self) -> dict[str, object]:
+        return self.payload
+
+
+def _activate(driver: VolumeDriver) -> Reply:
+    """Plugin.Activate: the caller (SO_PEERCRED on gunicorn's socket) may be an engine that just started."""
+    activate = getattr(driver, "activate", None)
+    if activate:
+        activate(liveness.peer(request.environ.get("gunicorn.socket")))
+    return ActivateResponse()
+
+
+def _own_routes(driver: VolumeDriver) -> dict[str, Handler]:
+    """ownvol's own endpoints on the same root-only socket, for `ownvol volumes`; the daemon never calls them."""
+    if not isinstance(driver, Volumes):
+        return {}
+    return {
+        "/Ownvol.References": lambda body: _Own({"Volumes": driver.references()}),
+        "/Ownvol.Release": lambda body: _Own({"Released": driver.release(volume_name(body.get("Name")))}),
+        "/Ownvol.Rebind": lambda body: _Own({"Data": driver.rebind(volume_name(body.get("Name"))).describe()}),
+    }
+
+
 def _routes(driver: VolumeDriver) -> dict[str, Handler]:
     """Each endpoint's path and what answers it: the body parsed once into its request type, then the driver."""
     return {
-        "/Plugin.Activate": lambda body: ActivateResponse(),
+        "/Plugin.Activate": lambda body: _activate(driver),
         "/VolumeDriver.Capabilities": lambda body: driver.capabilities(),
         "/VolumeDriver.Create": _takes(CreateRequest, driver.create),
         "/VolumeDriver.Remove": _takes(RemoveRequest, driver.remove),
@@ -95,6 +127,7 @@ def _routes(driver: VolumeDriver) -> dict[str, Handler]:
         "/VolumeDriver.Path": _takes(PathRequest, driver.path),
         "/VolumeDriver.Get": _takes(GetRequest, driver.get),
         "/VolumeDriver.List": lambda body: driver.list(),
+        **_own_routes(driver),
     }
 
 

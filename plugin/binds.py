@@ -10,6 +10,7 @@ import ctypes
 import errno
 import os
 import re
+from dataclasses import dataclass
 
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
@@ -25,14 +26,54 @@ class BindError(OSError):
     pass
 
 
-def mountpoints(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
-    """Every mount point a process sees (its mountinfo, octal escapes decoded)."""
-    points = set()
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of a mountinfo (proc_pid_mountinfo(5)): the filesystem's device, the directory of that
+    filesystem mounted (root) and where (mount_point), its type and source."""
+
+    device: str  # major:minor
+    root: str
+    mount_point: str
+    fstype: str
+    source: str
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def mount_table(mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """A process's mounts in mount order (octal escapes decoded); OSError if it cannot be read."""
+    entries = []
     with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
-            fields = line.split(" ", 5)
-            points.add(_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
-    return points
+            fields = line.split()
+            sep = fields.index("-", 6)
+            entries.append(MountEntry(fields[2], _unescape(fields[3]), _unescape(fields[4]),
+                                      fields[sep + 1], _unescape(fields[sep + 2])))
+    return entries
+
+
+def mountpoints(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
+    """Every mount point a process sees (its mountinfo, octal escapes decoded)."""
+    return {entry.mount_point for entry in mount_table(mountinfo)}
+
+
+def below(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def filesystem_of(path: str, table: list[MountEntry] | None = None) -> tuple[MountEntry, str]:
+    """The mount path is on in this process's view (the last mounted of the longest mount point above it)
+    and path's directory within that filesystem, e.g. (the mount of /dev/vda1 at /, "/srv/data")."""
+    table = mount_table() if table is None else table
+    best = None
+    for entry in table:
+        if below(path, entry.mount_point) and (best is None or len(entry.mount_point) >= len(best.mount_point)):
+            best = entry
+    assert best is not None, "every path is below /"
+    rest = path[len(best.mount_point.rstrip("/")):]
+    return best, (best.root.rstrip("/") + rest) or "/"
 
 
 def is_mounted(target: str) -> bool:

@@ -1,4 +1,9 @@
-"""`ownvol plugin`: the volume driver in the foreground."""
+"""`ownvol plugin`: the volume driver in the foreground. `ownvol volumes`: its volumes and references."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
 
 import click
 
@@ -21,4 +26,81 @@ def plugin_command() -> None:
         raise click.ClickException(str(exc)) from None
 
 
-commands: list[click.Command] = [plugin_command]
+def _call(socket_path: str, endpoint: str, body: dict) -> dict:
+    """One request to the driver's socket; ClickException with the driver's Err or why it could not be asked."""
+    from ownvol.driver.serve import UnixHTTPConnection
+
+    conn = UnixHTTPConnection(socket_path, timeout=120)
+    try:
+        conn.request("POST", endpoint, body=json.dumps(body).encode())
+        reply = json.loads(conn.getresponse().read() or b"{}")
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the driver on {socket_path}: {exc} (--socket?)") from None
+    finally:
+        conn.close()
+    if reply.get("Err"):
+        raise click.ClickException(reply["Err"])
+    return reply
+
+
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    seconds = int((datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _default_socket() -> str:
+    try:
+        return from_env().socket
+    except SettingsError:
+        return "/run/docker/plugins/ownvol.sock"
+
+
+@click.command("volumes")
+@click.option("--socket", "socket_path", default=_default_socket, show_default="the driver's, from OWNVOL_*",
+              help="The driver's socket (a managed plugin's: /run/docker/plugins/<plugin id>/ownvol.sock).")
+@click.option("--release", metavar="NAME", help="Forget every mount reference of NAME (refused while a container "
+                                                "really uses it).")
+@click.option("--rebind", metavar="NAME", help="Take the directory now at NAME's path as its data (it moved).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of the table.")
+def volumes_command(socket_path: str, release: str | None, rebind: str | None, yes: bool, as_json: bool) -> None:
+    """The driver's volumes with their mount references, each reference's age, and whether a live mount
+    stands for them (live: the mount namespaces that hold the volume; unknown: the driver cannot see them)."""
+    if release and rebind:
+        raise click.UsageError("--release and --rebind are separate actions: give one")
+    actions = {
+        "/Ownvol.Release": (release, "Forget every mount reference of {}? Docker will no longer be refused its "
+                                     "removal; the driver checks first that no container holds it",
+                            lambda reply: f"released {reply['Released']} mount ID(s)"),
+        "/Ownvol.Rebind": (rebind, "Take the directory now at {}'s path as its data? Only if you moved it there "
+                                   "on purpose", lambda reply: f"data is now {reply['Data']}"),
+    }
+    for endpoint, (name, question, said) in actions.items():
+        if name:
+            if not yes:
+                click.confirm(question.format(name), abort=True)
+            click.echo(f"{name}: {said(_call(socket_path, endpoint, {'Name': name}))}")
+            return
+    volumes = _call(socket_path, "/Ownvol.References", {})["Volumes"]
+    if as_json:
+        click.echo(json.dumps(volumes, indent=2))
+        return
+    click.echo(f"{'VOLUME':<24} {'REFS':>4}  {'OLDEST':>6}  {'LIVE':<40} STATE")
+    for v in volumes:
+        refs = v["references"]
+        live = "unknown" if v["live"] is None else ("; ".join(v["live"]) or "no mount holds it")
+        if not refs:
+            live = "-"
+        oldest = _age(min((r["since"] for r in refs), default=None))
+        click.echo(f"{v['name']:<24} {sum(r['count'] for r in refs):>4}  {oldest:>6}  {live:<40} {v['state']}")
+        for r in refs:
+            click.echo(f"  {r['id'][:20]:<22} x{r['count']}  since {r['since']} ({_age(r['since'])}), "
+                       f"last {_age(r['last'])} ago, epoch {r['epoch']}")
+
+
+commands: list[click.Command] = [plugin_command, volumes_command]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ownvol.driver.options import Defaults, parse_defaults
 from ownvol.status import driver_name
+from ownvol.userns import IdMap
 
 DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -29,6 +30,7 @@ class Settings:
     mount_root: str
     log_level: str
     workers: int
+    userns: str = "auto"  # auto | off | an IdMap's text (see ownvol/userns.py)
 
     @property
     def volumes_dir(self) -> str:
@@ -76,6 +78,13 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     workers_text = env.get("OWNVOL_WORKERS") or "2"
     if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
         raise SettingsError(f"OWNVOL_WORKERS: {workers_text!r} is not a number of workers from 1 to 64")
+    userns = env.get("OWNVOL_USERNS") or "auto"
+    if userns not in ("auto", "off"):
+        try:
+            IdMap.parse(userns)
+        except ValueError as exc:
+            raise SettingsError(f"OWNVOL_USERNS: {exc}; use auto, off, or uid ranges;gid ranges as "
+                                "start:host:count (0:100000:65536;0:100000:65536)") from None
     return Settings(
         driver_name=name,
         socket=env.get("OWNVOL_SOCKET") or f"/run/docker/plugins/{name}.sock",
@@ -85,4 +94,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         mount_root=os.path.normpath(mount_root) if mount_root else "",
         log_level=log_level,
         workers=int(workers_text),
+        userns=userns,
     )

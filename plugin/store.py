@@ -46,7 +46,38 @@ CREATE TABLE IF NOT EXISTS mounts (
     PRIMARY KEY (volume, id)
 );
 """
-SCHEMA_VERSION = 1
+# Each step takes a store from the version before it to its own; a store is brought up to date when opened.
+_MIGRATIONS = {
+    2: """
+ALTER TABLE volumes ADD COLUMN data_mount TEXT;
+ALTER TABLE volumes ADD COLUMN data_fstype TEXT;
+ALTER TABLE volumes ADD COLUMN data_source TEXT;
+ALTER TABLE volumes ADD COLUMN data_inode INTEGER;
+ALTER TABLE mounts ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mounts ADD COLUMN last_at TEXT;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""",
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """Where a volume's data lives: the filesystem (its mount point, type and source as the driver sees them)
+    and the data directory's inode on it."""
+
+    mount: str
+    fstype: str
+    source: str
+    inode: int
+
+    def same_data(self, other: DataIdentity) -> bool:
+        """The same directory on the same filesystem. The mount point may differ (a bind of the same filesystem
+        over it); the device number is not compared, since NFS and tmpfs get a new one at every mount."""
+        return (self.fstype, self.source, self.inode) == (other.fstype, other.source, other.inode)
+
+    def describe(self) -> str:
+        return f"inode {self.inode} on {self.fstype} {self.source} mounted at {self.mount}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +93,19 @@ class VolumeRecord:
     last_repair_at: str | None = None
     last_repair_changed: int | None = None
     last_repair_seconds: float | None = None
+    identity: DataIdentity | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One mount ID's references: how many, since when, last counted when, and in which epoch (see Store.epoch)."""
+
+    volume: str
+    id: str
+    count: int
+    since: str
+    last_at: str | None
+    epoch: int
 
 
 class Store:
@@ -86,7 +130,8 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(self.db_path) or ".", mode=0o700, exist_ok=True)
-        conn = sqlite.connect(self.db_path, _SCHEMA, SCHEMA_VERSION, self.busy_timeout_ms, foreign_keys=True)
+        conn = sqlite.connect(self.db_path, _SCHEMA, SCHEMA_VERSION, self.busy_timeout_ms, foreign_keys=True,
+                              migrations=_MIGRATIONS)
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -125,15 +170,32 @@ class Store:
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
+    @contextmanager
+    def name_lock(self, name: str) -> Iterator[None]:
+        """Hold one volume name for the length of a Create or Remove: an flock on a file of that name, which the
+        kernel releases the moment its holder dies, so a killed worker frees the name at once. Names are
+        validated before (no '/'); lock files stay (unlinking a lock file others may wait on is a race)."""
+        locks = os.path.join(os.path.dirname(self.db_path) or ".", "locks")
+        os.makedirs(locks, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(locks, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     @staticmethod
     def _record(row: sqlite3.Row) -> VolumeRecord:
         spec = VolumeSpec(uid=row["uid"], gid=row["gid"], mode=row["mode"], policy=row["policy"],
                           profile=row["profile"], path=row["path"] if row["adopted"] else None)
+        identity = None
+        if row["data_inode"] is not None:
+            identity = DataIdentity(row["data_mount"], row["data_fstype"], row["data_source"], row["data_inode"])
         return VolumeRecord(
             name=row["name"], state=row["state"], spec=spec, path=row["path"], adopted=bool(row["adopted"]),
             created_at=row["created_at"], last_check=row["last_check"], last_check_result=row["last_check_result"],
             last_repair_at=row["last_repair_at"], last_repair_changed=row["last_repair_changed"],
-            last_repair_seconds=row["last_repair_seconds"],
+            last_repair_seconds=row["last_repair_seconds"], identity=identity,
         )
 
     def get(self, name: str) -> VolumeRecord | None:
@@ -155,6 +217,10 @@ class Store:
             (record.name, record.state, s.uid, s.gid, s.mode, s.policy, s.profile, record.path,
              int(record.adopted), record.created_at),
         )
+
+    def set_identity(self, name: str, identity: DataIdentity) -> None:
+        self.conn.execute("UPDATE volumes SET data_mount = ?, data_fstype = ?, data_source = ?, data_inode = ?"
+                          " WHERE name = ?", (identity.mount, identity.fstype, identity.source, identity.inode, name))
 
     def set_state(self, name: str, state: str) -> None:
         self.conn.execute("UPDATE volumes SET state = ? WHERE name = ?", (state, name))
@@ -179,13 +245,46 @@ class Store:
             )
 
     def add_ref(self, name: str, mount_id: str, at: str) -> int:
-        """Count one more Mount of (name, mount_id); return the volume's references in all."""
+        """Count one more Mount of (name, mount_id); return the volume's references in all.
+
+        A reference counted in an earlier epoch (before the engine that holds the driver now was started)
+        was the dead engine's: this Mount replaces it instead of adding to it."""
+        epoch = self.epoch()
         self.conn.execute(
-            "INSERT INTO mounts (volume, id, count, since) VALUES (?, ?, 1, ?)"
-            " ON CONFLICT (volume, id) DO UPDATE SET count = count + 1",
-            (name, mount_id, at),
+            "INSERT INTO mounts (volume, id, count, since, last_at, epoch) VALUES (?, ?, 1, ?, ?, ?)"
+            " ON CONFLICT (volume, id) DO UPDATE SET"
+            " count = CASE WHEN epoch < excluded.epoch THEN 1 ELSE count + 1 END,"
+            " since = CASE WHEN epoch < excluded.epoch THEN excluded.since ELSE since END,"
+            " last_at = excluded.last_at, epoch = excluded.epoch",
+            (name, mount_id, at, at, epoch),
         )
         return self.refs(name)
+
+    def references(self, name: str | None = None) -> list[Reference]:
+        """Every reference (of one volume, or of all), oldest first."""
+        sql = "SELECT * FROM mounts" + (" WHERE volume = ?" if name else "") + " ORDER BY volume, since"
+        rows = self.conn.execute(sql, (name,) if name else ()).fetchall()
+        return [Reference(r["volume"], r["id"], r["count"], r["since"], r["last_at"], r["epoch"]) for r in rows]
+
+    def drop_refs(self, name: str, before_epoch: int | None = None) -> int:
+        """Forget a volume's references (only those of epochs before before_epoch, if given); how many IDs."""
+        if before_epoch is None:
+            return self.conn.execute("DELETE FROM mounts WHERE volume = ?", (name,)).rowcount
+        return self.conn.execute("DELETE FROM mounts WHERE volume = ? AND epoch < ?", (name, before_epoch)).rowcount
+
+    # -- the engine that activated the driver
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
+                          " value = excluded.value", (key, value))
+
+    def epoch(self) -> int:
+        """How many times an engine not seen before has activated the driver (0 before the first)."""
+        return int(self.meta("epoch") or 0)
 
     def drop_ref(self, name: str, mount_id: str) -> tuple[bool, int]:
         """Count one Unmount; return (whether the ID was known, the volume's references left)."""
@@ -198,8 +297,10 @@ class Store:
             self.conn.execute("DELETE FROM mounts WHERE volume = ? AND id = ?", (name, mount_id))
         return True, self.refs(name)
 
-    def refs(self, name: str) -> int:
-        return self.conn.execute("SELECT COALESCE(SUM(count), 0) FROM mounts WHERE volume = ?", (name,)).fetchone()[0]
+    def refs(self, name: str, epoch: int = 0) -> int:
+        """A volume's references in all (only those counted in epoch or later, if given)."""
+        return self.conn.execute("SELECT COALESCE(SUM(count), 0) FROM mounts WHERE volume = ? AND epoch >= ?",
+                                 (name, epoch)).fetchone()[0]
 
     def mount_ids(self, name: str) -> dict[str, int]:
         rows = self.conn.execute("SELECT id, count FROM mounts WHERE volume = ? ORDER BY since", (name,)).fetchall()

@@ -7,7 +7,25 @@ LOG=${OWNVOL_DOCKERD_LOG:-/var/log/ownvol-dockerd.log}
 
 answers() { timeout 20 docker info >/dev/null 2>&1; }
 
+# The engine found, and whether ownvol is tested on its version (README, Supported engines).
+TESTED="20.10 26.1"
+found() {
+    local version api major_minor
+    version=$(docker version --format '{{.Server.Version}}')
+    api=$(docker version --format '{{.Server.APIVersion}}')
+    major_minor=$(echo "$version" | cut -d. -f1,2)
+    if [[ " $TESTED " == *" $major_minor "* ]]; then
+        echo "engine: Docker $version (API $api) at ${DOCKER_HOST:-unix:///var/run/docker.sock}: tested (20.10 to 26.1)"
+    elif [ "$(printf '%s\n' "$major_minor" 20.10 | sort -V | head -n 1)" = 20.10 ] \
+        && [ "$(printf '%s\n' "$major_minor" 26.1 | sort -V | tail -n 1)" = 26.1 ]; then
+        echo "engine: Docker $version (API $api): within the supported range 20.10 to 26.1, between the tested versions"
+    else
+        echo "engine: Docker $version (API $api): outside the tested range 20.10 to 26.1 (README, Supported engines)" >&2
+    fi
+}
+
 if command -v docker >/dev/null 2>&1 && answers; then
+    found
     exit 0
 fi
 if [ -n "${DOCKER_HOST:-}" ]; then
@@ -39,7 +57,7 @@ for _ in $(seq 1 60); do
             echo "engine: a docker0 bridge exists; ownvol's tests need an engine without one" >&2
             exit 1
         fi
-        echo "engine: up ($(docker version --format '{{.Server.Version}}'))"
+        found
         exit 0
     fi
     sleep 1

@@ -6,6 +6,9 @@
 #   plugin.sh install [NAME]  (make plugin) build into $PLUGIN_DIR, replace the legacy driver (NAME ownvol)
 #                             and any managed NAME (keeping its settings), create, enable
 #   plugin.sh retire [NAME]   (make up) remove a managed NAME so that the legacy driver answers to it
+#   plugin.sh set FILE [NAME] (make plugin-set) apply a settings file (`docker plugin set` arguments, KEY=VALUE
+#                             one a line, # comments) to NAME on each engine of $NODES (DOCKER_HOST values,
+#                             space-separated; default the current one): disable, set, enable, check
 #
 # OWNVOL_DATA sets the host directory of the data mount (data.source) at install; FORCE=1 replaces
 # a plugin whose volumes running containers still use. DOCKER_HOST is respected.
@@ -123,9 +126,57 @@ retire() {
     fi
 }
 
+# The settings of a file, one `docker plugin set` argument a line; blank lines and # comments skipped.
+settings_of() {
+    local file=$1 line n=0
+    [ -r "$file" ] || { echo "plugin: cannot read settings file $file" >&2; return 1; }
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        line=${line%%#*}
+        line="${line#"${line%%[![:space:]]*}"}"
+        line="${line%"${line##*[![:space:]]}"}"
+        [ -z "$line" ] && continue
+        if [[ ! "$line" =~ ^[A-Za-z_][A-Za-z0-9_.]*=.*$ ]]; then
+            echo "plugin: $file line $n: '$line' is not KEY=VALUE (an env name, or MOUNT.source)" >&2
+            return 1
+        fi
+        echo "$line"
+    done <"$file"
+}
+
+# Volume plugins and their settings are per node: the same file on every node of a swarm.
+set_everywhere() {
+    local file=$1 name=${2:-ownvol} settings=() node in_use failed=0 lines
+    lines=$(settings_of "$file") || return 1
+    [ -z "$lines" ] || mapfile -t settings <<<"$lines"
+    [ ${#settings[@]} -gt 0 ] || { echo "plugin: no settings in $file" >&2; return 1; }
+    for node in ${NODES:-${DOCKER_HOST:-unix:///var/run/docker.sock}}; do
+        export DOCKER_HOST=$node
+        if ! exists "$name"; then
+            echo "plugin: $node: no plugin $name (docker plugin install --alias $name ...)" >&2
+            failed=1
+            continue
+        fi
+        in_use=$(volumes_in_use "$name" | paste -sd ' ')
+        if [ -n "$in_use" ] && [ -z "${FORCE:-}" ]; then
+            echo "plugin: $node: running containers use $name volumes ($in_use); stop them or set FORCE=1" >&2
+            failed=1
+            continue
+        fi
+        docker plugin disable -f "$name" >/dev/null 2>&1 || true
+        if ! docker plugin set "$name" "${settings[@]}"; then
+            failed=1
+        fi
+        docker plugin enable "$name" >/dev/null || failed=1
+        say "$node: $name ${settings[*]}"
+    done
+    return $failed
+}
+
 case "${1:-}" in
+set) set_everywhere "${2:?usage: plugin.sh set FILE [NAME]}" "${3:-ownvol}" ;;
 rootfs) build_rootfs "${2:?usage: plugin.sh rootfs DIR}" ;;
 install) install "${2:-ownvol}" ;;
 retire) retire "${2:-ownvol}" ;;
-*) echo "usage: plugin.sh rootfs DIR | install [NAME] | retire [NAME]" >&2; exit 2 ;;
+*) echo "usage: plugin.sh rootfs DIR | install [NAME] | retire [NAME] | set FILE [NAME]" >&2; exit 2 ;;
 esac

@@ -14,22 +14,28 @@ import docker
 import pytest
 
 from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, new_name
-from tests.support.engine import PrivateEngine
+from tests.support.engine import ENGINES, PrivateEngine
 
 pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--engine", choices=ENGINES, default=os.environ.get("OWNVOL_ENGINE") or ENGINES[0],
+                     help="dockerd version of the private engines (scripts/dockerd.sh): 20 (bookworm) or 26 (trixie)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["OWNVOL_ENGINE"] = config.getoption("--engine")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"private engines: dockerd {config.getoption('--engine')} (--engine)"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "engine" in item.keywords:
             item.add_marker(pytest.mark.timeout(900))
-    # the server matrix's other members run under `make test-matrix` (OWNVOL_MATRIX=1) or `-m matrix`
-    if os.environ.get("OWNVOL_MATRIX") or "matrix" in (config.option.markexpr or ""):
-        return
-    matrix = [item for item in items if "matrix" in item.keywords]
-    if matrix:
-        config.hook.pytest_deselected(items=matrix)
-        items[:] = [item for item in items if "matrix" not in item.keywords]
 
 
 @pytest.fixture(scope="session")

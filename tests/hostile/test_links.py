@@ -10,6 +10,7 @@ timing, no host file or directory outside the volume changes owner or mode.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -153,9 +154,10 @@ def _swapping(container, path) -> None:
 @pytest.mark.engine
 def test_the_driver_preflight_under_a_container_swapping_links(ownvol_plugin, engine_client, ptracked, redis_image,
                                                               unique_name, tmp_path):
-    """A root container on an ownvol volume swaps a directory for a symlink to the host and a file for a hard
-    link to a host file, in a loop; Mounts walk the volume (policy=always) meanwhile, through the socket
-    and through the engine. Nothing outside the volume changes."""
+    """A directory swapped for a symlink to the host and a file for a hard link to a host file, in a loop, in an
+    ownvol volume (policy=always). While a root container that does it holds the volume, Mounts check the root
+    only and walk nothing; while a host process does it (no mount holds the volume), Mounts walk the tree under
+    it, through the socket and through the engine. Nothing outside the volume changes."""
     decoys = make_decoys(tmp_path / "host")
     name = unique_name("vol")
     create(engine_client, ownvol_plugin, ptracked, name, policy="always")
@@ -165,13 +167,26 @@ def test_the_driver_preflight_under_a_container_swapping_links(ownvol_plugin, en
     attacker = ptracked.run(redis_image, ["sh", "-c", SWAP_LOOP], user="0:0", network_mode="none", labels=NO_HOOK,
                             volumes={name: {"bind": "/v", "mode": "rw"}})
     _swapping(attacker, data)
-    for i in range(40):
-        ownvol_plugin.call("Mount", Name=name, ID=f"probe-{i}")
-        ownvol_plugin.call("Unmount", Name=name, ID=f"probe-{i}")
-    user = ptracked.run(redis_image, ["sh", "-c", "touch /v/written-as-999"], user="999:999", network_mode="none",
-                        labels=NO_HOOK, volumes={name: {"bind": "/v", "mode": "rw"}})
-    assert user.wait(timeout=60)["StatusCode"] == 0, user.logs()
+    walked = status(engine_client, name)["last_repair"]
+    for i in range(20):
+        ownvol_plugin.call("Mount", Name=name, ID=f"held-{i}")
+        ownvol_plugin.call("Unmount", Name=name, ID=f"held-{i}")
+    st = status(engine_client, name)
+    assert st["last_repair"] == walked and "held by a live mount" in st["last_check_result"]
     attacker.remove(force=True)
+    (data / ".swapping").unlink()
+    host_attacker = subprocess.Popen(["sh", "-c", SWAP_LOOP.replace("cd /v", f"cd {data}")])
+    try:
+        wait_for(lambda: (data / ".swapping").exists(), 60, what="the host attacker to start swapping")
+        for i in range(40):
+            ownvol_plugin.call("Mount", Name=name, ID=f"probe-{i}")
+            ownvol_plugin.call("Unmount", Name=name, ID=f"probe-{i}")
+        user = ptracked.run(redis_image, ["sh", "-c", "touch /v/written-as-999"], user="999:999",
+                            network_mode="none", labels=NO_HOOK, volumes={name: {"bind": "/v", "mode": "rw"}})
+        assert user.wait(timeout=60)["StatusCode"] == 0, user.logs()
+    finally:
+        host_attacker.kill()
+        host_attacker.wait()
     assert snapshot(decoys) == before
     st = status(engine_client, name)
     assert st["last_repair"]["changed"] >= 1 and "hard-linked" in st["last_check_result"]

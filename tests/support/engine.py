@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -39,11 +40,31 @@ def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "
     return cmd + list(extra)
 
 
+ENGINES = ("20", "26")  # bookworm's docker.io 20.10 and trixie's 26.1: scripts/dockerd.sh
+
+
+def engine_version() -> str:
+    """The engine version private engines run (pytest --engine, make test ENGINE=...; default 20)."""
+    return os.environ.get("OWNVOL_ENGINE") or ENGINES[0]
+
+
+@functools.cache
+def dockerd_binary(version: str) -> str:
+    """The path of the dockerd of that version (fetched and unpacked by scripts/dockerd.sh on first use)."""
+    from tests.support.common import ROOT
+
+    return subprocess.run([str(ROOT / "scripts" / "dockerd.sh"), version], capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
 class PrivateEngine:
     """A second dockerd of our own, for tests that restart the engine without disturbing anyone else."""
 
-    def __init__(self, name: str, base: str = "/var/lib/ownvol-test") -> None:
+    def __init__(self, name: str, base: str = "/var/lib/ownvol-test", version: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.version = version or engine_version()
+        self.extra_args: list[str] = list(extra_args)  # more dockerd flags, e.g. --userns-remap=default
         self.data_root = os.path.join(base, name)
         self.exec_root = f"/run/ovt-{name}"
         self.sock = f"{self.exec_root}/docker.sock"
@@ -55,18 +76,21 @@ class PrivateEngine:
     def start(self, timeout: float = 60) -> docker.DockerClient:
         os.makedirs(self.data_root, exist_ok=True)
         os.makedirs(self.exec_root, exist_ok=True)
+        if os.path.exists(self.sock):  # left by a dockerd of ours that was killed
+            os.unlink(self.sock)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                *self.prefix, "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+                *self.prefix, dockerd_binary(self.version), "--bridge=none", "--iptables=false", "--ip6tables=false",
                 "--data-root", self.data_root, "--exec-root", self.exec_root,
-                "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host,
+                "--pidfile", f"{self.exec_root}/dockerd.pid", "-H", self.host, *self.extra_args,
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         # DockerClient asks the engine its API version as it is made: not before the socket exists.
         wait_for(lambda: os.path.exists(self.sock), timeout, interval=0.2, what=f"private dockerd {self.name} socket")
-        client = docker.DockerClient(base_url=self.host, timeout=120)
+        client = wait_for(lambda: docker.DockerClient(base_url=self.host, timeout=120), timeout, interval=0.3,
+                          what=f"private dockerd {self.name} to answer")
         wait_for(client.ping, timeout, interval=0.3, what=f"private dockerd {self.name}")
         return client
 
@@ -83,6 +107,41 @@ class PrivateEngine:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL dockerd alone, as the OOM killer or a power cut would (its containers' shims live on), and
+        wait until the containerd it ran is gone too (it dies with its parent), so a start finds none."""
+        containerd = self._containerd_pid()
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        if containerd:
+            wait_for(lambda: not _running(containerd), 30, what="the killed dockerd's containerd to exit")
+
+    def _containerd_pid(self) -> int | None:
+        try:
+            with open(f"{self.exec_root}/containerd/containerd.pid") as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _kill_shims(self) -> None:
+        """Containers a killed dockerd left running: their init (and so their PID namespace), then the shim."""
+        address = f"-address {self.exec_root}/containerd/containerd.sock"
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                if "containerd-shim" not in cmdline or address not in cmdline:
+                    continue
+                with open(f"/proc/{entry.name}/task/{entry.name}/children") as f:
+                    for child in f.read().split():
+                        os.kill(int(child), signal.SIGKILL)
+                os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
     def restart(self) -> docker.DockerClient:
         self.stop()
         return self.start()
@@ -96,17 +155,25 @@ class PrivateEngine:
             raise RuntimeError(f"docker save {tag} failed")
 
     def destroy(self) -> None:
-        client = None
         if self.proc and self.proc.poll() is None:
-            client = self.client()
-            for c in client.containers.list(all=True):
-                c.remove(force=True)
+            try:
+                for c in self.client().containers.list(all=True):
+                    c.remove(force=True)
+            except docker.errors.DockerException as exc:
+                print(f"destroy {self.name}: {exc}")
         self.stop()
+        self._kill_shims()
         subprocess.run(["umount", "-R", self.exec_root], stderr=subprocess.DEVNULL)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         below = f"awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts"
         subprocess.run(["sh", "-c", f"umount $({below}) 2>/dev/null"])
         shutil.rmtree(self.data_root, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Still in the process table, a zombie included (dockerd's kill(pid, 0) still finds a zombie containerd
+    and then waits for its socket in vain)."""
+    return os.path.exists(f"/proc/{pid}")
 
 
 def compose_binary() -> str:

@@ -33,8 +33,8 @@ OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 class PluginEngine(PrivateEngine):
     """A private dockerd in its own mount namespace, where /run/docker/plugins is `plugins_dir`."""
 
-    def __init__(self, name: str, own_network: bool = False) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, own_network: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+        super().__init__(name, extra_args=extra_args)
         self.plugins_dir = f"{self.data_root}.plugins"
         self.holder: subprocess.Popen | None = None
         # own_network: a network namespace of its own too, loopback only (Swarm's init gives addresses)

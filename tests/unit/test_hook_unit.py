@@ -295,3 +295,70 @@ def test_webhook_gets_incident_recovered_and_gave_up_only():
     finally:
         server.shutdown()
     assert sorted(e["event"] for e in got) == ["gave-up", "incident", "recovered"]
+
+
+# --- supervision ----------------------------------------------------------------------------------
+class RaisingExecutor(FakeExecutor):
+    """The engine's socket fails under some actions (requests' ConnectionError is no DockerException)."""
+
+    def __init__(self, raises_in: set[str], heals: str | None = None, verify_raises: bool = False) -> None:
+        super().__init__(heals)
+        self.raises_in = raises_in
+        self.verify_raises = verify_raises
+
+    def run(self, cid, action):
+        if action in self.raises_in:
+            self.ran.append(action)
+            raise ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))")
+        return super().run(cid, action)
+
+    def verify(self, cid, timeout):
+        if self.verify_raises and not self.is_healthy:
+            raise ConnectionError("engine gone")
+        return super().verify(cid, timeout)
+
+
+def test_an_action_that_raises_is_a_failed_step_and_the_incident_goes_on(tmp_path):
+    ex = RaisingExecutor({"repair-ownership"}, heals="restart")
+    rec, out = engine(tmp_path, ex)
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert rec.journal.incident(inc.id).status == "resolved"
+    first = rec.journal.actions(inc.id)[0]
+    assert (first.action, first.result) == ("repair-ownership", "failed")
+    assert "ConnectionError" in first.detail["error"]
+    kinds = [e["event"] for e in events(out)]
+    assert "action-raised" in kinds and kinds[-1] == "recovered"
+
+
+def test_an_incident_whose_every_step_raises_ends_gave_up(tmp_path):
+    ex = RaisingExecutor({"repair-ownership", "persist-again", "restart", "aof-off"}, verify_raises=True)
+    rec, out = engine(tmp_path, ex)
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    assert rec.journal.incident(inc.id).status == "gave-up" and len(ex.ran) == 8
+    assert rec.journal.open_incidents() == []
+
+
+def test_a_worker_that_fails_outside_any_action_closes_its_incident(tmp_path):
+    rec, out = engine(tmp_path, FakeExecutor())
+
+    def broken_plan(incident):
+        raise RuntimeError("strategy table unreadable")
+
+    rec.plan_for = broken_plan
+    inc = rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    closed = rec.journal.incident(inc.id)
+    assert closed.status == "gave-up" and "recovery worker failed: RuntimeError" in closed.outcome
+    assert [e["event"] for e in events(out)][-2:] == ["worker-failed", "gave-up"]
+
+
+def test_suppressed_repeats_are_counted_and_reported_at_most_once_a_minute(tmp_path):
+    now = [1000.0]
+    ex = FakeExecutor(heals=None)
+    rec, out = engine(tmp_path, ex)
+    rec.clock = lambda: now[0]
+    rec.report("c1", "r", "persistence-failed", "log", {}, background=False)
+    for _ in range(90):  # a crash loop seen every second for a minute and a half
+        now[0] += 1
+        assert rec.report("c1", "r", "persistence-failed", "log", {}, background=False) is None
+    suppressed = [e for e in events(out) if e["event"] == "suppressed"]
+    assert [e["repeats"] for e in suppressed] == [1, 60]

@@ -137,7 +137,8 @@ def test_settings_from_env():
     ({"OWNVOL_DEFAULT_MODE": "999"}, "option mode"), ({"OWNVOL_WORKERS": "0"}, "OWNVOL_WORKERS"),
     ({"OWNVOL_ROOT": "var/lib"}, "OWNVOL_ROOT"), ({"OWNVOL_ALLOWED_ROOTS": "/srv/../etc"}, "OWNVOL_ALLOWED_ROOTS"),
     ({"OWNVOL_DEFAULT_POLICY": "x"}, "option policy"), ({"OWNVOL_LOG_LEVEL": "loud"}, "OWNVOL_LOG_LEVEL"),
-    ({"OWNVOL_DRIVER_NAME": "a/b"}, "OWNVOL_DRIVER_NAME"),
+    ({"OWNVOL_DRIVER_NAME": "a/b"}, "OWNVOL_DRIVER_NAME"), ({"OWNVOL_USERNS": "100000"}, "OWNVOL_USERNS"),
+    ({"OWNVOL_USERNS": "0:100000:65536"}, "OWNVOL_USERNS"),
 ])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match=words):

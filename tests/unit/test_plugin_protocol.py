@@ -142,6 +142,7 @@ def test_mount_repairs_drift_per_policy(driver):
     driver.ok("Mount", Name="v", ID="m")
     status = driver.ok("Get", Name="v")["Volume"]["Status"]
     assert status["last_check_result"] == "ok" and status["last_repair"] is None  # root right: no walk
+    driver.ok("Unmount", Name="v", ID="m")
     os.chown(path, 0, 0)
     driver.ok("Mount", Name="v", ID="m")
     st = os.stat(path + "/appendonlydir")
@@ -218,11 +219,66 @@ def test_recover_finishes_interrupted_creates_and_removes(driver):
         store.set_state("half-made", "creating")
         store.set_state("half-gone", "removing")
     assert driver.ok("List")["Volumes"] == []
-    assert "being created" in driver.err("Create", Name="half-made")
     done = driver.volumes.recover()
     assert len(done) == 2
     assert store.all() == [] and os.listdir(driver.settings.volumes_dir) == []
     driver.ok("Create", Name="half-made")
+
+
+def test_a_name_whose_holder_died_is_usable_at_once(driver):
+    """A 'creating' or 'removing' row whose worker died (its flock on the name gone with it) is finished by the
+    next request for that name, without a plugin restart."""
+    for name in ("made", "gone", "mounted"):
+        driver.ok("Create", Name=name)
+    store = driver.volumes.store
+    with store.transaction():
+        store.set_state("made", "creating")
+        store.set_state("gone", "removing")
+        store.set_state("mounted", "removing")
+    driver.ok("Create", Name="made", Opts={"uid": "1234"})
+    assert os.stat(driver.settings.volumes_dir + "/made").st_uid == 1234
+    driver.ok("Remove", Name="gone")
+    assert "no such volume" in driver.err("Mount", Name="mounted", ID="m")
+    assert [r.name for r in store.all()] == ["made"]
+    assert sorted(os.listdir(driver.settings.volumes_dir)) == ["made"]
+
+
+def test_a_live_holder_of_a_name_is_waited_for(driver):
+    import fcntl
+    import multiprocessing
+    import time
+
+    store = driver.volumes.store
+    started = multiprocessing.Event()
+
+    def hold() -> None:
+        with store.name_lock("v"):
+            open(os.path.join(driver.settings.volumes_dir, "v", "marker"), "w").close()
+            started.set()
+            time.sleep(1)
+            with store.transaction():
+                store.set_state("v", "ready")
+
+    driver.ok("Create", Name="v")
+    with store.transaction():
+        store.set_state("v", "creating")
+    store.close()
+    child = multiprocessing.get_context("fork").Process(target=hold)
+    child.start()
+    started.wait(10)
+    lock = os.open(os.path.join(driver.settings.root, "locks", "v"), os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = False
+        except BlockingIOError:
+            held = True
+    finally:
+        os.close(lock)
+    assert held
+    driver.ok("Create", Name="v")  # waits for the holder, which finished the create: nothing undone
+    child.join(10)
+    assert store.get("v").state == "ready" and os.path.exists(driver.settings.volumes_dir + "/v/marker")
 
 
 @pytest.fixture

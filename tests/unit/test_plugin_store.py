@@ -136,3 +136,31 @@ def test_only_transactions_asked_not_to_be_durable_skip_the_fsync(store):
         with store.transaction(durable=durable) as conn:
             modes.append(conn.execute("PRAGMA synchronous").fetchone()[0])
     assert modes == [2, 1, 1, 2]
+
+
+def test_a_version_1_store_is_migrated_when_opened(tmp_path):
+    """A store written by the version before data identities and reference epochs opens, keeps every row,
+    and gains the new columns empty (a volume learns its identity at its next Mount)."""
+    from ownvol.driver.store import _SCHEMA
+
+    path = tmp_path / "ownvol.db"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA)
+    old.execute("INSERT INTO volumes (name, state, uid, gid, mode, policy, profile, path, adopted, created_at)"
+                " VALUES ('a', 'ready', 999, 999, 493, 'on-root-mismatch', 'redis', '/v/a', 0, 't')")
+    old.execute("INSERT INTO mounts (volume, id, count, since) VALUES ('a', 'm1', 2, 't')")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    s = Store(str(path))
+    try:
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        got = s.get("a")
+        assert got.spec == SPEC and got.identity is None
+        assert [(r.id, r.count, r.epoch) for r in s.references("a")] == [("m1", 2, 0)]
+        with s.transaction():
+            s.set_meta("epoch", "1")
+            assert s.add_ref("a", "m1", "t2") == 1  # an earlier epoch's count is replaced, not added to
+            assert s.add_ref("a", "m1", "t3") == 2
+    finally:
+        s.close()
