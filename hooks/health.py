@@ -131,7 +131,7 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
     server that runs as root (no ownership stops it; ownvol never gives data to root)."""
     if not local or target.mount is None or target.uid is None or target.gid is None or target.uid == 0:
         return None
-    if running and target.owner_source != "process":
+    if running and not target.owner_source.startswith("process"):
         return None
     path = target.mount.host_path
     try:

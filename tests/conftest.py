@@ -32,17 +32,10 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"private engines: dockerd {config.getoption('--engine')} (--engine)"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "engine" in item.keywords:
             item.add_marker(pytest.mark.timeout(900))
-    # the server matrix's other members run under `make test-matrix` (OWNVOL_MATRIX=1) or `-m matrix`
-    if os.environ.get("OWNVOL_MATRIX") or "matrix" in (config.option.markexpr or ""):
-        return
-    matrix = [item for item in items if "matrix" in item.keywords]
-    if matrix:
-        config.hook.pytest_deselected(items=matrix)
-        items[:] = [item for item in items if "matrix" not in item.keywords]
 
 
 @pytest.fixture(scope="session")
