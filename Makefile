@@ -25,9 +25,9 @@ engine:
 tools:
 	scripts/apt-tools.sh /usr/bin/chromium=chromium promtool=prometheus
 
-## images: build the offline Redis image (REDIS_IMAGE=redis:7 to use the official one instead)
-images: engine
-	scripts/images.sh
+## images: build the offline server images: Redis 6.2/7.0/8.0, Valkey 8.0/8.1, official-style variants (README)
+images: venv engine
+	scripts/images.sh servers
 
 ## ownvol-image: ownvol installed in an image (hook, repair helper, managed plugin rootfs)
 OWNVOL_IMAGE ?= ownvol/ownvol:latest

@@ -11,6 +11,7 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import docker
 import redis
@@ -18,8 +19,9 @@ import redis
 from ownvol.hook.beneath import data_path
 from ownvol.hook.health import redis_client
 from ownvol.hook.results import ActionResult
+from ownvol.hook.services import by_family
 from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
-from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, repair
+from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
 HELPER_DEST = "/ownvol-target"
@@ -36,6 +38,7 @@ class Context:
     repair_via: str = "auto"  # auto | local | helper
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
     progress: Progress | None = None  # a repair's (entries walked, changed) as it goes, here or from the helper
+    start_stopped: bool = False  # a person asked (`ownvol repair`): start a stopped container whatever its policy
 
     def container(self):
         """The container as docker-py's model, looked up now; raises docker.errors.NotFound when it is gone."""
@@ -60,15 +63,25 @@ def repair_ownership(ctx: Context) -> ActionResult:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None or t.gid is None:
         return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
+    if t.uid == 0 and t.owner_source != "label":
+        return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
+                                               "root server, and ownvol gives data to root only when labelled "
+                                               "ownvol.uid=0"})
     if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
         return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
                                                "directories to a container's user"})
     route = repair_route(ctx)
-    base = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}", "owner_source": t.owner_source}
+    base: dict[str, object] = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}",
+                               "owner_source": t.owner_source}
+    if t.conflict:
+        base["conflict"] = t.conflict
     if route == "local":
         try:
             with data_path(t.mount) as path:
-                report = repair(path, t.uid, t.gid, progress=ctx.progress).as_dict()
+                mode = mode_to_set(path, t.data_modes)
+                report = repair(path, t.uid, t.gid, mode, progress=ctx.progress).as_dict()
+                if mode is not None:
+                    report["mode"] = f"{mode:04o}"
         except (OwnershipError, OSError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     else:
@@ -90,8 +103,9 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
     t = ctx.target
     source = mount.name if mount.type == "volume" else mount.source
     path = posixpath.join(HELPER_DEST, mount.subpath) if mount.subpath else HELPER_DEST
+    modes = ",".join(f"{m:04o}" for m in t.data_modes)
     helper = ctx.client.containers.run(
-        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid)],
+        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid), "--modes", modes],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
         # host ids under userns-remap: only a helper outside the remapping may give them (docker run --userns)
         **({"userns_mode": "host"} if t.remapped else {}),
@@ -140,8 +154,13 @@ def _wait_background(client: redis.Redis, timeout: float) -> dict:
         time.sleep(0.1)
 
 
+REDIS_FAMILIES = ("redis", "valkey")
+
+
 def _redis_or_skip(ctx: Context) -> redis.Redis | ActionResult:
     """A client for the running container's Redis, or the skipped result that says why there is none."""
+    if ctx.target.service not in REDIS_FAMILIES:
+        return ActionResult("skipped", {"why": f"a Redis step (BGSAVE, CONFIG SET); {ctx.target.service} has none"})
     try:
         status = ctx.container().status
     except docker.errors.NotFound:
@@ -198,6 +217,16 @@ def unpersisted_writes(ctx: Context) -> bool:
     return info.get("rdb_last_bgsave_status") == "err" and info.get("rdb_changes_since_last_save", 0) > 0
 
 
+def _running_for(container) -> float | None:
+    """Seconds since the container's State.StartedAt (RFC 3339 from the engine; to the second), None if unknown."""
+    stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "")[:19]
+    try:
+        started = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    return max(0.0, time.time() - started)
+
+
 def restart(ctx: Context) -> ActionResult:
     """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task and while Redis holds
     writes it could not persist (unpersisted_writes)."""
@@ -210,6 +239,22 @@ def restart(ctx: Context) -> ActionResult:
                                                 "this container again would run Redis outside the service"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
+    service = by_family(ctx.target.service)
+    if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
+        return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
+    if container.status == "running":
+        if service.probe(ctx.target, "running", False).healthy:
+            return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
+        age = _running_for(container)
+        if age is not None and age < service.startup_grace:
+            return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "
+                                                   "(its entrypoint's initialisation, a recovery); a restart "
+                                                   "would interrupt it"})
+    if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
+            and not ctx.target.start_opt_in and not ctx.start_stopped:
+        return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "
+                                               "ownvol.start=true lets the hook start it after a repair)",
+                                        "restart_policy": "no"})
     try:
         if container.status in ("running", "restarting"):
             container.restart(timeout=10)
@@ -219,7 +264,10 @@ def restart(ctx: Context) -> ActionResult:
             how = "start"
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
-    return ActionResult("ok", {"how": how})
+    why = "running: restarted" if how == "restart" else (
+        f"started: its restart policy is {ctx.target.restart_policy}" if ctx.target.restart_policy != "no"
+        else "started: labelled ownvol.start=true" if ctx.target.start_opt_in else "started: asked by `ownvol repair`")
+    return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why})
 
 
 def aof_off(ctx: Context) -> ActionResult:

@@ -23,6 +23,7 @@ from ownvol.hook.actions import repair_route
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.journal import ActionRecord, Incident, Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
 from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry
@@ -127,18 +128,18 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     except docker.errors.NotFound:
         raise click.ClickException(f"no container {name}") from None
     health = executor.health(container.id)
-    seen = []
-    for line in container.logs(tail=200).decode(errors="replace").splitlines():
-        d = patterns.match(line)
-        if d:
-            seen.append(d.as_dict())
+    from ownvol.hook.services import by_family
+
+    catalogue = by_family(target.service).catalogue
+    seen = [d.as_dict() for _, d in
+            patterns.read_log(container.logs(tail=200).decode(errors="replace").splitlines(), catalogue)]
     if seen:
         error_type = seen[-1]["error_type"]
     elif health.owner and not health.owner.get("ok", True):
         error_type = "permission-denied"
     else:
         error_type = "persistence-failed"
-    strategy = load().strategy(error_type)
+    strategy = load().strategy(error_type, target.service, plan_of)
     return {"container": target.as_dict(), "node": engine_node(executor.client()), "health": health.as_dict(),
             "detections": seen[-10:],
             "error_type": None if health.healthy and not seen else error_type,
@@ -159,7 +160,8 @@ def doctor(container, repair_via, as_json) -> None:
     click.echo(f"{t['name']} ({t['id']}) image {t['image']}: {h['state']}")
     for r in h["reasons"]:
         click.echo(f"  - {r}")
-    click.echo(f"redis: {t['redis_url']}   data: {t['data_dir']}   owner wanted: {t['owner']} ({t['owner_source']})")
+    click.echo(f"{t['service']}: {t['redis_url']}   data: {t['data_dir']} ({t['origins'].get('dir', 'default')})   "
+               f"owner wanted: {t['owner']} ({t['owner_source']})")
     node = report["node"]
     click.echo(f"node: {node['name'] or '?'}{' (swarm node ' + node['swarm_node'] + ')' if node['swarm_node'] else ''}"
                "; its volumes live on this node only")
@@ -198,9 +200,12 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
                   TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task(f"recovering {name}", walked=0, changed=0, rate="")
         executor.progress = _meter(bar, task)
-        recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(out=sys.stderr), executor)
+        executor.start_stopped = True
+        recovery = Recovery(Journal(options.db_path), load(strategies), Telemetry(out=sys.stderr), executor,
+                            plans=plan_of)
         incident = recovery.report(cid, name, report["error_type"] or "persistence-failed", "manual",
-                                   {"message": "ownvol repair", "health": report["health"]["state"]},
+                                   {"message": "ownvol repair", "health": report["health"]["state"],
+                                    "service": report["container"]["service"]},
                                    background=False)
     if incident is None:
         raise click.ClickException("an incident is already open for it: the running hook is on it")
@@ -278,4 +283,26 @@ def history(state_dir, db, limit, as_json) -> None:
     out.print(rated)
 
 
-commands: list[click.Command] = [watch, status, doctor, repair_cmd, history]
+@click.command()
+@click.argument("file", type=click.File("r", errors="replace"), default="-")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per failure, a line each.")
+def explain(file, as_json) -> None:
+    """What the hook makes of a server's log (FILE, or - for stdin, as `docker logs` prints it): each failure
+    it recognises, with its pattern, error type, phase and the versions that print it. Changes nothing."""
+    found = patterns.read_log(file.read().splitlines())
+    if as_json:
+        for number, d in found:
+            click.echo(json.dumps({**d.as_dict(), "line": d.line, "line_number": number}))
+        return
+    if not found:
+        click.echo("no known failure in this log")
+        return
+    click.echo(f"{'LINE':>5} {'PATTERN':<24} {'ERROR TYPE':<21} {'PHASE':<8} {'EXITS':<5} MESSAGE")
+    for number, d in found:
+        click.echo(f"{number:>5} {d.pattern.id:<24} {d.error_type:<21} {d.pattern.phase:<8} "
+                   f"{'yes' if d.pattern.fatal else 'no':<5} {d.message[:100]}")
+        context = ", ".join(f"{k}={v}" for k, v in d.context.items())
+        click.echo(f"{'':>5} context: {context or '-'}; printed by {', '.join(d.pattern.versions)}")
+
+
+commands: list[click.Command] = [watch, status, doctor, repair_cmd, history, explain]

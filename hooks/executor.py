@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 import docker
 from docker.models.containers import Container
@@ -12,9 +14,9 @@ from docker.models.containers import Container
 from ownvol import userns
 from ownvol.hook import actions
 from ownvol.hook.actions import SWARM_TASK, Context
-from ownvol.hook.health import Health, probe, saving
+from ownvol.hook.health import Health, owner_of, saving
 from ownvol.hook.results import ActionResult
-from ownvol.hook.targets import Target, engine_paths_reachable, facts
+from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
@@ -24,16 +26,28 @@ SWARM_RESTART_DELAY_NS = 5_000_000_000
 SWARM_START = 10.0  # seconds for a new Swarm task's container to be created and started on a busy node
 
 
+class Runs(Protocol):
+    """Where the owners of healthy runs are kept (hooks/journal.py Journal)."""
+
+    def last_run(self, container_id: str) -> tuple[int, int] | None: ...
+
+    def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
+
+
 class DockerExecutor:
     """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
-    (health.probe). client is called for the engine's client each time (made once, lazily, by service.build)."""
+    (each service's probe, hooks/services). client is called for the engine's client each time (made once, lazily, by
+    service.build). runs: the journal, where the owners of healthy runs are kept (None: not remembered)."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
-                 helper_image: str | None = None) -> None:
+                 helper_image: str | None = None, runs: Runs | None = None) -> None:
         self.client = client
         self.repair_via = repair_via
         self.helper_image = helper_image
+        self.runs = runs
+        self.cache = FactCache()
         self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
+        self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
 
@@ -41,7 +55,8 @@ class DockerExecutor:
         """The container (docker-py's model) and the facts the hook reads from it, its owner in host ids when
         the engine remaps user namespaces; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
-        return container, self._in_host_ids(facts(self.client(), container))
+        last_run: LastRun | None = self.runs.last_run if self.runs else None
+        return container, self._in_host_ids(facts(self.client(), container, self.cache, last_run))
 
     def idmap(self) -> IdMap | None:
         """The engine's user-namespace mapping from its `docker info` (asked at most once a minute); None when
@@ -74,7 +89,8 @@ class DockerExecutor:
 
     def context(self, target: Target) -> Context:
         """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
-        ctx = Context(self.client(), target, self.repair_via, progress=self.progress)
+        ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
+                      start_stopped=self.start_stopped)
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
@@ -98,7 +114,24 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        return probe(target, container.status, local_paths=self.repair_via != "helper" and engine_paths_reachable())
+        from ownvol.hook.services import by_family
+
+        health = by_family(target.service).probe(target, container.status,
+                                                  self.repair_via != "helper" and engine_paths_reachable())
+        if health.healthy and target.owner_source == "process" and self.runs is not None \
+                and target.uid is not None and target.gid is not None:
+            self.runs.record_run(target.id, target.name, target.uid, target.gid)
+        return health
+
+    def crash_evidence(self, container_id: str) -> dict | None:
+        """The data mount's owner against the service's uid:gid (facts as while it is down), for a crash no
+        line explained; None when it cannot be checked from here or no owner is known."""
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        return owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""

@@ -130,9 +130,15 @@ def ping_text(client: redis.Redis) -> str:
         return f"error: {exc}"
 
 
-def owner_of(target: Target, local: bool) -> dict | None:
-    """The data mount's root owner against the wanted uid:gid; None when not checkable from here."""
-    if not local or target.mount is None or target.uid is None or target.gid is None:
+def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
+    """Whether the service's uid:gid can write in its data mount's root ("ok"; "exact": owned by exactly that
+    uid:gid); None when not checkable from here, or not a
+    fact worth acting on: while the server runs, only against the uid:gid its process really runs as (a
+    server that answers and owns its data is healthy whatever the container's user says), and never for a
+    server that runs as root (no ownership stops it; ownvol never gives data to root)."""
+    if not local or target.mount is None or target.uid is None or target.gid is None or target.uid == 0:
+        return None
+    if running and not target.owner_source.startswith("process"):
         return None
     path = target.mount.host_path
     try:
@@ -140,8 +146,28 @@ def owner_of(target: Target, local: bool) -> dict | None:
             state = inspect_root(reach, target.uid, target.gid)
     except (OwnershipError, OSError) as exc:
         return {"path": path, "ok": False, "problem": str(exc)}
-    return {"path": path, "uid": state.uid, "gid": state.gid, "ok": state.ok,
-            "problem": "; ".join(state.problems)}
+    usable = can_write(state.uid, state.gid, state.mode, target.uid, target.gid)
+    problems = [] if usable else [f"owner {state.uid}:{state.gid} mode {state.mode:04o}: "
+                                  f"{target.uid}:{target.gid} cannot write there"]
+    if target.data_modes and state.mode not in target.data_modes:
+        accepted = " or ".join(f"{m:04o}" for m in target.data_modes)
+        problems.append(f"mode {state.mode:04o}, the server accepts {accepted}")
+    return {"path": path, "uid": state.uid, "gid": state.gid, "mode": f"{state.mode:04o}", "ok": not problems,
+            "problem": "; ".join(problems), "exact": state.ok}
+
+
+def can_write(owner_uid: int, owner_gid: int, mode: int, uid: int, gid: int) -> bool:
+    """Whether uid:gid may create entries in a directory owned owner_uid:owner_gid with mode (write and search
+    permission by the owner, group or other bits, as the kernel picks them; supplementary groups and ACLs
+    aside). The official images give their data dir to the user alone (chown redis, the group unchanged): a
+    server that can write there is healthy, whoever the group is."""
+    if owner_uid == uid:
+        bits = mode >> 6
+    elif owner_gid == gid:
+        bits = mode >> 3
+    else:
+        bits = mode
+    return bits & 0o3 == 0o3
 
 
 def disk_usage(target: Target, local: bool) -> dict | None:
@@ -168,7 +194,7 @@ def probe(target: Target, container_status: str, local_paths: bool) -> Health:
 
 def _probe(target: Target, container_status: str, local_paths: bool) -> Health:
     reachable = local_paths and target.mount is not None and os.path.isdir(target.mount.host_path)
-    owner = owner_of(target, reachable)
+    owner = owner_of(target, reachable, running=container_status == "running")
     if container_status != "running":
         state, reasons = evaluate(container_status, "", {}, owner)
         return Health(state, reasons, container_status, "", owner=owner)

@@ -56,8 +56,15 @@ CREATE TABLE IF NOT EXISTS fallbacks (
     tries INTEGER NOT NULL DEFAULT 0,
     next_try REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runs (
+    container_id TEXT PRIMARY KEY,
+    container_name TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs (the owner of each container's last healthy run)
 
 
 @dataclass
@@ -104,6 +111,37 @@ class Journal:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite.connect(self.path, _SCHEMA, SCHEMA_VERSION, check_same_thread=False)
+        self._runs: dict[str, tuple[int, int]] = {}
+
+    # healthy runs: the uid:gid a container's server ran as when last verified healthy
+    def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None:
+        """Remember the owner of a healthy run; written only when it changed (a healthy probe every interval)."""
+        if self._runs.get(container_id) == (uid, gid):
+            return
+        self._runs[container_id] = (uid, gid)
+        self._write("INSERT OR REPLACE INTO runs (container_id, container_name, uid, gid, at) VALUES (?, ?, ?, ?, ?)",
+                    (container_id, container_name, uid, gid, time.time()))
+
+    def last_run(self, container_id: str) -> tuple[int, int] | None:
+        """(uid, gid) its server ran as on its last healthy run, None if never seen healthy."""
+        if container_id not in self._runs:
+            rows = self._rows("SELECT uid, gid FROM runs WHERE container_id = ?", (container_id,))
+            if not rows:
+                return None
+            self._runs[container_id] = (rows[0][0], rows[0][1])
+        return self._runs[container_id]
+
+    def conflict(self, container_id: str) -> dict | None:
+        """The owner conflict an earlier repair-ownership of this container reported (its detail's "conflict":
+        the container's uid:gid against its ownvol volume's), None if none did."""
+        rows = self._rows("SELECT a.detail FROM actions a JOIN incidents i ON a.incident_id = i.id "
+                          "WHERE i.container_id = ? AND a.action = 'repair-ownership' AND a.result = 'ok' "
+                          "ORDER BY a.id DESC", (container_id,))
+        for (detail,) in rows:
+            found = json.loads(detail or "{}").get("conflict")
+            if found:
+                return found
+        return None
 
     def close(self) -> None:
         with self._lock:

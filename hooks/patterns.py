@@ -1,21 +1,44 @@
-"""The catalogue of Redis's own persistence messages (Redis 7.x), as data.
+"""The catalogue of Redis's and Valkey's own persistence messages, as data, and the reader of their logs.
 
-Each pattern says what failed (subject), when (start-up or run time), whether Redis exits
-on it, and which context it carries (directory, file, errno text). The error type, which
-picks the recovery strategy, comes from the errno text when the line has one, else from
-the pattern itself.
+Each pattern says what failed (subject), when (start-up or run time), whether the server exits on it,
+which context it carries (directory, file, errno text), and which versions print it: the wording was
+checked in the sources of each (redis/redis branches 6.2, 7.0, 7.2, 7.4, 8.0; valkey-io/valkey 8.0) and
+captured from the real servers of the test matrix (tests/golden: Redis 6.2.5, 7.0.15, 8.0.2, Valkey
+8.0.1, 8.1.1). Redis 8.2 is tagged with 8.0's wording: neither its source nor a package of it is here.
+The error type, which picks the recovery strategy, comes from the errno text when the line has one,
+else from the pattern itself.
+
+A log line's prefix is stripped in every format these servers write (src/server.c serverLogRaw):
+`pid:role DD Mon YYYY HH:MM:SS.mmm L message` (all), Valkey 8.1's `log-timestamp-format iso8601`
+(`YYYY-MM-DDTHH:MM:SS.mmm+HH:MM`) and `milliseconds` (epoch ms), and its `log-format logfmt`
+(`pid=1 role=primary timestamp="..." level=warning message="..."`). The configuration loader's
+`*** FATAL CONFIG FILE ERROR ***` block (src/config.c loadServerConfigFromString) spans four lines
+written to stderr without a prefix: LogReader puts it together.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# "1:M 26 Nov 2026 05:50:16.698 # message" (pid, role, date, level mark)
-_LOG_PREFIX = re.compile(r"^\d+:[XCSM] \d{1,2} \w{3} \d{4} \d{2}:\d{2}:\d{2}\.\d{3} [.\-*#] ")
+_CLASSIC_TIME = r"\d{1,2} \w{3} \d{4} \d{2}:\d{2}:\d{2}\.\d{3}"
+_ISO_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(?:Z|[+-]\d{2}:?\d{2})?"
+_MS_TIME = r"\d{12,14}"
+# "1:M 26 Nov 2026 05:50:16.698 # message" (pid, role, time, level mark), any of the three time formats
+_LOG_PREFIX = re.compile(rf"^\d+:[XCSM] (?:{_CLASSIC_TIME}|{_ISO_TIME}|{_MS_TIME}) [.\-*#] ")
+_LOGFMT = re.compile(r'^pid=\d+ role=\S+ timestamp="[^"]*" level=\S+ message="(?P<message>.*)"$')
+
+REDIS_VERSIONS = ("redis-6.2", "redis-7.0", "redis-7.2", "redis-7.4", "redis-8.0", "redis-8.2")
+VALKEY_VERSIONS = ("valkey-8.0", "valkey-8.1")
+ALL = REDIS_VERSIONS + VALKEY_VERSIONS
+SINCE_7_0 = REDIS_VERSIONS[1:] + VALKEY_VERSIONS
+SINCE_7_2 = REDIS_VERSIONS[2:] + VALKEY_VERSIONS
+ONLY_6_2 = ("redis-6.2",)
+UNTIL_7_0 = ("redis-6.2", "redis-7.0")
 
 ERROR_TYPES = ("permission-denied", "read-only-filesystem", "no-space", "fork-failed", "io-error",
-               "persistence-failed")
+               "persistence-failed", "data-dir-in-use")
 
 _ERRNO_TYPES = {
     "permission denied": "permission-denied",
@@ -39,6 +62,7 @@ class Pattern:
     fatal: bool
     default_type: str = "persistence-failed"
     note: str = ""
+    versions: tuple[str, ...] = ALL
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class Detection:
     pattern: Pattern
     message: str
     context: dict = field(default_factory=dict)
+    line: str = ""  # the log line (lines, for a block) as read
 
     @property
     def error_type(self) -> str:
@@ -61,7 +86,7 @@ class Detection:
     def as_dict(self) -> dict:
         return {"pattern": self.pattern.id, "subject": self.pattern.subject, "phase": self.pattern.phase,
                 "fatal": self.pattern.fatal, "error_type": self.error_type, "context": self.context,
-                "message": self.message}
+                "message": self.message, "versions": list(self.pattern.versions)}
 
 
 def _p(id: str, regex: str, subject: str, phase: str, fatal: bool, **kw) -> Pattern:
@@ -70,33 +95,69 @@ def _p(id: str, regex: str, subject: str, phase: str, fatal: bool, **kw) -> Patt
 
 CATALOGUE: tuple[Pattern, ...] = (
     _p("aof-dir-open", r"^Can't open or create append-only dir (?P<dir>.+?): (?P<errno>[^:]+)$",
-       "aof-dir", "startup", True),
-    _p("aof-file-open", r"^Can't open the append-only file (?P<file>.+?): (?P<errno>[^:]+)$",
-       "aof-file", "startup", True),
-    _p("aof-file-read", r"^Fatal error: can't open the append log file (?P<file>.+?) for reading: (?P<errno>.+)$",
-       "aof-file", "startup", True, note="the 7.0 wording of a base/incr file that cannot be read"),
+       "aof-dir", "startup", True, versions=SINCE_7_0),
+    _p("aof-file-open", r"^Can't open the append-only file(?: (?P<file>.+?))?: (?P<errno>[^:]+)$",
+       "aof-file", "startup", True, note="6.2 names no file: 'Can't open the append-only file: %s'"),
+    _p("aof-file-read", r"^Fatal error: can't open the append log file(?: (?P<file>.+?))? for reading: (?P<errno>.+)$",
+       "aof-file", "startup", True, note="a base/incr file that cannot be read (6.2 names no file)"),
     _p("aof-manifest-read",
        r"^Fatal error: can't open the AOF manifest file (?P<file>.+?) for reading: (?P<errno>.+)$",
-       "aof-manifest", "startup", True),
+       "aof-manifest", "startup", True, versions=SINCE_7_0),
     _p("aof-manifest-write", r"^Can't open the AOF manifest file (?P<file>.+?): (?P<errno>[^:]+)$",
-       "aof-manifest", "startup", True),
+       "aof-manifest", "startup", True, versions=SINCE_7_0),
+    _p("aof-manifest-temp-write",
+       r"^Error trying to write the temporary AOF manifest file (?P<file>.+?): (?P<errno>.+)$",
+       "aof-manifest", "runtime", False, versions=SINCE_7_0,
+       note="after a rewrite (run time) or when AOF is first turned on; the server keeps running"),
+    _p("aof-manifest-rename",
+       r"^Error trying to rename the temporary AOF manifest file (?P<file>.+?) into (?P<target>.+?): (?P<errno>.+)$",
+       "aof-manifest", "runtime", False, versions=SINCE_7_0),
+    _p("aof-rename",
+       r"^Error trying to rename the temporary AOF file (?P<file>.+?) into (?P<target>.+?): (?P<errno>.+)$",
+       "aof-rewrite", "runtime", False, versions=ONLY_6_2),
     _p("aof-rewrite-temp",
        r"^Opening the temp file for AOF rewrite in rewriteAppendOnlyFile\(\): (?P<errno>.+)$",
        "aof-rewrite", "runtime", False, note="logged by the rewrite child; the server keeps running"),
+    _p("aof-rewrite-write", r"^Write error writing append only file on disk: (?P<errno>.+)$",
+       "aof-write", "startup", True,
+       note="7.0+: creating the base AOF at start-up, then exits; 6.2: the rewrite child, at run time"),
+    _p("aof-rewrite-move", r"^Error moving temp append only file on the final destination: (?P<errno>.+)$",
+       "aof-rewrite", "runtime", False),
     _p("rdb-file-read", r"^Fatal error: can't open the RDB file (?P<file>.+?) for reading: (?P<errno>.+)$",
-       "rdb-file", "startup", True, note="newer wording; 7.0 says 'Fatal error loading the DB'"),
+       "rdb-file", "startup", True, versions=SINCE_7_2, note="6.2 and 7.0 say 'Fatal error loading the DB: %s'"),
     _p("rdb-load", r"^Fatal error loading the DB: (?P<errno>.+?)\. Exiting\.$",
-       "rdb-file", "startup", True, note="the 7.0 wording of an RDB file that cannot be read"),
+       "rdb-file", "startup", True, versions=UNTIL_7_0),
+    _p("rdb-load-failed", r"^Fatal error loading the DB, check server logs\. Exiting\.$",
+       "rdb-file", "startup", True, versions=SINCE_7_2, note="follows the line that says why (rdb-file-read)"),
+    _p("chdir", r"^Can't chdir to '(?P<dir>.+)': (?P<errno>.+)$", "data-dir", "startup", True, versions=ONLY_6_2,
+       note="7.0+ report it in a FATAL CONFIG FILE ERROR block (config-fatal)"),
+    _p("config-fatal", r"^\*\*\* FATAL CONFIG FILE ERROR \((?P<server>[^)]*)\) \*\*\*$", "config", "startup", True,
+       note="a four-line block: header, 'Reading the configuration file, at line N', \">>> 'directive'\", "
+            "the reason; a reason that is an errno text (a dir that cannot be entered) is what counts"),
     _p("aof-write", r"^Error writing to the AOF file: (?P<errno>.+)$", "aof-write", "runtime", False),
     _p("aof-short-write", r"^Short write while writing to the AOF file: \((?P<detail>[^)]*)\)",
        "aof-write", "runtime", False, default_type="no-space",
        note="Redis treats a short write as ENOSPC"),
+    _p("aof-always-exit", r"^Can't recover from AOF write error when the AOF fsync policy is 'always'\. Exiting",
+       "aof-write", "runtime", True, note="under appendfsync always a failed AOF write stops the server"),
+    _p("aof-fsync-exit",
+       r"^Can't persist AOF for fsync error when the AOF fsync policy is 'always': (?P<errno>.+?)\. Exiting",
+       "aof-fsync", "runtime", True),
+    _p("aof-fsync", r"^Fail to fsync (?:the AOF file|the temp AOF file (?P<file>.+?)|AOF directory (?P<dir>.+?)): "
+                    r"(?P<errno>.+?)\.?$", "aof-fsync", "runtime", False,
+       note="'the AOF file' in all; the temp file and the directory since 7.0"),
     _p("rdb-temp-open",
-       r"^Failed opening the temp RDB file (?P<file>.+?) \(in server root dir (?P<dir>.+)\) for saving: (?P<errno>.+)$",
-       "rdb-save", "runtime", False),
+       r"^Failed opening the (?:temp )?RDB file (?P<file>.+?) \(in server root dir (?P<dir>.+)\) for saving: "
+       r"(?P<errno>.+)$",
+       "rdb-save", "runtime", False, note="6.2 says 'the RDB file dump.rdb', 7.0+ 'the temp RDB file temp-N.rdb'"),
     _p("rdb-write",
        r"^Write error (?:while saving DB to the disk|saving DB on disk)(?:\((?P<func>[^)]*)\))?: (?P<errno>.+)$",
-       "rdb-save", "runtime", False),
+       "rdb-save", "runtime", False, note="'saving DB on disk' until 7.0, 'while saving DB to the disk' since 7.2"),
+    _p("rdb-move",
+       r"^Error moving temp DB file (?P<file>.+?) on the final destination (?P<target>.+?) \(in server root dir "
+       r"(?P<dir>.+)\): (?P<errno>.+)$", "rdb-save", "runtime", False),
+    _p("rdb-dir-fsync", r"^Failed to fsync directory while saving DB: (?P<errno>.+)$", "rdb-save", "runtime",
+       False, versions=SINCE_7_2),
     _p("bgsave-error", r"^Background saving error$", "rdb-save", "runtime", False),
     _p("aof-rewrite-error", r"^Background AOF rewrite terminated with error$", "aof-rewrite", "runtime", False),
     _p("bgsave-fork", r"^Can't save in background: fork: (?P<errno>.+)$", "fork", "runtime", False,
@@ -104,27 +165,98 @@ CATALOGUE: tuple[Pattern, ...] = (
     _p("aof-rewrite-fork", r"^Can't rewrite append only file in background: fork: (?P<errno>.+)$", "fork",
        "runtime", False, default_type="fork-failed"),
     _p("aof-rewrite-limited",
-       r"^Background AOF rewrite has repeatedly failed and triggered the limit, "
-       r"will retry in (?P<minutes>\d+) minutes?",
-       "aof-rewrite", "runtime", False),
+       r"^Background AOF rewrite has repeatedly failed and triggered the limit, will retry in "
+       r"(?P<minutes>\d+) minutes?", "aof-rewrite", "runtime", False, versions=SINCE_7_0),
     _p("misconf", r"^-?MISCONF (?P<detail>.+?)(?:: (?P<errno>[A-Z][a-z ]+[a-z]))?$", "misconf", "runtime", False,
-       note="a reply, not a log line: writes (and PING) are refused"),
+       note="a reply, not a log line: writes (and PING) are refused; Valkey's says 'Valkey is configured...'"),
 )
 
 BY_ID = {p.id: p for p in CATALOGUE}
 
 
 def message_of(line: str) -> str:
-    """The message of a Redis log line, without its pid/role/time/level prefix."""
-    return _LOG_PREFIX.sub("", line.rstrip("\r\n"), count=1)
+    """The message of a log line, without its prefix (any format in the module docstring)."""
+    line = line.rstrip("\r\n")
+    logfmt = _LOGFMT.match(line)
+    if logfmt:
+        return logfmt.group("message").replace('\\"', '"')
+    return _LOG_PREFIX.sub("", line, count=1)
 
 
-def match(line: str) -> Detection | None:
-    """The first catalogue pattern the line (a log line or a MISCONF reply) matches, with its context."""
-    message = message_of(line)
-    for pattern in CATALOGUE:
+def _search(message: str, catalogue: Iterable[Pattern]) -> tuple[Pattern, dict] | None:
+    for pattern in catalogue:
         m = pattern.regex.search(message)
         if m:
-            context = {k: v for k, v in m.groupdict().items() if v is not None}
-            return Detection(pattern, message, context)
+            return pattern, {k: v for k, v in m.groupdict().items() if v is not None}
     return None
+
+
+def match(line: str, catalogue: Iterable[Pattern] = CATALOGUE) -> Detection | None:
+    """The first catalogue pattern the line (a log line or a MISCONF reply) matches, with its context.
+    A FATAL CONFIG FILE ERROR header alone is not a detection: LogReader reads the block it begins."""
+    message = message_of(line)
+    found = _search(message, catalogue)
+    if found is None or found[0].id == "config-fatal":
+        return None
+    return Detection(found[0], message, found[1], line.rstrip("\r\n"))
+
+
+_BLOCK_LINE = re.compile(r"^Reading the configuration file, at line (?P<number>\d+)$")
+_BLOCK_DIRECTIVE = re.compile(r"^>>> '(?P<directive>.*)'$")
+BLOCK_LINES = 4
+
+
+class LogReader:
+    """Reads a log a line at a time, as `docker logs` gives it, and says what each line (or the block it
+    ends) means. One reader per log: it remembers an unfinished FATAL CONFIG FILE ERROR block."""
+
+    def __init__(self, catalogue: Iterable[Pattern] = CATALOGUE) -> None:
+        self.catalogue = tuple(catalogue)
+        self._block: list[str] = []
+        self._header: tuple[Pattern, dict] | None = None
+
+    def feed(self, line: str) -> Detection | None:
+        """The detection this line completes, else None."""
+        message = message_of(line)
+        if self._header is not None:
+            if not message.strip() and len(self._block) == 1:
+                return None
+            self._block.append(message)
+            if len(self._block) < BLOCK_LINES:
+                return None
+            return self._finish()
+        found = _search(message, self.catalogue)
+        if found is None:
+            return None
+        if found[0].id == "config-fatal":
+            self._header, self._block = found, [message]
+            return None
+        return Detection(found[0], message, found[1], line.rstrip("\r\n"))
+
+    def _finish(self) -> Detection | None:
+        assert self._header is not None
+        (pattern, context), block = self._header, self._block
+        self._header, self._block = None, []
+        reason = block[3].strip()
+        if reason.lower() not in _ERRNO_TYPES:
+            return None  # a configuration mistake (a bad directive), not the data's ownership or disk
+        context = {**context, "errno": reason}
+        if m := _BLOCK_LINE.match(block[1]):
+            context["config_line"] = m.group("number")
+        if m := _BLOCK_DIRECTIVE.match(block[2]):
+            context["directive"] = m.group("directive")
+            words = m.group("directive").split(None, 1)
+            if words and words[0].lower() == "dir" and len(words) > 1:
+                context["dir"] = words[1].strip('"\'')
+        return Detection(pattern, " / ".join(b.strip() for b in block), context, "\n".join(block))
+
+
+def read_log(lines: Iterable[str], catalogue: Iterable[Pattern] = CATALOGUE) -> list[tuple[int, Detection]]:
+    """Every detection in a whole log, with the (1-based) number of the line that completes it."""
+    reader = LogReader(catalogue)
+    found = []
+    for number, line in enumerate(lines, 1):
+        detection = reader.feed(line)
+        if detection:
+            found.append((number, detection))
+    return found

@@ -59,13 +59,20 @@ class Executor(Protocol):
     def verify(self, container_id: str, timeout: float) -> Verdict: ...
 
 
+# (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
+# Service.plan; service.build passes services.plan_of)
+ServicePlans = Callable[[str, str], "tuple[str, ...] | None"]
+
+
 class Recovery:
     """Incidents from report to resolved or gave-up: plans from the strategies, one worker thread per container, the
     breaker, the AOF fallback. sleep and clock (epoch seconds) are injectable for tests."""
 
     def __init__(self, journal: Journal, config: Config, telemetry: Telemetry, executor: Executor,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 plans: ServicePlans | None = None) -> None:
         self.journal = journal
+        self.plans = plans
         self.config = config
         self.telemetry = telemetry
         self.executor = executor
@@ -164,8 +171,10 @@ class Recovery:
 
     # --- the recovery itself --------------------------------------------------------------------
     def plan_for(self, incident: Incident) -> Strategy:
-        """The incident's strategy, with actions that keep failing for its error type moved last (journal rates)."""
-        strategy = self.config.strategy(incident.error_type)
+        """The incident's strategy (hooks/strategies.py Config.strategy: the file's `services:` for its service,
+        detail "service", else that service's own plan, else the file's `types:`), with actions that keep failing
+        for its error type moved last."""
+        strategy = self.config.strategy(incident.error_type, incident.detail.get("service") or "", self.plans)
         rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
         return self.config.ordered(strategy, rates)
 
@@ -219,6 +228,10 @@ class Recovery:
             plan = [a for _, a in strategy.plan()]
             incident.detail["plan"] = plan
             self.journal.set_plan(incident.id, incident.detail)
+        if not plan:
+            return self._give_up(incident, f"no action is safe for {incident.error_type} on "
+                                           f"{incident.detail.get('service') or 'this service'} "
+                                           f"({incident.detail.get('message') or 'see the evidence'}): left to people")
         done = self.journal.actions(incident.id)
         for record in done:
             if record.result is None:
@@ -238,10 +251,18 @@ class Recovery:
             wait = strategy.delay_before(step) - (self.clock() - last_finished if last_finished else 0)
             if step and wait > 0 and not awaits_save:
                 self.sleep(wait)
+            if step > len(done):
+                # A service whose own restart policy or start-up finished the job after the last
+                # verification gave up on it is healthy now: never act on a healthy service.
+                late = self._verify(incident, 0)
+                if late.healthy:
+                    return self._resolve(incident, plan[step - 1], late)
             now = self.clock()
             if not self.breaker.allow(cid, now):
                 return self._give_up(incident, f"circuit breaker: {self.breaker.count(cid, now)} actions in "
                                                f"{self.config.breaker_window:g}s")
+            if action == "repair-ownership" and (conflict := self.journal.conflict(cid)):
+                return self._conflict(incident, conflict)
             self.journal.start_action(incident.id, step, action)
             started = self.clock()
             result = self._run(incident, step, action)
@@ -284,6 +305,19 @@ class Recovery:
         if action == "repair-ownership" and self.journal.fallback(incident.container_id):
             self.restore_aof(incident.container_id, repaired=True)
         return closed
+
+    def _conflict(self, incident: Incident, conflict: dict) -> Incident:
+        """The container's user and its ownvol volume disagree and one repair was already made: the driver
+        undoes any repair at the next mount, so the hook stops and says so (people choose the owner)."""
+        fix = (f"recreate the volume with -o uid={conflict['container_owner'].split(':')[0]} "
+               f"-o gid={conflict['container_owner'].split(':')[1]}, or drop the container's `user:` so it runs as "
+               f"{conflict['volume_owner']}")
+        self.telemetry.emit("conflict", incident=incident.id, container=incident.container_name, **conflict,
+                            message=f"the container runs as {conflict['container_owner']} but its ownvol volume "
+                                    f"{conflict['volume']} is for {conflict['volume_owner']}; one repair was made "
+                                    f"and the driver restores the volume's owner at every mount: {fix}")
+        return self._give_up(incident, f"conflict: container {conflict['container_owner']}, volume "
+                                       f"{conflict['volume']} {conflict['volume_owner']}; {fix}")
 
     def _give_up(self, incident: Incident, why: str) -> Incident:
         closed = self._close(incident, "gave-up", why)

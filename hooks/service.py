@@ -14,6 +14,7 @@ from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
 from ownvol.hook.health import Health
 from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import load
 from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry
@@ -64,8 +65,8 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board]:
             holder["c"] = engine()
         return holder["c"]
 
-    executor = DockerExecutor(client, options.repair_via, options.helper_image)
-    recovery = Recovery(journal, config, telemetry, executor)
+    executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
+    recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
     space = SpaceWatch(telemetry, options.fill_warning_hours)
 

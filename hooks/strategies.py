@@ -9,6 +9,8 @@ is allowed.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,9 +61,25 @@ class Config:
     aof_retry: float
     aof_max_retry: float
     source: str = field(default="")
+    services: dict[str, dict[str, Strategy]] = field(default_factory=dict)
 
-    def strategy(self, error_type: str) -> Strategy:
-        return self.strategies.get(error_type) or self.strategies[LAST_RESORT]
+    def strategy(self, error_type: str, service: str = "",
+                 plans: Callable[[str, str], tuple[str, ...] | None] | None = None) -> Strategy:
+        """The plan for error_type in a container of the service family `service`: the file's `services:`
+        entry for it (or for its last resort), else the service definition's own plan (`plans(service,
+        error_type)`, hooks/services plan_of, injected: this module loads no service) with the file's timing,
+        else the file's `types:` one, else the last resort's. A service's strategy may have no action: nothing
+        is safe to try, the hook gives up at once."""
+        own = self.services.get(service) or {}
+        if error_type in own:
+            return own[error_type]
+        if own and LAST_RESORT in own:
+            return own[LAST_RESORT]
+        general = self.strategies.get(error_type) or self.strategies[LAST_RESORT]
+        defined = plans(service, error_type) if service and plans else None
+        if defined:
+            return dataclasses.replace(general, actions=tuple(defined))
+        return general
 
     def ordered(self, strategy: Strategy, rates: dict[str, tuple[int, int]]) -> Strategy:
         """The strategy with actions that keep failing for its type moved to the end.
@@ -134,6 +152,12 @@ class TypeStrategy(_Section):
     max_delay: Seconds | None = None
 
 
+class ServiceTypeStrategy(TypeStrategy):
+    """A service's strategy for one error type: may be empty (no action is safe; the hook gives up at once)."""
+
+    actions: list[ActionName]
+
+
 class BreakerSettings(_Section):
     max_actions: Count = 8
     window: Seconds = 600
@@ -159,11 +183,18 @@ class StrategiesFile(_Section):
     learning: LearningSettings = LearningSettings()
     aof_fallback: FallbackSettings = FallbackSettings()
     types: dict[ErrorType, TypeStrategy]
+    services: dict[str, dict[ErrorType, ServiceTypeStrategy]] = {}
 
     @model_validator(mode="after")
     def _last_resort(self) -> StrategiesFile:
         if LAST_RESORT not in self.types:
             raise ValueError(f"types.{LAST_RESORT} is required: it is the strategy of last resort")
+        from ownvol.hook.services import services
+
+        known = [s.family for s in services()]
+        unknown = sorted(set(self.services) - set(known))
+        if unknown:
+            raise ValueError(f"services: unknown service {unknown[0]!r}; allowed: {', '.join(known)}")
         return self
 
 
@@ -190,18 +221,19 @@ def parse(data: object, source: str = "") -> Config:
     except ValidationError as exc:
         raise StrategyError(_message(exc, source)) from None
     d = spec.defaults
-    strategies = {
-        error_type: Strategy(error_type, tuple(t.actions),
-                             t.attempts if t.attempts is not None else d.attempts,
-                             t.delay if t.delay is not None else d.delay,
-                             t.backoff if t.backoff is not None else d.backoff,
-                             t.max_delay if t.max_delay is not None else d.max_delay)
-        for error_type, t in spec.types.items()
-    }
+
+    def strategy(error_type: str, t: TypeStrategy) -> Strategy:
+        return Strategy(error_type, tuple(t.actions), t.attempts if t.attempts is not None else d.attempts,
+                        t.delay if t.delay is not None else d.delay, t.backoff if t.backoff is not None else d.backoff,
+                        t.max_delay if t.max_delay is not None else d.max_delay)
+
+    strategies = {error_type: strategy(error_type, t) for error_type, t in spec.types.items()}
+    services = {family: {error_type: strategy(error_type, t) for error_type, t in types.items()}
+                for family, types in spec.services.items()}
     verify = {a: 10.0 for a in PLANNABLE} | {a: float(v) for a, v in spec.verify.items()}
     return Config(strategies, verify, spec.breaker.max_actions, spec.breaker.window, spec.breaker.cooldown,
                   spec.learning.min_samples, spec.learning.min_success_rate,
-                  spec.aof_fallback.retry, spec.aof_fallback.max_retry, source)
+                  spec.aof_fallback.retry, spec.aof_fallback.max_retry, source, services)
 
 
 def load(path: str | Path | None = None) -> Config:

@@ -1,30 +1,43 @@
 """Which containers the hook watches, and the facts it needs about each one.
 
-Facts come from `docker inspect` only (and, for a user given by name, the container's own
-/etc/passwd and /etc/group): the Redis address and password, the uid:gid its data must
-belong to, and the mount that holds its data directory.
+A container belongs to a service family (hooks/services) by its command or image. Its facts come from
+the running system, in this order, never from a guess (README "How the hook decides each fact"):
+- the owner its data must have: the uid:gid its server process runs as (the container's process table,
+  through the engine's `top`; else /proc/<pid>/status of its main process), then the journal's record of
+  its last healthy run, the labels ownvol.uid/ownvol.gid, a non-root container user (Config.User: the
+  engine starts the process as it and a non-root process cannot change it), the profile of its official
+  image (ownvol/profiles.py), a non-root image USER, the ownvol volume's own uid:gid; else unknown.
+  A root start is not a fact about the server: the official images start as root and drop to their user.
+- where its data lives and how to reach it: the running server's CONFIG GET, else its configuration as the
+  server reads it (its config file read from inside the container, the command line, the defaults).
+Facts that cannot change while a container runs are computed once per start (FactCache).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
 import posixpath
 import tarfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
 
+from ownvol.hook.services import Service, Settings, service_for
+from ownvol.profiles import profile_for_image
 from ownvol.status import driver_name, is_driver
 from ownvol.status import owner as volume_owner
 
 WATCH_LABEL = "ownvol.watch"
-URL_LABEL = "ownvol.redis.url"
-PASSWORD_LABEL = "ownvol.redis.password"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
 AOF_FALLBACK_LABEL = "ownvol.aof-fallback"
 HOOK_LABEL = "ownvol.hook"
+START_LABEL = "ownvol.start"  # "true": the hook may start a stopped container whose restart policy is "no"
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class Target:
     image: str
     status: str
     labels: dict
-    redis_url: str | None
+    redis_url: str | None  # the server's address (redis:// for Redis and Valkey)
     password: str | None
     data_dir: str
     mount: DataMount | None
@@ -61,14 +74,24 @@ class Target:
     owner_source: str
     aof_fallback: bool
     notes: list[str] = field(default_factory=list)
+    service: str = "redis"
+    origins: dict = field(default_factory=dict)  # fact -> where it came from (see hooks/services Settings)
+    files: dict = field(default_factory=dict)
+    restart_policy: str = ""
+    start_opt_in: bool = False
+    conflict: dict | None = None
+    server_pid: int | None = None
+    data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
     remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
-                "redis_url": _redact(self.redis_url), "data_dir": self.data_dir,
+                "service": self.service, "redis_url": _redact(self.redis_url), "data_dir": self.data_dir,
                 "mount": self.mount.as_dict() if self.mount else None,
                 "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
-                "aof_fallback": self.aof_fallback, "notes": self.notes}
+                "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
+                "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
+                "notes": self.notes}
 
 
 def _redact(url: str | None) -> str | None:
@@ -82,22 +105,14 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def command_of(attrs: dict) -> list[str]:
-    return [attrs.get("Path") or "", *(attrs.get("Args") or [])]
-
-
-def is_redis(attrs: dict) -> bool:
-    """The image is a Redis image, or the command runs redis-server."""
-    if any(posixpath.basename(arg.split()[0]) == "redis-server" for arg in command_of(attrs) if arg.strip()):
-        return True
-    image = (attrs.get("Config") or {}).get("Image", "")
-    name = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
-    return name in ("redis", "redis-server")
+def is_service(attrs: dict) -> bool:
+    """The container runs one of the hook's service families (hooks/services), by command or image."""
+    return service_for(attrs) is not None
 
 
 def is_watched(attrs: dict, selector: dict[str, str] | None = None) -> bool:
-    """Redis (or opted in), not opted out, matching the selector; a container labelled ownvol.hook=X
-    belongs to the hook whose selector says ownvol.hook=X and no other."""
+    """A service of ours (or opted in), not opted out, matching the selector; a container labelled
+    ownvol.hook=X belongs to the hook whose selector says ownvol.hook=X and no other."""
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     selector = selector or {}
     if any(labels.get(k) != v for k, v in selector.items()):
@@ -107,47 +122,7 @@ def is_watched(attrs: dict, selector: dict[str, str] | None = None) -> bool:
     choice = labels.get(WATCH_LABEL)
     if choice is not None and choice.strip().lower() in ("false", "0", "no", "off"):
         return False
-    return _truthy(choice) or is_redis(attrs)
-
-
-def _flag(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def redis_url(attrs: dict) -> str | None:
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
-    if labels.get(URL_LABEL):
-        return labels[URL_LABEL]
-    args = command_of(attrs)
-    port = _flag(args, "--port") or "6379"
-    if (attrs.get("HostConfig") or {}).get("NetworkMode") == "host":
-        return f"redis://127.0.0.1:{port}/0"
-    for net in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values():
-        if net.get("IPAddress"):
-            return f"redis://{net['IPAddress']}:{port}/0"
-    return None
-
-
-def redis_password(attrs: dict) -> str | None:
-    config = attrs.get("Config") or {}
-    labels = config.get("Labels") or {}
-    if labels.get(PASSWORD_LABEL):
-        return labels[PASSWORD_LABEL]
-    for item in config.get("Env") or []:
-        if item.startswith("REDIS_PASSWORD="):
-            return item.split("=", 1)[1]
-    return _flag(command_of(attrs), "--requirepass")
-
-
-def data_dir(attrs: dict) -> str:
-    config = attrs.get("Config") or {}
-    d = _flag(command_of(attrs), "--dir") or config.get("WorkingDir") or "/data"
-    return d if d.startswith("/") else posixpath.join(config.get("WorkingDir") or "/", d)
+    return _truthy(choice) or is_service(attrs)
 
 
 def data_mount(attrs: dict, directory: str) -> DataMount | None:
@@ -174,29 +149,70 @@ def parse_user(user: str) -> tuple[str, str | None]:
 PASSWD_MAX = 1 << 20  # bytes of a container's /etc/passwd or /etc/group the hook reads at most
 
 
-def _read_file(container, path: str, hops: int = 4) -> str:
+def _read_file(container, path: str, hops: int = 4, missing: str | None = "") -> str | None:
     """A small text file from the container's own filesystem, a symlink followed there (a few hops, as the
-    engine resolves a user); "" when it is missing, dangling, looping or larger than PASSWD_MAX."""
+    engine resolves a user); "" when it is missing, dangling, looping or larger than PASSWD_MAX
+    (or `missing` when given)."""
     try:
         stream, info = container.get_archive(path)
         if (info or {}).get("size", 0) > PASSWD_MAX:
-            return ""
+            return missing
         data = bytearray()
         for chunk in stream:
             data += chunk
             if len(data) > PASSWD_MAX + 64 * 1024:  # the tar's own headers and padding beside the file
-                return ""
+                return missing
         with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
             member = tar.next()
             if member is None:
-                return ""
+                return missing
             if member.issym():
                 target = posixpath.normpath(posixpath.join(posixpath.dirname(path), member.linkname))
                 return _read_file(container, target, hops - 1) if hops > 0 else ""
             content = tar.extractfile(member)
             return content.read().decode(errors="replace") if content else ""
     except (docker.errors.APIError, tarfile.TarError, KeyError):
-        return ""
+        return missing
+
+
+LISTING_MAX = 4 << 20  # bytes of a directory's tar the hook reads to list its names (an include glob)
+
+
+def _list_dir(container, path: str) -> list[str] | None:
+    """Names in a directory of the container (for `include /etc/redis/*.conf`); None when unreadable.
+    Only the tar headers within LISTING_MAX bytes are read: a huge directory lists partly."""
+    try:
+        stream, _ = container.get_archive(path)
+        data = bytearray()
+        for chunk in stream:
+            data += chunk
+            if len(data) > LISTING_MAX:
+                break
+        names = []
+        with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r|") as tar:
+            try:
+                for member in tar:
+                    parts = member.name.split("/")
+                    if len(parts) == 2 and parts[1] and not member.isdir():
+                        names.append(parts[1])
+            except tarfile.ReadError:
+                pass
+        return names
+    except (docker.errors.APIError, tarfile.TarError):
+        return None
+
+
+@dataclass
+class ContainerFiles:
+    """A container as hooks/services.ContainerView: its inspect and its own files, read through the engine."""
+    container: object
+    attrs: dict
+
+    def read_file(self, path: str) -> str | None:
+        return _read_file(self.container, path, missing=None)
+
+    def list_dir(self, path: str) -> list[str] | None:
+        return _list_dir(self.container, path)
 
 
 def _lookup(table: str, key: str) -> list[str] | None:
@@ -227,13 +243,30 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
     return (uid, int(gentry[2])) if gentry else None
 
 
+OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (README)
+
+
 def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    if not mount or mount.type != "volume" or not is_driver(mount.driver, driver_name()):
+    """The uid:gid an ownvol volume is for: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver
+    whose Status carries all of ownvol's keys (a driver installed under another name); None otherwise."""
+    if not mount or mount.type != "volume" or mount.driver in ("", "local"):
         return None
     try:
-        return volume_owner(client.api.inspect_volume(mount.name).get("Status") or {})
+        status = client.api.inspect_volume(mount.name).get("Status") or {}
     except docker.errors.APIError:
         return None
+    if not is_driver(mount.driver, driver_name()) and not all(k in status for k in OWNVOL_STATUS):
+        return None
+    return volume_owner(status)
+
+
+def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:
+    """A volume's Mountpoint (`docker volume inspect`): a plugin's volume has no Source in the container's
+    Mounts (moby's container inspect leaves it empty for volumes of a driver other than local)."""
+    try:
+        return client.api.inspect_volume(name).get("Mountpoint") or ""
+    except docker.errors.APIError:
+        return ""
 
 
 _image_users: dict[str, str] = {}
@@ -255,50 +288,199 @@ def _image_user(client: docker.DockerClient, image_id: str) -> str:
     return user
 
 
-def owner(client: docker.DockerClient, container, attrs: dict, mount: DataMount | None
-          ) -> tuple[int | None, int | None, str]:
-    """(uid, gid, where it came from): labels, --user, the image's user, an ownvol volume; never a guess."""
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
+ROOT_USERS = ("", "0", "root")
+
+
+def _non_root(user: str) -> bool:
+    return parse_user(user)[0] not in ROOT_USERS
+
+
+def server_process(container, service: Service, pid: int | None = None, proc: str = "/proc"
+                   ) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the service's server process in the container: the lowest pid whose name or
+    command is the server's in the engine's process table (`docker top`: moby daemon/top_unix.go runs
+    ps on the engine's host with these columns); else, given the container's main pid and a /proc that
+    shows it, that process's effective uid/gid (proc(5) Uid/Gid lines) when it is the server."""
+    try:
+        table = container.top(ps_args="-o pid,euid,egid,comm,args")
+        titles = [t.upper() for t in table.get("Titles") or []]
+        col = {name: titles.index(name) for name in ("PID", "EUID", "EGID", "COMMAND") if name in titles}
+        args_at = len(titles) - 1
+        found = []
+        for row in table.get("Processes") or []:
+            comm = row[col["COMMAND"]] if "COMMAND" in col else ""
+            if service.is_server(comm, row[args_at]):
+                found.append((int(row[col["PID"]]), int(row[col["EUID"]]), int(row[col["EGID"]])))
+        if found:
+            return min(found)
+        if table.get("Processes"):
+            return None
+    except (docker.errors.APIError, KeyError, ValueError, IndexError):
+        pass
+    if not pid:
+        return None
+    try:
+        status = open(f"{proc}/{pid}/status").read()
+        cmdline = open(f"{proc}/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if not service.is_server(fields.get("Name", "").strip(), cmdline):
+        return None
+    try:
+        return pid, int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+@dataclass
+class StartFacts:
+    """What cannot change while a container runs, computed once per start (a start gives a new StartedAt)."""
+    service: Service
+    settings: Settings
+    passwd: str | None = None
+    group: str | None = None
+    image_user: str | None = None
+    volume_owner: tuple[int, int] | None = None
+    volume_checked: bool = False
+    process: tuple[int, int, int] | None = None
+    live: Settings | None = None
+    live_tries: int = 0
+    live_next: float = 0.0
+    process_tries: int = 0
+    process_next: float = 0.0
+    volume_path: str | None = None
+
+
+class FactCache:
+    """StartFacts per (container id, StartedAt); bounded. A 0.2 s verification poll reuses them instead of
+    copying /etc/passwd and the config file out of the container again (bench: watcher_cpu_pct)."""
+    LIMIT = 512
+
+    def __init__(self) -> None:
+        self._facts: dict[tuple[str, str], StartFacts] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> StartFacts | None:
+        with self._lock:
+            return self._facts.get(key)
+
+    def put(self, key: tuple[str, str], facts: StartFacts) -> StartFacts:
+        with self._lock:
+            if len(self._facts) >= self.LIMIT:
+                self._facts.clear()
+            return self._facts.setdefault(key, facts)
+
+
+# While a started server does not answer yet (CONFIG GET) or is not yet in the process table (an entrypoint
+# still running as root), the hook asks again after LIVE_RETRY seconds, doubling up to RETRY_MAX.
+LIVE_RETRY = 0.5
+RETRY_MAX = 30.0
+LastRun = Callable[[str], "tuple[int, int] | None"]
+
+
+def _passwd_user(cached: StartFacts, container, user: str) -> tuple[int, int] | None:
+    name, grp = parse_user(user)
+    if name.isdigit() and grp is not None and grp.isdigit():
+        return int(name), int(grp)
+    if cached.passwd is None:
+        cached.passwd = _read_file(container, "/etc/passwd") or ""
+        cached.group = _read_file(container, "/etc/group") or ""
+    return resolve_user(user, cached.passwd, cached.group or "")
+
+
+def owner(client: docker.DockerClient, container, attrs: dict, mount: DataMount | None, cached: StartFacts,
+          last_run: LastRun | None = None) -> tuple[int | None, int | None, str]:
+    """(uid, gid, where it came from), in the module docstring's order; (None, None, "unknown") otherwise."""
+    if cached.process:
+        return cached.process[1], cached.process[2], "process"
+    if last_run and (previous := last_run(attrs.get("Id") or container.id)):
+        return previous[0], previous[1], "last-healthy-run"
+    config = attrs.get("Config") or {}
+    labels = config.get("Labels") or {}
     if labels.get(UID_LABEL, "").isdigit():
         uid = int(labels[UID_LABEL])
         gid = int(labels[GID_LABEL]) if labels.get(GID_LABEL, "").isdigit() else uid
         return uid, gid, "label"
-    candidates = [("user", (attrs.get("Config") or {}).get("User") or "")]
-    candidates.append(("image", _image_user(client, attrs.get("Image", ""))))
-    for where, user in candidates:
-        if not user:
-            continue
-        name, grp = parse_user(user)
-        if name.isdigit() and grp is not None and grp.isdigit():
-            return int(name), int(grp), where
-        resolved = resolve_user(user, _read_file(container, "/etc/passwd"), _read_file(container, "/etc/group"))
-        if resolved:
-            return resolved[0], resolved[1], where
-    vol = _ownvol_volume_owner(client, mount)
-    if vol:
-        return vol[0], vol[1], "ownvol-volume"
+    if _non_root(config.get("User") or "") and (found := _passwd_user(cached, container, config["User"])):
+        return found[0], found[1], "user"
+    profile = profile_for_image(config.get("Image", ""))
+    if profile:
+        return profile.uid, profile.gid, f"profile {profile.name}"
+    if cached.image_user is None:
+        cached.image_user = _image_user(client, attrs.get("Image", ""))
+    if _non_root(cached.image_user) and (found := _passwd_user(cached, container, cached.image_user)):
+        return found[0], found[1], "image"
+    if not cached.volume_checked:
+        cached.volume_owner, cached.volume_checked = _ownvol_volume_owner(client, mount), True
+    if cached.volume_owner:
+        return cached.volume_owner[0], cached.volume_owner[1], "ownvol-volume"
     return None, None, "unknown"
 
 
-def facts(client: docker.DockerClient, container) -> Target:
+def facts(client: docker.DockerClient, container, cache: FactCache | None = None, last_run: LastRun | None = None,
+          proc: str | None = None) -> Target:
+    """The container's Target now: start facts from cache (computed on a first call per start), the server's
+    process and CONFIG GET once they are found, the state and restart policy as inspected now."""
     attrs = container.attrs
     config = attrs.get("Config") or {}
-    directory = data_dir(attrs)
+    state = attrs.get("State") or {}
+    key = (container.id, state.get("StartedAt") or "")
+    cached = cache.get(key) if cache else None
+    if cached is None:
+        service = service_for(attrs)
+        if service is None:
+            from ownvol.hook.services import by_family
+
+            service = by_family("redis")  # opted in with ownvol.watch=true: treated as Redis
+        cached = StartFacts(service, service.configured(ContainerFiles(container, attrs)))
+        if cache:
+            cached = cache.put(key, cached)
+    running = state.get("Status") == "running"
+    now = time.monotonic()
+    if running and cached.process is None and now >= cached.process_next:
+        reach = proc or ("/proc" if engine_paths_reachable() else None)
+        cached.process = server_process(container, cached.service, state.get("Pid"), reach or "/nonexistent")
+        cached.process_tries += 1
+        cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
+    if running and cached.live is None and now >= cached.live_next:
+        cached.live = cached.service.live(cached.settings)
+        cached.live_tries += 1
+        cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
+    settings = cached.live or cached.settings
+    directory = settings.data_dir
     mount = data_mount(attrs, directory)
-    uid, gid, source = owner(client, container, attrs, mount)
-    notes = []
+    if mount and mount.type == "volume" and not mount.source:
+        if cached.volume_path is None:
+            cached.volume_path = _volume_mountpoint(client, mount.name)
+        mount = dataclasses.replace(mount, source=cached.volume_path)
+    uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
+    notes = list(settings.problems)
     if mount is None:
         notes.append(f"{directory} is not on a bind mount or volume: nothing to repair there")
     if uid is None:
-        notes.append("no uid:gid known (labels ownvol.uid/ownvol.gid, --user, image user, ownvol volume): "
-                     "ownership is never repaired to a guess")
+        notes.append("no uid:gid known (server process, last healthy run, labels ownvol.uid/ownvol.gid, a non-root "
+                     "user, the image's profile or USER, ownvol volume): ownership is never repaired to a guess")
+    conflict = None
+    if mount and uid is not None and source != "ownvol-volume":
+        if not cached.volume_checked:
+            cached.volume_owner, cached.volume_checked = _ownvol_volume_owner(client, mount), True
+        if cached.volume_owner and cached.volume_owner != (uid, gid):
+            conflict = {"volume": mount.name, "volume_owner": "{}:{}".format(*cached.volume_owner),
+                        "container_owner": f"{uid}:{gid}", "owner_source": source}
+            notes.append(f"conflict: the container runs as {uid}:{gid} ({source}) but its ownvol volume {mount.name} "
+                         f"is for {cached.volume_owner[0]}:{cached.volume_owner[1]}, which the driver restores at "
+                         f"every mount; recreate the volume with -o uid={uid} -o gid={gid}, or drop the container's "
+                         "`user:` so it runs as the volume's owner")
+    labels = config.get("Labels") or {}
+    policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
     return Target(
-        id=container.id, name=container.name, image=config.get("Image", ""),
-        status=(attrs.get("State") or {}).get("Status", ""), labels=config.get("Labels") or {},
-        redis_url=redis_url(attrs), password=redis_password(attrs), data_dir=directory, mount=mount,
-        uid=uid, gid=gid, owner_source=source,
-        aof_fallback=_truthy((config.get("Labels") or {}).get(AOF_FALLBACK_LABEL)),
-        notes=notes)
+        id=container.id, name=container.name, image=config.get("Image", ""), status=state.get("Status", ""),
+        labels=labels, redis_url=settings.address, password=settings.password, data_dir=directory, mount=mount,
+        uid=uid, gid=gid, owner_source=source, aof_fallback=_truthy(labels.get(AOF_FALLBACK_LABEL)), notes=notes,
+        service=cached.service.family, origins=dict(settings.origins), files=dict(settings.files),
+        restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
+        server_pid=cached.process[0] if cached.process else None, data_modes=cached.service.data_modes)
 
 
 @functools.lru_cache(maxsize=1)

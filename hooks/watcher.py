@@ -21,11 +21,15 @@ from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.health import Health
 from ownvol.hook.recovery import Recovery
+from ownvol.hook.services import service_for
 from ownvol.hook.targets import is_watched
 from ownvol.hook.telemetry import Telemetry
 
 EVENTS = ("start", "die", "health_status", "oom", "destroy")
 INCIDENT_STATES = ("refusing-writes", "latent")
+# A container that exits non-zero within this many seconds of its start, or exits again after a restart,
+# crashed at start-up: with a data mount not owned by its service's uid, that is evidence enough.
+CRASH_WINDOW = 30.0
 
 
 def timestamp_ns(stamp: str) -> int:
@@ -34,6 +38,16 @@ def timestamp_ns(stamp: str) -> int:
     whole, _, frac = stamp.partition(".")
     seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
     return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def _stamp(stamp: str | None) -> int:
+    """The engine's State time (RFC 3339, nanoseconds) in ns; 0 for none or the zero time."""
+    if not stamp or stamp.startswith("0001-"):
+        return 0
+    try:
+        return timestamp_ns(stamp.split("+")[0])
+    except ValueError:
+        return 0
 
 
 @dataclass
@@ -48,6 +62,9 @@ class Watched:
     health: str = "unknown"
     reasons: list[str] = field(default_factory=list)
     target: dict = field(default_factory=dict)
+    reader: patterns.LogReader | None = None
+    last_detection_ns: int = 0
+    service: str = ""  # its family (hooks/services), carried in every incident's detail
     last: Health | None = None  # the last probe's result (the status page reads it)
 
 
@@ -123,6 +140,7 @@ class Watcher:
             elif container.status in ("restarting", "exited") and \
                     (container.attrs.get("State") or {}).get("ExitCode", 0) != 0:
                 self.scan(container, w, tail=50)
+                self.crashed(container, w)
         self._wake.set()
 
     def track(self, container) -> Watched:
@@ -130,7 +148,10 @@ class Watcher:
         with self._lock:
             w = self.watched.get(container.id)
             if w is None:
-                w = self.watched[container.id] = Watched(container.id, container.name)
+                service = service_for(container.attrs)
+                reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
+                w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
+                                                         service=service.family if service else "")
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
                                     image=(container.attrs.get("Config") or {}).get("Image"))
             return w
@@ -167,6 +188,7 @@ class Watcher:
             exit_code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
             self.telemetry.emit("died", container=name, exit_code=exit_code)
             self.scan(container, w)
+            self.crashed(container, w, exit_code)
         elif action == "oom":
             self.telemetry.emit("oom", container=name)
         self._wake.set()
@@ -230,8 +252,8 @@ class Watcher:
             self.on_line(w, line)
 
     def on_line(self, w: Watched, line: str) -> None:
-        """One timestamped log line: skipped if already read, else matched against Redis's messages (patterns.match) and
-        a failure reported to the recovery."""
+        """One timestamped log line: skipped if already read, else read by its service's LogReader (multi-line
+        blocks too) and a failure reported to the recovery."""
         stamp, _, text = line.partition(" ")
         try:
             ts = timestamp_ns(stamp)
@@ -241,13 +263,50 @@ class Watcher:
             if ts <= w.last_log_ns:
                 return
             w.last_log_ns = ts
-        detection = patterns.match(text)
+        detection = w.reader.feed(text) if w.reader else patterns.match(text)
         if detection is None:
             return
+        w.last_detection_ns = ts
         lag = max(0.0, time.time() - ts / 1e9)
         self.telemetry.metrics.detection_seconds.observe(lag)
         self.telemetry.emit("detected", container=w.name, lag=round(lag, 3), **detection.as_dict())
-        self.recovery.report(w.id, w.name, detection.error_type, "log", detection.as_dict(), detected_at=ts / 1e9)
+        self.recovery.report(w.id, w.name, detection.error_type, "log", {**detection.as_dict(), "service": w.service},
+                             detected_at=ts / 1e9)
+
+    def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
+        """A start-up crash no known line explained: an incident when the data mount is not owned by the
+        service's uid (the owner as the target's facts give it while the server is down)."""
+        try:
+            container.reload()
+        except docker.errors.DockerException:
+            return
+        state = container.attrs.get("State") or {}
+        given = str(exit_code) if exit_code is not None else ""
+        code = int(given) if given.lstrip("-").isdigit() else int(state.get("ExitCode") or 0)
+        if code == 0 or self.recovery.busy(w.id):
+            return
+        if code >= 128 and not state.get("Error"):
+            return  # ended by a signal (`docker stop`, `docker kill`, the OOM killer): not a start-up crash
+        started, finished = _stamp(state.get("StartedAt")), _stamp(state.get("FinishedAt"))
+        uptime = (finished - started) / 1e9 if started and finished and finished >= started else None
+        restarts = container.attrs.get("RestartCount") or 0
+        if not (restarts or (uptime is not None and uptime < CRASH_WINDOW)) and not state.get("Error"):
+            return
+        if started and w.last_detection_ns >= started:
+            return  # a known line of this run already opened (or joined) an incident
+        owner = self.executor.crash_evidence(w.id)
+        if not owner or owner.get("ok", True):
+            return
+        when = f"{uptime:.1f}s after start" if uptime is not None else "at start"
+        message = (f"exited with code {code} {when} (restarts {restarts}); data mount {owner.get('path')}: "
+                   f"{owner.get('problem')}; no known line matched")
+        if state.get("Error"):
+            message += f"; engine: {state['Error'][:200]}"
+        self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
+                            owner=owner, why="no known line matched; the data mount is not owned by the service")
+        self.recovery.report(w.id, w.name, "permission-denied", "exit", {"message": message, "exit_code": code,
+                                                                        "owner": owner, "matched": None,
+                                                                        "service": w.service})
 
     # --- health ---------------------------------------------------------------------------------
     def _probe_loop(self) -> None:
@@ -283,7 +342,7 @@ class Watcher:
             wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
-                                            "message": "; ".join(health.reasons)})
+                                            "message": "; ".join(health.reasons), "service": w.service})
 
     def status(self) -> dict:
         """The watched containers as /status shows them."""

@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "doctor": "ownvol.hook.cli:doctor",
     "repair": "ownvol.hook.cli:repair_cmd",
     "history": "ownvol.hook.cli:history",
+    "explain": "ownvol.hook.cli:explain",
     "install": "ownvol.install:install_command",
 }
 
@@ -51,18 +52,25 @@ def main() -> None:
 @click.argument("path")
 @click.option("--uid", type=int, required=True)
 @click.option("--gid", type=int, required=True)
-def repair_mount(path: str, uid: int, gid: int) -> None:
+@click.option("--modes", default="", help="octal modes the directory may have (0700,0750); the first is set otherwise")
+def repair_mount(path: str, uid: int, gid: int, modes: str) -> None:
     """Inside the helper container: the core's symlink-safe repair, its report as one JSON line (exit 2 on error);
     with OWNVOL_REPAIR_PROGRESS set, its progress on stderr as it goes."""
     import os
 
-    from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, repair
+    from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, mode_to_set, repair
 
     def progress(walked: int, changed: int) -> None:
         click.echo(PROGRESS_LINE + json.dumps({"walked": walked, "changed": changed}), err=True)
 
     try:
-        report = repair(path, uid, gid, progress=progress if os.environ.get(PROGRESS_ENV) else None).as_dict()
+        accepted = tuple(int(m, 8) for m in modes.split(",") if m)
+    except ValueError:
+        click.echo(json.dumps({"error": f"--modes {modes!r}: octal modes separated by commas (0700,0750)"}))
+        sys.exit(2)
+    try:
+        report = repair(path, uid, gid, mode_to_set(path, accepted),
+                        progress=progress if os.environ.get(PROGRESS_ENV) else None).as_dict()
     except (OwnershipError, OSError) as exc:
         click.echo(json.dumps({"error": str(exc)}))
         sys.exit(2)

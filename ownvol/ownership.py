@@ -148,6 +148,16 @@ def inspect_root(path: str, uid: int, gid: int, mode: int | None = None) -> Root
     return RootState(path, st.st_uid, st.st_gid, actual_mode, not problems, problems)
 
 
+def mode_to_set(path: str, accepted: tuple[int, ...]) -> int | None:
+    """The mode a repair must give the directory at path (lstat, never followed): None when its mode is one
+    of `accepted` (or nothing is demanded), else the first of them. PostgreSQL accepts 0700 and 0750
+    (src/backend/utils/init/miscinit.c checkDataDir)."""
+    if not accepted:
+        return None
+    current = stat.S_IMODE(os.lstat(path).st_mode)
+    return None if current in accepted else accepted[0]
+
+
 def repair(
     path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, workers: int = 2,
     progress: Progress | None = None, progress_every: float = PROGRESS_EVERY,

@@ -35,6 +35,10 @@ PROFILES: dict[str, Profile] = {
                 "redis Debian image: groupadd -r -g 999 redis; useradd -r -g redis -u 999 redis"),
         Profile("redis-alpine", 999, 1000, 0o755, ("redis:*alpine*",),
                 "redis Alpine image: addgroup -S -g 1000 redis; adduser -S -G redis -u 999 redis"),
+        Profile("valkey", 999, 999, 0o755, ("valkey/valkey",),
+                "valkey/valkey Debian image: groupadd -r -g 999 valkey; useradd -r -g valkey -u 999 valkey"),
+        Profile("valkey-alpine", 999, 1000, 0o755, ("valkey/valkey:*alpine*",),
+                "valkey/valkey Alpine image: addgroup -S -g 1000 valkey; adduser -S -G valkey -u 999 valkey"),
         Profile("postgres", 999, 999, 0o700, ("postgres",),
                 "postgres Debian image: groupadd -r postgres --gid=999; useradd -r -g postgres --uid=999"),
         Profile("postgres-alpine", 70, 70, 0o700, ("postgres:*alpine*",),
@@ -59,26 +63,32 @@ def get_profile(name: str) -> Profile:
         raise KeyError(f"unknown profile {name!r}; known profiles: {', '.join(sorted(PROFILES))}") from None
 
 
-_OFFICIAL_PREFIXES = ("", "library/", "docker.io/library/", "index.docker.io/library/")
+_HUB_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 
 
-def _official_repository(image: str) -> tuple[str, str] | None:
+def _hub_repository(image: str) -> tuple[str, str] | None:
     """('redis', '7-alpine') for 'redis:7-alpine' or 'docker.io/library/redis:7-alpine@sha256:...';
-    None for an image that is not an official one (bitnami/redis runs as another user)."""
+    ('valkey/valkey', '8.1') for 'valkey/valkey:8.1'; None for another registry's image."""
     ref = image.split("@", 1)[0]
     path, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
-    for prefix in _OFFICIAL_PREFIXES:
-        if path.startswith(prefix) and "/" not in path[len(prefix):]:
-            return path[len(prefix):], tag
-    return None
+    for prefix in _HUB_PREFIXES:
+        if path.startswith(prefix):
+            path = path[len(prefix):]
+            break
+    first = path.split("/", 1)[0]
+    if "/" in path and ("." in first or ":" in first or first == "localhost"):
+        return None
+    return path.removeprefix("library/"), tag
 
 
 def profile_for_image(image: str) -> Profile | None:
-    """The profile of an official image reference, by repository name and alpine tag; None if unknown."""
-    official = _official_repository(image)
-    if official is None:
+    """The profile of an official image reference (Docker Hub's library images, and the repositories the
+    table names, like valkey/valkey), by repository name and alpine tag; None if unknown (bitnami/redis
+    runs as another user, and so does an image of the same name on another registry)."""
+    hub = _hub_repository(image)
+    if hub is None:
         return None
-    repo, tag = official
+    repo, tag = hub
     alpine = "alpine" in tag
     for profile in PROFILES.values():
         for pattern in profile.images:

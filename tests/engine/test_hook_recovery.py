@@ -43,7 +43,8 @@ def test_canary_becomes_healthy_without_a_human(hook, tracked, redis_image, host
     assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
     assert (host_dir / "appendonlydir").is_dir()
     repair = [e for e in h.of("action", c.name) if e["action"] == "repair-ownership"]
-    assert repair and repair[0]["detail"]["route"] == "local" and repair[0]["detail"]["owner_source"] == "user"
+    assert repair and repair[0]["detail"]["route"] == "local" and repair[0]["detail"]["owner_source"] in ("user",
+                                                                                                          "process")
     status = h.status()
     assert any(s["name"] == c.name for s in status["containers"])
     assert 'ownvol_hook_incidents_total{type="permission-denied"} 1.0' in h.metrics()
@@ -184,7 +185,8 @@ def test_hook_killed_mid_incident_resumes_without_repeating_an_action(hook, trac
         "persistence-failed": {"actions": ["persist-again"]}})
     h = hook(strategies=strategies)
     started = time.time()
-    c = run_redis(tracked, redis_image, port, host_dir, h.labels)  # no restart policy: only the hook starts it
+    # no restart policy: only the hook starts it (opted in with ownvol.start=true)
+    c = run_redis(tracked, redis_image, port, host_dir, {**h.labels, "ownvol.start": "true"})
     first = h.wait_event(lambda e: by(c.name, "action")(e) and e["step"] == 0, 60, "the first action")
     assert first["action"] == "restart" and first["verified"] is False
     h.kill()  # in the 6 s delay before step 1

@@ -9,12 +9,12 @@ from bench.harness import percentile
 
 
 def test_every_group_of_the_issue_table_is_registered():
-    assert set(run._groups()) == {"repair", "start", "mount", "preflight", "scale", "heal", "watcher"}
+    assert set(run._groups()) == {"repair", "start", "mount", "preflight", "scale", "heal", "heal-db", "watcher"}
 
 
 def test_unknown_group_is_refused_with_the_known_ones(capsys):
     assert run.main(["no-such-group"]) == 2
-    assert "known: ['heal', 'mount', 'preflight', 'repair', 'scale', 'start', 'watcher']" in capsys.readouterr().err
+    assert "known: ['heal', 'heal-db', 'mount', 'preflight', 'repair', 'scale', 'start', 'watcher']" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("q, want", [(50, 50), (99, 99), (100, 100), (1, 1)])

@@ -13,8 +13,9 @@ from ownvol.hook.breaker import Breaker
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.health import Health, evaluate
 from ownvol.hook.journal import Journal
+from ownvol.hook.services import by_family
 from ownvol.hook.strategies import StrategyError, load, parse
-from ownvol.hook.targets import data_mount, is_redis, is_watched, redis_password, redis_url, resolve_user
+from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import timestamp_ns
 from tests.support.fakes import FakeExecutor, Verdict, engine, events
@@ -134,20 +135,39 @@ def attrs(path="redis-server", args=(), image="ownvol/redis:7", labels=None, net
 
 
 def test_which_containers_are_watched():
-    assert is_redis(attrs()) and is_redis(attrs(path="docker-entrypoint.sh", image="redis:7.2"))
-    assert not is_redis(attrs(path="postgres", image="postgres:16"))
+    assert is_service(attrs()) and is_service(attrs(path="docker-entrypoint.sh", image="redis:7.2"))
+    assert is_service(attrs(path="valkey-server", image="x/y"))
+    assert is_service(attrs(path="sh", image="valkey/valkey:8"))
+    assert is_service(attrs(path="postgres", image="x/y")) and is_service(attrs(path="sh", image="mariadb:11"))
+    assert not is_service(attrs(path="mongod", image="mongo:7"))
     assert not is_watched(attrs(labels={"ownvol.watch": "false"}))
-    assert is_watched(attrs(path="postgres", image="postgres:16", labels={"ownvol.watch": "true"}))
+    assert is_watched(attrs(path="mongod", image="mongo:7", labels={"ownvol.watch": "true"}))
     assert not is_watched(attrs(labels={"team": "b"}), selector={"team": "a"})
     mine = attrs(labels={"ownvol.hook": "h1"})
     assert is_watched(mine, selector={"ownvol.hook": "h1"}) and not is_watched(mine)
 
 
+class _View:
+    def __init__(self, attrs, files=None):
+        self.attrs, self.files = attrs, files or {}
+
+    def read_file(self, path):
+        return self.files.get(path)
+
+    def list_dir(self, path):
+        return None
+
+
+def settings(a, files=None):
+    return by_family("redis").configured(_View(a, files))
+
+
 def test_redis_address_and_password():
-    assert redis_url(attrs(args=["--port", "7001"])) == "redis://127.0.0.1:7001/0"
-    assert redis_url(attrs(labels={"ownvol.redis.url": "redis://h:1/2"})) == "redis://h:1/2"
-    assert redis_password(attrs(env=["REDIS_PASSWORD=s3"])) == "s3"
-    assert redis_password(attrs(labels={"ownvol.redis.password": "l"}, env=["REDIS_PASSWORD=s3"])) == "l"
+    assert settings(attrs(args=["--port", "7001"])).address == "redis://127.0.0.1:7001/0"
+    assert settings(attrs(labels={"ownvol.redis.url": "redis://h:1/2"})).address == "redis://h:1/2"
+    assert settings(attrs(env=["REDIS_PASSWORD=s3"])).password == "s3"
+    assert settings(attrs(labels={"ownvol.redis.password": "l"}, env=["REDIS_PASSWORD=s3"])).password == "l"
+    assert settings(attrs(args=["--requirepass", "p"])).password == "p"
 
 
 def test_data_mount_is_the_longest_containing_destination():
@@ -363,6 +383,24 @@ def test_an_action_that_awaits_the_next_ones_save_is_not_learnt_as_failing(tmp_p
         rec.report(f"c{i}", f"redis-{i}", "permission-denied", "log", {"message": "x"}, background=False)
         assert ex.ran == ["repair-ownership", "persist-again"]
     assert rec.journal.rates("permission-denied")[("permission-denied", "repair-ownership")] == (0, 0)
+
+
+def test_a_service_healthy_again_before_the_next_action_is_not_acted_on(tmp_path):
+    """Its restart policy finished the job after a verification gave up: the next action (a restart) never runs."""
+    from tests.support.fakes import FakeExecutor
+    from tests.support.fakes import engine as recovery_engine
+
+    class HealsLate(FakeExecutor):
+        def verify(self, cid, timeout):
+            if timeout == 0 and self.ran:
+                self.is_healthy = True
+            return super().verify(cid, timeout)
+
+    executor = HealsLate()
+    rec, _ = recovery_engine(tmp_path, executor)
+    incident = rec.report("c1", "db", "persistence-failed", "log", {"message": "x"}, background=False)
+    assert executor.ran == ["repair-ownership"]
+    assert rec.journal.incident(incident.id).status == "resolved"
 
 
 # --- supervision ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_a_misspelt_key_names_the_key_and_the_allowed_keys():
     assert refusal({"breaker": {"max_action": 3}, "types": LAST}) == (
         "s.yaml: breaker: unknown key 'max_action'; allowed: max_actions, window, cooldown")
     assert refusal({"type": LAST}) == (
-        "s.yaml: unknown key 'type'; allowed: defaults, verify, breaker, learning, aof_fallback, types")
+        "s.yaml: unknown key 'type'; allowed: defaults, verify, breaker, learning, aof_fallback, types, services")
 
 
 def test_an_unknown_action_names_the_registry_s_actions():
@@ -72,5 +72,18 @@ def test_empty_sections_are_defaults_and_a_type_inherits_the_default_timing():
 
 def test_the_packaged_file_passes_the_schema():
     config = load()
-    assert set(config.strategies) == set(ERROR_TYPES)
+    assert set(config.strategies) | {t for types in config.services.values() for t in types} == set(ERROR_TYPES)
     assert config.verify["restart"] == 20
+
+
+def test_a_service_s_strategy_comes_first_and_may_have_no_action():
+    config = load()
+    assert config.strategy("permission-denied", "postgres").actions == ("repair-ownership", "restart")
+    assert config.strategy("read-only-filesystem", "postgres").actions == ()
+    assert config.strategy("data-dir-in-use", "postgres").actions == ()
+    assert config.strategy("permission-denied", "redis") == config.strategy("permission-denied")
+    assert config.strategy("fork-failed", "mariadb").actions == ("repair-ownership", "restart")  # its last resort
+    assert refusal({"types": LAST, "services": {"postgress": {}}}) == (
+        "s.yaml: services: unknown service 'postgress'; allowed: redis, valkey, postgres, mariadb")
+    assert "unknown action 'rm-pidfile'" in refusal(
+        {"types": LAST, "services": {"postgres": {"data-dir-in-use": {"actions": ["rm-pidfile"]}}}})

@@ -1,0 +1,213 @@
+"""MariaDB as a service: recognised by `mariadbd` or a mariadb image; data in its datadir; probed with
+mariadb-admin and mariadb inside the container (hooks/services/sql.py says why).
+
+Where the data lives, as mariadbd decides it (mysys/my_default.c, sql/mysqld.cc): `--datadir` (or `-h`) on
+the command line, else the last `datadir` of its option groups ([mysqld], [server], [mariadb], [mariadbd]
+and their versioned forms) in the option files it reads (/etc/mysql/my.cnf, /etc/my.cnf, ~/.my.cnf or the
+command line's --defaults-file, with their !include and !includedir), else /var/lib/mysql. Messages:
+tests/golden/mariadb-10.11 and -11.8, captured from the real servers (tests/golden/capture.sh).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import tarfile
+
+import docker
+
+from ownvol.hook.health import Health
+from ownvol.hook.services import ContainerView, Settings, register
+from ownvol.hook.services.sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
+
+VERSIONS = ("mariadb-10.11", "mariadb-11.8")
+DEFAULT_DATADIR = "/var/lib/mysql"
+OPTION_FILES = ("/etc/mysql/my.cnf", "/etc/my.cnf")
+SERVER_GROUPS = re.compile(r"^(?:mysqld|server|mariadb|mariadbd)(?:-\d+(?:\.\d+)*)?$")
+PASSWORD_LABEL = "ownvol.mariadb.password"
+_ERRCODE = r"\(Errcode: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"\)"
+
+CATALOGUE = (
+    p("mariadb-file", rf"\[ERROR\] (?:mariadbd|mysqld): Can't create/write to file '(?P<file>[^']+)' {_ERRCODE}",
+      "data-file", "startup", True, VERSIONS, note="ddl_recovery.log first: the server aborts"),
+    p("mariadb-test-file", rf"\[Warning\] Can't create test file '(?P<file>[^']+)' {_ERRCODE}", "data-dir",
+      "startup", False, VERSIONS, note="the lower-case test at start-up; the abort follows"),
+    p("mariadb-chdir", rf"(?:mariadbd|mysqld): Can't change dir to '(?P<dir>[^']+)' {_ERRCODE}", "data-dir",
+      "startup", True, VERSIONS, note="a data dir the server cannot enter (root's, mode 0700)"),
+)
+
+
+class MariaDBService(ExecProbed):
+    family = "mariadb"
+    commands = ("mariadbd", "mysqld")
+    images = ("mariadb",)
+    profile = "mariadb"
+    catalogue = CATALOGUE
+    startup_grace = 20.0  # initdb (or mariadb-install-db and its temporary server) runs before the server
+
+    def configured(self, view: ContainerView) -> Settings:
+        attrs = view.attrs
+        args = server_argv(attrs, self.commands)
+        options, origin_of, problems = _options(view, args)
+        origins = {}
+        if flag(args, "--datadir", "-h"):
+            data_dir, origins["dir"] = flag(args, "--datadir", "-h") or "", "command line --datadir"
+        elif options.get("datadir"):
+            data_dir, origins["dir"] = options["datadir"], origin_of["datadir"]
+        else:
+            data_dir, origins["dir"] = DEFAULT_DATADIR, "default"
+        port = flag(args, "--port", "-P") or options.get("port") or "3306"
+        socket = flag(args, "--socket") or options.get("socket") or ""
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        origins["password"] = "label" if labels.get(PASSWORD_LABEL) else "container env (read inside the container)"
+        if not data_dir.startswith("/"):
+            problems.append(f"datadir {data_dir!r} is not absolute")
+        data_dir = posixpath.normpath(data_dir) if data_dir.startswith("/") else data_dir
+        return Settings(data_dir, f"mysql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL),
+                        {"port": port, "socket": socket}, origins, tuple(problems))
+
+    def probe(self, target, container_status: str, local_paths: bool) -> Health:
+        owner, down = self.first_look(target, container_status, local_paths)
+        if down:
+            return down
+        alive = run_in(target.id, f"exec mariadb-admin {_socket(target)}--connect-timeout=2 ping")
+        if not alive.ok:
+            return Health("unreachable", [f"mariadb-admin ping: {alive.first_line()}"], container_status,
+                          alive.first_line(), owner=owner)
+        # ANALYZE of one of the server's own InnoDB tables writes its persistent statistics: an InnoDB
+        # transaction committed to the redo log, no user data touched.
+        check = run_in(target.id, _client(target, "ANALYZE TABLE mysql.innodb_index_stats"), _env(target))
+        text = check.output
+        if not check.ok or "\terror\t" in text or "Errcode" in text:
+            return Health("refusing-writes", [f"mariadb: {check.first_line()}"], container_status, "alive",
+                          owner=owner)
+        if owner and not owner.get("ok", True):
+            return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "alive", owner=owner)
+        return Health("healthy", [], container_status, "alive", persistence={"write": "committed"}, owner=owner)
+
+    def restart_hazard(self, target) -> str | None:
+        """Open InnoDB transactions (information_schema.INNODB_TRX): not durable until they commit."""
+        answer = run_in(target.id, _client(target, "SELECT COUNT(*) FROM information_schema.INNODB_TRX"),
+                        _env(target))
+        count = answer.first_line() if answer.ok else ""
+        if count.isdigit() and int(count) > 0:
+            return f"{count} InnoDB transaction(s) in progress: not durable until they commit"
+        return None
+
+
+SNAPSHOT_MAX = 4 << 20  # bytes of /etc/mysql's tar read at most
+
+
+class _Snapshot:
+    """/etc/mysql of the container read in one archive request (a file at a time took ~2 s for Debian's
+    dozen option files); paths elsewhere, and links leaving it, are read through the view."""
+
+    ROOT = "/etc/mysql"
+
+    def __init__(self, view: ContainerView) -> None:
+        self.view = view
+        self.files: dict[str, str] = {}
+        self.links: dict[str, str] = {}
+        container = getattr(view, "container", None)
+        if container is None:
+            return
+        try:
+            stream, _ = container.get_archive(self.ROOT)
+            data = bytearray()
+            for chunk in stream:
+                data += chunk
+                if len(data) > SNAPSHOT_MAX:
+                    return
+            with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
+                for member in tar:
+                    path = posixpath.join(posixpath.dirname(self.ROOT), member.name)
+                    if member.issym():
+                        self.links[path] = posixpath.normpath(posixpath.join(posixpath.dirname(path),
+                                                                             member.linkname))
+                    elif member.isfile() and (content := tar.extractfile(member)):
+                        self.files[path] = content.read().decode(errors="replace")
+        except (docker.errors.APIError, tarfile.TarError, KeyError):
+            self.files, self.links = {}, {}
+
+    def read_file(self, path: str, hops: int = 4) -> str | None:
+        if path in self.files:
+            return self.files[path]
+        if path in self.links and hops:
+            return self.read_file(self.links[path], hops - 1)
+        return self.view.read_file(path)
+
+    def list_dir(self, path: str) -> list[str] | None:
+        path = path.rstrip("/")
+        if (path == self.ROOT or path.startswith(self.ROOT + "/")) and self.files:
+            return sorted({p[len(path) + 1:] for p in [*self.files, *self.links]
+                           if posixpath.dirname(p) == path})
+        return self.view.list_dir(path)
+
+
+def _options(view: ContainerView, args: list[str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The server groups' options in the option files mariadbd reads, the last value winning, with where
+    each was set ("PATH:LINE"), and the files that could not be read."""
+    defaults_file = flag(args, "--defaults-file")
+    files = [defaults_file] if defaults_file else list(OPTION_FILES)
+    extra = flag(args, "--defaults-extra-file")
+    if extra:
+        files.append(extra)
+    options: dict[str, str] = {}
+    origins: dict[str, str] = {}
+    problems: list[str] = []
+    seen: set[str] = set()
+    snapshot = _Snapshot(view)
+
+    def read(path: str, depth: int) -> None:
+        if path in seen or depth > 8:
+            return
+        seen.add(path)
+        text = snapshot.read_file(path)
+        if text is None:
+            if defaults_file == path:
+                problems.append(f"{path}: cannot be read")
+            return
+        in_server = False
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            if line.startswith("!includedir"):
+                directory = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
+                for name in sorted(snapshot.list_dir(directory) or []):
+                    if name.endswith(".cnf"):
+                        read(posixpath.join(directory, name), depth + 1)
+            elif line.startswith("!include") and len(line.split(None, 1)) > 1:
+                read(line.split(None, 1)[1].strip(), depth + 1)
+            elif line.startswith("["):
+                in_server = bool(SERVER_GROUPS.match(line.strip("[] \t")))
+            elif in_server:
+                key, _, value = line.partition("=")
+                key = key.strip().replace("_", "-")
+                if key in ("datadir", "port", "socket"):
+                    options[key] = value.split("#", 1)[0].strip().strip("'\"")
+                    origins[key] = f"{path}:{number}"
+
+    for path in files:
+        read(path, 0)
+    return options, origins, problems
+
+
+def _socket(target) -> str:
+    socket = (target.files or {}).get("socket")
+    return f"--socket={socket} " if socket else ""
+
+
+def _env(target) -> dict[str, str]:
+    return {"MYSQL_PWD": target.password} if target.password else {}
+
+
+def _client(target, sql: str) -> str:
+    password = "" if target.password else \
+        f"MYSQL_PWD={secret_from_env('MARIADB_ROOT_PASSWORD', 'MYSQL_ROOT_PASSWORD')} "
+    return (f"{password}exec mariadb {_socket(target)}--connect-timeout=2 -uroot --batch --skip-column-names "
+            f"-e \"{sql}\"")
+
+
+MARIADB = register(MariaDBService())

@@ -1,0 +1,147 @@
+"""Redis and Valkey as services: recognised by `redis-server`/`valkey-server` or their images, configured
+as the server reads its config (hooks/redisconf.py), asked with CONFIG GET when it answers, probed with
+PING and INFO (hooks/health.py). Valkey is Redis's fork: same config rules, messages and INFO fields.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+
+import redis
+
+from ownvol.hook import patterns, redisconf
+from ownvol.hook.services import ContainerView, Service, Settings, command_of, register
+
+URL_LABEL = "ownvol.redis.url"
+PASSWORD_LABEL = "ownvol.redis.password"
+PASSWORD_ENV = "REDIS_PASSWORD"
+LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly")
+_ANY_ADDRESS = ("", "*", "0.0.0.0", "::", "-::*", "::*", "127.0.0.1", "-127.0.0.1", "localhost")
+
+
+class RedisService(Service):
+    family = "redis"
+    commands = ("redis-server",)
+    images = ("redis", "redis-server", "redis-stack-server")
+    profile = "redis"
+    catalogue = patterns.CATALOGUE
+
+    def server_argv(self, attrs: dict) -> list[str]:
+        """The server's own arguments: after the server executable in the command (also inside `sh -c`),
+        else, for an image of this family whose entrypoint adds it (`x.conf` or `--flag` first), all of
+        Args, as docker-library's docker-entrypoint.sh passes them on."""
+        command = command_of(attrs)
+        for i, arg in enumerate(command):
+            if posixpath.basename(arg) in self.commands:
+                return command[i + 1:]
+            if " " in arg.strip():
+                try:
+                    words = shlex.split(arg)
+                except ValueError:
+                    continue
+                for j, word in enumerate(words):
+                    if posixpath.basename(word) in self.commands:
+                        return _until_shell_operator(words[j + 1:])
+        args = list(attrs.get("Args") or [])
+        if args and (args[0].startswith("-") or args[0].endswith(".conf")):
+            return args
+        return []
+
+    def configured(self, view: ContainerView) -> Settings:
+        attrs = view.attrs
+        config = attrs.get("Config") or {}
+        cwd = config.get("WorkingDir") or "/"
+        conf = redisconf.load(self.server_argv(attrs), view.read_file, cwd, view.list_dir)
+        origins = {name: conf.origin(name) for name in ("dir", "port", "bind", "unixsocket", "appenddirname",
+                                                         "dbfilename", "requirepass")}
+        data_dir = conf.dir
+        if "dir" not in conf.values:
+            origins["dir"] = "WORKDIR" if config.get("WorkingDir") else "default"
+        labels = config.get("Labels") or {}
+        address = labels.get(URL_LABEL) or _address(attrs, conf.get("port"), conf.values.get("bind") or ())
+        if labels.get(URL_LABEL):
+            origins["address"] = "label"
+        password, origins["password"] = _password(labels, config.get("Env") or [], conf)
+        problems = list(conf.problems)
+        if conf.get("port") == "0" and not labels.get(URL_LABEL):
+            problems.append("port 0: the server listens on a unix socket only (label ownvol.redis.url)")
+        return Settings(data_dir, address, password,
+                        {k: conf.get(k) or "" for k in ("appenddirname", "dbfilename", "appendfilename")},
+                        origins, tuple(problems))
+
+    def live(self, settings: Settings) -> Settings | None:
+        """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
+        or refuses CONFIG (renamed, ACL)."""
+        if not settings.address:
+            return None
+        try:
+            client = redis.Redis.from_url(settings.address, password=settings.password or None, socket_timeout=2,
+                                          socket_connect_timeout=2, decode_responses=True)
+            try:
+                got: dict[str, str] = {}
+                for key in LIVE_KEYS:
+                    got.update({str(k): str(v) for k, v in client.config_get(key).items()})
+            finally:
+                client.close()
+        except (redis.exceptions.RedisError, OSError, ValueError):
+            return None
+        if not got.get("dir"):
+            return None
+        origins = {**settings.origins, **{k: "CONFIG GET" for k in got}}
+        files = {**settings.files, **{k: got[k] for k in ("appenddirname", "dbfilename") if got.get(k)}}
+        return Settings(got["dir"], settings.address, settings.password, files, origins, settings.problems)
+
+    def probe(self, target, container_status: str, local_paths: bool):
+        from ownvol.hook.health import probe
+
+        return probe(target, container_status, local_paths)
+
+
+class ValkeyService(RedisService):
+    family = "valkey"
+    commands = ("valkey-server",)
+    images = ("valkey/valkey", "valkey", "valkey-server")
+    profile = "valkey"
+
+
+def _until_shell_operator(words: list[str]) -> list[str]:
+    for i, word in enumerate(words):
+        if word in ("&&", "||", ";", "|", "&", ">", "2>", ">>", "<"):
+            return words[:i]
+    return words
+
+
+def _address(attrs: dict, port: str | None, bind: tuple[str, ...]) -> str | None:
+    """redis://HOST:PORT/0 the hook can reach: with host networking the first bound address (loopback when
+    the server listens on any), else the container's own address on its network."""
+    port = port or "6379"
+    if port == "0":
+        return None
+    if (attrs.get("HostConfig") or {}).get("NetworkMode") == "host":
+        host = next((b.lstrip("-") for b in bind if b not in _ANY_ADDRESS), "127.0.0.1")
+        return f"redis://{_bracket(host)}:{port}/0"
+    for net in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values():
+        if net.get("IPAddress"):
+            return f"redis://{net['IPAddress']}:{port}/0"
+    return None
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _password(labels: dict, env: list[str], conf: redisconf.RedisConfig) -> tuple[str | None, str]:
+    if labels.get(PASSWORD_LABEL):
+        return labels[PASSWORD_LABEL], "label"
+    for item in env:
+        if item.startswith(PASSWORD_ENV + "="):
+            return item.split("=", 1)[1], f"env {PASSWORD_ENV}"
+    password = redisconf.default_user_password(conf)
+    if password is None:
+        return None, "none"
+    return password, conf.origin("requirepass") if conf.get("requirepass") else conf.origin("user default")
+
+
+REDIS = register(RedisService())
+VALKEY = register(ValkeyService())

@@ -1,0 +1,154 @@
+"""The hook against real PostgreSQL and MariaDB containers (images/postgres, images/mariadb): start-up and
+run-time ownership faults healed with the data kept, the wrong mode of a PostgreSQL data dir healed, a
+read-only data dir left alone with the reason. One version per family here; the trixie ones under
+`make test-matrix` (marker `matrix`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.common import ROOT
+from tests.support.databases import PGDATA, initialised_postgres, mariadb_run, psql, run_mariadb, run_postgres
+from tests.support.engine import wait_for
+from tests.support.fixtures_hook import fast_strategies, heal_report
+
+pytestmark = pytest.mark.engine
+
+PG = [pytest.param("ownvol/postgres:15", id="pg15"),
+      pytest.param("ownvol/postgres:17", id="pg17", marks=pytest.mark.matrix)]
+MARIADB = [pytest.param("ownvol/mariadb:10.11", id="mariadb10.11"),
+           pytest.param("ownvol/mariadb:11.8", id="mariadb11.8", marks=pytest.mark.matrix)]
+
+
+@pytest.fixture
+def image(request, docker_client) -> str:
+    tag = request.param
+    try:
+        docker_client.images.get(tag)
+    except Exception:  # noqa: BLE001 - built below
+        subprocess.run([str(ROOT / "scripts" / "images.sh"), "servers"],
+                       check=True, cwd=ROOT)
+    return tag
+
+
+def by(name: str, kind: str):
+    return lambda e: e["event"] == kind and e.get("container") == name
+
+
+def tree(path: Path) -> dict[str, tuple]:
+    """Every entry's owner, mode and content digest: what 'untouched' means."""
+    found = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = Path(root, name)
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+            found[str(p.relative_to(path))] = (st.st_uid, st.st_gid, st.st_mode, digest)
+    st = path.lstat()
+    found["."] = (st.st_uid, st.st_gid, st.st_mode, "")
+    return found
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_postgres_on_a_root_owned_bind_is_healed_and_takes_a_write(hook, tracked, image, host_dir, port):
+    """`user: 999:999` on a root-owned bind: initdb cannot chmod it and exits; repaired, started, written to."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    started = time.time()
+    c = run_postgres(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "on-failure"})
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "pg-initdb", 60,
+                            "initdb's own message to be recognised")
+    assert detected["error_type"] == "permission-denied"
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "PostgreSQL to be recovered")
+    heal_report(f"{image} start-up, root-owned bind", recovered["ts"] - started)
+    assert psql(c, port, "create table t(i int); insert into t values (1); select count(*) from t") == "1"
+    assert (host_dir.stat().st_uid, host_dir.stat().st_mode & 0o777) == (999, 0o700)
+    repair = [e for e in h.of("action", c.name) if e["action"] == "repair-ownership"]
+    assert repair and repair[0]["detail"]["owner"] == "999:999"
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_postgres_data_dir_of_mode_0777_is_healed(hook, tracked, image, host_dir, port):
+    """Right owner, mode 0777, the server run without the entrypoint (which would chmod it): PostgreSQL
+    refuses it; the hook gives the directory (alone) mode 0700 and the rows are there."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    host_dir.chmod(0o777)
+    inner = host_dir / "base"
+    inner_mode = inner.stat().st_mode
+    started = time.time()
+    c = run_postgres(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "on-failure"},
+                     entrypoint=["postgres"], command=["-p", str(port), "-c", "listen_addresses=127.0.0.1"])
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "pg-wrong-mode", 60,
+                            "the wrong mode to be recognised")
+    assert detected["subject"] == "data-dir-mode"
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "PostgreSQL to be recovered")
+    heal_report(f"{image} start-up, data dir mode 0777", recovered["ts"] - started)
+    assert host_dir.stat().st_mode & 0o7777 == 0o700 and inner.stat().st_mode == inner_mode
+    assert psql(c, port, "select count(*) from kept") == "500"
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_postgres_data_dir_chowned_under_it_is_healed_without_data_loss(hook, tracked, image, host_dir, port):
+    """The whole data dir given to root while the server runs: new sessions fail; repaired live, rows kept."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    c = run_postgres(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "on-failure"})
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "PostgreSQL healthy")
+    mark = h.mark()
+    started = time.time()
+    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    h.wait_event(by(c.name, "incident"), 60, "the run-time fault to open an incident", after=mark)
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "PostgreSQL to be recovered", after=mark)
+    heal_report(f"{image} run time, data dir chowned to root", recovered["ts"] - started)
+    assert psql(c, port, "select count(*) from kept") == "500"
+    assert psql(c, port, "insert into kept values (501); select count(*) from kept") == "501"
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_postgres_on_a_read_only_data_dir_gives_up_with_the_reason_and_touches_nothing(hook, tracked, image,
+                                                                                       host_dir, port):
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    before = tree(host_dir)
+    c = run_postgres(tracked, image, port, host_dir, h.labels, mode="ro")
+    gave_up = h.wait_event(by(c.name, "gave-up"), 90, "the hook to give up")
+    assert "no action is safe for read-only-filesystem on postgres" in gave_up["why"]
+    assert not h.of("action", c.name)
+    assert tree(host_dir) == before
+
+
+@pytest.mark.parametrize("image", MARIADB, indirect=True)
+def test_mariadb_on_a_root_owned_bind_is_healed_and_takes_a_write(hook, tracked, image, host_dir, port):
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    started = time.time()
+    c = run_mariadb(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "on-failure"})
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"].startswith("mariadb-"), 60,
+                            "MariaDB's own message to be recognised")
+    assert detected["error_type"] == "permission-denied"
+    recovered = h.wait_event(by(c.name, "recovered"), 180, "MariaDB to be recovered")
+    heal_report(f"{image} start-up, root-owned bind", recovered["ts"] - started)
+    code, out = mariadb_run(c, "create database w; create table w.t(i int) engine=innodb; insert into w.t values (7); "
+                               "select i from w.t")
+    assert code == 0 and out == "7", out
+    assert host_dir.stat().st_uid == 999
+    doctor = h.cli("doctor", c.name, "--json")
+    assert doctor.returncode == 0, doctor.stderr
+    assert '"service": "mariadb"' in doctor.stdout and '"state": "healthy"' in doctor.stdout
+    assert "/var/lib/mysql" in doctor.stdout and "ownvol-test" not in doctor.stdout
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_doctor_shows_a_postgres_container_s_facts_and_plan(hook, tracked, image, host_dir, port):
+    h = hook()
+    c = run_postgres(tracked, image, port, host_dir, h.labels)
+    wait_for(lambda: c.reload() or c.status == "exited", 60, what="initdb to fail")
+    out = h.cli("doctor", c.name, "--json")
+    assert out.returncode == 0, out.stderr
+    assert '"service": "postgres"' in out.stdout and PGDATA in out.stdout
+    assert '"repair-ownership"' in out.stdout and "ownvol-test" not in out.stdout
