@@ -163,11 +163,19 @@ class PrivateEngine:
                 print(f"destroy {self.name}: {exc}")
         self.stop()
         self._kill_shims()
-        subprocess.run(["umount", "-R", self.exec_root], stderr=subprocess.DEVNULL)
-        shutil.rmtree(self.exec_root, ignore_errors=True)
-        below = f"awk '$2 ~ \"^{self.data_root}/\" {{print $2}}' /proc/mounts"
-        subprocess.run(["sh", "-c", f"umount $({below}) 2>/dev/null"])
-        shutil.rmtree(self.data_root, ignore_errors=True)
+        for root in (self.exec_root, self.data_root):
+            umount_below(root)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def umount_below(root: str) -> None:
+    """Unmount every mount at or below root, deepest first (dockerd leaves e.g. EXEC_ROOT/netns/default, an nsfs
+    bind, after it stops; `umount -R root` does nothing when root itself is not a mount point)."""
+    root = root.rstrip("/")
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted({p for p in points if p == root or p.startswith(root + "/")}, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
 
 
 def _running(pid: int) -> bool:
