@@ -118,6 +118,21 @@ def timeline(hook: Hook, container: str, since: float) -> str:
     return ", ".join(steps)
 
 
+def miss_evidence(hook: Hook, container, since: float, data: Path) -> str:
+    """What a run that was not healed left behind: the hook's timeline, its health events, the data dir's
+    owner and mode, the server's last log lines."""
+    health = [f"{e['state']} +{e['ts'] - since:.3f} {'; '.join(e.get('reasons') or [])[:120]}"
+              for e in list(hook.events) if e.get("container") == container.name and e["event"] == "health"
+              and e["ts"] >= since - 1]
+    st = data.stat()
+    try:
+        tail = container.logs(tail=6).decode(errors="replace").strip().splitlines()
+    except docker.errors.DockerException as exc:
+        tail = [f"logs: {exc}"]
+    return (f"timeline [{timeline(hook, container.name, since)}]; health {health}; data dir "
+            f"{st.st_uid}:{st.st_gid} {st.st_mode & 0o7777:o}; server log tail {[line[-160:] for line in tail]}")
+
+
 @dataclass
 class Heal:
     """What one group of interleaved runs saw."""
@@ -414,7 +429,7 @@ def _pg_runtime_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal,
         if hook is None:
             seen.anchor.append(0 if accepted is None else 1)
         elif accepted is None:
-            seen.misses.append(f"run {i}: not healed within 60 s")
+            seen.misses.append(f"run {i}: not healed within 60 s: {miss_evidence(hook, c, faulted, data)}")
         else:
             seen.mttr.append(accepted - faulted)
             seen.incident(hook, c.name, None)
