@@ -236,14 +236,19 @@ class Journal:
             " WHERE i.container_id = ? AND a.started_at >= ? AND COALESCE(a.result, '') != 'skipped'"
             " ORDER BY a.started_at", (container_id, since))]
 
-    def rates(self, error_type: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
-        """(error type, action) -> (verified successes, failures) over finished, not skipped actions."""
+    def rates(self, error_type: str | None = None, service: str | None = None
+              ) -> dict[tuple[str, str], tuple[int, int]]:
+        """(error type, action) -> (verified successes, failures) over finished, not skipped actions; with
+        `service`, only the incidents of that service family (their detail's "service"; "" for those without)."""
         sql = ("SELECT i.error_type, a.action, SUM(a.verified = 1), SUM(a.verified = 0) FROM actions a"
                " JOIN incidents i ON i.id = a.incident_id WHERE a.result IN ('ok', 'failed')")
         args: tuple = ()
         if error_type:
             sql += " AND i.error_type = ?"
             args = (error_type,)
+        if service is not None:
+            sql += " AND COALESCE(json_extract(i.detail, '$.service'), '') = ?"
+            args = (*args, service)
         rows = self._rows(sql + " GROUP BY i.error_type, a.action", args)
         return {(t, a): (int(ok or 0), int(bad or 0)) for t, a, ok, bad in rows}
 

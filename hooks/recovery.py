@@ -173,9 +173,11 @@ class Recovery:
     def plan_for(self, incident: Incident) -> Strategy:
         """The incident's strategy (hooks/strategies.py Config.strategy: the file's `services:` for its service,
         detail "service", else that service's own plan, else the file's `types:`), with actions that keep failing
-        for its error type moved last."""
-        strategy = self.config.strategy(incident.error_type, incident.detail.get("service") or "", self.plans)
-        rates = {a: r for (t, a), r in self.journal.rates(incident.error_type).items()}
+        for its error type in its own service family moved last (a MariaDB whose initialisation outlasts a
+        verification says nothing of what a running PostgreSQL needs)."""
+        service = incident.detail.get("service") or ""
+        strategy = self.config.strategy(incident.error_type, service, self.plans)
+        rates = {a: r for (t, a), r in self.journal.rates(incident.error_type, service).items()}
         return self.config.ordered(strategy, rates)
 
     def _seed_breaker(self, container_id: str) -> None:

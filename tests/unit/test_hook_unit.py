@@ -106,6 +106,17 @@ def test_journal_incident_actions_and_rates(tmp_path):
     assert j.open_incident_for("c1") is None and j.history()[0].status == "resolved"
 
 
+def test_rates_are_kept_per_service_family(tmp_path):
+    """What MariaDB's start-ups taught says nothing of PostgreSQL's plan for the same error type."""
+    j = Journal(tmp_path / "j.sqlite")
+    inc = j.open_incident("c1", "db", "permission-denied", "log", {"service": "mariadb"}, 1.0)
+    j.start_action(inc.id, 0, "repair-ownership")
+    j.finish_action(inc.id, 0, "ok", False, {})
+    assert j.rates("permission-denied", "mariadb") == {("permission-denied", "repair-ownership"): (0, 1)}
+    assert j.rates("permission-denied", "postgres") == {} and j.rates("permission-denied", "") == {}
+    assert j.rates("permission-denied") == {("permission-denied", "repair-ownership"): (0, 1)}
+
+
 # --- health -------------------------------------------------------------------------------------
 OK = {"aof_enabled": 1, "aof_last_write_status": "ok", "aof_last_bgrewrite_status": "ok",
       "rdb_last_bgsave_status": "ok", "loading": 0}
