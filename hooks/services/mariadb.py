@@ -26,6 +26,9 @@ DEFAULT_DATADIR = "/var/lib/mysql"
 OPTION_FILES = ("/etc/mysql/my.cnf", "/etc/my.cnf")
 SERVER_GROUPS = re.compile(r"^(?:mysqld|server|mariadb|mariadbd)(?:-\d+(?:\.\d+)*)?$")
 PASSWORD_LABEL = "ownvol.mariadb.password"
+SCRATCH_SCHEMA = "ownvol_probe"
+SCRATCH_PROBE = (f"SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {SCRATCH_SCHEMA}; "
+                 f"CREATE DATABASE {SCRATCH_SCHEMA}; DROP DATABASE {SCRATCH_SCHEMA}")
 _ERRCODE = r"\(Errcode: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"\)"
 
 CATALOGUE = (
@@ -76,8 +79,12 @@ class MariaDBService(ExecProbed):
             return Health("unreachable", [f"mariadb-admin ping: {alive.first_line()}"], container_status,
                           alive.first_line(), owner=owner)
         # ANALYZE of one of the server's own InnoDB tables writes its persistent statistics: an InnoDB
-        # transaction committed to the redo log, no user data touched.
-        check = run_in(target.id, _client(target, "ANALYZE TABLE mysql.innodb_index_stats"), _env(target))
+        # transaction committed to the redo log, no user data touched. It writes only into files the server
+        # already holds open, so a data dir taken from it at run time passes; creating (and dropping) the
+        # hook's scratch schema makes the server create a directory in its data dir, as every new database
+        # and table needs, and fails there with errno 13. Kept out of the binary log: replicas never see it.
+        check = run_in(target.id, _client(target, f"ANALYZE TABLE mysql.innodb_index_stats; {SCRATCH_PROBE}"),
+                       _env(target))
         text = check.output
         if not check.ok or "\terror\t" in text or "Errcode" in text:
             return Health("refusing-writes", [f"mariadb: {check.first_line()}"], container_status, "alive",
