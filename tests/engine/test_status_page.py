@@ -59,7 +59,8 @@ def test_the_page_shows_a_canary_red_then_healed_green_without_a_reload(hook, tr
     expect(page.locator("#live")).to_have_text("live")
     page.evaluate("window.sameDocument = 'yes'")
 
-    canary = run_redis(tracked, redis_image, port, host_dir, h.labels)
+    # no restart policy: the hook starts it after the repair because it is opted in (ownvol.start=true)
+    canary = run_redis(tracked, redis_image, port, host_dir, {**h.labels, "ownvol.start": "true"})
     expect(_row(page, canary.name, "bad")).to_be_visible(timeout=WAIT_MS)
     opened = page.locator(f'article.incident[data-status="open"]:has-text("{canary.name}")')
     expect(opened).to_be_visible(timeout=WAIT_MS)
