@@ -87,7 +87,7 @@ class MariaDBService(ExecProbed):
                        _env(target))
         text = check.output
         if not check.ok or "\terror\t" in text or "Errcode" in text:
-            return Health("refusing-writes", [f"mariadb: {check.first_line()}"], container_status, "alive",
+            return Health("refusing-writes", [f"mariadb: {check.error_line()}"], container_status, "alive",
                           owner=owner)
         if owner and not owner.get("ok", True):
             return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "alive", owner=owner)

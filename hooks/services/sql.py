@@ -45,6 +45,14 @@ class ExecResult:
         lines = [line.strip() for line in self.output.splitlines() if line.strip()]
         return lines[-1][:200] if lines else f"exit {self.code}"
 
+    def error_line(self) -> str:
+        """The first line that reports an error (ERROR, Errcode, a status column `error`), else first_line();
+        stdout and stderr arrive interleaved in no fixed order, so the error need not be the last line."""
+        for line in self.output.splitlines():
+            if "ERROR" in line or "Errcode" in line or "\terror\t" in line:
+                return line.strip()[:200]
+        return self.first_line()
+
 
 def run_in(container_id: str, script: str, env: dict[str, str] | None = None, user: str | None = None
            ) -> ExecResult:
