@@ -79,25 +79,15 @@ class Tracked:
         return name
 
     def cleanup(self) -> None:
-        for name in reversed(self.containers):
-            try:
-                self.client.containers.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                print(f"cleanup: container {name}: {exc}")
-        for name in reversed(self.volumes):
-            try:
-                self.client.volumes.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                print(f"cleanup: volume {name}: {exc}")
-        for name in reversed(self.plugins):
-            try:
-                self.client.plugins.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                print(f"cleanup: plugin {name}: {exc}")
+        """Remove, newest first, every container, then volume, then plugin recorded; one gone already is fine."""
+        for kind, names, collection in (("container", self.containers, self.client.containers),
+                                        ("volume", self.volumes, self.client.volumes),
+                                        ("plugin", self.plugins, self.client.plugins)):
+            for name in reversed(names):
+                try:
+                    collection.get(name).remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    print(f"cleanup: {kind} {name}: {exc}")
 
