@@ -137,10 +137,14 @@ def test_workers_killed_in_create_and_remove_free_their_names_at_once(bare_plugi
             ("Remove", {"Name": name})
         sender = threading.Thread(target=_send, args=(plugin, method, body))
         sender.start()
-        if wait_for_state(db, name, "creating" if adopted else "removing", sender):
+        state = "creating" if adopted else "removing"
+        if wait_for_state(db, name, state, sender):
             for pid in workers(plugin):
                 os.kill(pid, signal.SIGKILL)
-            landed += 1
+            # landed only if the name is still mid-operation after the kill: the worker may have finished
+            # between the read and the kill, and then there is nothing interrupted to finish
+            row = db.execute("SELECT state FROM volumes WHERE name = ?", (name,)).fetchone()
+            landed += bool(row and row[0] == state)
         sender.join(60)
         # the next requests for the name, at once: no "being created", no restart
         for attempt in ("Create", "Remove", "Create", "Remove"):
