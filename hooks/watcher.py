@@ -27,6 +27,9 @@ from ownvol.hook.telemetry import Telemetry
 
 EVENTS = ("start", "die", "health_status", "oom", "destroy")
 INCIDENT_STATES = ("refusing-writes", "latent")
+# The probe's states of a server that answers: one whose incident opens in them was running when it opened
+# (detail "running_at_open"; hooks/actions.py start_decision starts it again if it dies of the fault).
+ANSWERING = ("healthy", *INCIDENT_STATES)
 # A container that exits non-zero within this many seconds of its start, or exits again after a restart,
 # crashed at start-up: with a data mount not owned by its service's uid, that is evidence enough.
 CRASH_WINDOW = 30.0
@@ -270,7 +273,8 @@ class Watcher:
         lag = max(0.0, time.time() - ts / 1e9)
         self.telemetry.metrics.detection_seconds.observe(lag)
         self.telemetry.emit("detected", container=w.name, lag=round(lag, 3), **detection.as_dict())
-        self.recovery.report(w.id, w.name, detection.error_type, "log", {**detection.as_dict(), "service": w.service},
+        self.recovery.report(w.id, w.name, detection.error_type, "log",
+                             {**detection.as_dict(), "service": w.service, "running_at_open": w.health in ANSWERING},
                              detected_at=ts / 1e9)
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
@@ -342,7 +346,8 @@ class Watcher:
             wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
-                                            "message": "; ".join(health.reasons), "service": w.service})
+                                            "message": "; ".join(health.reasons), "service": w.service,
+                                            "running_at_open": True})
 
     def status(self) -> dict:
         """The watched containers as /status shows them."""

@@ -20,8 +20,8 @@ from tests.support.fixtures_hook import fast_strategies, heal_report
 
 pytestmark = pytest.mark.engine
 
-PG = [pytest.param("ownvol/postgres:15", id="pg15"),
-      pytest.param("ownvol/postgres:17", id="pg17", marks=pytest.mark.matrix)]
+PG = [pytest.param("ownvol/postgres:17", id="pg17"),
+      pytest.param("ownvol/postgres:15", id="pg15", marks=pytest.mark.matrix)]
 MARIADB = [pytest.param("ownvol/mariadb:10.11", id="mariadb10.11"),
            pytest.param("ownvol/mariadb:11.8", id="mariadb11.8", marks=pytest.mark.matrix)]
 
@@ -220,3 +220,27 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     code, out = mariadb_run(c, "create database w; insert into kept.t values (3); select count(*) from kept.t")
     assert code == 0 and out == "3", out
     assert "ownvol_probe" not in mariadb_run(c, "show databases")[1]
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_postgres_that_dies_of_a_run_time_chown_is_started_again_whatever_its_policy(hook, tracked, image,
+                                                                                    host_dir, port):
+    """Restart policy `no`, the data dir chowned to root under the running server: it may die of it during
+    the incident (its WAL writer's PANIC); it was running when the incident opened, so the hook starts it again
+    after the repair (the state the incident found), and every row written before is there."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    c = run_postgres(tracked, image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "PostgreSQL healthy")
+    mark = h.mark()
+    started = time.time()
+    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "PostgreSQL to be recovered", after=mark)
+    heal_report(f"{image} run time, restart policy no", recovered["ts"] - started)
+    assert [e for e in h.of("died", c.name) if e["exit_code"] not in ("0", "130", "143")], "it never died"
+    started_again = [e for e in h.of("action", c.name) if e["action"] == "restart" and e["result"] == "ok"]
+    assert started_again and started_again[-1]["detail"]["how"] == "start", h.of("action", c.name)
+    assert "it was running when the incident opened" in started_again[-1]["detail"]["why"]
+    c.reload()
+    assert c.status == "running" and c.attrs["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+    assert psql(c, port, "select count(*) from kept") == "500"

@@ -423,11 +423,11 @@ class RaisingExecutor(FakeExecutor):
         self.raises_in = raises_in
         self.verify_raises = verify_raises
 
-    def run(self, cid, action):
+    def run(self, cid, action, incident=None):
         if action in self.raises_in:
             self.ran.append(action)
             raise ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))")
-        return super().run(cid, action)
+        return super().run(cid, action, incident)
 
     def verify(self, cid, timeout):
         if self.verify_raises and not self.is_healthy:
