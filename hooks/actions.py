@@ -231,9 +231,16 @@ def _running_for(container) -> float | None:
     return max(0.0, time.time() - started)
 
 
+# Seconds a restart waits for what makes it unsafe (Service.restart_hazard: open write transactions, a recovery)
+# to pass before it refuses.
+HAZARD_WAIT = 2.0
+
+
 def restart(ctx: Context) -> ActionResult:
-    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task and while Redis holds
-    writes it could not persist (unpersisted_writes)."""
+    """Restart a running (or restarting) container, start a stopped one (start_decision says whether); skipped for a
+    Swarm task and while Redis holds writes it could not persist (unpersisted_writes); while its service says a
+    restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it waited for), then
+    refuses with the reason (skipped, `refused`)."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -244,8 +251,16 @@ def restart(ctx: Context) -> ActionResult:
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     service = by_family(ctx.target.service)
+    waited = {}
     if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
-        return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
+        began, first = time.monotonic(), hazard
+        while hazard and time.monotonic() - began < HAZARD_WAIT:
+            time.sleep(0.2)
+            hazard = service.restart_hazard(ctx.target)
+        waited = {"waited": round(time.monotonic() - began, 1), "for": first}
+        if hazard:
+            return ActionResult("skipped", {"why": f"refused after waiting {HAZARD_WAIT:g}s: {hazard}; not restarted",
+                                            "refused": hazard})
     if container.status == "running":
         if service.probe(ctx.target, "running", False).healthy:
             return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
@@ -270,7 +285,7 @@ def restart(ctx: Context) -> ActionResult:
             how = "start"
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
-    return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why})
+    return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why, **waited})
 
 
 # Exit codes of a server ended by a signal someone sent it from outside (128 + SIGINT, 128 + SIGTERM).

@@ -27,9 +27,6 @@ from ownvol.hook.telemetry import Telemetry
 
 EVENTS = ("start", "die", "health_status", "oom", "destroy")
 INCIDENT_STATES = ("refusing-writes", "latent")
-# The probe's states of a server that answers: one whose incident opens in them was running when it opened
-# (detail "running_at_open"; hooks/actions.py start_decision starts it again if it dies of the fault).
-ANSWERING = ("healthy", *INCIDENT_STATES)
 # A container that exits non-zero within this many seconds of its start, or exits again after a restart,
 # crashed at start-up: with a data mount not owned by its service's uid, that is evidence enough.
 CRASH_WINDOW = 30.0
@@ -69,6 +66,14 @@ class Watched:
     last_detection_ns: int = 0
     service: str = ""  # its family (hooks/services), carried in every incident's detail
     last: Health | None = None  # the last probe's result (the status page reads it)
+    started_ns: int = 0  # when its current run started (the engine's StartedAt, or its start event)
+    healthy_ns: int = 0  # when a probe last found it healthy
+
+    def served(self, at_ns: int) -> bool:
+        """Its server was running and had been found healthy in this run at at_ns (ns since the epoch): an
+        incident seen then opened on a running server (detail "running_at_open"; hooks/actions.py
+        start_decision starts it again if it then dies of the fault, whatever the hook read first)."""
+        return 0 < self.healthy_ns and self.started_ns <= self.healthy_ns and self.started_ns <= at_ns
 
 
 class Watcher:
@@ -154,7 +159,9 @@ class Watcher:
                 service = service_for(container.attrs)
                 reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
                 w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
-                                                         service=service.family if service else "")
+                                                         service=service.family if service else "",
+                                                         started_ns=_stamp((container.attrs.get("State") or {})
+                                                                           .get("StartedAt")))
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
                                     image=(container.attrs.get("Config") or {}).get("Image"))
             return w
@@ -186,6 +193,7 @@ class Watcher:
         w = self.track(container)
         if action == "start":
             started_ns = int(event.get("timeNano") or time.time_ns())
+            w.started_ns = max(w.started_ns, started_ns)
             self.follow(w, since_ns=max(w.last_log_ns, started_ns - 2_000_000_000))
         elif action == "die":
             exit_code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
@@ -274,7 +282,7 @@ class Watcher:
         self.telemetry.metrics.detection_seconds.observe(lag)
         self.telemetry.emit("detected", container=w.name, lag=round(lag, 3), **detection.as_dict())
         self.recovery.report(w.id, w.name, detection.error_type, "log",
-                             {**detection.as_dict(), "service": w.service, "running_at_open": w.health in ANSWERING},
+                             {**detection.as_dict(), "service": w.service, "running_at_open": w.served(ts)},
                              detected_at=ts / 1e9)
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
@@ -339,6 +347,7 @@ class Watcher:
             self.telemetry.metrics.set_health(w.name, health.state)
         w.reasons = health.reasons
         if health.healthy:
+            w.healthy_ns = time.time_ns()
             self.recovery.healthy(w.id)
             if self.recovery.fallback_due(w.id):
                 self.recovery.restore_aof(w.id)

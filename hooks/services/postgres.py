@@ -87,15 +87,19 @@ class PostgresService(ExecProbed):
             return Health("unreachable", [f"pg_isready: exit {ready.code}: {ready.first_line()}"], container_status,
                           ready.first_line(), owner=owner)
         # txid_current() makes this session's transaction write its commit to the WAL: a durable write
-        # that changes no table. It fails in recovery ("cannot assign TransactionIds during recovery").
-        query = run_in(target.id, _psql(target, "select pg_is_in_recovery(), txid_current()"), _env(target))
+        # that changes no table. A server in recovery (a standby) assigns no transaction ids: it is read-only by
+        # design, and asked only whether it answers.
+        query = run_in(target.id, _psql(target, "select case when pg_is_in_recovery() then 'recovery' "
+                                                "else txid_current()::text end"), _env(target))
         if not query.ok:
             return Health("refusing-writes", [f"psql: {query.first_line()}"], container_status, "accepting",
                           owner=owner)
+        written = {"write": "read-only: in recovery (a standby)"} if query.first_line() == "recovery" \
+            else {"write": "committed"}
         if owner and not owner.get("ok", True):
             return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "accepting",
                           owner=owner)
-        return Health("healthy", [], container_status, "accepting", persistence={"write": "committed"}, owner=owner)
+        return Health("healthy", [], container_status, "accepting", persistence=written, owner=owner)
 
     def restart_hazard(self, target) -> str | None:
         """Why restarting the running server now could cost data or time it cannot spare; None when safe:

@@ -74,3 +74,18 @@ def test_a_policy_that_says_run_and_a_person_asking_start_it():
         (True, "started: its restart policy is on-failure")
     assert start_decision("no", False, True, False, docker_stop())[0]
     assert start_decision("no", False, False, False, None)[0] is False
+
+
+def test_running_at_open_means_found_healthy_in_the_run_that_wrote_the_line():
+    """The watcher's fact (hooks/watcher.py Watched.served): a line written in a run the hook had found healthy
+    opens its incident on a running server, whatever the hook read first (a lagging hook reads the line after
+    the die); a run never found healthy (a start-up failure) or a line of an earlier run does not."""
+    from ownvol.hook.watcher import Watched
+
+    w = Watched("c0ffee", "db", started_ns=100)
+    assert not w.served(150)  # never found healthy: a start-up failure
+    w.healthy_ns = 120
+    assert w.served(150) and w.served(110)
+    assert not w.served(90)  # written before this run started
+    w.started_ns = 200  # started again since: not yet found healthy in this run
+    assert not w.served(250)
