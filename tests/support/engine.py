@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import docker
 
+from tests.support.process import stop_child
+
 T = TypeVar("T")
 
 
@@ -98,21 +100,14 @@ class PrivateEngine:
         return docker.DockerClient(base_url=self.host, timeout=120)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc, timeout=60)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL dockerd alone, as the OOM killer or a power cut would (its containers' shims live on), and
         wait until the containerd it ran is gone too (it dies with its parent), so a start finds none."""
         containerd = self._containerd_pid()
-        self.proc.kill()
-        self.proc.wait()
+        stop_child(self.proc, signal.SIGKILL)
         self.proc = None
         if containerd:
             wait_for(lambda: not _running(containerd), 30, what="the killed dockerd's containerd to exit")
