@@ -107,9 +107,15 @@ class PluginProcess:
             prefix = self.engine._namespace() if self.engine else []
             self.proc = subprocess.Popen([*prefix, OWNVOL, "plugin"], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout, what=f"plugin {self.name}")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"plugin {self.name} exited {self.proc.returncode}:\n{self.log()}")
+        try:
+            wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout,
+                     what=f"plugin {self.name}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"plugin {self.name} exited {self.proc.returncode}")
+        except (TimeoutError, RuntimeError) as exc:
+            log = self.log()
+            self.destroy()  # its log goes with the error: nothing of a plugin that did not start is left behind
+            raise RuntimeError(f"{exc}:\n{log}") from None
         return self
 
     def stop(self) -> None:
