@@ -45,9 +45,12 @@ class HookProcess:
     @classmethod
     def from_labels(cls, labels: dict[str, str]) -> HookProcess | None:
         """The process a helper's labels name; None when a label is missing or the pid is not a number."""
+        def label(key: str) -> str:
+            return labels[OWNER_PREFIX + key]
+
         try:
-            values = {key: labels[OWNER_PREFIX + key] for key in cls.__dataclass_fields__}
-            return cls(**{**values, "pid": int(values["pid"])})
+            return cls(label("instance"), int(label("pid")), label("start"), label("pidns"), label("boot"),
+                       label("host"))
         except (KeyError, ValueError):
             return None
 
