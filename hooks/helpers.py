@@ -108,6 +108,8 @@ def owner_alive(owner: HookProcess, me: HookProcess, proc: str = "/proc") -> tup
     why). A pid alone is not enough (pids are reused): the start time must match too."""
     if owner.instance == me.instance:
         return True, "this hook"
+    if not owner.start or not owner.boot:
+        return None, "its hook's start time or boot id is not known"
     if owner.boot != me.boot:
         return None, f"started on another host or before this host's last boot (boot id {owner.boot})"
     if owner.pidns == me.pidns:
