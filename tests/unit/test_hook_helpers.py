@@ -58,9 +58,10 @@ def test_a_reused_pid_is_not_the_hook():
         proc.wait()
 
 
-def test_another_boot_or_an_unseen_namespace_cannot_be_told():
+def test_another_boot_an_unknown_start_or_an_unseen_namespace_cannot_be_told():
     me = this_process()
     assert owner_alive(dataclasses.replace(me, instance="x", boot="another-boot"), me)[0] is None
+    assert owner_alive(dataclasses.replace(me, instance="x", start=""), me)[0] is None
     inside = dataclasses.replace(me, pidns="pid:[4026532999]")  # this hook in a container of its own
     assert owner_alive(dataclasses.replace(me, instance="x", pidns="pid:[4026533000]"), inside)[0] is None
 
