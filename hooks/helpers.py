@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,14 +24,17 @@ CONTAINER_LABEL = "ownvol.repair.container"  # and its id
 OWNER_PREFIX = "ownvol.helper."  # + each HookProcess field
 INIT_PIDNS = "pid:[4026531836]"  # the initial pid namespace's inode, PROC_PID_INIT_INO (include/linux/proc_ns.h)
 NOT_RUNNING = ("created", "exited", "dead")  # container states with no process (moby container/state.go)
+# A container's /etc/hostname, hosts and resolv.conf are bind mounts of DATA_ROOT/containers/ID/NAME (moby
+# daemon/daemon.go: repository = filepath.Join(config.Root, "containers"); container/container_unix.go HostnamePath)
+OWN_CONTAINER = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)$")
 
 
 @dataclass(frozen=True)
 class HookProcess:
     """The process that starts helpers: instance (a random id made when it first starts one), pid in its own pid
     namespace, start (its start time in clock ticks after boot, field 22 of /proc/PID/stat, proc(5)), pidns (the
-    readlink of /proc/PID/ns/pid), boot (/proc/sys/kernel/random/boot_id: this kernel since its last boot) and host
-    (its hostname, for people)."""
+    readlink of /proc/PID/ns/pid), boot (/proc/sys/kernel/random/boot_id: this kernel since its last boot), host
+    (its hostname, for people) and container (the id of the Docker container it runs in, "" for none)."""
 
     instance: str
     pid: int
@@ -38,6 +42,7 @@ class HookProcess:
     pidns: str
     boot: str
     host: str
+    container: str
 
     def labels(self) -> dict[str, str]:
         return {OWNER_PREFIX + key: str(value) for key, value in asdict(self).items()}
@@ -50,7 +55,7 @@ class HookProcess:
 
         try:
             return cls(label("instance"), int(label("pid")), label("start"), label("pidns"), label("boot"),
-                       label("host"))
+                       label("host"), label("container"))
         except (KeyError, ValueError):
             return None
 
@@ -70,8 +75,40 @@ def this_process() -> HookProcess:
     """This process as its helpers' labels name it (made once)."""
     with open("/proc/sys/kernel/random/boot_id") as f:
         boot = f.read().strip()
+    with open("/proc/self/mountinfo") as f:
+        container = own_container(f.read())
     return HookProcess(uuid.uuid4().hex, os.getpid(), start_time("self") or "", os.readlink("/proc/self/ns/pid"), boot,
-                       socket.gethostname())
+                       socket.gethostname(), container)
+
+
+def own_container(mountinfo: str) -> str:
+    """The id of the Docker container whose mounts /proc/self/mountinfo (proc(5)) lists: the directory its
+    /etc/hostname, /etc/hosts or /etc/resolv.conf is bound from; "" outside a container."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] in ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
+            if found := OWN_CONTAINER.search(fields[3]):
+                return found.group(1)
+    return ""
+
+
+def hook_container_alive(client: docker.DockerClient, owner: HookProcess,
+                         helper_created: str) -> tuple[bool | None, str]:
+    """For a hook that ran in a container: alive while that container has run since before the helper was created
+    (the hook is its main process, or its init's child: it does not die alone); gone when the container is stopped
+    or was started again since; None when this engine has no such container (removed, or a container of another
+    engine on this host). Raises docker.errors.APIError when the engine does not answer."""
+    from ownvol.hook.watcher import timestamp_ns
+
+    try:
+        state = client.api.inspect_container(owner.container)["State"]
+    except docker.errors.NotFound:
+        return None, f"its hook's container {owner.container[:12]} is not on this engine"
+    if not state.get("Running"):
+        return False, f"its hook's container {owner.container[:12]} is not running"
+    if timestamp_ns(state["StartedAt"]) > timestamp_ns(helper_created):
+        return False, f"its hook's container {owner.container[:12]} was restarted at {state['StartedAt']}, after it"
+    return True, f"its hook's container {owner.container[:12]} runs since before it"
 
 
 def helper_labels(target_name: str, target_id: str) -> dict[str, str]:
@@ -145,6 +182,8 @@ def sweep(client: docker.DockerClient, me: HookProcess | None = None) -> tuple[l
             kept.append({**seen, "why": f"{helper.status}: never removed while it may be walking"})
             continue
         alive, why = owner_alive(owner, me)
+        if alive is None and owner.container and owner.boot == me.boot:
+            alive, why = hook_container_alive(client, owner, helper.attrs["Created"])
         if alive is not False:
             kept.append({**seen, "why": why})
             continue

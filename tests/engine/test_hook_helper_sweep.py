@@ -3,6 +3,7 @@ never the helper of a hook that still runs (hooks/helpers.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from ownvol.hook.helpers import hook_container_alive, own_container, this_process
 from tests.support.common import free_port, new_name
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, run_redis
@@ -73,3 +75,26 @@ def test_a_killed_hooks_leftover_helper_is_removed_and_a_live_hooks_is_not(hook,
     stopped.resume()  # the live hook goes on: it reads its helper's report and removes the helper itself
     wait_for(lambda: not docker_client.containers.list(all=True, filters={"name": live}), 60,
              what="the live hook to remove its own helper")
+
+
+def test_a_container_hook_is_known_by_its_container_and_judged_by_its_start(tracked, docker_client, redis_image):
+    """A hook in a container of its own (examples/compose.yaml) sees no other pid namespace: its helpers name its
+    container, read from its mountinfo, and its hook is gone once that container stopped or started again."""
+    hook_box = tracked.run(redis_image, ["sleep", "infinity"], network_mode="none")
+    mountinfo = hook_box.exec_run(["cat", "/proc/self/mountinfo"]).output.decode()
+    assert own_container(mountinfo) == hook_box.id
+    owner = dataclasses.replace(this_process(), instance="elsewhere", pidns="pid:[1]", container=hook_box.id)
+
+    def helper_created() -> str:
+        return docker_client.containers.create(redis_image, ["true"], name=tracked.container(new_name()),
+                                               network_mode="none", labels=tracked.labels).attrs["Created"]
+
+    made = helper_created()
+    assert hook_container_alive(docker_client, owner, made)[0] is True
+    hook_box.restart(timeout=0)
+    assert hook_container_alive(docker_client, owner, made)[0] is False
+    assert hook_container_alive(docker_client, owner, helper_created())[0] is True
+    hook_box.stop(timeout=0)
+    assert hook_container_alive(docker_client, owner, made)[0] is False
+    gone = dataclasses.replace(owner, container="0" * 64)
+    assert hook_container_alive(docker_client, gone, made)[0] is None  # not on this engine: not judged

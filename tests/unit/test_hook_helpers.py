@@ -9,7 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ownvol.hook.helpers import INIT_PIDNS, HookProcess, helper_labels, owner_alive, start_time, this_process
+from ownvol.hook.helpers import (
+    INIT_PIDNS,
+    HookProcess,
+    helper_labels,
+    own_container,
+    owner_alive,
+    start_time,
+    this_process,
+)
 
 
 def child() -> subprocess.Popen:
@@ -85,3 +93,13 @@ def test_from_the_initial_namespace_a_container_hook_is_found_by_namespace_pid_a
     assert owner_alive(dataclasses.replace(owner, start="5001"), me, str(proc))[0] is False
     assert owner_alive(dataclasses.replace(owner, pidns="pid:[4026532101]"), me, str(proc))[0] is False
 
+
+
+def test_the_own_container_is_read_from_the_bound_etc_files_only():
+    cid = "4f" * 32
+    inside = (f"612 560 0:52 / / ro,relatime - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/X\n"
+              f"640 612 254:1 /srv/docker/containers/{cid}/resolv.conf /etc/resolv.conf rw,relatime - ext4 "
+              f"/dev/vda1 rw\n")
+    assert own_container(inside) == cid
+    assert own_container(f"25 1 254:1 /srv/docker/containers/{cid}/hostname /mnt/elsewhere rw - ext4 /dev/vda1 rw\n") \
+        == ""
