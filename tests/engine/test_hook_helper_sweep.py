@@ -7,6 +7,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -35,7 +36,9 @@ def test_a_killed_hooks_leftover_helper_is_removed_and_a_live_hooks_is_not(hook,
                                                                             ownvol_image, tmp_path):
     route = ("--repair-via", "helper", "--helper-image", ownvol_image)
     strategies = fast_strategies(tmp_path / "s.yaml")
-    killed, stopped = hook(strategies=strategies, extra=route), hook(strategies=strategies, extra=route)
+    with ThreadPoolExecutor(2) as pool:  # two hooks start in the time of one
+        killed, stopped = pool.map(lambda d: hook(strategies=strategies, extra=route, state_dir=tmp_path / d),
+                                   ("killed", "stopped"))
     on_start: dict[str, Callable[[], None]] = {}  # repaired container -> what befalls its hook once its helper runs
     helpers: dict[str, str] = {}  # repaired container -> its helper's name
     stream = docker_client.api.events(decode=True, filters={"type": "container", "event": "start",
