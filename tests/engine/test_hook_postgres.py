@@ -15,7 +15,7 @@ import pytest
 from ownvol.hook.actions import HAZARD_WAIT
 from ownvol.hook.executor import DockerExecutor
 from tests.engine.test_hook_databases import PG, by
-from tests.support.databases import initialised_postgres, pg_ready, psql, run_postgres, server_image
+from tests.support.databases import PGDATA, initialised_postgres, pg_ready, psql, run_postgres, server_image
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report
 
@@ -150,3 +150,19 @@ def test_root_image_chowned_at_run_time_is_healed_to_its_server_s_uid(hook, trac
         "\n".join(str(e) for e in h.events)
     assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
     assert psql(c, port, "select count(*) from kept") == "500"
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_the_data_dir_comes_from_the_running_server_else_its_configuration(hook, tracked, image, host_dir, port):
+    """A server that answers is asked (`SHOW data_directory` through its own psql); a stopped one is read as it
+    would read its settings (here PGDATA); `ownvol doctor` names the source."""
+    h = hook()
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    c = run_postgres(tracked, image, port, host_dir, h.labels)
+    wait_for(lambda: pg_ready(c, port), 60, what="PostgreSQL to accept connections")
+    running = h.cli("doctor", c.name)
+    assert running.returncode == 0, running.stderr
+    assert f"data: {PGDATA} (SHOW data_directory)" in running.stdout, running.stdout
+    c.stop(timeout=30)
+    stopped = h.cli("doctor", c.name)
+    assert f"data: {PGDATA} (env PGDATA)" in stopped.stdout, stopped.stdout
