@@ -222,14 +222,19 @@ def unpersisted_writes(ctx: Context) -> bool:
     return info.get("rdb_last_bgsave_status") == "err" and info.get("rdb_changes_since_last_save", 0) > 0
 
 
-def _running_for(container) -> float | None:
-    """Seconds since the container's State.StartedAt (RFC 3339 from the engine; to the second), None if unknown."""
+def _started_at(container) -> float | None:
+    """The container's State.StartedAt in epoch seconds (RFC 3339 from the engine; to the second), None if unknown."""
     stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "")[:19]
     try:
-        started = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+        return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
-    return max(0.0, time.time() - started)
+
+
+def _running_for(container) -> float | None:
+    """Seconds since the container's State.StartedAt, None if unknown."""
+    started = _started_at(container)
+    return None if started is None else max(0.0, time.time() - started)
 
 
 # Seconds a restart waits for what makes it unsafe (Service.restart_hazard: open write transactions, a recovery)
@@ -272,7 +277,11 @@ def restart(ctx: Context) -> ActionResult:
                                                    "would interrupt it"})
     why = "running: restarted"
     if container.status not in ("running", "restarting"):
-        since = ctx.opened_at if ctx.opened_at is not None and not ctx.start_stopped else None
+        since = None
+        if ctx.opened_at is not None and not ctx.start_stopped:
+            # a stop can be what made the server fail (PostgreSQL's shutdown checkpoint on a data dir taken from
+            # it): its kill event comes before the line that opened the incident
+            since = max(ctx.opened_at - STOP_LOOKBACK, _started_at(container) or 0.0)
         start, why = start_decision(ctx.target.restart_policy, ctx.target.start_opt_in, ctx.start_stopped,
                                     ctx.running_at_open, _events_since(ctx, since) if since is not None else None)
         if not start:
@@ -292,6 +301,9 @@ def restart(ctx: Context) -> ActionResult:
 # Exit codes of a server ended by a signal someone sent it from outside (128 + SIGINT, 128 + SIGTERM).
 STOP_EXITS = {130: "SIGINT", 143: "SIGTERM"}
 START_EVENTS = ("start", "die", "kill", "stop")
+# Seconds before an incident opened that its container's events are read back (never before its last start):
+# `docker stop` gives the server 10 s before its SIGKILL, and a stop may be what made it fail.
+STOP_LOOKBACK = 30.0
 
 
 def stopped_by_someone(events: list[dict]) -> str | None:

@@ -166,3 +166,28 @@ def test_the_data_dir_comes_from_the_running_server_else_its_configuration(hook,
     c.stop(timeout=30)
     stopped = h.cli("doctor", c.name)
     assert f"data: {PGDATA} (env PGDATA)" in stopped.stdout, stopped.stdout
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_a_server_stopped_by_someone_during_its_incident_is_never_started(hook, tracked, image, host_dir, port):
+    """Restart policy `always`, the data dir chowned to root under the running server, then `docker stop` (the
+    engine's kill and stop events; the server's shutdown checkpoint PANICs on pg_control, the line the hook
+    reads): the repair is made, but the container someone stopped stays stopped, and the hook says why."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    c = run_postgres(tracked, image, port, host_dir, h.labels, restart_policy={"Name": "always"})
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "PostgreSQL healthy")
+    mark = h.mark()
+    h.pause()
+    try:
+        subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+        c.stop(timeout=10)
+    finally:
+        h.resume()
+    gave_up = h.wait_event(by(c.name, "gave-up"), 60, "the hook to give up", after=mark)
+    restarts = [e for e in h.of("action", c.name) if e["action"] == "restart"]
+    assert restarts and all(e["result"] == "skipped" for e in restarts), restarts
+    assert "stopped by someone: the engine's kill event" in restarts[0]["detail"]["why"], restarts
+    assert "never started" in restarts[0]["detail"]["why"] and gave_up["incident"] == restarts[0]["incident"]
+    c.reload()
+    assert c.status == "exited"
