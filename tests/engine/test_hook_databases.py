@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.common import server_image
 from tests.support.databases import (
     PGDATA,
     initialised_postgres,
@@ -21,7 +22,6 @@ from tests.support.databases import (
     psql_run,
     run_mariadb,
     run_postgres,
-    server_image,
 )
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report

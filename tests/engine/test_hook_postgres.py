@@ -15,7 +15,8 @@ import pytest
 from ownvol.hook.actions import HAZARD_WAIT
 from ownvol.hook.executor import DockerExecutor
 from tests.engine.test_hook_databases import PG, by
-from tests.support.databases import PGDATA, initialised_postgres, pg_ready, psql, run_postgres, server_image
+from tests.support.common import server_image
+from tests.support.databases import PGDATA, initialised_postgres, pg_ready, psql, run_postgres
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report
 

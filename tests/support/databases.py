@@ -4,26 +4,15 @@ tests and benchmarks: host network, the server on 127.0.0.1:port, its data dir a
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import docker
 
-from tests.support.common import ROOT
 from tests.support.engine import wait_for
 
 PGDATA = "/var/lib/postgresql/data"
 MYSQL_DATA = "/var/lib/mysql"
 PASSWORD = "ownvol-test"
-
-
-def server_image(client: docker.DockerClient, tag: str) -> str:
-    """tag, built first (scripts/images.sh servers, offline, cached) when the engine does not have it."""
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        subprocess.run([str(ROOT / "scripts" / "images.sh"), "servers"], check=True, cwd=ROOT)
-    return tag
 
 
 def _exec(container, command: list[str]) -> tuple[int, str]:
