@@ -320,9 +320,8 @@ def stopped_by_someone(events: list[dict]) -> str | None:
         elif action in ("kill", "stop") and why is None:
             signal = f" (signal {attributes['signal']})" if action == "kill" and attributes.get("signal") else ""
             why = f"stopped by someone: the engine's {action} event{signal}"
-        elif action == "die" and why is None and _exit_code(attributes) in STOP_EXITS:
-            why = f"stopped by someone: {STOP_EXITS[_exit_code(attributes)]} from outside (exit " \
-                  f"{_exit_code(attributes)})"
+        elif action == "die" and why is None and (code := _exit_code(attributes)) is not None and code in STOP_EXITS:
+            why = f"stopped by someone: {STOP_EXITS[code]} from outside (exit {code})"
     return why
 
 
