@@ -117,8 +117,9 @@ class PostgresService(ExecProbed):
         if not query.ok:
             return Health("refusing-writes", [f"psql: {query.first_line()}"], container_status, "accepting",
                           owner=owner)
-        written = {"write": "read-only: in recovery (a standby)"} if query.first_line() == "recovery" \
-            else {"write": "committed"}
+        # stdout and stderr arrive interleaved in no fixed order (sql.ExecResult): the answer is the line that says it
+        standby = any(line.strip() == "recovery" for line in query.output.splitlines())
+        written = {"write": "read-only: in recovery (a standby)"} if standby else {"write": "committed"}
         if owner and not owner.get("ok", True):
             return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "accepting",
                           owner=owner)

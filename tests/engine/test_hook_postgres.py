@@ -59,6 +59,7 @@ def test_a_standby_in_recovery_is_healthy_and_never_restarted(tracked, docker_cl
     wait_for(lambda: pg_ready(c, port), 60, what="the standby to accept read-only connections")
     assert psql(c, port, "select pg_is_in_recovery()") == "t"
     health = DockerExecutor(lambda: docker_client).health(c.id)
+    assert psql(c, port, "select pg_is_in_recovery()") == "t"
     assert health.healthy and health.persistence == {"write": "read-only: in recovery (a standby)"}, health
     detail = restart_refused(docker_client, c)
     assert detail["refused"] == "PostgreSQL is in recovery: a restart would begin its recovery again"
