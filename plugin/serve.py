@@ -71,9 +71,9 @@ class DriverProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {PEER_SOCKET: self.transport.get_extra_info("socket")}  # type: ignore[typeddict-unknown-key]
+        self.scope["extensions"] = {PEER_SOCKET: self.transport.get_extra_info("socket")}
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool:  # type: ignore[override]  # uvicorn says None; asyncio.Protocol allows a bool
         """The client shut its side after a whole request (asyncio.Protocol: True keeps the transport open): the
         reply still goes out, then the connection closes, as gunicorn did. A request cut short is a disconnect."""
         cycle = self.cycle
@@ -150,7 +150,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     # A line per request: no caller's frame, thread or process name is looked up for a format that shows none
     # (the logging HOWTO's "Optimization"; a quarter of the app's CPU per Mount+Unmount pair before).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
     inherited = listening_socket()
