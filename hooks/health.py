@@ -212,5 +212,7 @@ def _probe(target: Target, container_status: str, local_paths: bool) -> Health:
     except redis.exceptions.RedisError as exc:
         if ping == "PONG":
             ping = f"error: INFO failed: {exc}"
-    state, reasons = evaluate(container_status, ping, persistence, owner)
+    # a server that keeps nothing on disk is not stopped by its data dir's owner: nothing to act on while it runs
+    acting_owner = None if target.persists is False else owner
+    state, reasons = evaluate(container_status, ping, persistence, acting_owner)
     return Health(state, reasons, container_status, ping, persistence, memory, clients, owner)
