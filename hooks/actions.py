@@ -17,7 +17,7 @@ import docker
 import redis
 
 from ownvol.hook.beneath import data_path
-from ownvol.hook.health import redis_client
+from ownvol.hook.health import redis_client, unknown_health
 from ownvol.hook.results import ActionResult
 from ownvol.hook.services import by_family
 from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
@@ -243,8 +243,11 @@ def restart(ctx: Context) -> ActionResult:
     if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
         return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
     if container.status == "running":
-        if service.probe(ctx.target, "running", False).healthy:
+        now = service.probe(ctx.target, "running", False)
+        if now.healthy:
             return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
+        if why := unknown_health(now):
+            return ActionResult("skipped", {"why": f"{why}; a running server is never restarted on a guess"})
         age = _running_for(container)
         if age is not None and age < service.startup_grace:
             return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "

@@ -27,6 +27,7 @@ from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
 from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry
+from ownvol.hook.watcher import INCIDENT_STATES
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
@@ -136,11 +137,12 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     logs = container.logs(tail=200, since=since) if since else container.logs(tail=200)
     seen = [d.as_dict() for _, d in patterns.read_log(logs.decode(errors="replace").splitlines(), catalogue)]
     engine_error = state.get("Error") or ""
+    error_type: str | None = None  # what the hook would open an incident for: a line of its own, else its probe
     if seen:
         error_type = seen[-1]["error_type"]
     elif health.owner and not health.owner.get("ok", True) and target.persists is not False:
         error_type = "permission-denied"
-    else:
+    elif health.state in INCIDENT_STATES:
         error_type = "persistence-failed"
     if health.healthy or (engine_error and not seen):
         error_type = None  # never acted on while healthy; an engine that cannot start it is not ours to fix
@@ -206,8 +208,11 @@ def doctor(container, repair_via, as_json) -> None:
         click.echo(f"diagnosis: {report['error_type']}; the hook would try: {', '.join(report['plan'])}")
     elif report["engine_error"] and not h["state"] == "healthy":
         click.echo("diagnosis: the engine could not start it (above); nothing ownvol repairs")
-    else:
+    elif h["state"] == "healthy":
         click.echo("diagnosis: nothing to do")
+    else:
+        click.echo(f"diagnosis: nothing the hook acts on while it is {h['state']} with no error of its own "
+                   "in the current run's log")
 
 
 @click.command("repair")

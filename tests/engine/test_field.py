@@ -116,3 +116,46 @@ def test_a_tmpfs_data_dir_is_not_repaired_and_doctor_says_how(tracked, port, red
     r = client(port)
     wait_for(lambda: fixed.reload() or r.ping(), 30, what="Redis on the tmpfs given its owner")
     assert r.set("k", "v") and r.info("persistence")["aof_last_write_status"] == "ok"
+
+
+def test_a_unix_socket_only_redis_is_repaired_and_never_restarted_on_a_guess(hook, tracked, tmp_path, redis_image):
+    """`--port 0 --unixsocket /data/redis.sock` on a root-owned bind: the crash is repaired on the owner evidence,
+    after which the server runs but the hook cannot ask it (no address): its `restart` actions are skipped, saying
+    so (it restarted the healthy server twice), and the container is never restarted by the hook."""
+    data = root_dir(tmp_path)
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    c = tracked.run(redis_image, ["redis-server", "--port", "0", "--unixsocket", "/data/redis.sock", "--dir", "/data",
+                                  "--appendonly", "yes"], user="999:999", network_mode="none", labels=h.labels,
+                    restart_policy={"Name": "on-failure"}, volumes={str(data): {"bind": "/data", "mode": "rw"}})
+    ended = h.wait_event(lambda e: e.get("container") == c.name and e["event"] in ("gave-up", "recovered"), 120,
+                         "the incident to end")
+    assert data.stat().st_uid == 999
+    restarts = [e for e in h.of("action", c.name) if e["action"] == "restart"]
+    assert restarts and all(e["result"] == "skipped" and "never restarted on a guess" in e["detail"]["why"]
+                            for e in restarts), restarts
+    assert ended["event"] == "gave-up"
+    c.reload()
+    assert c.status == "running"
+    out = c.exec_run(["redis-cli", "-s", "/data/redis.sock", "set", "k", "v"], user="999:999")
+    assert out.output.strip() == b"OK"
+
+
+def test_a_redis_whose_password_the_hook_lacks_is_not_diagnosed(hook, tracked, tmp_path, port, redis_image):
+    """A password read from a secret file by the command (`sh -c ... "$(cat /run/secrets/pw)"`): the server answers
+    and refuses the hook; its health is unknown, said so, and doctor finds nothing the hook acts on (it diagnosed
+    persistence-failed and listed the plan)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 999, 999)
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2")
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    cmd = " ".join([*server_args("redis-server", port, "/data"), '--requirepass "$(cat /run/secrets/pw)"'])
+    c = tracked.run(redis_image, ["sh", "-c", f"exec {cmd}"], user="999:999", network_mode="host", labels=h.labels,
+                    volumes={str(data): {"bind": "/data", "mode": "rw"}, str(secret): {"bind": "/run/secrets/pw",
+                                                                                        "mode": "ro"}})
+    probe = h.wait_event(by(c.name, "health"), 60, "the first probe")
+    assert probe["state"] == "unreachable" and probe["reasons"][0].startswith("answers but refuses the hook")
+    assert client(port, "hunter2").set("k", "v")
+    report = doctor(c.name)
+    assert report["health"]["state"] == "unreachable" and report["error_type"] is None
