@@ -154,8 +154,15 @@ def test_a_redis_whose_password_the_hook_lacks_is_not_diagnosed(hook, tracked, t
     c = tracked.run(redis_image, ["sh", "-c", f"exec {cmd}"], user="999:999", network_mode="host", labels=h.labels,
                     volumes={str(data): {"bind": "/data", "mode": "rw"}, str(secret): {"bind": "/run/secrets/pw",
                                                                                         "mode": "ro"}})
-    probe = h.wait_event(by(c.name, "health"), 60, "the first probe")
-    assert probe["state"] == "unreachable" and probe["reasons"][0].startswith("answers but refuses the hook")
-    assert client(port, "hunter2").set("k", "v")
+    r = client(port, "hunter2")
+    wait_for(r.ping, 30, what="Redis to answer with its password")
+
+    def reasons() -> list[str]:
+        return next((w["reasons"] for w in h.status()["containers"] if w["name"] == c.name), [])
+
+    said = wait_for(lambda: [x for x in reasons() if x.startswith("answers but refuses the hook")], 30,
+                    what="the hook's probe to be refused")
+    assert said and r.set("k", "v")
+    assert h.of("incident", c.name) == []
     report = doctor(c.name)
     assert report["health"]["state"] == "unreachable" and report["error_type"] is None
