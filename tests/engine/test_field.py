@@ -39,16 +39,16 @@ def root_dir(tmp_path, name: str = "data"):
 
 
 def test_a_redis_that_keeps_nothing_on_disk_is_left_alone(hook, tracked, tmp_path, port, redis_image):
-    """`--save "" --appendonly no` on a root-owned bind: Redis runs and writes nothing there, so its first probe
-    is healthy (it was `latent`, and the hook chowned the user's directory of a healthy server); the owner is
+    """`--save "" --appendonly no` on a root-owned bind: Redis runs and writes nothing there, so it is healthy and
+    never `latent` (it was, and the hook chowned the user's directory of a healthy server); the owner is
     untouched; doctor names the fact and its source (CONFIG GET) and finds nothing to do."""
     data = root_dir(tmp_path)
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     c = tracked.run(redis_image, [*server_args("redis-server", port, "/data", aof=False), "--save", ""],
                     user="999:999", network_mode="host", labels=h.labels,
                     volumes={str(data): {"bind": "/data", "mode": "rw"}})
-    first = h.wait_event(by(c.name, "health"), 60, "the first probe")
-    assert first["state"] == "healthy", first
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "a healthy probe")
+    assert [e for e in h.of("health", c.name) if e["state"] == "latent"] == []
     assert client(port).set("k", "v")
     report = doctor(c.name)
     assert report["error_type"] is None and report["container"]["persists"] is False
@@ -74,10 +74,11 @@ def test_a_container_user_the_image_lacks_is_no_owner(tracked, tmp_path, port, r
 
 def test_a_conf_with_optional_ipv6_include_and_password_is_healed_and_doctor_reads_this_run(
         hook, tracked, tmp_path, port, redis_image):
-    """A read-only redis.conf as Redis ships it, `bind 127.0.0.1 -::1` (::1 optional: absent where IPv6 is off),
-    with dir, port, appendonly, appenddirname and an included file holding requirepass: healed, reached on
-    127.0.0.1 (it was [::1]). Once healthy, doctor reads the current run's log only: nothing to do, nothing seen
-    (it listed the crashes of earlier runs and diagnosed permission-denied on a healthy server)."""
+    """A read-only redis.conf (Redis 7 directives) as Redis ships it, `bind 127.0.0.1 -::1` (::1 optional: absent
+    where IPv6 is off), with dir, port, appendonly, appenddirname and an included file holding requirepass:
+    healed, reached on 127.0.0.1 (it was [::1]). Once healthy, doctor reads the current run's log only: nothing
+    to do, nothing seen (it listed the crashes of earlier runs and diagnosed permission-denied on a healthy
+    server)."""
     conf = tmp_path / "conf"
     (conf / "conf.d").mkdir(parents=True)
     (conf / "redis.conf").write_text(f"bind 127.0.0.1 -::1\nport {port}\ndir /srv/redis\nappendonly yes\n"
