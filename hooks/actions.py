@@ -21,7 +21,7 @@ from ownvol.hook.health import redis_client, unknown_health
 from ownvol.hook.helpers import helper_labels
 from ownvol.hook.results import ActionResult
 from ownvol.hook.services import by_family
-from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
+from ownvol.hook.targets import DataMount, Target, engine_paths_reachable, tmpfs_of
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
@@ -229,8 +229,9 @@ def _running_for(container) -> float | None:
 
 
 def restart(ctx: Context) -> ActionResult:
-    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task and while Redis holds
-    writes it could not persist (unpersisted_writes)."""
+    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task, for a data dir on
+    the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could not persist (unpersisted_writes)
+    and while the server's health cannot be told (health.unknown_health)."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -238,6 +239,10 @@ def restart(ctx: Context) -> ActionResult:
     if SWARM_TASK in (container.labels or {}):
         return ActionResult("skipped", {"why": "a Swarm task: its service replaces it with a new task; starting "
                                                 "this container again would run Redis outside the service"})
+    if ctx.target.mount is None and (tmpfs := tmpfs_of(container.attrs, ctx.target.data_dir)):
+        return ActionResult("skipped", {"why": f"{ctx.target.data_dir} is on the container's own tmpfs {tmpfs}: a "
+                                               "restart makes it anew with the same owner (and loses what it "
+                                               "held); `ownvol doctor` names the --tmpfs options that set it"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     service = by_family(ctx.target.service)

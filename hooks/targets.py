@@ -500,14 +500,20 @@ def _persistence_origin(settings: Settings) -> str:
     return 'save "" and appendonly no, as configured'
 
 
-def _tmpfs_hint(attrs: dict, directory: str, uid: int | None, gid: int | None) -> str:
-    """Why a tmpfs data dir is out of reach and what sets its owner: the container's own tmpfs (HostConfig.Tmpfs,
-    `--tmpfs`; or a Mounts entry of type tmpfs, `--mount type=tmpfs`) is made at each start with the options
-    given (docker run reference: uid, gid, mode; moby daemon/oci_linux.go), so a repair would not outlive it."""
+def tmpfs_of(attrs: dict, directory: str) -> str | None:
+    """The container's own tmpfs that holds directory (HostConfig.Tmpfs, `--tmpfs`; or a Mounts entry of type
+    tmpfs, `--mount type=tmpfs`), its destination; None when none does. The engine makes it anew at each start
+    with the options given (docker run reference: uid, gid, mode; moby daemon/oci_linux.go): a repair would not
+    outlive it, a restart gives the same owner again and loses what it held."""
     tmpfs = [d.rstrip("/") or "/" for d in ((attrs.get("HostConfig") or {}).get("Tmpfs") or {})]
     tmpfs += [(m.get("Destination") or "").rstrip("/") or "/" for m in attrs.get("Mounts") or []
               if m.get("Type") == "tmpfs"]
-    hit = next((d for d in tmpfs if directory == d or directory.startswith(d.rstrip("/") + "/")), None)
+    return next((d for d in tmpfs if directory == d or directory.startswith(d.rstrip("/") + "/")), None)
+
+
+def _tmpfs_hint(attrs: dict, directory: str, uid: int | None, gid: int | None) -> str:
+    """What sets the owner of a tmpfs data dir (tmpfs_of), as a note's tail; "" when it is on none."""
+    hit = tmpfs_of(attrs, directory)
     if hit is None:
         return ""
     owner = f"uid={uid},gid={gid}," if uid is not None and gid is not None else "uid=UID,gid=GID,"

@@ -102,12 +102,23 @@ def test_a_conf_with_optional_ipv6_include_and_password_is_healed_and_doctor_rea
     assert report["health"]["state"] == "healthy" and report["error_type"] is None and report["detections"] == []
 
 
-def test_a_tmpfs_data_dir_is_not_repaired_and_doctor_says_how(tracked, port, redis_image):
-    """`tmpfs: /data` owned by root for a uid-999 Redis: no repair can outlive the tmpfs the engine makes at each
-    start; doctor names the option that gives it its owner, and that option, run as said, makes Redis persist."""
+def test_a_tmpfs_data_dir_is_not_repaired_nor_restarted_and_doctor_says_how(hook, tracked, tmp_path, port,
+                                                                             redis_image):
+    """`tmpfs: /data` owned by root for a uid-999 Redis crash-looping under `restart: on-failure`: no repair can
+    outlive the tmpfs the engine makes at each start, nor can a restart (the hook restarted it twice): the plan
+    ends gave-up, no repair nor restart done, each skip saying why; doctor names the option that gives the tmpfs
+    its owner, and that option, run as said, makes Redis persist."""
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     c = tracked.run(redis_image, server_args("redis-server", port, "/data"), user="999:999", network_mode="host",
+                    labels=h.labels, restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
                     tmpfs={"/data": "mode=0755,uid=0"})
-    wait_for(lambda: (c.reload() or True) and c.status == "exited", 60, what="Redis to die on its tmpfs")
+    gave_up = h.wait_event(by(c.name, "gave-up"), 120, "the hook to give up on the tmpfs")
+    done = [tuple(a.split(":")) for a in gave_up["actions"]]
+    assert all(result == "skipped" for action, result in done if action in ("repair-ownership", "restart")), done
+    assert "ok" not in {result for _, result in done}, done
+    restarts = [e for e in h.of("action", c.name) if e["action"] == "restart"]
+    assert restarts and all("the container's own tmpfs /data" in e["detail"]["why"] for e in restarts)
+    wait_for(lambda: (c.reload() or True) and c.status == "exited", 60, what="Redis to stop retrying")
     report = doctor(c.name)
     hint = "`--tmpfs /data:uid=999,gid=999,mode=0755`"
     assert any(hint in n for n in report["container"]["notes"]), report["container"]["notes"]
