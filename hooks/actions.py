@@ -17,11 +17,11 @@ import docker
 import redis
 
 from ownvol.hook.beneath import data_path
-from ownvol.hook.health import redis_client
+from ownvol.hook.health import redis_client, unknown_health
 from ownvol.hook.helpers import helper_labels
 from ownvol.hook.results import ActionResult
 from ownvol.hook.services import by_family
-from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
+from ownvol.hook.targets import DataMount, Target, engine_paths_reachable, tmpfs_of
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
@@ -244,9 +244,10 @@ HAZARD_WAIT = 2.0
 
 def restart(ctx: Context) -> ActionResult:
     """Restart a running (or restarting) container, start a stopped one (start_decision says whether); skipped for a
-    Swarm task and while Redis holds writes it could not persist (unpersisted_writes); while its service says a
-    restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it waited for), then
-    refuses with the reason (skipped, `refused`)."""
+    Swarm task, for a data dir on the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could
+    not persist (unpersisted_writes) and while the server's health cannot be told (health.unknown_health); while its
+    service says a restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it
+    waited for), then refuses with the reason (skipped, `refused`)."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -254,6 +255,10 @@ def restart(ctx: Context) -> ActionResult:
     if SWARM_TASK in (container.labels or {}):
         return ActionResult("skipped", {"why": "a Swarm task: its service replaces it with a new task; starting "
                                                 "this container again would run Redis outside the service"})
+    if ctx.target.mount is None and (tmpfs := tmpfs_of(container.attrs, ctx.target.data_dir)):
+        return ActionResult("skipped", {"why": f"{ctx.target.data_dir} is on the container's own tmpfs {tmpfs}: a "
+                                               "restart makes it anew with the same owner (and loses what it "
+                                               "held); `ownvol doctor` names the --tmpfs options that set it"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     service = by_family(ctx.target.service)
@@ -268,8 +273,11 @@ def restart(ctx: Context) -> ActionResult:
             return ActionResult("skipped", {"why": f"refused after waiting {HAZARD_WAIT:g}s: {hazard}; not restarted",
                                             "refused": hazard})
     if container.status == "running":
-        if service.probe(ctx.target, "running", False).healthy:
+        now = service.probe(ctx.target, "running", False)
+        if now.healthy:
             return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
+        if why := unknown_health(now):
+            return ActionResult("skipped", {"why": f"{why}; a running server is never restarted on a guess"})
         age = _running_for(container)
         if age is not None and age < service.startup_grace:
             return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "

@@ -46,7 +46,9 @@ class Settings:
     data_dir: absolute path inside the container; address: the URL the probe uses (None: unknown);
     files: named paths of its data (e.g. {"appenddirname": "appendonlydir"}), relative to data_dir;
     origins: fact -> "CONFIG GET" | "PATH:LINE" (a config file) | "command line" | "label" | "WORKDIR" | "default";
-    problems: what could not be read (a missing config file, a syntax error), for `doctor`.
+    problems: what could not be read (a missing config file, a syntax error), for `doctor`;
+    persists: whether the server writes to its data dir on its own (False: it keeps nothing on disk, as a Redis
+    with `save ""` and `appendonly no`); None when the service does not say.
     """
     data_dir: str
     address: str | None = None
@@ -54,6 +56,7 @@ class Settings:
     files: dict[str, str] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    persists: bool | None = None
 
 
 class ContainerView(Protocol):
