@@ -14,6 +14,7 @@ import io
 import posixpath
 import re
 import tarfile
+from dataclasses import dataclass, replace
 
 import docker
 
@@ -30,6 +31,7 @@ SCRATCH_SCHEMA = "ownvol_probe"
 SCRATCH_PROBE = (f"SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {SCRATCH_SCHEMA}; "
                  f"CREATE DATABASE {SCRATCH_SCHEMA}; DROP DATABASE {SCRATCH_SCHEMA}")
 _ERRCODE = r"\(Errcode: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"\)"
+ROOT = "0"  # the exec's user: root@localhost's unix_socket authentication, where the server grants it
 
 CATALOGUE = (
     p("mariadb-file", rf"\[ERROR\] (?:mariadbd|mysqld): Can't create/write to file '(?P<file>[^']+)' {_ERRCODE}",
@@ -38,6 +40,15 @@ CATALOGUE = (
       "startup", False, VERSIONS, note="the lower-case test at start-up; the abort follows"),
     p("mariadb-chdir", rf"(?:mariadbd|mysqld): Can't change dir to '(?P<dir>[^']+)' {_ERRCODE}", "data-dir",
       "startup", True, VERSIONS, note="a data dir the server cannot enter (root's, mode 0700)"),
+    p("mariadb-file-open", rf"\[ERROR\] (?:mariadbd|mysqld): File '(?P<file>[^']+)' not found {_ERRCODE}",
+      "data-file", "startup", True, VERSIONS, note="Aria's control file of a data dir restored as root"),
+    p("innodb-file-writable", r"\[ERROR\] InnoDB: The data file '(?P<file>[^']+)' must be writable", "data-file",
+      "startup", True, VERSIONS, default_type="permission-denied",
+      note="ibdata1 of a data dir restored as root (the directory still the server's)"),
+    p("innodb-os-error-13", r"\[ERROR\] InnoDB: Operating system error number (?P<errnum>13) in a file operation\.",
+      "data-file", "startup", False, VERSIONS, default_type="permission-denied",
+      note="a tablespace the server cannot open at start (EACCES): it starts without it; the probe sees it "
+           "unopened (INNODB_SYS_TABLES) until a restart after the repair"),
 )
 
 
@@ -70,37 +81,103 @@ class MariaDBService(ExecProbed):
         return Settings(data_dir, f"mysql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL),
                         {"port": port, "socket": socket}, origins, tuple(problems))
 
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
+        """The data dir the running server uses (SELECT @@datadir through the exec); None when it does not
+        answer (starting, initialising on its private socket, credentials refused)."""
+        if not container_id:
+            return None
+        answer = run_in(container_id, _client(settings, "SELECT @@datadir"), _env(settings), user=ROOT)
+        datadir = answer.first_line() if answer.ok else ""
+        if not datadir.startswith("/"):
+            return None
+        return replace(settings, data_dir=posixpath.normpath(datadir),
+                       origins={**settings.origins, "dir": "SELECT @@datadir"})
+
     def probe(self, target, container_status: str, local_paths: bool) -> Health:
         owner, down = self.first_look(target, container_status, local_paths)
         if down:
             return down
-        alive = run_in(target.id, f"exec mariadb-admin {_socket(target)}--connect-timeout=2 ping")
+        alive = run_in(target.id, _tool(target, "mariadb-admin") + " ping", _env(target), user=ROOT)
         if not alive.ok:
-            return Health("unreachable", [f"mariadb-admin ping: {alive.first_line()}"], container_status,
+            return Health("unreachable", [f"mariadb-admin ping: {alive.error_line()}"], container_status,
                           alive.first_line(), owner=owner)
+        state = server_state(target)
+        if state.error:
+            return Health("unreachable", [f"mariadb: {state.error}"], container_status, "alive", owner=owner)
+        if state.unopened:
+            return Health("refusing-writes", [f"InnoDB did not open {len(state.unopened)} tablespace(s) at start "
+                                              f"(a restart opens them again): {', '.join(state.unopened[:5])}"],
+                          container_status, "alive", owner=owner)
         # ANALYZE of one of the server's own InnoDB tables writes its persistent statistics: an InnoDB
         # transaction committed to the redo log, no user data touched. It writes only into files the server
         # already holds open, so a data dir taken from it at run time passes; creating (and dropping) the
         # hook's scratch schema makes the server create a directory in its data dir, as every new database
         # and table needs, and fails there with errno 13. Kept out of the binary log: replicas never see it.
-        check = run_in(target.id, _client(target, f"ANALYZE TABLE mysql.innodb_index_stats; {SCRATCH_PROBE}"),
-                       _env(target))
-        text = check.output
-        if not check.ok or "\terror\t" in text or "Errcode" in text:
-            return Health("refusing-writes", [f"mariadb: {check.error_line()}"], container_status, "alive",
-                          owner=owner)
+        # A Galera node (wsrep_on) replicates DDL to every node whatever sql_log_bin says (total order
+        # isolation): there the write check is left out, and the health says so.
+        if state.galera:
+            persistence = {"write": f"not checked: {GALERA_SKIP}"}
+        else:
+            check = run_in(target.id, _client(target, f"ANALYZE TABLE mysql.innodb_index_stats; {SCRATCH_PROBE}"),
+                           _env(target), user=ROOT)
+            text = check.output
+            if not check.ok or "\terror\t" in text.lower() or "Errcode" in text:
+                return Health("refusing-writes", [f"mariadb: {check.error_line()}"], container_status, "alive",
+                              owner=owner)
+            persistence = {"write": "committed"}
         if owner and not owner.get("ok", True):
-            return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "alive", owner=owner)
-        return Health("healthy", [], container_status, "alive", persistence={"write": "committed"}, owner=owner)
+            return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "alive", owner=owner,
+                          persistence=persistence)
+        return Health("healthy", [], container_status, "alive", persistence=persistence, owner=owner)
 
     def restart_hazard(self, target) -> str | None:
         """Open InnoDB transactions (information_schema.INNODB_TRX): not durable until they commit."""
         answer = run_in(target.id, _client(target, "SELECT COUNT(*) FROM information_schema.INNODB_TRX"),
-                        _env(target))
+                        _env(target), user=ROOT)
         count = answer.first_line() if answer.ok else ""
         if count.isdigit() and int(count) > 0:
             return f"{count} InnoDB transaction(s) in progress: not durable until they commit"
         return None
+
+
+GALERA_SKIP = "a Galera node (wsrep_on=ON) would replicate the scratch schema's DDL to the whole cluster"
+# The server's data dir, whether it is a Galera node, and the InnoDB tables whose tablespace it did not open
+# at start (in its dictionary, INNODB_SYS_TABLES, but not among its open tablespaces, INNODB_SYS_TABLESPACES)
+# whose file is in the data dir: a file it could not open (a table DISCARDed or in another DATA DIRECTORY
+# has none there). The shell adds each file's owner.
+STATE_SQL = ("SELECT 'datadir', @@datadir; SELECT 'wsrep', @@wsrep_on; "
+             "SELECT 'unopened', t.NAME FROM information_schema.INNODB_SYS_TABLES t "
+             "LEFT JOIN information_schema.INNODB_SYS_TABLESPACES s ON s.SPACE = t.SPACE "
+             "WHERE t.SPACE > 0 AND s.SPACE IS NULL")
+STATE_SHELL = r"""
+out=$({client}) || {{ printf '%s\n' "$out"; exit 1; }}
+printf '%s\n' "$out" | while IFS="$(printf '\t')" read -r key value; do
+  case $key in
+    datadir) dir=${{value%/}}; printf 'datadir\t%s\n' "$value" ;;
+    unopened) if [ -e "$dir/$value.ibd" ]; then
+        printf 'unopened\t%s.ibd (owner %s)\n' "$value" "$(stat -c %u:%g "$dir/$value.ibd")"; fi ;;
+    *) printf '%s\t%s\n' "$key" "$value" ;;
+  esac
+done"""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    datadir: str = ""
+    galera: bool = False
+    unopened: tuple[str, ...] = ()  # "db/table.ibd (owner uid:gid)"
+    error: str = ""
+
+
+def server_state(target) -> ServerState:
+    """The running server's own facts (STATE_SQL) through one exec; error says why they are unknown."""
+    answer = run_in(target.id, STATE_SHELL.format(client=_client(target, STATE_SQL)), _env(target), user=ROOT)
+    rows = [line.split("\t", 1) for line in answer.output.splitlines() if "\t" in line]
+    if not answer.ok or not any(key == "datadir" for key, _ in rows):
+        return ServerState(error=answer.error_line())
+    found = dict(rows)
+    return ServerState(found.get("datadir", ""), found.get("wsrep", "0") in ("1", "ON"),
+                       tuple(value for key, value in rows if key == "unopened"))
 
 
 SNAPSHOT_MAX = 4 << 20  # bytes of /etc/mysql's tar read at most
@@ -210,11 +287,18 @@ def _env(target) -> dict[str, str]:
     return {"MYSQL_PWD": target.password} if target.password else {}
 
 
-def _client(target, sql: str) -> str:
+def _tool(target, tool: str) -> str:
+    """Shell text running a client tool of the container as root@localhost over its socket: exec'd as uid 0
+    (unix_socket, where root@localhost has it: Debian's mariadb-install-db), with the password of a label
+    (the exec's environment) or the container's own MARIADB_ROOT_PASSWORD / MYSQL_ROOT_PASSWORD or their
+    _FILE forms (read by this shell, inside the container) as MYSQL_PWD: never on a command line, never here."""
     password = "" if target.password else \
         f"MYSQL_PWD={secret_from_env('MARIADB_ROOT_PASSWORD', 'MYSQL_ROOT_PASSWORD')} "
-    return (f"{password}exec mariadb {_socket(target)}--connect-timeout=2 -uroot --batch --skip-column-names "
-            f"-e \"{sql}\"")
+    return f"{password}exec {tool} {_socket(target)}--connect-timeout=2 -uroot"
+
+
+def _client(target, sql: str) -> str:
+    return f"{_tool(target, 'mariadb')} --batch --skip-column-names -e \"{sql}\""
 
 
 MARIADB = register(MariaDBService())

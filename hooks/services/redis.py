@@ -70,7 +70,7 @@ class RedisService(Service):
                         {k: conf.get(k) or "" for k in ("appenddirname", "dbfilename", "appendfilename")},
                         origins, tuple(problems))
 
-    def live(self, settings: Settings) -> Settings | None:
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
         or refuses CONFIG (renamed, ACL)."""
         if not settings.address:
