@@ -227,9 +227,14 @@ def _running_for(container) -> float | None:
     return max(0.0, time.time() - started)
 
 
+NOT_ANSWERING = ("unreachable", "loading")
+START_POLL = 0.5  # seconds between looks at a server starting up
+
+
 def restart(ctx: Context) -> ActionResult:
     """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task and while Redis holds
-    writes it could not persist (unpersisted_writes)."""
+    writes it could not persist (unpersisted_writes). A server that does not answer yet within its service's
+    startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -243,13 +248,21 @@ def restart(ctx: Context) -> ActionResult:
     if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
         return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
     if container.status == "running":
-        if service.probe(ctx.target, "running", False).healthy:
+        health = service.probe(ctx.target, "running", False)
+        if health.healthy:
             return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
         age = _running_for(container)
-        if age is not None and age < service.startup_grace:
-            return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "
-                                                   "(its entrypoint's initialisation, a recovery); a restart "
-                                                   "would interrupt it"})
+        if age is not None and age < service.startup_grace and health.state in NOT_ANSWERING:
+            # starting up (its entrypoint's initialisation, a recovery): a restart would interrupt it; wait
+            # for it to answer, up to the grace after its start
+            deadline = time.monotonic() + service.startup_grace - age
+            while health.state in NOT_ANSWERING and container.status == "running" and time.monotonic() < deadline:
+                time.sleep(START_POLL)
+                health = service.probe(ctx.target, "running", False)
+                container.reload()
+            if health.healthy:
+                return ActionResult("ok", {"how": "none", "why": f"its start-up ended healthy within "
+                                                                 f"{service.startup_grace:g}s: not restarted"})
     if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
             and not ctx.target.start_opt_in and not ctx.start_stopped:
         return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "

@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import posixpath
 import re
+import shlex
 import tarfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import docker
 
@@ -31,6 +32,9 @@ SCRATCH_SCHEMA = "ownvol_probe"
 SCRATCH_PROBE = (f"SET SESSION sql_log_bin = 0; DROP DATABASE IF EXISTS {SCRATCH_SCHEMA}; "
                  f"CREATE DATABASE {SCRATCH_SCHEMA}; DROP DATABASE {SCRATCH_SCHEMA}")
 _ERRCODE = r"\(Errcode: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"\)"
+_OS_ERROR_13 = r"Operating system error number (?P<errnum>13) in a file operation\."
+_THREAD_0 = r"(?:^|\s)0 "
+_THREAD_N = r"(?:^|\s)[1-9]\d* "
 ROOT = "0"  # the exec's user: root@localhost's unix_socket authentication, where the server grants it
 
 CATALOGUE = (
@@ -45,10 +49,15 @@ CATALOGUE = (
     p("innodb-file-writable", r"\[ERROR\] InnoDB: The data file '(?P<file>[^']+)' must be writable", "data-file",
       "startup", True, VERSIONS, default_type="permission-denied",
       note="ibdata1 of a data dir restored as root (the directory still the server's)"),
-    p("innodb-os-error-13", r"\[ERROR\] InnoDB: Operating system error number (?P<errnum>13) in a file operation\.",
-      "data-file", "startup", False, VERSIONS, default_type="permission-denied",
-      note="a tablespace the server cannot open at start (EACCES): it starts without it; the probe sees it "
-           "unopened (INNODB_SYS_TABLES) until a restart after the repair"),
+    # mariadbd's log names the thread: 0 for the server's own start-up, a connection's id for a statement
+    p("innodb-os-error-13", rf"{_THREAD_0}\[ERROR\] InnoDB: {_OS_ERROR_13}", "data-file", "startup", False, VERSIONS,
+      default_type="permission-denied",
+      note="a tablespace the server cannot open at start (EACCES): it starts without the table; its probe "
+           "sees the tablespace unopened until a restart after the repair"),
+    p("innodb-os-error-13-runtime", rf"{_THREAD_N}\[ERROR\] InnoDB: {_OS_ERROR_13}", "data-file", "runtime",
+      False, VERSIONS, default_type="permission-denied",
+      note="a statement that makes InnoDB open or stat a tablespace file of a data dir taken from it at run "
+           "time (information_schema.INNODB_SYS_TABLESPACES, as monitoring agents read it)"),
 )
 
 
@@ -101,30 +110,33 @@ class MariaDBService(ExecProbed):
         if not alive.ok:
             return Health("unreachable", [f"mariadb-admin ping: {alive.error_line()}"], container_status,
                           alive.first_line(), owner=owner)
-        state = server_state(target)
-        if state.error:
-            return Health("unreachable", [f"mariadb: {state.error}"], container_status, "alive", owner=owner)
-        if state.unopened:
-            return Health("refusing-writes", [f"InnoDB did not open {len(state.unopened)} tablespace(s) at start "
-                                              f"(a restart opens them again): {', '.join(state.unopened[:5])}"],
-                          container_status, "alive", owner=owner)
+        facts = run_in(target.id, _client(target, "SELECT @@wsrep_on, @@datadir"), _env(target), user=ROOT)
+        wsrep, _, datadir = facts.first_line().partition("\t") if facts.ok else ("", "", "")
+        if not datadir.startswith("/"):
+            return Health("unreachable", [f"mariadb: {facts.error_line()}"], container_status, "alive", owner=owner)
         # ANALYZE of one of the server's own InnoDB tables writes its persistent statistics: an InnoDB
         # transaction committed to the redo log, no user data touched. It writes only into files the server
         # already holds open, so a data dir taken from it at run time passes; creating (and dropping) the
         # hook's scratch schema makes the server create a directory in its data dir, as every new database
         # and table needs, and fails there with errno 13. Kept out of the binary log: replicas never see it.
         # A Galera node (wsrep_on) replicates DDL to every node whatever sql_log_bin says (total order
-        # isolation): there the write check is left out, and the health says so.
-        if state.galera:
-            persistence = {"write": f"not checked: {GALERA_SKIP}"}
-        else:
-            check = run_in(target.id, _client(target, f"ANALYZE TABLE mysql.innodb_index_stats; {SCRATCH_PROBE}"),
-                           _env(target), user=ROOT)
-            text = check.output
-            if not check.ok or "\terror\t" in text.lower() or "Errcode" in text:
-                return Health("refusing-writes", [f"mariadb: {check.error_line()}"], container_status, "alive",
-                              owner=owner)
-            persistence = {"write": "committed"}
+        # isolation): there the write check is left out, and the health says so. The scratch schema comes
+        # first and the client stops at the first error: on a data dir taken from the server, ANALYZE (its
+        # table status) and the tablespace check would make InnoDB log an error for each file it cannot stat.
+        galera = wsrep in ("1", "ON")
+        sql = UNOPENED_SQL if galera else f"{SCRATCH_PROBE}; ANALYZE TABLE mysql.innodb_index_stats; {UNOPENED_SQL}"
+        check = run_in(target.id, UNOPENED_SHELL.format(client=_client(target, sql), dir=shlex.quote(datadir)),
+                       _env(target), user=ROOT)
+        text = check.output
+        if not check.ok or "\terror\t" in text.lower() or "Errcode" in text:
+            return Health("refusing-writes", [f"mariadb: {check.error_line()}"], container_status, "alive",
+                          owner=owner)
+        unopened = [line.split("\t", 1)[1] for line in text.splitlines() if line.startswith("unopened\t")]
+        if unopened:
+            return Health("refusing-writes", [f"InnoDB did not open {len(unopened)} tablespace(s) at start "
+                                              f"(a restart opens them again): {', '.join(unopened[:5])}"],
+                          container_status, "alive", owner=owner)
+        persistence = {"write": f"not checked: {GALERA_SKIP}" if galera else "committed"}
         if owner and not owner.get("ok", True):
             return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "alive", owner=owner,
                           persistence=persistence)
@@ -141,43 +153,22 @@ class MariaDBService(ExecProbed):
 
 
 GALERA_SKIP = "a Galera node (wsrep_on=ON) would replicate the scratch schema's DDL to the whole cluster"
-# The server's data dir, whether it is a Galera node, and the InnoDB tables whose tablespace it did not open
-# at start (in its dictionary, INNODB_SYS_TABLES, but not among its open tablespaces, INNODB_SYS_TABLESPACES)
-# whose file is in the data dir: a file it could not open (a table DISCARDed or in another DATA DIRECTORY
-# has none there). The shell adds each file's owner.
-STATE_SQL = ("SELECT 'datadir', @@datadir; SELECT 'wsrep', @@wsrep_on; "
-             "SELECT 'unopened', t.NAME FROM information_schema.INNODB_SYS_TABLES t "
-             "LEFT JOIN information_schema.INNODB_SYS_TABLESPACES s ON s.SPACE = t.SPACE "
-             "WHERE t.SPACE > 0 AND s.SPACE IS NULL")
-STATE_SHELL = r"""
+# The InnoDB tables whose tablespace the server did not open at start: in its dictionary (INNODB_SYS_TABLES)
+# but not among its tablespaces (INNODB_SYS_TABLESPACES), with a file in the data dir (a table DISCARDed or
+# in another DATA DIRECTORY has none there); the shell keeps those and adds each file's owner.
+UNOPENED_SQL = ("SELECT 'unopened', t.NAME FROM information_schema.INNODB_SYS_TABLES t "
+                "LEFT JOIN information_schema.INNODB_SYS_TABLESPACES s ON s.SPACE = t.SPACE "
+                "WHERE t.SPACE > 0 AND s.SPACE IS NULL")
+UNOPENED_SHELL = r"""
+dir={dir}
 out=$({client}) || {{ printf '%s\n' "$out"; exit 1; }}
-printf '%s\n' "$out" | while IFS="$(printf '\t')" read -r key value; do
-  case $key in
-    datadir) dir=${{value%/}}; printf 'datadir\t%s\n' "$value" ;;
-    unopened) if [ -e "$dir/$value.ibd" ]; then
-        printf 'unopened\t%s.ibd (owner %s)\n' "$value" "$(stat -c %u:%g "$dir/$value.ibd")"; fi ;;
-    *) printf '%s\t%s\n' "$key" "$value" ;;
+printf '%s\n' "$out" | while IFS= read -r line; do
+  case $line in
+    unopened"$(printf '\t')"*) name=${{line#*"$(printf '\t')"}}; file="${{dir%/}}/$name.ibd"
+      if [ -e "$file" ]; then printf 'unopened\t%s.ibd (owner %s)\n' "$name" "$(stat -c %u:%g "$file")"; fi ;;
+    *) printf '%s\n' "$line" ;;
   esac
 done"""
-
-
-@dataclass(frozen=True)
-class ServerState:
-    datadir: str = ""
-    galera: bool = False
-    unopened: tuple[str, ...] = ()  # "db/table.ibd (owner uid:gid)"
-    error: str = ""
-
-
-def server_state(target) -> ServerState:
-    """The running server's own facts (STATE_SQL) through one exec; error says why they are unknown."""
-    answer = run_in(target.id, STATE_SHELL.format(client=_client(target, STATE_SQL)), _env(target), user=ROOT)
-    rows = [line.split("\t", 1) for line in answer.output.splitlines() if "\t" in line]
-    if not answer.ok or not any(key == "datadir" for key, _ in rows):
-        return ServerState(error=answer.error_line())
-    found = dict(rows)
-    return ServerState(found.get("datadir", ""), found.get("wsrep", "0") in ("1", "ON"),
-                       tuple(value for key, value in rows if key == "unopened"))
 
 
 SNAPSHOT_MAX = 4 << 20  # bytes of /etc/mysql's tar read at most

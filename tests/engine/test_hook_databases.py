@@ -222,7 +222,8 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     started = time.time()
     subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
     incident = h.wait_event(by(c.name, "incident"), 60, "the probe to open an incident", after=mark)
-    assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"]
+    assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"], incident
+    assert "Operating system error" not in c.logs().decode(), "the probe made InnoDB stat files it cannot reach"
     recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
     heal_report(f"{image} run time, data dir chowned to root, helper route", recovered["ts"] - started)
     repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership")
@@ -326,3 +327,34 @@ def test_mariadb_galera_node_is_probed_without_the_scratch_schema(hook, tracked,
     assert doctor.returncode == 0, doctor.stderr
     assert "write check: not checked: a Galera node (wsrep_on=ON)" in doctor.stdout, doctor.stdout
     assert mariadb_run(c, "show global status like 'Com_create_db'")[1].split()[-1] == "0", healthy
+
+
+@pytest.mark.parametrize("image", MARIADB, indirect=True)
+def test_mariadb_innodb_error_13_at_run_time_is_recognised_and_healed_with_the_rows(hook, tracked, image, host_dir,
+                                                                                    port):
+    """The data dir chowned to root under the running server, then what a monitoring agent reads
+    (information_schema.INNODB_SYS_TABLESPACES): InnoDB logs `Operating system error number 13` from that
+    connection's thread, recognised as a run-time error; healed, every row written before is there."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    os.chown(host_dir, 999, 999)
+    c = run_mariadb(tracked, image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
+                          "insert into kept.t select seq from kept.seq_1_to_500")[0] == 0
+    mark = h.mark()
+    h.pause()  # the line is written before the hook's next probe could see the fault its own way
+    try:
+        started = time.time()
+        subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+        mariadb_run(c, "select count(*) from information_schema.INNODB_SYS_TABLESPACES")
+        wait_for(lambda: "error number 13" in c.logs().decode(), 30, what="InnoDB's error 13 in the server's log")
+    finally:
+        h.resume()
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "innodb-os-error-13-runtime", 60,
+                            "InnoDB's run-time error 13 to be recognised", after=mark)
+    assert detected["phase"] == "runtime" and detected["error_type"] == "permission-denied", detected
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
+    heal_report(f"{image} run time, InnoDB error 13", recovered["ts"] - started)
+    assert host_dir.stat().st_uid == 999
+    code, out = mariadb_run(c, "create database w; select count(*), sum(i) from kept.t")
+    assert code == 0 and out == "500\t125250", out

@@ -132,6 +132,10 @@ if [ "$family" = postgres ]; then
     docker exec "$name" psql -p "$port" -XAtc 'create table golden(i int); insert into golden select generate_series(1, 1000); checkpoint' || :
 else
     docker exec "$name" mariadb --port="$port" -uroot -pgolden -e 'create database golden_runtime; insert into golden.t values (3); flush tables' || :
+    # what a monitoring agent reads (mysqld_exporter --collect.info_schema.innodb_tablespaces): InnoDB stats
+    # every tablespace file, and logs the files it cannot reach
+    docker exec "$name" mariadb --port="$port" -uroot -pgolden -e \
+        'select count(*) from information_schema.INNODB_SYS_TABLESPACES' || :
 fi
 sleep 3
 docker logs --since "$since" "$name" >"$out/runtime-chowned.log" 2>&1

@@ -85,7 +85,7 @@ def initialised_mariadb(tracked, image: str, port: int, data: Path, labels: dict
     c = run_mariadb(tracked, image, port, data, {**labels, "ownvol.watch": "false"})
     wait_for(lambda: mariadb_ready(c), 90, what="MariaDB to accept connections")
     code, out = mariadb_run(c, f"create database kept; create table kept.t(i int) engine=innodb; "
-                               f"insert into kept.t select seq from seq_1_to_{rows}")
+                               f"insert into kept.t select seq from kept.seq_1_to_{rows}")
     assert code == 0, out
     c.stop(timeout=30)
     c.remove()
