@@ -153,10 +153,12 @@ class MariaDBService(ExecProbed):
 
 
 GALERA_SKIP = "a Galera node (wsrep_on=ON) would replicate the scratch schema's DDL to the whole cluster"
-# The InnoDB tables whose tablespace the server did not open at start: in its dictionary (INNODB_SYS_TABLES)
-# but not among its tablespaces (INNODB_SYS_TABLESPACES), with a file in the data dir (a table DISCARDed or
-# in another DATA DIRECTORY has none there); the shell keeps those and adds each file's owner.
-UNOPENED_SQL = ("SELECT 'unopened', t.NAME FROM information_schema.INNODB_SYS_TABLES t "
+# The InnoDB tables the server loaded (INNODB_SYS_TABLESTATS: its dictionary cache) without their tablespace
+# (not among INNODB_SYS_TABLESPACES): a tablespace it could not open, marked missing until a restart. A table
+# not used since the start is not loaded (InnoDB opens it at its first use); one DISCARDed, or in another DATA
+# DIRECTORY, has no file in the data dir: the shell keeps those whose file is there and adds its owner.
+UNOPENED_SQL = ("SELECT 'unopened', t.NAME FROM information_schema.INNODB_SYS_TABLESTATS c "
+                "JOIN information_schema.INNODB_SYS_TABLES t ON t.TABLE_ID = c.TABLE_ID "
                 "LEFT JOIN information_schema.INNODB_SYS_TABLESPACES s ON s.SPACE = t.SPACE "
                 "WHERE t.SPACE > 0 AND s.SPACE IS NULL")
 UNOPENED_SHELL = r"""
