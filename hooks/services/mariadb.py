@@ -87,20 +87,31 @@ class MariaDBService(ExecProbed):
         if not data_dir.startswith("/"):
             problems.append(f"datadir {data_dir!r} is not absolute")
         data_dir = posixpath.normpath(data_dir) if data_dir.startswith("/") else data_dir
-        return Settings(data_dir, f"mysql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL),
-                        {"port": port, "socket": socket}, origins, tuple(problems))
+        files = {"port": port, "socket": socket}
+        if flag(args, "--defaults-file"):
+            files["defaults-file"] = flag(args, "--defaults-file") or ""
+        return Settings(data_dir, f"mysql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL), files, origins,
+                        tuple(problems))
 
     def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
-        """The data dir the running server uses (SELECT @@datadir through the exec); None when it does not
-        answer (starting, initialising on its private socket, credentials refused)."""
+        """The data dir the running server uses (SELECT @@datadir through the exec); when it does not answer
+        (starting, initialising on its private socket, credentials refused) and its command line names none,
+        the option files' as the server's own reader finds them (`my_print_defaults --mysqld`, the groups
+        mariadbd reads, in the container); None when neither says (the configured settings stand)."""
         if not container_id:
             return None
         answer = run_in(container_id, _client(settings, "SELECT @@datadir"), _env(settings), user=ROOT)
-        datadir = answer.first_line() if answer.ok else ""
+        datadir, origin = (answer.first_line() if answer.ok else ""), "SELECT @@datadir"
+        if not datadir.startswith("/") and not settings.origins.get("dir", "").startswith("command line"):
+            defaults_file = (settings.files or {}).get("defaults-file")
+            first = f"--defaults-file={shlex.quote(defaults_file)} " if defaults_file else ""
+            printed = run_in(container_id, f"exec my_print_defaults {first}--mysqld")
+            values = [line.split("=", 1)[1] for line in printed.output.splitlines()
+                      if printed.ok and line.startswith("--datadir=")]
+            datadir, origin = (values[-1] if values else ""), "my_print_defaults --mysqld"
         if not datadir.startswith("/"):
             return None
-        return replace(settings, data_dir=posixpath.normpath(datadir),
-                       origins={**settings.origins, "dir": "SELECT @@datadir"})
+        return replace(settings, data_dir=posixpath.normpath(datadir), origins={**settings.origins, "dir": origin})
 
     def probe(self, target, container_status: str, local_paths: bool) -> Health:
         owner, down = self.first_look(target, container_status, local_paths)

@@ -358,3 +358,25 @@ def test_mariadb_innodb_error_13_at_run_time_is_recognised_and_healed_with_the_r
     assert host_dir.stat().st_uid == 999
     code, out = mariadb_run(c, "create database w; select count(*), sum(i) from kept.t")
     assert code == 0 and out == "500\t125250", out
+
+
+@pytest.mark.parametrize("image", MARIADB[:1], indirect=True)
+def test_mariadb_data_dir_from_the_server_s_own_option_reader_when_sql_refuses(hook, tracked, image, host_dir, port):
+    """A datadir set in an option file, and a label password the server refuses: the data dir is the one
+    mariadbd's own reader finds (`my_print_defaults --mysqld` in the container), and doctor says so."""
+    h = hook()
+    os.chown(host_dir, 999, 999)
+    cnf = host_dir.parent / "zz-datadir.cnf"
+    cnf.write_text("[mariadbd]\ndatadir=/srv/db\n")
+    c = tracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], user="999:999",
+                    network_mode="host", environment={"MARIADB_ROOT_PASSWORD": PASSWORD},
+                    labels={**h.labels, "ownvol.mariadb.password": "not-the-password"},
+                    volumes={str(host_dir): {"bind": "/srv/db", "mode": "rw"},
+                             str(cnf): {"bind": "/etc/mysql/conf.d/zz-datadir.cnf", "mode": "ro"}})
+    wait_for(lambda: c.reload() or mariadb_run(c, "select @@datadir") == (0, "/srv/db/"), 90,
+             what="MariaDB to run on /srv/db")
+    doctor = h.cli("doctor", c.name, "--json")
+    assert doctor.returncode == 0, doctor.stderr
+    assert '"dir": "my_print_defaults --mysqld"' in doctor.stdout and '"data_dir": "/srv/db"' in doctor.stdout, \
+        doctor.stdout
+    assert "not-the-password" not in doctor.stdout
