@@ -205,6 +205,17 @@ def test_doctor_shows_a_postgres_container_s_facts_and_plan(hook, tracked, image
     assert '"repair-ownership"' in out.stdout and "ownvol-test" not in out.stdout
 
 
+def rows_then_chowned(h, c, host_dir: Path) -> tuple[int, float]:
+    """Two rows in kept.t, then the data dir (the tree) given to root under the running server: (the hook's
+    event mark, the time of the chown)."""
+    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
+                          "insert into kept.t values (1), (2)")[0] == 0
+    mark = h.mark()
+    started = time.time()
+    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    return mark, started
+
+
 @pytest.mark.parametrize("image", MARIADB, indirect=True)
 def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook, tracked, image, host_dir, port,
                                                                            ownvol_image):
@@ -216,11 +227,7 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     os.chown(host_dir, 999, 999)
     c = run_mariadb(tracked, image, port, host_dir, h.labels)
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
-    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
-                          "insert into kept.t values (1), (2)")[0] == 0
-    mark = h.mark()
-    started = time.time()
-    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    mark, started = rows_then_chowned(h, c, host_dir)
     incident = h.wait_event(by(c.name, "incident"), 60, "the probe to open an incident", after=mark)
     assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"], incident
     assert "Operating system error" not in c.logs().decode(), "the probe made InnoDB stat files it cannot reach"
@@ -295,11 +302,7 @@ def test_official_style_mariadb_the_owner_is_the_running_server_s_uid(hook, trac
     assert not h.of("incident", c.name) and not h.of("action", c.name)
     doctor = h.cli("doctor", c.name, "--json")
     assert '"owner": "999:999"' in doctor.stdout and '"owner_source": "process"' in doctor.stdout, doctor.stdout
-    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
-                          "insert into kept.t values (1), (2)")[0] == 0
-    mark = h.mark()
-    started = time.time()
-    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    mark, started = rows_then_chowned(h, c, host_dir)
     recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
     heal_report(f"{image} run time, data dir chowned to root", recovered["ts"] - started)
     repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership")
