@@ -242,12 +242,17 @@ def _running_for(container) -> float | None:
 HAZARD_WAIT = 2.0
 
 
+NOT_ANSWERING = ("unreachable", "loading")
+START_POLL = 0.5  # seconds between looks at a server starting up
+
+
 def restart(ctx: Context) -> ActionResult:
     """Restart a running (or restarting) container, start a stopped one (start_decision says whether); skipped for a
     Swarm task, for a data dir on the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could
     not persist (unpersisted_writes) and while the server's health cannot be told (health.unknown_health); while its
     service says a restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it
-    waited for), then refuses with the reason (skipped, `refused`)."""
+    waited for), then refuses with the reason (skipped, `refused`). A server that does not answer yet within its
+    service's startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -273,16 +278,23 @@ def restart(ctx: Context) -> ActionResult:
             return ActionResult("skipped", {"why": f"refused after waiting {HAZARD_WAIT:g}s: {hazard}; not restarted",
                                             "refused": hazard})
     if container.status == "running":
-        now = service.probe(ctx.target, "running", False)
-        if now.healthy:
+        health = service.probe(ctx.target, "running", False)
+        if health.healthy:
             return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
-        if why := unknown_health(now):
+        if why := unknown_health(health):
             return ActionResult("skipped", {"why": f"{why}; a running server is never restarted on a guess"})
         age = _running_for(container)
-        if age is not None and age < service.startup_grace:
-            return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "
-                                                   "(its entrypoint's initialisation, a recovery); a restart "
-                                                   "would interrupt it"})
+        if age is not None and age < service.startup_grace and health.state in NOT_ANSWERING:
+            # starting up (its entrypoint's initialisation, a recovery): a restart would interrupt it; wait
+            # for it to answer, up to the grace after its start
+            deadline = time.monotonic() + service.startup_grace - age
+            while health.state in NOT_ANSWERING and container.status == "running" and time.monotonic() < deadline:
+                time.sleep(START_POLL)
+                health = service.probe(ctx.target, "running", False)
+                container.reload()
+            if health.healthy:
+                return ActionResult("ok", {"how": "none", "why": f"its start-up ended healthy within "
+                                                                 f"{service.startup_grace:g}s: not restarted"})
     why = "running: restarted"
     if container.status not in ("running", "restarting"):
         since = None

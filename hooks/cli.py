@@ -191,6 +191,9 @@ def doctor(container, repair_via, as_json) -> None:
     click.echo(f"{t['name']} ({t['id']}) image {t['image']}: {h['state']}")
     for r in h["reasons"]:
         click.echo(f"  - {r}")
+    write = (h.get("persistence") or {}).get("write")
+    if write and write != "committed":
+        click.echo(f"write check: {write}")
     click.echo(f"{t['service']}: {t['redis_url']}   data: {t['data_dir']} ({t['origins'].get('dir', 'default')})   "
                f"owner wanted: {t['owner']} ({t['owner_source']})")
     node = report["node"]

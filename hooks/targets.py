@@ -455,7 +455,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     if looked:
         look_for_server()
     if running and cached.live is None and now >= cached.live_next:
-        cached.live = cached.service.live_in(container.id, cached.settings)
+        cached.live = cached.service.live(cached.settings, container.id)
         cached.live_tries += 1
         cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
     settings = cached.live or cached.settings

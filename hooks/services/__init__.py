@@ -7,9 +7,8 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
 - who owns its data: the uid:gid its server process runs as (found in the container's process table by
   `is_server`), else the profile of its official image (`profile`, a name in ownvol/profiles.py);
 - where its data and configuration live: `configured(view)` reads them as the server would (its config
-  files read from inside the container, its command line, its defaults) and `live(settings)` asks the
-  running server (`live_in(container_id, settings)` where it is asked inside the container; None when it
-  does not answer); both give `Settings`, each fact with its origin;
+  files read from inside the container, its command line, its defaults) and `live(settings, container_id)`
+  asks the running server (None when it does not answer); both give `Settings`, each fact with its origin;
 - its messages: `catalogue`, the patterns of hooks/patterns.py its log lines are matched against, and
   `log_prefix`, how its lines begin (stripped before matching);
 - its probe: `probe(target, container_status, local_paths)` -> hooks.health.Health;
@@ -128,13 +127,9 @@ class Service(ABC):
         defaults. Never raises for a missing or broken file: it is named in Settings.problems."""
 
     @abstractmethod
-    def live(self, settings: Settings) -> Settings | None:
-        """Settings asked of the running server at settings.address; None when it does not answer."""
-
-    def live_in(self, container_id: str, settings: Settings) -> Settings | None:
-        """Settings asked of the running server of the container: live(settings) unless the service asks it
-        inside the container (PostgreSQL's SHOW through its own psql); None when it does not answer."""
-        return self.live(settings)
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
+        """Settings asked of the running server (at settings.address, or through an exec in container_id);
+        None when it does not answer."""
 
     @abstractmethod
     def probe(self, target: Target, container_status: str, local_paths: bool) -> Health:

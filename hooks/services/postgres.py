@@ -87,9 +87,11 @@ class PostgresService(ExecProbed):
         return Settings(posixpath.normpath(data_dir) if data_dir.startswith("/") else data_dir,
                         f"postgresql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL), files, origins, problems)
 
-    def live_in(self, container_id: str, settings: Settings) -> Settings | None:
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """The running server's own data directory (`SHOW data_directory`, its psql inside the container, as the
         probe asks); None when it does not answer or may not read the setting (superuser or pg_read_all_settings)."""
+        if not container_id:
+            return None
         answer = run_in(container_id, _psql(settings.files, settings.password, "show data_directory"),
                         _env(settings.files, settings.password))
         found = answer.first_line() if answer.ok else ""

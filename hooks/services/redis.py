@@ -73,7 +73,7 @@ class RedisService(Service):
                         origins, tuple(problems),
                         persists=_persists(conf.get("appendonly") or "no", None if save is None else " ".join(save)))
 
-    def live(self, settings: Settings) -> Settings | None:
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
         or refuses CONFIG (renamed, ACL)."""
         if not settings.address:
