@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.support.common import free_port, server_image
@@ -22,7 +23,6 @@ from tests.support.databases import (
     initialised_postgres,
     mariadb_run,
     psql,
-    psql_run,
     run_mariadb,
     run_postgres,
 )
@@ -238,8 +238,8 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
 @pytest.mark.parametrize("image", PG, indirect=True)
 def test_postgres_that_dies_of_a_run_time_chown_is_started_again_whatever_its_policy(hook, tracked, image,
                                                                                     host_dir, port):
-    """Restart policy `no`, the data dir chowned to root under the running server, which dies of it (a
-    checkpoint cannot open pg_control: PANIC) before a lagging hook (paused here) reads the line: it was
+    """Restart policy `no`, the data dir chowned to root under the running server, which dies of it (the next
+    WAL segment cannot be opened: PANIC) before a lagging hook (paused here) reads the line: it was
     running when the incident opened, so the hook starts it again after the repair (the state the incident
     found), and every row written before is there."""
     h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
@@ -249,9 +249,21 @@ def test_postgres_that_dies_of_a_run_time_chown_is_started_again_whatever_its_po
     mark = h.mark()
     h.pause()
     try:
+        # a session opened before the chown (a new session could not even start on the root-owned catalog)
+        # switches to the next WAL segment and commits a transaction id after it: the segment, root's now,
+        # cannot be opened, whoever writes it PANICs, and the postmaster cannot read pg_control to start again
+        # and PANICs too (the container exits 139). The session waits in pg_sleep until the chown is made,
+        # then its sleep is cancelled (SIGINT to its backend: a query cancel; psql goes on to the next -c)
+        c.exec_run(["psql", "-XAtq", "-p", str(port), "-U", "postgres", "-c", "select pg_sleep(60)", "-c",
+                    "select pg_switch_wal()", "-c", "select txid_current()"], detach=True)
+        backend = wait_for(lambda: psql(c, port, "select pid from pg_stat_activity where query = "
+                                                 "'select pg_sleep(60)'"), 10, what="the session to be open")
         started = time.time()
         subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
-        assert psql_run(c, port, "checkpoint")[0] != 0
+        try:
+            c.exec_run(["sh", "-c", f"kill -INT {int(backend)}"])
+        except docker.errors.APIError:
+            pass  # the server died of the chown already (another of its processes opened a file first)
         wait_for(lambda: c.reload() or c.status == "exited", 30, what="PostgreSQL to die of the chown")
         assert c.attrs["State"]["ExitCode"] not in (0, 130, 143), c.attrs["State"]
     finally:
