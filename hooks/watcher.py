@@ -50,6 +50,33 @@ def _stamp(stamp: str | None) -> int:
         return 0
 
 
+class ProbeWake(threading.Event):
+    """The probe loop's wake: set() asks for a probe of every container, poke(id) for one container only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.Lock()
+        self._everyone = False
+        self._due: set[str] = set()
+
+    def set(self) -> None:
+        with self._guard:
+            self._everyone = True
+        super().set()
+
+    def poke(self, container_id: str) -> None:
+        with self._guard:
+            self._due.add(container_id)
+        super().set()
+
+    def take(self) -> tuple[bool, set[str]]:
+        """(whether every container is due, the ids poked) since the last take; clears the event."""
+        with self._guard:
+            self.clear()
+            everyone, due, self._everyone, self._due = self._everyone, self._due, False, set()
+        return everyone, due
+
+
 @dataclass
 class Watched:
     """A container the hook watches: the log position it read up to (ns since the epoch), the thread following its logs,
@@ -82,10 +109,11 @@ class Watcher:
         self.interval = interval
         self.watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = ProbeWake()
         self._stop = threading.Event()
         self._resumed = False
         self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
+        self.on_forget: list[Callable[[str], None]] = []  # called with the id of a container destroyed
 
     # --- the main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -173,6 +201,8 @@ class Watcher:
             if gone:
                 self.telemetry.metrics.forget(gone.name)
                 self.telemetry.emit("unwatched", container=gone.name, why="destroyed")
+                for forget in self.on_forget:
+                    forget(cid)
             return
         try:
             container = self.client().containers.get(cid)
@@ -309,11 +339,19 @@ class Watcher:
                                                                         "service": w.service})
 
     # --- health ---------------------------------------------------------------------------------
+    def probe_soon(self, container_id: str) -> None:
+        """Wake a probe of that container alone (its data dir changed: hooks/drift.py)."""
+        self._wake.poke(container_id)
+
     def _probe_loop(self) -> None:
+        next_all = time.monotonic() + self.interval
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            for w in list(self.watched.values()):
+            self._wake.wait(max(0.0, next_all - time.monotonic()))
+            everyone, due = self._wake.take()
+            if everyone or time.monotonic() >= next_all:
+                next_all = time.monotonic() + self.interval
+                due = set(self.watched)
+            for w in [w for w in list(self.watched.values()) if w.id in due]:
                 try:
                     self.check(w)
                 except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
