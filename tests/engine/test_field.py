@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from tests.engine.test_hook_servers import by, client, server_args
-from tests.support.common import ROOT, new_name
+from tests.support.common import ROOT, free_port, new_name
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies
 
@@ -184,9 +184,9 @@ def test_a_chown_under_a_redis_wakes_its_probe_which_changes_only_the_one_that_c
                                                                                            redis_image):
     """The drift watch only wakes probes, and the probe decides as ever: under `--interval 60`, the data dirs of three
     running Redis are given to root at run time: one that persists nothing (`chown -R`) and one whose dir stays
-    writable (0777, its entries left to it) are left alone, healthy; the one that can no longer write there (the positive control, chowned last and probed
-    after the other two: the probe loop probes in the order it started watching) is healed."""
-    from tests.support.common import free_port
+    writable (0777, its entries left to it) are left alone, healthy; the one that can no longer write there (the
+    positive control, chowned last and probed after the other two: the probe loop probes in the order it started
+    watching) is healed."""
 
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), extra=("--interval", "60"))
     kinds = {"nothing": ["--save", ""], "writable": ["--appendonly", "yes"], "healed": ["--appendonly", "yes"]}
