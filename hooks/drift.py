@@ -4,8 +4,8 @@ A server that logs nothing when its data dir is chowned under it (MariaDB) is ot
 next periodic probe. One inotify instance (inotify(7)) watches each running container's data dir on the
 host for IN_ATTRIB, which fires on a chown or chmod of the directory or of an entry directly in it
 (`chown -R` fires it for each). An event never repairs anything: it only wakes a probe of that container
-(debounced: a burst of events wakes one probe at once and one more once the burst is over), and the probe
-decides from the running server as it does on its interval.
+(debounced: a burst of events wakes one probe at once and one more once the burst is over, and never two
+within MIN_GAP), and the probe decides from the running server as it does on its interval.
 
 The path is resolved as the repair resolves it (hooks/beneath.py data_path: no symlink followed below the
 mount's source) and watched with IN_DONT_FOLLOW | IN_ONLYDIR, so a data dir swapped for a symlink is
@@ -30,6 +30,7 @@ from ownvol.ownership import OwnershipError
 
 MASK = flags.ATTRIB | flags.DONT_FOLLOW | flags.ONLYDIR
 DEBOUNCE = 0.5  # seconds of quiet that end a burst of events (the trailing wake)
+MIN_GAP = 1.0  # seconds at least between two wakes of one container: its own chmods cannot drive probes faster
 
 
 def _refusal(mount: DataMount | None, reachable: bool) -> str | None:
@@ -58,11 +59,13 @@ def watchable(mount: DataMount | None, reachable: bool) -> str | None:
 class DriftWatch:
     """IN_ATTRIB watches on data dirs, keyed by container id; wake(container_id) is called from this object's own
     thread for each (debounced) change. One inotify descriptor and one thread for every container, blocked in
-    poll(2) while nothing changes. debounce: seconds of quiet that end a burst."""
+    poll(2) while nothing changes. debounce: seconds of quiet that end a burst; gap: seconds at least between two
+    wakes of one container."""
 
-    def __init__(self, wake: Callable[[str], None], debounce: float = DEBOUNCE) -> None:
+    def __init__(self, wake: Callable[[str], None], debounce: float = DEBOUNCE, gap: float = MIN_GAP) -> None:
         self.wake = wake
         self.debounce = debounce
+        self.gap = gap
         self._inotify = INotify()
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._lock = threading.Lock()
@@ -70,6 +73,7 @@ class DriftWatch:
         self._watch: dict[str, tuple[int, str]] = {}  # container id -> (watch descriptor, host path)
         self._off: dict[str, str] = {}  # container id -> why it has no watch
         self._quiet_until: dict[str, float] = {}  # container id -> monotonic end of its current burst
+        self._woken: dict[str, float] = {}  # container id -> monotonic time of its last wake
         self._pending: set[str] = set()  # containers with events since their last wake
         self.wakes = 0
         self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
@@ -105,6 +109,7 @@ class DriftWatch:
         with self._lock:
             wd, _ = self._watch.pop(container_id, (None, ""))
             self._quiet_until.pop(container_id, None)
+            self._woken.pop(container_id, None)
             self._pending.discard(container_id)
             if why:
                 self._off[container_id] = why
@@ -178,7 +183,7 @@ class DriftWatch:
     def _timeout_ms(self) -> int | None:
         """Until the next pending burst ends; None (block) when no burst is pending."""
         with self._lock:
-            ends = [self._quiet_until[c] for c in self._pending if c in self._quiet_until]
+            ends = [self._due_at(c) for c in self._pending]
         if not ends:
             return None
         return max(0, int((min(ends) - time.monotonic()) * 1000) + 1)
@@ -197,7 +202,7 @@ class DriftWatch:
                 else:
                     touched.update(self._wds.get(event.wd, ()))
             for cid in touched:
-                if now >= self._quiet_until.get(cid, 0.0):
+                if now >= self._due_at(cid):
                     due.append(cid)
                 else:
                     self._pending.add(cid)
@@ -207,11 +212,19 @@ class DriftWatch:
     def _trailing(self) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [c for c in self._pending if self._quiet_until.get(c, 0.0) <= now]
+            due = [c for c in self._pending if self._due_at(c) <= now]
             self._pending.difference_update(due)
         self._fire(due)
 
+    def _due_at(self, container_id: str) -> float:
+        """When the container may be woken next: its burst over, and gap seconds after its last wake."""
+        return max(self._quiet_until.get(container_id, 0.0), self._woken.get(container_id, -self.gap) + self.gap)
+
     def _fire(self, due: list[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for cid in due:
+                self._woken[cid] = now
         for cid in due:
             self.wakes += 1
             self.wake(cid)

@@ -81,6 +81,20 @@ def test_a_burst_of_events_wakes_once_at_once_and_once_when_it_is_over(drift, tm
     assert wakes.ids == ["A", "A"]
 
 
+def test_a_container_s_own_chmods_cannot_drive_its_probes_faster_than_the_gap(drift, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    watch, wakes = drift(debounce=0.0)
+    watch.gap = 3600.0
+    watch.add("A", bind(a), True), watch.add("B", bind(b), True)
+    os.chmod(a, 0o700)
+    assert wakes.until(lambda ids: ids) == ["A"]
+    os.chmod(a, 0o750)  # within the gap: held back
+    os.chmod(b, 0o700)  # read after it
+    assert wakes.until(lambda ids: "B" in ids) == ["A", "B"]
+    assert watch._timeout_ms() > 3_000_000  # A's wake waits for the end of its gap
+
+
 def test_watches_come_and_go_with_their_containers(drift, tmp_path):
     shared, other = tmp_path / "shared", tmp_path / "other"
     shared.mkdir(), other.mkdir()
