@@ -174,16 +174,13 @@ def test_a_poke_wakes_only_its_container_and_set_wakes_all():
 
 
 class _Probes:
-    """An executor whose health() records who was probed."""
+    """An executor whose health() records who was probed (in a Wakes)."""
 
     def __init__(self) -> None:
-        self.probed: list[str] = []
-        self.cond = threading.Condition()
+        self.probed = Wakes()
 
     def health(self, cid: str) -> Health:
-        with self.cond:
-            self.probed.append(cid)
-            self.cond.notify_all()
+        self.probed(cid)
         return Health("healthy", [], "running", "PONG")
 
 
@@ -206,12 +203,10 @@ def test_the_probe_loop_probes_only_the_container_poked():
     thread.start()
     try:
         watcher.probe_soon("B")
-        with probes.cond:
-            assert probes.cond.wait_for(lambda: probes.probed, 20)
+        assert probes.probed.until(lambda ids: ids) == ["B"]
         watcher._wake.set()
-        with probes.cond:
-            assert probes.cond.wait_for(lambda: len(probes.probed) >= 4, 20)
-        assert probes.probed[0] == "B" and sorted(probes.probed[1:4]) == ["A", "B", "C"]
+        probed = probes.probed.until(lambda ids: len(ids) >= 4)
+        assert probed[0] == "B" and sorted(probed[1:4]) == ["A", "B", "C"]
     finally:
         watcher.stop()
         thread.join(10)
