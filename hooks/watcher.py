@@ -26,7 +26,7 @@ from ownvol.hook.services import service_for
 from ownvol.hook.targets import is_watched
 from ownvol.hook.telemetry import Telemetry
 
-EVENTS = ("start", "die", "health_status", "oom", "destroy")
+EVENTS = ("create", "start", "die", "health_status", "oom", "destroy")
 INCIDENT_STATES = ("refusing-writes", "latent")
 # A container that exits non-zero within this many seconds of its start, or exits again after a restart,
 # crashed at start-up: with a data mount not owned by its service's uid, that is evidence enough.
@@ -67,6 +67,7 @@ class Watched:
     last_detection_ns: int = 0
     service: str = ""  # its family (hooks/services), carried in every incident's detail
     last: Health | None = None  # the last probe's result (the status page reads it)
+    tty: bool = False  # Config.Tty: its log stream is raw, not multiplexed
 
 
 class Watcher:
@@ -153,7 +154,8 @@ class Watcher:
                 service = service_for(container.attrs)
                 reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
                 w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
-                                                         service=service.family if service else "")
+                                                         service=service.family if service else "",
+                                                         tty=bool((container.attrs.get("Config") or {}).get("Tty")))
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
                                     image=(container.attrs.get("Config") or {}).get("Image"))
             return w
@@ -269,8 +271,7 @@ class Watcher:
             since_ns = max(since_ns, w.last_log_ns)
 
     def _read_log(self, w: Watched, since_ns: int) -> None:
-        container = self.client().containers.get(w.id)
-        stream = container.logs(stream=True, follow=True, timestamps=True, since=since_ns / 1e9)
+        stream = self._log_stream(w, since_ns)
         buffer = ""
         for chunk in stream:
             buffer += chunk.decode(errors="replace")
@@ -279,6 +280,14 @@ class Watcher:
                 self.on_line(w, line)
         if buffer:
             self.on_line(w, buffer)
+
+    def _log_stream(self, w: Watched, since_ns: int):
+        """The container's log from since_ns on, followed: one request (docker-py's Container.logs inspects the
+        container twice more, for its Tty, and each inspect waits while dockerd starts that container)."""
+        api = self.client().api
+        params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1, "tail": "all", "since": since_ns / 1e9}
+        reply = api._get(api._url("/containers/{0}/logs", w.id), params=params, stream=True)
+        return api._get_result_tty(True, reply, w.tty)
 
     def _running(self, container_id: str) -> bool:
         try:
