@@ -207,7 +207,6 @@ class DockerExecutor:
         if task:
             timeout += task[2] + SWARM_START
         deadline = time.monotonic() + timeout
-        hastened = False
         while True:
             subject = (self.successor(*task[:2]) if task else None) or container_id
             health = self.health(subject)
@@ -215,20 +214,4 @@ class DockerExecutor:
                 return health
             if not saving(health) and (health.healthy or health.state in ("refusing-writes", "latent")):
                 return health
-            if not hastened and not task and health.container == "restarting":
-                self.start_now(container_id)
-                hastened = True
             time.sleep(interval)
-
-    def start_now(self, container_id: str) -> None:
-        """Start now a container the last probe found waiting out its restart policy's back-off (State
-        "restarting": it exited, and dockerd starts it again 100 ms after the first exit, doubling with each,
-        up to a minute: moby restartmanager/restartmanager.go); the policy starts it at the back-off's end
-        anyway. dockerd counts such a container as running (moby container/state.go SetRestarting), so a
-        start does nothing; a restart cancels the pending one (moby daemon/stop.go, containerStop) and starts
-        it. A container its policy does not restart is never in that state: issue 11's rules stay with the
-        restart action. Whatever the engine answers, the verification goes on."""
-        try:
-            self.client().api.restart(container_id)
-        except docker.errors.DockerException:
-            pass
