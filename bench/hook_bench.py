@@ -241,28 +241,32 @@ def _startup_side(tracked: Tracked, base: str, hook: Hook | None, seen: Heal, wi
     return run
 
 
-def _floor(tracked: Tracked, base: str, runs: int) -> list[float]:
+def _floor_side(tracked: Tracked, base: str, times: list[float]) -> Callable[[int], float]:
     """`docker run` of the same canary on a data dir its uid 999 already owns (nothing to heal) to PONG with AOF
-    ok, `runs` times: what any start-up heal, which starts the container twice, cannot go below."""
-    times = []
-    for i in range(runs):
+    ok: what any start-up heal, which starts the container twice, cannot go below."""
+
+    def run(i: int) -> float:
         port = free_port()
         r = _redis(port)
         started = time.time()
         c = run_redis(tracked, REDIS_IMAGE, port, _data_dir(base, f"floor-{i}", 999), UNWATCHED, restart=True)
-        healed = _until(lambda r=r: aof_ok(r), 30)
+        healed = _until(lambda: aof_ok(r), 30)
         if healed is not None:
             times.append(healed - started)
         r.close()
         c.remove(force=True)
-    return times
+        return (healed - started) if healed else float("inf")
+
+    return run
 
 
 def _startup(tracked: Tracked, base: str, hook: Hook, runs: int, window: float) -> tuple[list[Result], Heal]:
-    ours, alone, before, value = _with_and_without(_startup_side, tracked, base, hook, runs, window)
-    floor = _floor(tracked, base, runs)
+    ours, alone, floor, before = Heal(), Heal(), [], load_note()
+    interleave(runs, _startup_side(tracked, base, hook, ours, window),
+               _startup_side(tracked, base, None, alone, window), _floor_side(tracked, base, floor))
+    value = round(median(ours.mttr), 3) if ours.mttr else None
     note = (f"`docker run` of the canary (uid 999, --appendonly yes, root-owned bind mount, --restart on-failure) "
-            f"to PONG with AOF ok, {runs} runs each interleaved with the hook-less anchor; hook runs "
+            f"to PONG with AOF ok, {runs} runs each interleaved with the hook-less anchor and the floor; hook runs "
             f"{', '.join(f'{s:.2f}' for s in ours.mttr)} s; anchor restart counts {alone.anchor}, healed "
             f"{sum('healed' in m for m in alone.misses)}/{runs}; the median run, from `docker run`: "
             f"{ours.median_timeline()}; floor, `docker run` of the same canary on a data dir it owns to PONG with "
