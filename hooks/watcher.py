@@ -1,6 +1,7 @@
 """Which containers to watch, as the engine tells it: events, followed logs, steady health probes.
 
-Event-driven: the engine's event stream (start, die, health_status, oom, destroy) and one log-follow
+Event-driven: the engine's event stream (create, start, die, health_status, oom, destroy; each
+container's events handled in order in a thread of its own while it has some pending) and one log-follow
 thread per watched container feed detection; a probe loop (woken by events, else every interval)
 feeds health. Survives an engine restart (reconnects, picks the containers up again) and its own
 restart (picks up containers already running; open incidents resume from the journal).
