@@ -403,7 +403,12 @@ def _burst_side(tracked: Tracked, base: str, hook: Hook, n: int, timeout: float 
         c, r = canaries[i]
         go.wait()
         started[i] = time.time()
-        c.start()
+        try:
+            c.start()
+        except docker.errors.DockerException as exc:
+            seen.misses.append(f"{c.name} not started: {exc}")
+            healed[i] = None
+            return
         healed[i] = _until(lambda: aof_ok(r), timeout, POLL * 5)
 
     threads = [threading.Thread(target=one, args=(i,), name=f"burst-{i}") for i in range(n)]
