@@ -35,7 +35,8 @@ MIN_GAP = 1.0  # seconds at least between two wakes of one container: its own ch
 
 def _refusal(mount: DataMount | None, reachable: bool) -> str | None:
     if not reachable:
-        return "the engine's host paths are not visible from here (a hook in a container, a remote engine)"
+        return ("the engine's host paths are not this process's (a hook in a container, a remote engine) or repairs "
+                "go through the helper (--repair-via helper)")
     if mount is None:
         return "its data dir is not on a bind mount or volume"
     return None

@@ -206,6 +206,12 @@ def test_doctor_shows_a_postgres_container_s_facts_and_plan(hook, tracked, image
     assert '"repair-ownership"' in out.stdout and "ownvol-test" not in out.stdout
 
 
+def drift_of(h, name: str) -> str:
+    """The container's drift watch as `ownvol status --json` shows it ("on: PATH", "off: why")."""
+    status = json.loads(h.cli("status", "--addr", f"127.0.0.1:{h.port}", "--json").stdout or "{}")
+    return next((x.get("drift", "") for x in status.get("containers", []) if x["name"] == name), "")
+
+
 def rows_then_chowned(h, c, host_dir: Path) -> tuple[int, float]:
     """Two rows in kept.t, then the data dir (the tree) given to root under the running server: (the hook's
     event mark, the time of the chown)."""
@@ -228,6 +234,7 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     os.chown(host_dir, 999, 999)
     c = run_mariadb(tracked, image, port, host_dir, h.labels)
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+    assert "off: the engine's host paths are not this process's" in drift_of(h, c.name)
     mark, started = rows_then_chowned(h, c, host_dir)
     incident = h.wait_event(by(c.name, "incident"), 60, "the probe to open an incident", after=mark)
     assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"], incident
@@ -251,11 +258,7 @@ def test_mariadb_data_dir_chowned_under_it_wakes_its_probe_at_once(hook, tracked
     c = run_mariadb(tracked, image, port, host_dir, h.labels)
     wait_for(lambda: mariadb_run(c, "select 1") == (0, "1"), 120, what="MariaDB to answer")
 
-    def drift_of() -> str:
-        status = json.loads(h.cli("status", "--addr", f"127.0.0.1:{h.port}", "--json").stdout or "{}")
-        return next((x.get("drift", "") for x in status.get("containers", []) if x["name"] == c.name), "")
-
-    wait_for(lambda: drift_of() == f"on: {host_dir}", 120, what="the hook to watch the data dir")
+    wait_for(lambda: drift_of(h, c.name) == f"on: {host_dir}", 120, what="the hook to watch the data dir")
     doctor = h.cli("doctor", c.name)
     assert f"drift watch: on: {host_dir}" in doctor.stdout, doctor.stdout + doctor.stderr
     mark, started = rows_then_chowned(h, c, host_dir)
