@@ -266,6 +266,27 @@ def test_resume_repeats_no_action(tmp_path):
         ("repair-ownership", "ok"), ("persist-again", "interrupted"), ("restart", "ok")]
 
 
+def test_resume_leaves_an_incident_this_hook_is_already_recovering(tmp_path):
+    import threading
+
+    release = threading.Event()
+
+    class Slow(FakeExecutor):
+        def run(self, cid, action):
+            release.wait(10)
+            return super().run(cid, action)
+
+    rec, out = engine(tmp_path, Slow(heals="repair-ownership"))
+    inc = rec.report("c1", "r", "persistence-failed", "log", {})  # a worker of this hook holds it
+    try:
+        assert rec.resume(lambda cid: True) == []
+        assert "resumed" not in [e["event"] for e in events(out)]
+    finally:
+        release.set()
+        rec._workers["c1"].join(10)
+    assert rec.journal.incident(inc.id).status == "resolved"
+
+
 def test_aof_off_is_remembered_and_turned_back_on_after_a_repair(tmp_path):
     ex = FakeExecutor(heals="aof-off")
     rec, out = engine(tmp_path, ex)
