@@ -10,7 +10,6 @@ restart (picks up containers already running; open incidents resume from the jou
 from __future__ import annotations
 
 import builtins
-
 import threading
 import time
 from collections import deque
