@@ -99,6 +99,7 @@ class DriftWatch:
             if why is not None:
                 self._off[container_id] = why
                 return why
+            assert mount is not None  # _refusal gives a reason for a container without a data mount
             self._off.pop(container_id, None)
             self._wds.setdefault(wd, set()).add(container_id)
             self._watch[container_id] = (wd, mount.host_path)

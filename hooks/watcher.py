@@ -9,6 +9,7 @@ restart (picks up containers already running; open incidents resume from the jou
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections import deque
@@ -59,7 +60,7 @@ class ProbeWake(threading.Event):
         super().__init__()
         self._guard = threading.Lock()
         self._everyone = False
-        self._due: set[str] = set()
+        self._due: builtins.set[str] = builtins.set()
 
     def set(self) -> None:
         with self._guard:
@@ -71,11 +72,11 @@ class ProbeWake(threading.Event):
             self._due.add(container_id)
         super().set()
 
-    def take(self) -> tuple[bool, set[str]]:
+    def take(self) -> tuple[bool, builtins.set[str]]:
         """(whether every container is due, the ids poked) since the last take; clears the event."""
         with self._guard:
             self.clear()
-            everyone, due, self._everyone, self._due = self._everyone, self._due, False, set()
+            everyone, due, self._everyone, self._due = self._everyone, self._due, False, builtins.set()
         return everyone, due
 
 
