@@ -55,10 +55,11 @@ def engine() -> docker.DockerClient:
     return docker.from_env(timeout=60)
 
 
-def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftWatch | None]:
+def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftWatch | str]:
     """The hook's parts wired together (journal, strategies, telemetry, executor, recovery, watcher, the data
-    mounts' forecast, the status page's model, the data dirs' drift watch, None when turned off); raises
-    StrategyError for a bad strategies file."""
+    mounts' forecast, the status page's model, the data dirs' drift watch, else why it is off: turned off, or
+    inotify refused, e.g. EMFILE past fs.inotify.max_user_instances); raises StrategyError for a bad strategies
+    file."""
     os.makedirs(options.state_dir, exist_ok=True)
     journal = Journal(options.db_path)
     telemetry = Telemetry(webhook=options.webhook)
@@ -79,7 +80,7 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
         space.observe(w.name, health.disk, health.at)
 
     watcher.on_probe.append(observe_space)
-    drift = None
+    drift: DriftWatch | str = "turned off (--drift-watch off)"
     if options.drift_watch:
         def wake(container_id: str) -> None:
             w = watcher.watched.get(container_id)
@@ -87,19 +88,24 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
                            why="its data dir's owner or mode changed (inotify IN_ATTRIB): probing it now")
             watcher.probe_soon(container_id)
 
-        drift = DriftWatch(wake)
-        local = options.repair_via != "helper"
+        try:
+            drift = watch = DriftWatch(wake)
+        except OSError as exc:
+            drift = f"inotify unavailable ({exc}; see fs.inotify.max_user_instances)"
+            telemetry.emit("drift-watch-off", why=drift)
+        else:
+            local = options.repair_via != "helper"
 
-        def observe_drift(w: Watched, health: Health) -> None:
-            drift.observe(w.id, health.container, health.target, local and engine_paths_reachable())
+            def observe_drift(w: Watched, health: Health) -> None:
+                watch.observe(w.id, health.container, health.target, local and engine_paths_reachable())
 
-        watcher.on_probe.append(observe_drift)
-        watcher.on_forget.append(drift.remove)
+            watcher.on_probe.append(observe_drift)
+            watcher.on_forget.append(watch.remove)
     board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, DriverVolumes(client))
     return watcher, recovery, telemetry, board, drift
 
 
-def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | None = None) -> dict:
+def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | str = "turned off") -> dict:
     """What /status shows: the watched containers (each with its drift watch: "on: PATH" or "off: why"), open
     incidents, success rates per (error type, action)."""
     journal = recovery.journal
@@ -108,7 +114,8 @@ def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | None = N
     shown = watcher.status()
     ids = {w.id[:12]: w.id for w in list(watcher.watched.values())}
     for c in shown["containers"]:
-        c["drift"] = drift.why(ids.get(c["id"], c["id"])) if drift else "off: turned off (--drift-watch off)"
+        c["drift"] = drift.why(ids.get(c["id"], c["id"])) if isinstance(drift, DriftWatch) \
+            else f"off: {drift}; the periodic probe finds it"
     return {**shown,
             "node": engine_node(watcher.client()),
             "open_incidents": [{"id": i.id, "container": i.container_name, "type": i.error_type,
@@ -138,12 +145,12 @@ def run(options: Options) -> None:
         server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
                    metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via,
-                   drift_watch=drift is not None)
+                   drift_watch=True if isinstance(drift, DriftWatch) else drift)
     sweep_helpers(watcher.client, telemetry)
     try:
         watcher.run()
     finally:
-        if drift:
+        if isinstance(drift, DriftWatch):
             drift.close()
         if server:
             server.shutdown()

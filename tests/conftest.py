@@ -24,8 +24,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="dockerd version of the private engines (scripts/dockerd.sh): 20 (bookworm) or 26 (trixie)")
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_ROOM = 1024  # each private dockerd holds about 20 inotify instances, each hook one (hooks/drift.py)
+_inotify_before: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["OWNVOL_ENGINE"] = config.getoption("--engine")
+    if hasattr(config, "workerinput") or os.geteuid() != 0 or not INOTIFY_INSTANCES.exists():
+        return
+    before = INOTIFY_INSTANCES.read_text().strip()
+    if int(before) < INOTIFY_ROOM:  # Debian's 128 is used up by a few private engines and the hooks beside them
+        INOTIFY_INSTANCES.write_text(str(INOTIFY_ROOM))
+        _inotify_before.append(before)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _inotify_before:
+        INOTIFY_INSTANCES.write_text(_inotify_before.pop())
 
 
 def pytest_report_header(config: pytest.Config) -> str:
