@@ -11,13 +11,14 @@ import pytest
 from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.follow import since_param, split_lines
 from ownvol.hook.health import Health, evaluate
 from ownvol.hook.journal import Journal
 from ownvol.hook.services import by_family
 from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user
 from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import timestamp_ns
+from ownvol.hook.watcher import QUIET_MAX, Watched, Watcher, timestamp_ns
 from tests.support.fakes import FakeExecutor, Verdict, engine, events
 
 
@@ -479,3 +480,44 @@ def test_suppressed_repeats_are_counted_and_reported_at_most_once_a_minute(tmp_p
         assert rec.report("c1", "r", "persistence-failed", "log", {}, background=False) is None
     suppressed = [e for e in events(out) if e["event"] == "suppressed"]
     assert [e["repeats"] for e in suppressed] == [1, 60]
+
+
+def test_log_lines_are_whole_across_frames_and_since_is_exact():
+    lines, rest = split_lines("", "2026-11-30T01:00:00.000000001Z one\n2026-11-30T01:00:00.00000")
+    assert lines == ["2026-11-30T01:00:00.000000001Z one"] and rest == "2026-11-30T01:00:00.00000"
+    lines, rest = split_lines(rest, "0002Z two\n")
+    assert lines == ["2026-11-30T01:00:00.000000002Z two"] and rest == ""
+    assert since_param(1_796_000_000_000_000_007) == "1796000000.000000007"
+    assert since_param(timestamp_ns("2026-11-30T01:00:00.000000001Z")) == "1796000400.000000001"
+
+
+class _Probes:
+    """A watched container's probe results, one per call, in order."""
+
+    def __init__(self, states):
+        self.states = list(states)
+
+    def health(self, cid):
+        state = self.states.pop(0)
+        return Health(state, [], "running", "PONG" if state == "healthy" else "")
+
+
+def test_a_healthy_container_is_probed_less_often_until_something_happens(tmp_path):
+    rec, _ = engine(tmp_path, FakeExecutor())
+    probes = _Probes(["healthy"] * 7 + ["loading", "healthy", "healthy"])
+    watcher = Watcher(lambda: None, {}, rec, Telemetry(out=io.StringIO()), probes, interval=5)
+    w = Watched("c1", "c")
+    quiet = []
+    for _ in range(6):
+        watcher.check(w)
+        quiet.append(w.quiet)
+    assert quiet == [0.0, 5, 10, 20, 40, 60]  # the first healthy probe is a change: its next one a plain interval
+    watcher.check(w)
+    assert w.quiet == 5 * QUIET_MAX
+    watcher.probe_soon(w)  # an event or a log line of its own
+    assert (w.due, w.quiet) == (0.0, 0.0)
+    watcher.check(w)  # loading: not settled
+    assert w.quiet == 0.0
+    watcher.check(w)
+    watcher.check(w)
+    assert w.quiet == 5
