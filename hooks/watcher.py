@@ -40,7 +40,6 @@ CRASH_WINDOW = 30.0
 # (bench: watcher_cpu_pct_200). What only a probe sees (a data dir chowned under a server that has not yet
 # written to it) waits that long; anything the server logs or the engine announces is probed at once.
 QUIET_MAX = 12
-STREAM_SETTLE = 0.5  # seconds between a log stream's end and asking whether its container still runs
 
 
 def timestamp_ns(stamp: str) -> int:
@@ -222,26 +221,20 @@ class Watcher:
 
     async def _follow(self, w: Watched, since_ns: int) -> None:
         """Follow a container's log until it stops. A follower that dies (the stream breaks, a line's handling
-        raises) while the container still runs is restarted from the last line seen, with an event. aiodocker
-        ends a stream the same way whether the container stopped or the connection broke: after STREAM_SETTLE
-        (the engine ends the stream before it marks the container stopped), a container still running means
-        the stream broke."""
+        raises) while the container still runs is restarted from the last line seen, with an event."""
         backoff = 0.5
         while not self._stop.is_set():
             try:
                 async for line in self.logs.lines(w.id, since_ns):
                     self.on_line(w, line)
-                await asyncio.sleep(STREAM_SETTLE)
-                if not await self.logs.running(w.id):
-                    return  # the container stopped: followed again at its next start
-                error = "the log stream ended while the container runs"
+                return  # the stream ended: the container stopped
             except Exception as exc:  # noqa: BLE001 - a follower must not die silently
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                if not await self._running(w.id):
-                    self.telemetry.emit("follower-stopped", container=w.name, error=error,
-                                        why="the container is not running (or the engine cannot say): picked up "
-                                            "again at its next start or the engine's reconnect")
-                    return
+            if not await self._running(w.id):
+                self.telemetry.emit("follower-stopped", container=w.name, error=error,
+                                    why="the container is not running (or the engine cannot say): picked up "
+                                        "again at its next start or the engine's reconnect")
+                return
             self.telemetry.emit("follower-restarted", container=w.name, error=error, after=backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10)

@@ -13,13 +13,11 @@ import threading
 class FailingProxy:
     """Forwards every connection to `upstream`. Once a request's first line matches `trigger` (a regex, e.g.
     POST .../containers/create), that connection is dropped without a reply and every later one is refused
-    at once, until heal() (with once=True: only that connection is dropped, or the first `drops` that match:
-    an HTTP client may retry an idempotent request once on a new connection, as aiohttp does)."""
+    at once, until heal() (with once=True: only that connection is dropped)."""
 
-    def __init__(self, upstream: str, trigger: str, once: bool = False, drops: int = 1) -> None:
+    def __init__(self, upstream: str, trigger: str, once: bool = False) -> None:
         self.upstream = upstream
-        self.once = once  # drop only the first matching connection(s); never refuse later ones
-        self.drops = drops
+        self.once = once  # drop only the first matching connection; never refuse later ones
         self.trigger = re.compile(trigger.encode())
         self.dir = tempfile.mkdtemp(prefix="ovproxy-")
         self.path = os.path.join(self.dir, "docker.sock")
@@ -65,8 +63,7 @@ class FailingProxy:
                 data = src.recv(65536)
                 if not data or self.broken.is_set():
                     break
-                if requests and self.drops > 0 and self.trigger.search(data.split(b"\r\n", 1)[0]):
-                    self.drops -= 1
+                if requests and not self.tripped_on and self.trigger.search(data.split(b"\r\n", 1)[0]):
                     self.tripped_on = data.split(b"\r\n", 1)[0]
                     if not self.once:
                         self.broken.set()

@@ -11,7 +11,7 @@ import pytest
 from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.executor import DockerExecutor
-from ownvol.hook.follow import since_param, split_lines
+from ownvol.hook.follow import Demux, since_param, split_lines
 from ownvol.hook.health import Health, evaluate
 from ownvol.hook.journal import Journal
 from ownvol.hook.services import by_family
@@ -489,6 +489,21 @@ def test_log_lines_are_whole_across_frames_and_since_is_exact():
     assert lines == ["2026-11-30T01:00:00.000000002Z two"] and rest == ""
     assert since_param(1_796_000_000_000_000_007) == "1796000000.000000007"
     assert since_param(timestamp_ns("2026-11-30T01:00:00.000000001Z")) == "1796000400.000000001"
+
+
+def _frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_log_frames_are_unwrapped_whatever_the_pieces_they_arrive_in():
+    stream = _frame(1, b"2026-11-30T01:00:00.000000001Z out\n") + _frame(2, b"2026-11-30T01:00:00.0000") + \
+        _frame(2, "00002Z err \u00e9\n".encode()) + _frame(1, b"")
+    for size in (1, 3, 8, 9, len(stream)):
+        demux = Demux(tty=False)
+        payload = b"".join(demux.feed(stream[i:i + size]) for i in range(0, len(stream), size))
+        assert payload == "2026-11-30T01:00:00.000000001Z out\n2026-11-30T01:00:00.000000002Z err \u00e9\n".encode()
+    raw = b"\x01\x00 not a frame header\n"
+    assert Demux(tty=True).feed(raw) == raw
 
 
 class _Probes:
