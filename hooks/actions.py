@@ -18,6 +18,7 @@ import redis
 
 from ownvol.hook.beneath import data_path
 from ownvol.hook.health import redis_client
+from ownvol.hook.helpers import helper_labels
 from ownvol.hook.results import ActionResult
 from ownvol.hook.services import by_family
 from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
@@ -111,7 +112,7 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
         **({"userns_mode": "host"} if t.remapped else {}),
         volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
         environment={PROGRESS_ENV: "1"} if ctx.progress else {},
-        labels={"ownvol.watch": "false", "ownvol.role": "repair-helper", "ownvol.repair.for": t.name})
+        labels=helper_labels(t.name, t.id))
     try:
         if ctx.progress:
             _follow_progress(helper, ctx.progress)

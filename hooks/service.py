@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
+import requests
 
-from ownvol.hook import web
+from ownvol.hook import helpers, web
 from ownvol.hook.board import Board, DriverVolumes
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
@@ -90,6 +92,19 @@ def status_of(watcher: Watcher, recovery: Recovery) -> dict:
             "success_rates": rates}
 
 
+def sweep_helpers(client: Callable[[], docker.DockerClient], telemetry: Telemetry) -> None:
+    """Remove the repair helpers that killed hooks left (helpers.sweep): a helper-removed event for each removed,
+    helper-kept for each left; helper-sweep-failed when the engine does not answer (the next start tries again)."""
+    try:
+        removed, kept = helpers.sweep(client())
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        telemetry.emit("helper-sweep-failed", error=str(exc)[:200])
+        return
+    for event, found in (("helper-removed", removed), ("helper-kept", kept)):
+        for helper in found:
+            telemetry.emit(event, **helper)
+
+
 def run(options: Options) -> None:
     """`ownvol watch`: serve the status page, /status and /metrics when asked, then watch until stopped."""
     watcher, recovery, telemetry, board = build(options)
@@ -99,6 +114,7 @@ def run(options: Options) -> None:
         server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
                    metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via)
+    sweep_helpers(watcher.client, telemetry)
     try:
         watcher.run()
     finally:

@@ -1,22 +1,27 @@
 """The protocol: Docker's volume-plugin endpoints over HTTP. Parse each body once into its request type
 (protocol.py), call the driver, reply.
 
-A plain WSGI app (PEP 3333) under gunicorn: nine POST endpoints, a JSON body in, a JSON reply out, so no
-framework's routing, request and context objects (they were half of a Mount's CPU: bench
-mount_cpu_ms_per_pair). One error handler per exception class (PluginError, HTTPRefusal, any other) turns it
-into an `{"Err": "..."}` reply; a traceback never leaves the process. One log line per request says what was
-asked and how it ended.
+Nine POST endpoints, a JSON body in, a JSON reply out, so no framework: one dispatch with two faces. The server
+(serve.py: uvicorn's workers under gunicorn) calls the ASGI one, `DriverApp.asgi`: the requests that never wait
+long (a Mount that needs no walk, Unmount, Get, Path, Capabilities) are answered on the worker's event loop,
+the others (a Mount that walks, Create, Remove, List, Activate) in its threads, so a walk keeps no other request
+waiting; a hand-off to a thread costs more than such a request itself (bench mount_cpu_ms_per_pair). The WSGI
+face (PEP 3333) answers everything in place: tests' werkzeug client. One error handler per exception class
+(PluginError, HTTPRefusal, any other) turns it into an `{"Err": "..."}` reply; a traceback never leaves the
+process. One log line per request says what was asked and how it ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ownvol.driver import liveness
 from ownvol.driver.errors import InvalidRequest, PluginError
@@ -62,20 +67,39 @@ def _number(text: str) -> int:
     return int(text)
 
 
-def _body(environ: dict) -> dict:
-    """The request body as a JSON object ({} when empty); at most MAX_BODY bytes are ever read."""
+def _too_large() -> HTTPRefusal:
+    return HTTPRefusal(413, f"request body larger than {MAX_BODY} bytes")
+
+
+def _wsgi_body(environ: dict) -> bytes:
+    """A WSGI request's body; at most MAX_BODY bytes are ever read."""
     length = environ.get("CONTENT_LENGTH") or ""
-    too_large = HTTPRefusal(413, f"request body larger than {MAX_BODY} bytes")
     if length:
         if not length.isdigit():
             raise InvalidRequest(f"Content-Length {length[:20]!r} is not a number of bytes")
         if int(length) > MAX_BODY:
-            raise too_large
-        raw = environ["wsgi.input"].read(int(length))
-    else:  # chunked, or none at all: read one byte past the limit to know
-        raw = environ["wsgi.input"].read(MAX_BODY + 1)
+            raise _too_large()
+        return environ["wsgi.input"].read(int(length))
+    raw = environ["wsgi.input"].read(MAX_BODY + 1)  # chunked, or none at all: one byte past the limit tells
+    if len(raw) > MAX_BODY:
+        raise _too_large()
+    return raw
+
+
+async def _asgi_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
+    """An ASGI request's body (http.request messages, ASGI spec); reading stops past MAX_BODY bytes."""
+    raw = b""
+    while True:
+        message = await receive()
+        raw += message.get("body", b"")
         if len(raw) > MAX_BODY:
-            raise too_large
+            raise _too_large()
+        if not message.get("more_body"):
+            return raw
+
+
+def _decode(raw: bytes) -> dict:
+    """The request body as a JSON object ({} when empty)."""
     if not raw.strip():
         return {}
     try:
@@ -96,14 +120,6 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-Handler = Callable[[dict, dict], "Reply | _Own | None"]  # (body, WSGI environ) -> reply
-_LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
-
-
-def _takes(kind: type[Request], method: Callable[[Request], Reply | None]) -> Handler:
-    return lambda body, environ: method(parse(kind, body))
-
-
 @dataclass(frozen=True)
 class _Own:
     """The reply of one of ownvol's own endpoints (`ownvol volumes`), not Docker's protocol."""
@@ -114,51 +130,83 @@ class _Own:
         return self.payload
 
 
-def _activate(driver: VolumeDriver, environ: dict) -> Reply:
-    """Plugin.Activate: the caller (SO_PEERCRED on gunicorn's socket) may be an engine that just started."""
+class _Later:
+    """What an endpoint's at_once answers when the request needs its `answer` in a thread."""
+
+
+LATER = _Later()
+PEER_SOCKET = "ownvol.peer_socket"  # the scope's extension naming the connection's socket (serve.py puts it there)
+Handler = Callable[[dict, "socket.socket | None"], "Reply | _Own | _Later | None"]  # (body, connection) -> reply
+_LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
+
+
+@dataclass(frozen=True)
+class Route:
+    """An endpoint. answer does the whole request and may wait long (a walk, fsyncs, the engine); at_once, when
+    given, answers on the server's event loop and must never wait long: it returns LATER, having changed
+    nothing, when the request needs answer."""
+
+    answer: Handler
+    at_once: Handler | None = None
+
+
+def _takes(kind: type[Request], method: Callable[[Request], Reply | None]) -> Handler:
+    return lambda body, sock: method(parse(kind, body))
+
+
+def _quick(handler: Handler) -> Route:
+    """An endpoint that never waits long: answered on the event loop."""
+    return Route(handler, handler)
+
+
+def _activate(driver: VolumeDriver, sock: socket.socket | None) -> Reply:
+    """Plugin.Activate: the caller (SO_PEERCRED on the connection) may be an engine that just started."""
     activate = getattr(driver, "activate", None)
     if activate:
-        activate(liveness.peer(environ.get("gunicorn.socket")))
+        activate(liveness.peer(sock))
     return ActivateResponse()
 
 
-def _own_routes(driver: VolumeDriver) -> dict[str, Handler]:
+def _own_routes(driver: VolumeDriver) -> dict[str, Route]:
     """ownvol's own endpoints on the same root-only socket, for `ownvol volumes`; the daemon never calls them."""
     if not isinstance(driver, Volumes):
         return {}
     return {
-        "/Ownvol.References": lambda body, environ: _Own({"Volumes": driver.references()}),
-        "/Ownvol.Release": lambda body, environ: _Own({"Released": driver.release(volume_name(body.get("Name")))}),
-        "/Ownvol.Rebind": lambda body, environ: _Own({"Data": driver.rebind(volume_name(body.get("Name"))).describe()}),
+        "/Ownvol.References": Route(lambda body, sock: _Own({"Volumes": driver.references()})),
+        "/Ownvol.Release": Route(lambda body, sock: _Own({"Released": driver.release(volume_name(body.get("Name")))})),
+        "/Ownvol.Rebind": Route(
+            lambda body, sock: _Own({"Data": driver.rebind(volume_name(body.get("Name"))).describe()})),
     }
 
 
-def _routes(driver: VolumeDriver) -> dict[str, Handler]:
+def _routes(driver: VolumeDriver) -> dict[str, Route]:
     """Each endpoint's path and what answers it: the body parsed once into its request type, then the driver."""
+    mount_now = getattr(driver, "mount_now", None)
     return {
-        "/Plugin.Activate": lambda body, environ: _activate(driver, environ),
-        "/VolumeDriver.Capabilities": lambda body, environ: driver.capabilities(),
-        "/VolumeDriver.Create": _takes(CreateRequest, driver.create),
-        "/VolumeDriver.Remove": _takes(RemoveRequest, driver.remove),
-        "/VolumeDriver.Mount": _takes(MountRequest, driver.mount),
-        "/VolumeDriver.Unmount": _takes(UnmountRequest, driver.unmount),
-        "/VolumeDriver.Path": _takes(PathRequest, driver.path),
-        "/VolumeDriver.Get": _takes(GetRequest, driver.get),
-        "/VolumeDriver.List": lambda body, environ: driver.list(),
+        "/Plugin.Activate": Route(lambda body, sock: _activate(driver, sock)),
+        "/VolumeDriver.Capabilities": _quick(lambda body, sock: driver.capabilities()),
+        "/VolumeDriver.Create": Route(_takes(CreateRequest, driver.create)),
+        "/VolumeDriver.Remove": Route(_takes(RemoveRequest, driver.remove)),
+        "/VolumeDriver.Mount": Route(_takes(MountRequest, driver.mount), mount_now and (
+            lambda body, sock: mount_now(parse(MountRequest, body)) or LATER)),
+        "/VolumeDriver.Unmount": _quick(_takes(UnmountRequest, driver.unmount)),
+        "/VolumeDriver.Path": _quick(_takes(PathRequest, driver.path)),
+        "/VolumeDriver.Get": _quick(_takes(GetRequest, driver.get)),
+        "/VolumeDriver.List": Route(lambda body, sock: driver.list()),  # 10,000 volumes: tens of ms
         **_own_routes(driver),
     }
 
 
-def _plugin_error(exc: PluginError, environ: dict) -> tuple[int, str]:
+def _plugin_error(exc: PluginError, path: str) -> tuple[int, str]:
     return exc.status, str(exc)
 
 
-def _http_refusal(exc: HTTPRefusal, environ: dict) -> tuple[int, str]:
+def _http_refusal(exc: HTTPRefusal, path: str) -> tuple[int, str]:
     return exc.status, str(exc)
 
 
-def _internal_error(exc: Exception, environ: dict) -> tuple[int, str]:
-    log.exception("internal error on %s", _printable(environ.get("PATH_INFO", "")[:100]))
+def _internal_error(exc: Exception, path: str) -> tuple[int, str]:
+    log.exception("internal error on %s", _printable(path[:100]))
     return 500, f"internal error: {type(exc).__name__}: {exc}"
 
 
@@ -167,45 +215,94 @@ _ERRORS: tuple[tuple[type[Exception], Callable[..., tuple[int, str]]], ...] = (
     (PluginError, _plugin_error), (HTTPRefusal, _http_refusal), (Exception, _internal_error))
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _HEADERS = [("Content-Type", MEDIA_TYPE)]
+_ASGI_HEADERS = [(b"content-type", MEDIA_TYPE.encode())]
+
+
+@dataclass
+class _Exchange:
+    """One request as the log line tells it, and its reply."""
+
+    path: str
+    started: float
+    logged: tuple[str, str] = ("-", "-")  # volume, mount_id
+    status: int = 200
+    data: bytes = b""
+    outcome: str = "ok"
+
+    def took(self, body: dict) -> None:
+        """Note the body's volume and mount ID for the log line."""
+        self.logged = tuple(body[key][:160] if isinstance(body.get(key), str) else "-"  # type: ignore[assignment]
+                            for key in _LOGGED)
+
+    def reply(self, reply: Any) -> None:
+        self.data = json.dumps({**(reply.wire() if reply else {}), "Err": ""}).encode()
+
+    def failed(self, exc: Exception) -> None:
+        """The one place an exception becomes an Err reply, by its class's handler."""
+        self.status, message = next(handle for kind, handle in _ERRORS if isinstance(exc, kind))(exc, self.path)
+        if len(message) > MAX_ERR:
+            message = message[:MAX_ERR - 3] + "..."
+        self.data, self.outcome = json.dumps({"Err": message}).encode(), f"err: {message}"
+
+    def log(self) -> None:
+        log.info("action=%s volume=%s id=%s outcome=%s seconds=%.4f",
+                 *(_printable(field) for field in (self.path.lstrip("/")[:100], *self.logged, self.outcome)),
+                 time.monotonic() - self.started)
 
 
 class DriverApp:
-    """The driver's WSGI app: PATH_INFO picks the endpoint, the body is parsed once, the reply is JSON."""
+    """The driver's app: the path picks the endpoint, the body is parsed once, the reply is JSON. Called as a
+    WSGI app, or through `asgi`."""
 
     def __init__(self, driver: VolumeDriver) -> None:
         self.driver = driver
         self.routes = _routes(driver)
 
+    def _route(self, path: str, method: str) -> Route:
+        route = self.routes.get(path)
+        if route is None:
+            raise HTTPRefusal(404, f"unknown endpoint {path[:100]}; this is a Docker volume plugin "
+                                   "(POST /VolumeDriver.*)")
+        if method != "POST":
+            raise HTTPRefusal(405, f"{path} takes POST, not {method[:20]}")
+        return route
+
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        started = time.monotonic()
-        path = environ.get("PATH_INFO", "")
-        logged = {"volume": "-", "mount_id": "-"}
+        exchange = _Exchange(environ.get("PATH_INFO", ""), time.monotonic())
         try:
-            handler = self.routes.get(path)
-            if handler is None:
-                raise HTTPRefusal(404, f"unknown endpoint {path[:100]}; this is a Docker volume plugin "
-                                       "(POST /VolumeDriver.*)")
-            if environ.get("REQUEST_METHOD") != "POST":
-                raise HTTPRefusal(405, f"{path} takes POST, not {environ.get('REQUEST_METHOD', '')[:20]}")
-            body = _body(environ)
-            for key, attr in _LOGGED.items():
-                if isinstance(body.get(key), str):
-                    logged[attr] = body[key][:160]
-            reply = handler(body, environ)
-            status, payload, outcome = 200, {**(reply.wire() if reply else {}), "Err": ""}, "ok"
-        except Exception as exc:  # noqa: BLE001 - every exception becomes an Err reply, by its class's handler
-            status, message = next(handle for kind, handle in _ERRORS if isinstance(exc, kind))(exc, environ)
-            if len(message) > MAX_ERR:
-                message = message[:MAX_ERR - 3] + "..."
-            payload, outcome = {"Err": message}, f"err: {message}"
-        data = json.dumps(payload).encode()
-        start_response(_STATUS_LINES.get(status, f"{status} Error"),
-                       [*_HEADERS, ("Content-Length", str(len(data)))])
-        log.info("action=%s volume=%s id=%s outcome=%s seconds=%.4f",
-                 *(_printable(field) for field in (path.lstrip("/")[:100], logged["volume"], logged["mount_id"],
-                                                   outcome)),
-                 time.monotonic() - started)
-        return [data]
+            route = self._route(exchange.path, environ.get("REQUEST_METHOD", ""))
+            body = _decode(_wsgi_body(environ))
+            exchange.took(body)
+            exchange.reply(route.answer(body, None))
+        except Exception as exc:  # noqa: BLE001 - every exception becomes an Err reply
+            exchange.failed(exc)
+        start_response(_STATUS_LINES.get(exchange.status, f"{exchange.status} Error"),
+                       [*_HEADERS, ("Content-Length", str(len(exchange.data)))])
+        exchange.log()
+        return [exchange.data]
+
+    async def asgi(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                   send: Callable[[dict], Awaitable[None]]) -> None:
+        """The ASGI 3 app (asgi.readthedocs.io, HTTP connection scope): at_once on the event loop, the rest in
+        the loop's default executor (a thread pool); the connection's socket from the scope's PEER_SOCKET."""
+        if scope["type"] != "http":
+            return
+        exchange = _Exchange(scope["path"], time.monotonic())
+        try:
+            route = self._route(exchange.path, scope["method"])
+            body = _decode(await _asgi_body(receive))
+            exchange.took(body)
+            sock = scope.get("extensions", {}).get(PEER_SOCKET)
+            reply = route.at_once(body, sock) if route.at_once else LATER
+            if reply is LATER:
+                reply = await asyncio.get_running_loop().run_in_executor(None, route.answer, body, sock)
+            exchange.reply(reply)
+        except Exception as exc:  # noqa: BLE001 - every exception becomes an Err reply
+            exchange.failed(exc)
+        await send({"type": "http.response.start", "status": exchange.status,
+                    "headers": [*_ASGI_HEADERS, (b"content-length", b"%d" % len(exchange.data))]})
+        await send({"type": "http.response.body", "body": exchange.data})
+        exchange.log()
 
     def test_client(self) -> Client:
         """A werkzeug test client on the app (tests: requests without a server; werkzeug comes with Flask)."""
@@ -216,6 +313,6 @@ class DriverApp:
 
 
 def create_app(settings: Settings | None = None, volumes: VolumeDriver | None = None) -> DriverApp:
-    """The driver's WSGI app: settings from the environment unless given; one store per process."""
+    """The driver's app: settings from the environment unless given; one store per process."""
     settings = settings or from_env()
     return DriverApp(volumes or Volumes(settings, Store(settings.db_path)))

@@ -1,4 +1,6 @@
-"""Serve the driver with gunicorn on its unix socket, in the foreground."""
+"""Serve the driver on its unix socket, in the foreground: gunicorn's arbiter (the socket, socket activation,
+workers, graceful shutdown) with uvicorn's workers (an event loop each: uvloop, the httptools parser) running the
+ASGI face of app.py."""
 
 from __future__ import annotations
 
@@ -7,14 +9,19 @@ import logging
 import os
 import socket
 
+import httptools
 from gunicorn.app.base import BaseApplication
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
 
 from ownvol.driver.activation import ActivationError, listening_socket
+from ownvol.driver.app import PEER_SOCKET
 from ownvol.driver.settings import Settings
 from ownvol.driver.store import Store
 from ownvol.driver.volumes import Volumes
 
 log = logging.getLogger("ownvol.plugin")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
 class AlreadyServing(RuntimeError):
@@ -46,6 +53,59 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.sock_path)
 
 
+# A request's head, as gunicorn limits it (its limit_request_line, limit_request_field_size, limit_request_fields
+# defaults: docs.gunicorn.org settings); httptools itself sets none.
+LIMIT_REQUEST_LINE = 4094
+LIMIT_FIELD_SIZE = 8190
+LIMIT_FIELDS = 100
+
+
+class RequestHeadRefused(httptools.HttpParserError):
+    pass
+
+
+class DriverProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol on httptools, with gunicorn's limits on a request's head (over them: uvicorn's
+    400, before the app) and the connection's socket in each request's scope (extension PEER_SOCKET): Activate
+    learns its caller with SO_PEERCRED (liveness.peer)."""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {PEER_SOCKET: self.transport.get_extra_info("socket")}
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # uvicorn says None; asyncio.Protocol allows a bool
+        """The client shut its side after a whole request (asyncio.Protocol: True keeps the transport open): the
+        reply still goes out, then the connection closes, as gunicorn did. A request cut short is a disconnect."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        if cycle.more_body:
+            cycle.disconnected = True
+            cycle.message_event.set()
+            return False
+        cycle.keep_alive = False
+        return True
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > LIMIT_REQUEST_LINE:
+            raise RequestHeadRefused(f"request line longer than {LIMIT_REQUEST_LINE} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > LIMIT_FIELD_SIZE or len(self.headers) >= LIMIT_FIELDS:
+            raise RequestHeadRefused(f"a header over {LIMIT_FIELD_SIZE} bytes, or over {LIMIT_FIELDS} headers")
+        super().on_header(name, value)
+
+
+class DriverWorker(UvicornWorker):
+    """gunicorn's worker running uvicorn (uvicorn-worker): uvloop, DriverProtocol, no lifespan; kept-alive
+    connections as gunicorn's keepalive says; on SIGTERM the requests in progress finish within
+    graceful_timeout."""
+
+    CONFIG_KWARGS = {"loop": "uvloop", "http": DriverProtocol, "interface": "asgi3", "lifespan": "off",
+                     "server_header": False, "proxy_headers": False, "timeout_graceful_shutdown": 30}
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -56,16 +116,14 @@ class _Gunicorn(BaseApplication):
         for key, value in {
             "bind": [f"unix:{s.socket}"],
             "workers": s.workers,
-            # gthread keeps a connection open between requests, as dockerd's plugin client keeps it (Go's
-            # http.Transport; moby pkg/plugins/client.go): a sync worker closes after every reply and waits
-            # for the client's close (bench: mount_cpu_ms_per_pair). One thread per worker: a worker still
-            # answers one request at a time, as before; idle connections wait in its poller, not in a thread.
-            "worker_class": "gthread",
-            "threads": 1,
+            # dockerd keeps a connection open between requests (Go's http.Transport; moby pkg/plugins/client.go):
+            # an event loop holds the idle ones for nothing, and answers the quick requests without a thread's
+            # hand-off (bench: mount_cpu_ms_per_pair); app.py sends the long ones to the loop's threads.
+            "worker_class": f"{__name__}.DriverWorker",
             "keepalive": 30,
             "umask": 0o077,  # the socket is born 0600: root only
-            "timeout": 600,  # a Mount may walk a large tree
-            "graceful_timeout": 30,
+            "timeout": 600,  # the workers' heartbeat; the loop keeps beating while a thread walks
+            "graceful_timeout": DriverWorker.CONFIG_KWARGS["timeout_graceful_shutdown"],
             "loglevel": s.log_level.lower(),
             "errorlog": "-",
             "accesslog": None,
@@ -80,7 +138,7 @@ class _Gunicorn(BaseApplication):
     def load(self):
         from ownvol.driver.app import create_app
 
-        return create_app(self.settings)
+        return create_app(self.settings).asgi
 
 
 def serve(settings: Settings) -> None:
@@ -89,7 +147,12 @@ def serve(settings: Settings) -> None:
 
     Raises AlreadyServing when another plugin answers on the socket, ActivationError for an unusable passed one.
     """
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    # A line per request: no caller's frame, thread or process name is looked up for a format that shows none
+    # (the logging HOWTO's "Optimization"; a quarter of the app's CPU per Mount+Unmount pair before).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     inherited = listening_socket()
     if inherited is None and answers(settings.socket):
         raise AlreadyServing(f"a plugin already answers on {settings.socket}; stop it first")

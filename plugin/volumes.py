@@ -90,6 +90,10 @@ def _describe_repair(found: str, report: ownership.RepairReport) -> str:
     return result
 
 
+class _WalkDue(Exception):
+    """A Mount asked to answer without a walk needs one (mount_now)."""
+
+
 class Volumes:
     """The driver's volumes on this host: data under settings.root (or adopted with path=), state in store. Implements
     protocol.VolumeDriver; every refusal is a PluginError whose message is the Err."""
@@ -332,14 +336,19 @@ class Volumes:
             self.store.set_meta("userns_pending", "")
         log.info("event=userns-learned mapping=%s", text or "none")
 
+    def _userns_due(self) -> int | None:
+        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due."""
+        if self.settings.userns != "auto":
+            return None
+        pid = self.store.meta("userns_pending")
+        return int(pid) if pid and liveness.process_start(int(pid)) is not None else None
+
     def _userns_pending(self) -> None:
         """Before Create and Mount (outside any transaction): if the engine could not be asked at its activation,
         ask it now; until it answers, the mapping learned before stays."""
-        if self.settings.userns != "auto":
-            return
-        pid = self.store.meta("userns_pending")
-        if pid and liveness.process_start(int(pid)) is not None:
-            self._learn_userns(liveness.Engine(int(pid), 0, "dockerd"))
+        pid = self._userns_due()
+        if pid is not None:
+            self._learn_userns(liveness.Engine(pid, 0, "dockerd"))
 
     def idmap(self) -> userns.IdMap | None:
         """The engine's user-namespace mapping (None: ids are host ids); PluginError when it remaps and the host
@@ -440,12 +449,23 @@ class Volumes:
                 self._settle(name)
             return MountResponse(self._mount(name, mount_id))
 
-    def _mount(self, name: str, mount_id: str) -> str:
+    def mount_now(self, req: MountRequest) -> MountResponse | None:
+        """The common Mount, answered without a walk; None, with nothing changed, when it needs more (a walk or its
+        liveness look across /proc, a volume still being created, the engine's user namespaces to learn): then
+        `mount` does it all, where a walk keeps no other request waiting (the server's worker thread)."""
+        if self._userns_due():
+            return None
+        try:
+            return MountResponse(self._mount(req.name, req.id, walk=False))
+        except (NoSuchVolume, _WalkDue):
+            return None
+
+    def _mount(self, name: str, mount_id: str, walk: bool = True) -> str:
         with self.store.transaction(durable=False):
             record = self._ready(name)
             problem = self._data_problem(record)
             if not problem:
-                held, checked = self._count_mount(record, mount_id)
+                held, checked = self._count_mount(record, mount_id, walk)
         if problem:
             self.store.record_check(name, now(), f"refused: {problem}")
             raise PluginError(f"volume {name} cannot be mounted: {problem}")
@@ -459,16 +479,20 @@ class Volumes:
                 raise
         return self._mountpoint(record)
 
-    def _count_mount(self, record: VolumeRecord, mount_id: str) -> tuple[int, bool]:
-        """Inside Mount's transaction: count the reference, bind, check the root. (References other mounts
-        held before this one, whether the check is done without a walk.)"""
+    def _count_mount(self, record: VolumeRecord, mount_id: str, walk: bool) -> tuple[int, bool]:
+        """Inside Mount's transaction: count the reference, check the root, bind. (References other mounts
+        held before this one, whether the check is done without a walk.) _WalkDue, before the bind, when a walk is
+        due and not allowed."""
         if record.identity is None:  # a volume made before identities were recorded learns its own now
             self.store.set_identity(record.name, identity_of(record.path))
         held = self.store.refs(record.name, self.store.epoch())
         self.store.add_ref(record.name, mount_id, now())
+        checked = self._check_only(record)
+        if not (checked or walk):
+            raise _WalkDue(record.name)  # the transaction rolls the reference back
         if self.settings.mount_root:
             self._ensure_bound(record)
-        return held, self._check_only(record)
+        return held, checked
 
     def _held_live(self, record: VolumeRecord) -> bool:
         """A walk is due but other mounts hold the volume: if one is live (or that cannot be told), a server may

@@ -54,7 +54,7 @@ build() {
     shift 2
     have "$tag" && [ -z "${REBUILD:-}" ] && return 0
     echo "images: building $tag"
-    DOCKER_BUILDKIT=0 docker build -q --network host --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$@" "$dir" >/dev/null
+    DOCKER_BUILDKIT=0 docker build -q --force-rm --network host --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$@" "$dir" >/dev/null
     echo "images: $tag ready"
 }
 
@@ -65,7 +65,7 @@ database() {
     shift 2
     build "$tag" "$dir" "$@"
     have "$tag-root" && [ -z "${REBUILD:-}" ] && return 0
-    printf 'FROM %s\nUSER root\n' "$tag" | DOCKER_BUILDKIT=0 docker build -q -t "$tag-root" - >/dev/null
+    printf 'FROM %s\nUSER root\n' "$tag" | DOCKER_BUILDKIT=0 docker build -q --force-rm -t "$tag-root" - >/dev/null
     echo "images: $tag-root ready"
 }
 

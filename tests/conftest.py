@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, image_lock, new_name
-from tests.support.engine import ENGINES, PrivateEngine
+from tests.support.engine import ENGINES, PrivateEngine, engines_failed, settle_logs
 
 pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"]
 
@@ -30,6 +30,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"private engines: dockerd {config.getoption('--engine')} (--engine)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed phase keeps the dockerd logs of the private engines running (named in its report); after the
+    teardown, the logs of the engines destroyed without a failure are removed."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.failed and (logs := engines_failed()):
+        report.sections.append(("private engines' dockerd logs (kept)", "\n".join(logs)))
+    if call.when == "teardown":
+        settle_logs()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    settle_logs()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

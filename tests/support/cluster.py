@@ -21,6 +21,7 @@ from tests.support.common import ROOT, new_name
 from tests.support.engine import wait_for
 from tests.support.fixtures_plugin import PluginEngine
 from tests.support.netns import Hub, host_links, in_netns
+from tests.support.process import stop_child
 
 OWNVOL_DATA = "/var/lib/ownvol"  # config.json's data.source default, as every node sees it
 REGISTRY_PORT = 5000
@@ -96,13 +97,7 @@ class Registry:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc, timeout=20)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

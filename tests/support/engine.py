@@ -9,9 +9,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import docker
+
+from tests.support.process import stop_child
 
 T = TypeVar("T")
 
@@ -58,7 +60,12 @@ def dockerd_binary(version: str) -> str:
 
 
 class PrivateEngine:
-    """A second dockerd of our own, for tests that restart the engine without disturbing anyone else."""
+    """A second dockerd of our own, for tests that restart the engine without disturbing anyone else.
+
+    Its dockerd log (log_path) outlives destroy(): settle_logs() removes it after the test unless a test failed
+    while the engine ran (tests/conftest.py names the kept logs in the failure's report)."""
+
+    in_play: ClassVar[list[PrivateEngine]] = []  # started in this process, log not yet settled
 
     def __init__(self, name: str, base: str = "/var/lib/ownvol-test", version: str | None = None,
                  extra_args: tuple[str, ...] = ()) -> None:
@@ -72,8 +79,13 @@ class PrivateEngine:
         self.log_path = os.path.join(base, f"{name}.log")
         self.proc: subprocess.Popen | None = None
         self.prefix: list[str] = []  # a command dockerd runs under, e.g. nsenter into a mount namespace
+        self.destroyed = False
+        self.saw_failure = False  # a test failed while this engine ran: its log is kept
 
     def start(self, timeout: float = 60) -> docker.DockerClient:
+        if self not in PrivateEngine.in_play:
+            PrivateEngine.in_play.append(self)
+        self.destroyed = False
         os.makedirs(self.data_root, exist_ok=True)
         os.makedirs(self.exec_root, exist_ok=True)
         if os.path.exists(self.sock):  # left by a dockerd of ours that was killed
@@ -98,21 +110,14 @@ class PrivateEngine:
         return docker.DockerClient(base_url=self.host, timeout=120)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc, timeout=60)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL dockerd alone, as the OOM killer or a power cut would (its containers' shims live on), and
         wait until the containerd it ran is gone too (it dies with its parent), so a start finds none."""
         containerd = self._containerd_pid()
-        self.proc.kill()
-        self.proc.wait()
+        stop_child(self.proc, signal.SIGKILL)
         self.proc = None
         if containerd:
             wait_for(lambda: not _running(containerd), 30, what="the killed dockerd's containerd to exit")
@@ -166,6 +171,27 @@ class PrivateEngine:
         for root in (self.exec_root, self.data_root):
             umount_below(root)
             shutil.rmtree(root, ignore_errors=True)
+        self.destroyed = True
+
+
+def engines_failed() -> list[str]:
+    """Record that a test failed while the engines in play ran; the paths of their dockerd logs, which are kept."""
+    for engine in PrivateEngine.in_play:
+        engine.saw_failure = True
+    return [engine.log_path for engine in PrivateEngine.in_play]
+
+
+def settle_logs() -> list[str]:
+    """Remove the dockerd logs of the destroyed engines that saw no failure and stop following every destroyed
+    engine; the paths of the logs kept."""
+    kept = []
+    for engine in [e for e in PrivateEngine.in_play if e.destroyed]:
+        PrivateEngine.in_play.remove(engine)
+        if engine.saw_failure:
+            kept.append(engine.log_path)
+        elif os.path.exists(engine.log_path):
+            os.unlink(engine.log_path)
+    return kept
 
 
 def umount_below(root: str) -> None:

@@ -24,6 +24,7 @@ import yaml
 
 from tests.support.common import ROOT, free_port, image_lock, new_name
 from tests.support.engine import redis_cmd, wait_for
+from tests.support.process import stop_child
 
 HOOK_LABEL = "ownvol.hook"  # a hook started elsewhere (make up) leaves these containers alone
 OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
@@ -102,20 +103,10 @@ class Hook:
         self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(30)
+        stop_child(self.proc, signal.SIGKILL)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
 
     def status(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as reply:

@@ -34,6 +34,7 @@ from ownvol.driver import binds
 from ownvol.driver.serve import UnixHTTPConnection, answers
 from tests.support.common import ROOT, Tracked, new_name
 from tests.support.engine import PrivateEngine, wait_for
+from tests.support.process import stop_child
 
 OWNVOL = str(ROOT / ".venv" / "bin" / "ownvol")
 
@@ -70,9 +71,7 @@ class PluginEngine(PrivateEngine):
 
     def destroy(self) -> None:
         super().destroy()
-        if self.holder and self.holder.poll() is None:
-            self.holder.kill()
-            self.holder.wait()
+        stop_child(self.holder, signal.SIGKILL)
         shutil.rmtree(self.plugins_dir, ignore_errors=True)
 
 
@@ -108,19 +107,19 @@ class PluginProcess:
             prefix = self.engine._namespace() if self.engine else []
             self.proc = subprocess.Popen([*prefix, OWNVOL, "plugin"], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout, what=f"plugin {self.name}")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"plugin {self.name} exited {self.proc.returncode}:\n{self.log()}")
+        try:
+            wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout,
+                     what=f"plugin {self.name}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"plugin {self.name} exited {self.proc.returncode}")
+        except (TimeoutError, RuntimeError) as exc:
+            log = self.log()
+            self.destroy()  # its log goes with the error: nothing of a plugin that did not start is left behind
+            raise RuntimeError(f"{exc}:\n{log}") from None
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_child(self.proc, timeout=30, kill_group=True)  # SIGTERM to gunicorn's master, SIGKILL to all
         self.proc = None
 
     def restart(self) -> PluginProcess:

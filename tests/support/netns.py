@@ -6,7 +6,10 @@ the namespaces are held by `sleep` processes, so killing them takes the interfac
 from __future__ import annotations
 
 import ipaddress
+import signal
 import subprocess
+
+from tests.support.process import stop_child
 
 SUBNET = ipaddress.ip_network("198.18.16.0/24")  # RFC 2544's benchmarking range: no real host uses it
 
@@ -57,6 +60,4 @@ class Hub:
         return address
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, signal.SIGKILL)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.support.common import ROOT
 from tests.support.engine import wait_for
+from tests.support.process import stop_child
 
 UNITS_DIR = ROOT / "packaging" / "systemd"
 HOST_OWNVOL = "/opt/ownvol/current/bin/ownvol"  # ExecStart='s program in the shipped units
@@ -119,13 +120,7 @@ class SocketActivation:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Signal the driver's process group (SIGTERM: systemctl stop; SIGKILL: a crash) and wait for it."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(45)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_child(self.proc, sig, timeout=45, group=True)
         self.proc = None
 
     def read_log(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,3 +84,31 @@ def test_a_connection_is_kept_open_between_requests_as_dockerd_keeps_it(bare_plu
         conn.close()
     assert all(status == 200 and reply["Err"] == "" and header != "close" for status, reply, header in replies)
     assert plugin.call("Get", Name="kept")["Volume"]["Status"]["mounts"] == 5
+
+
+def test_a_mount_that_walks_keeps_no_other_request_waiting(bare_plugin):
+    """One worker: while its Mount walks (and repairs) 20,000 wrongly owned files in a thread, a Get on another
+    connection is answered, and the Mount's own reply comes after."""
+    plugin = bare_plugin(OWNVOL_WORKERS="1")
+    plugin.call("Create", Name="big", Opts={"profile": "redis"})
+    data = plugin.data_dir("big")
+    for d in range(20):
+        os.mkdir(data / f"d{d}")
+        for f in range(1000):
+            os.close(os.open(data / f"d{d}" / f"f{f}", os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chown(data, 0, 0)  # the root is wrong: the Mount walks
+    walking = UnixHTTPConnection(plugin.socket, timeout=120)
+    other = UnixHTTPConnection(plugin.socket, timeout=120)
+    try:
+        walking.request("POST", "/VolumeDriver.Mount", body=json.dumps({"Name": "big", "ID": "w"}))
+        other.request("POST", "/VolumeDriver.Get", body=json.dumps({"Name": "big"}))
+        got = json.loads(other.getresponse().read())
+        mount_waiting = not select.select([walking.sock], [], [], 0)[0]
+        mounted = json.loads(walking.getresponse().read())
+    finally:
+        walking.close()
+        other.close()
+    assert got["Err"] == "" and mounted == {"Mountpoint": str(data), "Err": ""}
+    assert mount_waiting, "the Get was answered only after the walk"
+    assert os.stat(data / "d19" / "f999").st_uid == 999
+    assert plugin.call("Get", Name="big")["Volume"]["Status"]["last_repair"]["changed"] >= 20_000

@@ -14,19 +14,22 @@ def apply(path: Path) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "NODES": "unix:///nonexistent/docker.sock"}, timeout=60)
 
 
+def apply_text(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    """apply() on a settings file of text."""
+    path = tmp_path / "ownvol.settings"
+    path.write_text(text)
+    return apply(path)
+
+
 def test_a_line_that_is_not_key_value_is_named_with_its_number(tmp_path):
-    f = tmp_path / "ownvol.settings"
-    f.write_text("# defaults for every node\nOWNVOL_LOG_LEVEL=DEBUG\nOWNVOL_WORKERS 2\n")
-    done = apply(f)
+    done = apply_text(tmp_path, "# defaults for every node\nOWNVOL_LOG_LEVEL=DEBUG\nOWNVOL_WORKERS 2\n")
     assert done.returncode == 1
     assert "line 3: 'OWNVOL_WORKERS 2' is not KEY=VALUE" in done.stderr
     assert "nonexistent" not in done.stderr  # no node was touched, not even with the good lines
 
 
 def test_a_file_of_comments_only_sets_nothing(tmp_path):
-    f = tmp_path / "ownvol.settings"
-    f.write_text("# nothing yet\n\n")
-    done = apply(f)
+    done = apply_text(tmp_path, "# nothing yet\n\n")
     assert done.returncode == 1 and "no settings in" in done.stderr
 
 
@@ -36,8 +39,6 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_good_lines_reach_the_engine_step(tmp_path):
-    f = tmp_path / "ownvol.settings"
-    f.write_text("OWNVOL_LOG_LEVEL=DEBUG  # chatty\ndata.source=/srv/ownvol\n")
-    done = apply(f)
+    done = apply_text(tmp_path, "OWNVOL_LOG_LEVEL=DEBUG  # chatty\ndata.source=/srv/ownvol\n")
     assert done.returncode == 1
     assert "unix:///nonexistent/docker.sock: no plugin ownvol" in done.stderr
