@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"  # docker-py's default too (docker/constants.py DEFAULT_UNIX_SOCKET)
 HEAD_LIMIT = 64 * 1024  # bytes of status line and headers accepted
+ANSWER_TIMEOUT = 60.0  # seconds for the engine's response headers (an inspect's whole answer), as the hook's client
 
 
 class EngineError(Exception):
@@ -110,6 +111,10 @@ async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncI
             yield data
 
 
+async def _read_all(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    return b"".join([chunk async for chunk in _body(reader, headers)])
+
+
 class LogStreams:
     """The loop thread (started at the first submit) and how it reaches the engine: host is DOCKER_HOST (else
     the engine's default unix socket), with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS over TCP, the
@@ -143,13 +148,14 @@ class LogStreams:
         if self.host.startswith("unix://"):
             reader, writer = await asyncio.open_unix_connection(self.host[len("unix://"):], limit=HEAD_LIMIT)
         else:
-            where = urlsplit(self.host.replace("tcp://", "https://" if self._tls() else "http://", 1))
-            reader, writer = await asyncio.open_connection(where.hostname, where.port or 2375, ssl=self._tls(),
-                                                           limit=HEAD_LIMIT)
+            tls = self._tls()
+            where = urlsplit(self.host.replace("tcp://", "https://" if tls else "http://", 1))
+            reader, writer = await asyncio.open_connection(where.hostname, where.port or (2376 if tls else 2375),
+                                                           ssl=tls, limit=HEAD_LIMIT)
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
             await writer.drain()
-            status, headers = await _head(reader)
+            status, headers = await asyncio.wait_for(_head(reader), ANSWER_TIMEOUT)
         except BaseException:
             writer.close()
             raise
@@ -158,7 +164,7 @@ class LogStreams:
     async def _json(self, path: str) -> tuple[int, Any]:
         status, headers, reader, writer = await self._request(path)
         try:
-            body = b"".join([chunk async for chunk in _body(reader, headers)])
+            body = await asyncio.wait_for(_read_all(reader, headers), ANSWER_TIMEOUT)
         finally:
             writer.close()
         return status, json.loads(body) if body and "json" in headers.get("content-type", "") else body
@@ -192,7 +198,7 @@ class LogStreams:
             f"&since={since_param(since_ns)}")
         try:
             if status != 200:
-                body = b"".join([chunk async for chunk in _body(reader, headers)])
+                body = await asyncio.wait_for(_read_all(reader, headers), ANSWER_TIMEOUT)
                 raise EngineError(f"engine: {status} {body[:200].decode(errors='replace').strip()}")
             demux, decoder, buffer = Demux(tty), codecs.getincrementaldecoder("utf-8")("replace"), ""
             async for data in _body(reader, headers):
