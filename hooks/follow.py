@@ -183,16 +183,13 @@ class LogStreams:
         info = await self.inspect(container_id)
         return bool(info and (info.get("State") or {}).get("Running"))
 
-    async def lines(self, container_id: str, since_ns: int) -> AsyncIterator[str]:
+    async def lines(self, container_id: str, since_ns: int, tty: bool = False) -> AsyncIterator[str]:
         """The container's log lines (stdout and stderr, each `<RFC 3339 nano timestamp> <text>`) from since_ns
         (ns since the epoch) on, as the engine sends them (GET /containers/{id}/logs with follow; moby
-        api/server/router/container/container_routes.go getContainersLogs); ends when the engine ends the
-        stream (the container stopped). Raises EngineError when the engine refuses or the stream breaks,
-        OSError when the engine cannot be reached."""
-        info = await self.inspect(container_id)
-        if info is None:
-            raise EngineError(f"engine: no container {container_id[:12]}")
-        tty = bool((info.get("Config") or {}).get("Tty"))
+        api/server/router/container/container_routes.go getContainersLogs); tty: the container has one
+        (Config.Tty: its output comes raw, not in frames). Ends when the engine ends the stream (the container
+        stopped). Raises EngineError when the engine refuses or the stream breaks, OSError when the engine
+        cannot be reached."""
         status, headers, reader, writer = await self._request(
             f"/containers/{quote(container_id)}/logs?follow=1&stdout=1&stderr=1&timestamps=1"
             f"&since={since_param(since_ns)}")

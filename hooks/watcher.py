@@ -79,6 +79,7 @@ class Watched:
     last: Health | None = None  # the last probe's result (the status page reads it)
     due: float = 0.0
     quiet: float = 0.0
+    tty: bool = False  # Config.Tty: its log comes raw, not in the engine's frames
 
     @property
     def following(self) -> bool:
@@ -168,8 +169,9 @@ class Watcher:
             if w is None:
                 service = service_for(container.attrs)
                 reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
-                w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
-                                                         service=service.family if service else "")
+                w = self.watched[container.id] = Watched(
+                    container.id, container.name, reader=reader, service=service.family if service else "",
+                    tty=bool((container.attrs.get("Config") or {}).get("Tty")))
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
                                     image=(container.attrs.get("Config") or {}).get("Image"))
             return w
@@ -225,7 +227,7 @@ class Watcher:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                async for line in self.logs.lines(w.id, since_ns):
+                async for line in self.logs.lines(w.id, since_ns, w.tty):
                     self.on_line(w, line)
                 return  # the stream ended: the container stopped
             except Exception as exc:  # noqa: BLE001 - a follower must not die silently
