@@ -17,11 +17,11 @@ import docker
 import redis
 
 from ownvol.hook.beneath import data_path
-from ownvol.hook.health import redis_client
+from ownvol.hook.health import redis_client, unknown_health
 from ownvol.hook.helpers import helper_labels
 from ownvol.hook.results import ActionResult
 from ownvol.hook.services import by_family
-from ownvol.hook.targets import DataMount, Target, engine_paths_reachable
+from ownvol.hook.targets import DataMount, Target, engine_paths_reachable, tmpfs_of
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
@@ -228,9 +228,15 @@ def _running_for(container) -> float | None:
     return max(0.0, time.time() - started)
 
 
+NOT_ANSWERING = ("unreachable", "loading")
+START_POLL = 0.5  # seconds between looks at a server starting up
+
+
 def restart(ctx: Context) -> ActionResult:
-    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task and while Redis holds
-    writes it could not persist (unpersisted_writes)."""
+    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task, for a data dir on
+    the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could not persist (unpersisted_writes)
+    and while the server's health cannot be told (health.unknown_health). A server that does not answer yet within
+    its service's startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -238,19 +244,33 @@ def restart(ctx: Context) -> ActionResult:
     if SWARM_TASK in (container.labels or {}):
         return ActionResult("skipped", {"why": "a Swarm task: its service replaces it with a new task; starting "
                                                 "this container again would run Redis outside the service"})
+    if ctx.target.mount is None and (tmpfs := tmpfs_of(container.attrs, ctx.target.data_dir)):
+        return ActionResult("skipped", {"why": f"{ctx.target.data_dir} is on the container's own tmpfs {tmpfs}: a "
+                                               "restart makes it anew with the same owner (and loses what it "
+                                               "held); `ownvol doctor` names the --tmpfs options that set it"})
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     service = by_family(ctx.target.service)
     if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
         return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
     if container.status == "running":
-        if service.probe(ctx.target, "running", False).healthy:
+        health = service.probe(ctx.target, "running", False)
+        if health.healthy:
             return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
+        if why := unknown_health(health):
+            return ActionResult("skipped", {"why": f"{why}; a running server is never restarted on a guess"})
         age = _running_for(container)
-        if age is not None and age < service.startup_grace:
-            return ActionResult("skipped", {"why": f"started {age:.1f}s ago and not answering yet: starting up "
-                                                   "(its entrypoint's initialisation, a recovery); a restart "
-                                                   "would interrupt it"})
+        if age is not None and age < service.startup_grace and health.state in NOT_ANSWERING:
+            # starting up (its entrypoint's initialisation, a recovery): a restart would interrupt it; wait
+            # for it to answer, up to the grace after its start
+            deadline = time.monotonic() + service.startup_grace - age
+            while health.state in NOT_ANSWERING and container.status == "running" and time.monotonic() < deadline:
+                time.sleep(START_POLL)
+                health = service.probe(ctx.target, "running", False)
+                container.reload()
+            if health.healthy:
+                return ActionResult("ok", {"how": "none", "why": f"its start-up ended healthy within "
+                                                                 f"{service.startup_grace:g}s: not restarted"})
     if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
             and not ctx.target.start_opt_in and not ctx.start_stopped:
         return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "

@@ -27,6 +27,7 @@ from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
 from ownvol.hook.targets import engine_node
 from ownvol.hook.telemetry import Telemetry
+from ownvol.hook.watcher import INCIDENT_STATES
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
@@ -131,19 +132,49 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     from ownvol.hook.services import by_family
 
     catalogue = by_family(target.service).catalogue
-    seen = [d.as_dict() for _, d in
-            patterns.read_log(container.logs(tail=200).decode(errors="replace").splitlines(), catalogue)]
+    state = container.attrs.get("State") or {}
+    since = run_began(state)
+    logs = container.logs(tail=200, since=since) if since else container.logs(tail=200)
+    seen = [d.as_dict() for _, d in patterns.read_log(logs.decode(errors="replace").splitlines(), catalogue)]
+    engine_error = state.get("Error") or ""
+    error_type: str | None = None  # what the hook would open an incident for: a line of its own, else its probe
     if seen:
         error_type = seen[-1]["error_type"]
-    elif health.owner and not health.owner.get("ok", True):
+    elif health.owner and not health.owner.get("ok", True) and target.persists is not False:
         error_type = "permission-denied"
-    else:
+    elif health.state in INCIDENT_STATES:
         error_type = "persistence-failed"
-    strategy = load().strategy(error_type, target.service, plan_of)
+    if health.healthy or (engine_error and not seen):
+        error_type = None  # never acted on while healthy; an engine that cannot start it is not ours to fix
+    strategy = load().strategy(error_type or "persistence-failed", target.service, plan_of)
     return {"container": target.as_dict(), "node": engine_node(executor.client()), "health": health.as_dict(),
-            "detections": seen[-10:],
-            "error_type": None if health.healthy and not seen else error_type,
+            "detections": seen[-10:], "engine_error": engine_error, "error_type": error_type,
             "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions)}
+
+
+def run_began(state: dict) -> float | None:
+    """Where the container's last run's log begins (epoch seconds), to read its lines and not an earlier run's:
+    while it runs, the end of the run before (State.FinishedAt; the server may log before the engine records
+    StartedAt), else a second before StartedAt; None when it never started (every line is then its own)."""
+    started, finished = started_at(state.get("StartedAt") or ""), started_at(state.get("FinishedAt") or "")
+    if started is None:
+        return None
+    if state.get("Running") and finished and finished < started:
+        return finished
+    return started - 1.0
+
+
+def started_at(stamp: str) -> float | None:
+    """Epoch seconds of an engine's RFC 3339 time with nanoseconds (State.StartedAt, "2026-11-30T04:28:38.4741Z");
+    None for the zero time of a container never started ("0001-01-01T00:00:00Z") or an unreadable one."""
+    from datetime import datetime
+
+    try:
+        head, _, rest = stamp.rstrip("Z").partition(".")
+        moment = datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{rest or 0}")
+    except ValueError:
+        return None
+    return moment if moment > 0 else None
 
 
 @click.command()
@@ -160,6 +191,9 @@ def doctor(container, repair_via, as_json) -> None:
     click.echo(f"{t['name']} ({t['id']}) image {t['image']}: {h['state']}")
     for r in h["reasons"]:
         click.echo(f"  - {r}")
+    write = (h.get("persistence") or {}).get("write")
+    if write and write != "committed":
+        click.echo(f"write check: {write}")
     click.echo(f"{t['service']}: {t['redis_url']}   data: {t['data_dir']} ({t['origins'].get('dir', 'default')})   "
                f"owner wanted: {t['owner']} ({t['owner_source']})")
     node = report["node"]
@@ -170,11 +204,18 @@ def doctor(container, repair_via, as_json) -> None:
     for note in t["notes"]:
         click.echo(f"note: {note}")
     for d in report["detections"]:
-        click.echo(f"seen: [{d['error_type']}] {d['message']}")
+        click.echo(f"seen since this start: [{d['error_type']}] {d['message']}")
+    if report["engine_error"]:
+        click.echo(f"engine: {report['engine_error']}")
     if report["error_type"]:
         click.echo(f"diagnosis: {report['error_type']}; the hook would try: {', '.join(report['plan'])}")
-    else:
+    elif report["engine_error"] and not h["state"] == "healthy":
+        click.echo("diagnosis: the engine could not start it (above); nothing ownvol repairs")
+    elif h["state"] == "healthy":
         click.echo("diagnosis: nothing to do")
+    else:
+        click.echo(f"diagnosis: nothing the hook acts on while it is {h['state']} with no error of its own "
+                   "in the current run's log")
 
 
 @click.command("repair")

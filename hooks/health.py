@@ -86,6 +86,19 @@ def evaluate(container: str, ping: str, persistence: dict, owner: dict | None) -
     return "healthy", []
 
 
+def unknown_health(health: Health) -> str | None:
+    """Why a running server's health cannot be told from here (no address known; it answered, refusing the hook's
+    password or ACL user), so that nothing is done to it on a guess; None when the probe's verdict stands."""
+    if health.container != "running" or health.state != "unreachable":
+        return None
+    if NO_ADDRESS in health.reasons:
+        return f"{NO_ADDRESS}: its health is unknown"
+    if health.ping.startswith(REFUSED_US):
+        return (f"the server {health.ping[:160]} (a password or ACL user the hook does not know: labels "
+                "ownvol.redis.url, ownvol.redis.password): it runs, its health is unknown")
+    return None
+
+
 def redis_client(target: Target, timeout: float = 2.0) -> redis.Redis | None:
     """A client for target's Redis (timeout in seconds, replies decoded); None when no address is known."""
     if not target.redis_url:
@@ -117,15 +130,24 @@ def probe_client(target: Target) -> redis.Redis | None:
     return client
 
 
+REFUSED_US = "answers but refuses the hook"  # PING's text when the server answered with an auth or ACL refusal
+NO_ADDRESS = "no Redis address known (label ownvol.redis.url)"
+
+
 def ping_text(client: redis.Redis) -> str:
-    """PING's reply as text: PONG, the error Redis replied (MISCONF ..., NOAUTH ...), LOADING ... or `error: ...` when
-    the connection failed."""
+    """PING's reply as text: PONG, the error Redis replied (MISCONF ...), LOADING ..., `answers but refuses the
+    hook: ...` for a password or ACL refusal (NOAUTH, WRONGPASS, NOPERM), or `error: ...` when the connection
+    failed."""
     try:
         return "PONG" if client.ping() else "no reply"
+    except redis.exceptions.NoPermissionError as exc:
+        return f"{REFUSED_US}: NOPERM {exc}"
     except redis.exceptions.ResponseError as exc:
         return str(exc)
     except redis.exceptions.BusyLoadingError as exc:
         return f"LOADING {exc}"
+    except redis.exceptions.AuthenticationError as exc:
+        return f"{REFUSED_US}: {exc}"
     except redis.exceptions.RedisError as exc:
         return f"error: {exc}"
 
@@ -200,8 +222,7 @@ def _probe(target: Target, container_status: str, local_paths: bool) -> Health:
         return Health(state, reasons, container_status, "", owner=owner)
     client = probe_client(target)
     if client is None:
-        return Health("unreachable", ["no Redis address known (label ownvol.redis.url)"], container_status, "",
-                      owner=owner)
+        return Health("unreachable", [NO_ADDRESS], container_status, "", owner=owner)
     ping = ping_text(client)
     persistence, memory, clients = {}, {}, {}
     try:
@@ -212,5 +233,7 @@ def _probe(target: Target, container_status: str, local_paths: bool) -> Health:
     except redis.exceptions.RedisError as exc:
         if ping == "PONG":
             ping = f"error: INFO failed: {exc}"
-    state, reasons = evaluate(container_status, ping, persistence, owner)
+    # a server that keeps nothing on disk is not stopped by its data dir's owner: nothing to act on while it runs
+    acting_owner = None if target.persists is False else owner
+    state, reasons = evaluate(container_status, ping, persistence, acting_owner)
     return Health(state, reasons, container_status, ping, persistence, memory, clients, owner)

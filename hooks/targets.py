@@ -5,7 +5,8 @@ the running system, in this order, never from a guess (README "How the hook deci
 - the owner its data must have: the uid:gid its server process runs as (the container's process table,
   through the engine's `top`; else /proc/<pid>/status of its main process), then the journal's record of
   its last healthy run, the labels ownvol.uid/ownvol.gid, a non-root container user (Config.User: the
-  engine starts the process as it and a non-root process cannot change it), the profile of its official
+  engine starts the process as it and a non-root process cannot change it; a name the image's /etc/passwd
+  does not have leaves the owner unknown, never the image's), the profile of its official
   image (ownvol/profiles.py), a non-root image USER, the ownvol volume's own uid:gid; else unknown.
   A root start is not a fact about the server: the official images start as root and drop to their user.
 - where its data lives and how to reach it: the running server's CONFIG GET, else its configuration as the
@@ -83,6 +84,7 @@ class Target:
     server_pid: int | None = None
     data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
     remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
+    persists: bool | None = None  # the server writes to its data dir on its own (Settings.persists)
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
@@ -91,7 +93,7 @@ class Target:
                 "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
                 "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
                 "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
-                "notes": self.notes}
+                "persists": self.persists, "notes": self.notes}
 
 
 def _redact(url: str | None) -> str | None:
@@ -402,7 +404,11 @@ def owner(client: docker.DockerClient, container, attrs: dict, mount: DataMount 
         uid = int(labels[UID_LABEL])
         gid = int(labels[GID_LABEL]) if labels.get(GID_LABEL, "").isdigit() else uid
         return uid, gid, "label"
-    if _non_root(config.get("User") or "") and (found := _passwd_user(cached, container, config["User"])):
+    if _non_root(config.get("User") or ""):
+        found = _passwd_user(cached, container, config["User"])
+        if found is None:  # the container's user wins over the image's: its USER or profile would be a guess
+            return None, None, (f"unknown: the container user {config['User']!r} is not in the image's "
+                                "/etc/passwd or /etc/group (the engine cannot start it as that user)")
         return found[0], found[1], "user"
     profile = profile_for_image(config.get("Image", ""))
     if profile:
@@ -444,7 +450,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         cached.process_tries += 1
         cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
     if running and cached.live is None and now >= cached.live_next:
-        cached.live = cached.service.live(cached.settings)
+        cached.live = cached.service.live(cached.settings, container.id)
         cached.live_tries += 1
         cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
     settings = cached.live or cached.settings
@@ -457,10 +463,14 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     notes = list(settings.problems)
     if mount is None:
-        notes.append(f"{directory} is not on a bind mount or volume: nothing to repair there")
+        notes.append(f"{directory} is not on a bind mount or volume: nothing to repair there"
+                     + _tmpfs_hint(attrs, directory, uid, gid))
     if uid is None:
         notes.append("no uid:gid known (server process, last healthy run, labels ownvol.uid/ownvol.gid, a non-root "
                      "user, the image's profile or USER, ownvol volume): ownership is never repaired to a guess")
+    if settings.persists is False:
+        notes.append(f"nothing to persist ({_persistence_origin(settings)}): the owner of {directory} is reported, "
+                     "never repaired, while the server runs and keeps nothing there")
     conflict = None
     if mount and uid is not None and source != "ownvol-volume":
         if not cached.volume_checked:
@@ -480,7 +490,35 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         uid=uid, gid=gid, owner_source=source, aof_fallback=_truthy(labels.get(AOF_FALLBACK_LABEL)), notes=notes,
         service=cached.service.family, origins=dict(settings.origins), files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
-        server_pid=cached.process[0] if cached.process else None, data_modes=cached.service.data_modes)
+        server_pid=cached.process[0] if cached.process else None, data_modes=cached.service.data_modes,
+        persists=settings.persists)
+
+
+def _persistence_origin(settings: Settings) -> str:
+    if settings.origins.get("save") == "CONFIG GET":
+        return 'CONFIG GET: save "", appendonly no'
+    return 'save "" and appendonly no, as configured'
+
+
+def tmpfs_of(attrs: dict, directory: str) -> str | None:
+    """The container's own tmpfs that holds directory (HostConfig.Tmpfs, `--tmpfs`; or a Mounts entry of type
+    tmpfs, `--mount type=tmpfs`), its destination; None when none does. The engine makes it anew at each start
+    with the options given (docker run reference: uid, gid, mode; moby daemon/oci_linux.go): a repair would not
+    outlive it, a restart gives the same owner again and loses what it held."""
+    tmpfs = [d.rstrip("/") or "/" for d in ((attrs.get("HostConfig") or {}).get("Tmpfs") or {})]
+    tmpfs += [(m.get("Destination") or "").rstrip("/") or "/" for m in attrs.get("Mounts") or []
+              if m.get("Type") == "tmpfs"]
+    return next((d for d in tmpfs if directory == d or directory.startswith(d.rstrip("/") + "/")), None)
+
+
+def _tmpfs_hint(attrs: dict, directory: str, uid: int | None, gid: int | None) -> str:
+    """What sets the owner of a tmpfs data dir (tmpfs_of), as a note's tail; "" when it is on none."""
+    hit = tmpfs_of(attrs, directory)
+    if hit is None:
+        return ""
+    owner = f"uid={uid},gid={gid}," if uid is not None and gid is not None else "uid=UID,gid=GID,"
+    return (f" ({hit} is a tmpfs the engine makes at each start: give it its owner with "
+            f"`--tmpfs {hit}:{owner}mode=0755`)")
 
 
 @functools.lru_cache(maxsize=1)

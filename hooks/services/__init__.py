@@ -7,8 +7,8 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
 - who owns its data: the uid:gid its server process runs as (found in the container's process table by
   `is_server`), else the profile of its official image (`profile`, a name in ownvol/profiles.py);
 - where its data and configuration live: `configured(view)` reads them as the server would (its config
-  files read from inside the container, its command line, its defaults) and `live(settings)` asks the
-  running server (None when it does not answer); both give `Settings`, each fact with its origin;
+  files read from inside the container, its command line, its defaults) and `live(settings, container_id)`
+  asks the running server (None when it does not answer); both give `Settings`, each fact with its origin;
 - its messages: `catalogue`, the patterns of hooks/patterns.py its log lines are matched against, and
   `log_prefix`, how its lines begin (stripped before matching);
 - its probe: `probe(target, container_status, local_paths)` -> hooks.health.Health;
@@ -45,7 +45,9 @@ class Settings:
     data_dir: absolute path inside the container; address: the URL the probe uses (None: unknown);
     files: named paths of its data (e.g. {"appenddirname": "appendonlydir"}), relative to data_dir;
     origins: fact -> "CONFIG GET" | "PATH:LINE" (a config file) | "command line" | "label" | "WORKDIR" | "default";
-    problems: what could not be read (a missing config file, a syntax error), for `doctor`.
+    problems: what could not be read (a missing config file, a syntax error), for `doctor`;
+    persists: whether the server writes to its data dir on its own (False: it keeps nothing on disk, as a Redis
+    with `save ""` and `appendonly no`); None when the service does not say.
     """
     data_dir: str
     address: str | None = None
@@ -53,6 +55,7 @@ class Settings:
     files: dict[str, str] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    persists: bool | None = None
 
 
 class ContainerView(Protocol):
@@ -124,8 +127,9 @@ class Service(ABC):
         defaults. Never raises for a missing or broken file: it is named in Settings.problems."""
 
     @abstractmethod
-    def live(self, settings: Settings) -> Settings | None:
-        """Settings asked of the running server at settings.address; None when it does not answer."""
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
+        """Settings asked of the running server (at settings.address, or through an exec in container_id);
+        None when it does not answer."""
 
     @abstractmethod
     def probe(self, target: Target, container_status: str, local_paths: bool) -> Health:

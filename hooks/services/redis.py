@@ -16,8 +16,9 @@ from ownvol.hook.services import ContainerView, Service, Settings, command_of, r
 URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
 PASSWORD_ENV = "REDIS_PASSWORD"
-LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly")
-_ANY_ADDRESS = ("", "*", "0.0.0.0", "::", "-::*", "::*", "127.0.0.1", "-127.0.0.1", "localhost")
+LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly", "save")
+# bind entries that put the server on IPv4 loopback: any address, or loopback itself ("-" marks an optional one)
+_LOOPBACK_REACHES = ("", "*", "0.0.0.0", "127.0.0.1", "localhost")
 
 
 class RedisService(Service):
@@ -66,11 +67,13 @@ class RedisService(Service):
         problems = list(conf.problems)
         if conf.get("port") == "0" and not labels.get(URL_LABEL):
             problems.append("port 0: the server listens on a unix socket only (label ownvol.redis.url)")
+        save = conf.values.get("save")
         return Settings(data_dir, address, password,
                         {k: conf.get(k) or "" for k in ("appenddirname", "dbfilename", "appendfilename")},
-                        origins, tuple(problems))
+                        origins, tuple(problems),
+                        persists=_persists(conf.get("appendonly") or "no", None if save is None else " ".join(save)))
 
-    def live(self, settings: Settings) -> Settings | None:
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
         or refuses CONFIG (renamed, ACL)."""
         if not settings.address:
@@ -90,7 +93,9 @@ class RedisService(Service):
             return None
         origins = {**settings.origins, **{k: "CONFIG GET" for k in got}}
         files = {**settings.files, **{k: got[k] for k in ("appenddirname", "dbfilename") if got.get(k)}}
-        return Settings(got["dir"], settings.address, settings.password, files, origins, settings.problems)
+        persists = _persists(got["appendonly"], got["save"]) if "appendonly" in got and "save" in got else None
+        return Settings(got["dir"], settings.address, settings.password, files, origins, settings.problems,
+                        persists=persists)
 
     def probe(self, target, container_status: str, local_paths: bool):
         from ownvol.hook.health import probe
@@ -105,6 +110,13 @@ class ValkeyService(RedisService):
     profile = "valkey"
 
 
+def _persists(appendonly: str, save: str | None) -> bool:
+    """Whether a Redis with these settings writes to its dir on its own: AOF on, or any save point (`save`
+    None: not configured, so Redis's default points apply: src/config.c, "save" with an empty string clears
+    them). Replicas and BGSAVE on request aside."""
+    return appendonly.strip().lower() == "yes" or save is None or bool(save.strip())
+
+
 def _until_shell_operator(words: list[str]) -> list[str]:
     for i, word in enumerate(words):
         if word in ("&&", "||", ";", "|", "&", ">", "2>", ">>", "<"):
@@ -113,13 +125,20 @@ def _until_shell_operator(words: list[str]) -> list[str]:
 
 
 def _address(attrs: dict, port: str | None, bind: tuple[str, ...]) -> str | None:
-    """redis://HOST:PORT/0 the hook can reach: with host networking the first bound address (loopback when
-    the server listens on any), else the container's own address on its network."""
+    """redis://HOST:PORT/0 the hook can reach: with host networking 127.0.0.1 when the server listens there (no
+    bind, `*`, `0.0.0.0`, loopback itself), else the first address it must have bound (one without Redis's `-`
+    prefix: a server that failed to bind it exited, src/server.c listenToPort), else the first optional one;
+    otherwise the container's own address on its network. `bind 127.0.0.1 -::1`, redis.conf's default, is
+    reached on 127.0.0.1: ::1 is optional, absent where IPv6 is off."""
     port = port or "6379"
     if port == "0":
         return None
     if (attrs.get("HostConfig") or {}).get("NetworkMode") == "host":
-        host = next((b.lstrip("-") for b in bind if b not in _ANY_ADDRESS), "127.0.0.1")
+        if not bind or any(b.lstrip("-") in _LOOPBACK_REACHES for b in bind):
+            host = "127.0.0.1"
+        else:
+            host = next((b for b in bind if not b.startswith("-")), bind[0]).lstrip("-")
+            host = "::1" if host in ("::", "::*") else host
         return f"redis://{_bracket(host)}:{port}/0"
     for net in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values():
         if net.get("IPAddress"):

@@ -101,10 +101,10 @@ def server_argv(attrs: dict, commands: tuple[str, ...]) -> list[str]:
 
 
 class ExecProbed(Service):
-    """A service probed through `docker exec` with its own tools: its settings are the configured ones (the
-    probe asks the server itself each time, live settings add nothing)."""
+    """A service probed through `docker exec` with its own tools: its settings are the configured ones unless
+    the service asks its running server (MariaDB: SELECT @@datadir)."""
 
-    def live(self, settings: Settings) -> Settings | None:
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         return None
 
     def first_look(self, target, container_status: str, local_paths: bool) -> tuple[dict | None, Health | None]:

@@ -40,7 +40,7 @@ if [ ! -d "$datadir/mysql" ]; then
     "$@" --skip-networking --socket="$socket" --wsrep_on=OFF &
     pid=$!
     for _ in $(seq 300); do
-        mariadb-admin --socket="$socket" --silent ping >/dev/null 2>&1 && break
+        mariadb-admin --socket="$socket" -uroot --silent ping >/dev/null 2>&1 && break  # root: no password yet
         kill -0 "$pid" 2>/dev/null || { echo "entrypoint: the initialising server exited" >&2; exit 1; }
         sleep 0.1
     done

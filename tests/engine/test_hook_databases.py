@@ -13,8 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.common import ROOT
-from tests.support.databases import PGDATA, initialised_postgres, mariadb_run, psql, run_mariadb, run_postgres
+from tests.support.common import ROOT, free_port
+from tests.support.databases import (
+    MYSQL_DATA,
+    PASSWORD,
+    PGDATA,
+    initialised_mariadb,
+    initialised_postgres,
+    mariadb_run,
+    psql,
+    run_mariadb,
+    run_postgres,
+)
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report
 
@@ -22,8 +32,8 @@ pytestmark = pytest.mark.engine
 
 PG = [pytest.param("ownvol/postgres:15", id="pg15"),
       pytest.param("ownvol/postgres:17", id="pg17", marks=pytest.mark.matrix)]
-MARIADB = [pytest.param("ownvol/mariadb:10.11", id="mariadb10.11"),
-           pytest.param("ownvol/mariadb:11.8", id="mariadb11.8", marks=pytest.mark.matrix)]
+MARIADB = [pytest.param("ownvol/mariadb:11.8", id="mariadb11.8"),
+           pytest.param("ownvol/mariadb:10.11", id="mariadb10.11", marks=pytest.mark.matrix)]
 
 
 @pytest.fixture
@@ -195,6 +205,17 @@ def test_doctor_shows_a_postgres_container_s_facts_and_plan(hook, tracked, image
     assert '"repair-ownership"' in out.stdout and "ownvol-test" not in out.stdout
 
 
+def rows_then_chowned(h, c, host_dir: Path) -> tuple[int, float]:
+    """Two rows in kept.t, then the data dir (the tree) given to root under the running server: (the hook's
+    event mark, the time of the chown)."""
+    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
+                          "insert into kept.t values (1), (2)")[0] == 0
+    mark = h.mark()
+    started = time.time()
+    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    return mark, started
+
+
 @pytest.mark.parametrize("image", MARIADB, indirect=True)
 def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook, tracked, image, host_dir, port,
                                                                            ownvol_image):
@@ -206,13 +227,10 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     os.chown(host_dir, 999, 999)
     c = run_mariadb(tracked, image, port, host_dir, h.labels)
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
-    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
-                          "insert into kept.t values (1), (2)")[0] == 0
-    mark = h.mark()
-    started = time.time()
-    subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+    mark, started = rows_then_chowned(h, c, host_dir)
     incident = h.wait_event(by(c.name, "incident"), 60, "the probe to open an incident", after=mark)
-    assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"]
+    assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"], incident
+    assert "Operating system error" not in c.logs().decode(), "the probe made InnoDB stat files it cannot reach"
     recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
     heal_report(f"{image} run time, data dir chowned to root, helper route", recovered["ts"] - started)
     repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership")
@@ -220,3 +238,148 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     code, out = mariadb_run(c, "create database w; insert into kept.t values (3); select count(*) from kept.t")
     assert code == 0 and out == "3", out
     assert "ownvol_probe" not in mariadb_run(c, "show databases")[1]
+
+
+@pytest.mark.parametrize("image", MARIADB, indirect=True)
+def test_mariadb_tablespace_it_could_not_open_at_start_is_healed_with_its_rows(hook, tracked, image, host_dir, port):
+    """One table's file given to root while the server was down (a file copied in as root): InnoDB's
+    `Operating system error number 13`, and the server starts without the table. Repaired, then restarted (its
+    probe sees the tablespace unopened until a restart), every row written before is there."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_mariadb(tracked, image, port, host_dir, h.labels)
+    os.chown(host_dir / "kept" / "t.ibd", 0, 0)
+    started = time.time()
+    c = run_mariadb(tracked, image, port, host_dir, h.labels)
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "innodb-os-error-13", 90,
+                            "InnoDB's error 13 to be recognised")
+    assert detected["error_type"] == "permission-denied" and detected["phase"] == "startup"
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered")
+    heal_report(f"{image} start-up, a tablespace root's (InnoDB error 13)", recovered["ts"] - started)
+    actions = [(e["action"], e["result"]) for e in h.of("action", c.name)]
+    assert actions == [("repair-ownership", "ok"), ("restart", "ok")], actions
+    assert (host_dir / "kept" / "t.ibd").stat().st_uid == 999
+    code, out = mariadb_run(c, "select count(*), sum(i) from kept.t")
+    assert code == 0 and out == "500\t125250", out
+
+
+@pytest.mark.parametrize("image", MARIADB[:1], indirect=True)
+def test_mariadb_probe_authenticates_and_the_server_logs_no_access_denied(hook, tracked, image, host_dir, port):
+    """The probe's mariadb-admin and mariadb run as root@localhost with the container's own password (read
+    inside it): after several probes the server has logged no `Access denied`, and the password is in no
+    event and no log of the hook."""
+    h = hook()
+    os.chown(host_dir, 999, 999)
+    c = run_mariadb(tracked, image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+
+    def scratch_schemas_made() -> int:
+        code, out = mariadb_run(c, "show global status like 'Com_create_db'")
+        return int(out.split()[-1]) if code == 0 else 0
+
+    wait_for(lambda: scratch_schemas_made() >= 3, 60, what="three probes")
+    logs = c.logs().decode()
+    assert "Access denied" not in logs, [line for line in logs.splitlines() if "Access denied" in line]
+    doctor = h.cli("doctor", c.name, "--json")
+    assert '"dir": "SELECT @@datadir"' in doctor.stdout and f'"data_dir": "{MYSQL_DATA}"' in doctor.stdout
+    assert PASSWORD not in repr(h.events) + doctor.stdout + (h.state_dir / "hook.stderr").read_text()
+
+
+@pytest.mark.parametrize("image", [pytest.param("ownvol/mariadb:11.8-root", id="mariadb11.8-root")], indirect=True)
+def test_official_style_mariadb_the_owner_is_the_running_server_s_uid(hook, tracked, image, host_dir, port):
+    """The -root variant starts as root (the container's user) and drops to mysql: at start-up its entrypoint
+    gives the root-owned bind to mysql itself and the hook leaves the healthy server alone; its owner is the
+    server process's real uid, not the container's root. At run time the data dir chowned to root under it is
+    healed to that uid, rows kept. Root's password from MARIADB_ROOT_PASSWORD_FILE."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    secret = host_dir.parent / "root-password"
+    secret.write_text(PASSWORD)
+    assert host_dir.stat().st_uid == 0
+    c = tracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], network_mode="host",
+                    environment={"MARIADB_ROOT_PASSWORD_FILE": "/run/secrets/root"}, labels=h.labels,
+                    volumes={str(host_dir): {"bind": MYSQL_DATA, "mode": "rw"},
+                             str(secret): {"bind": "/run/secrets/root", "mode": "ro"}})
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+    assert not h.of("incident", c.name) and not h.of("action", c.name)
+    doctor = h.cli("doctor", c.name, "--json")
+    assert '"owner": "999:999"' in doctor.stdout and '"owner_source": "process"' in doctor.stdout, doctor.stdout
+    mark, started = rows_then_chowned(h, c, host_dir)
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
+    heal_report(f"{image} run time, data dir chowned to root", recovered["ts"] - started)
+    repair = next(e for e in h.of("action", c.name) if e["action"] == "repair-ownership")
+    assert repair["detail"]["owner"] == "999:999", repair
+    code, out = mariadb_run(c, "create database w; insert into kept.t values (3); select count(*) from kept.t")
+    assert code == 0 and out == "3", out
+    assert "Access denied" not in c.logs().decode()
+
+
+@pytest.mark.parametrize("image", MARIADB[:1], indirect=True)
+def test_mariadb_galera_node_is_probed_without_the_scratch_schema(hook, tracked, image, host_dir, port):
+    """A one-node Galera cluster (wsrep_on=ON, group communication on 127.0.0.1): the scratch schema's DDL
+    would be replicated to every node, so the probe leaves the write check out and says so (doctor)."""
+    h = hook()
+    os.chown(host_dir, 999, 999)
+    group = free_port()
+    c = run_mariadb(tracked, image, port, host_dir, h.labels, command=[
+        "mariadbd", f"--port={port}", "--bind-address=127.0.0.1", "--wsrep_on=ON", "--wsrep-new-cluster",
+        "--wsrep_provider=/usr/lib/galera/libgalera_smm.so", "--wsrep_cluster_address=gcomm://",
+        "--wsrep_node_address=127.0.0.1", f"--wsrep_provider_options=gmcast.listen_addr=tcp://127.0.0.1:{group}",
+        "--binlog_format=ROW", "--innodb_autoinc_lock_mode=2"])
+    healthy = h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+    assert mariadb_run(c, "select @@wsrep_on")[1] == "1"
+    doctor = h.cli("doctor", c.name)
+    assert doctor.returncode == 0, doctor.stderr
+    assert "write check: not checked: a Galera node (wsrep_on=ON)" in doctor.stdout, doctor.stdout
+    assert mariadb_run(c, "show global status like 'Com_create_db'")[1].split()[-1] == "0", healthy
+
+
+@pytest.mark.parametrize("image", MARIADB, indirect=True)
+def test_mariadb_innodb_error_13_at_run_time_is_recognised_and_healed_with_the_rows(hook, tracked, image, host_dir,
+                                                                                    port):
+    """The data dir chowned to root under the running server, then what a monitoring agent reads
+    (information_schema.INNODB_SYS_TABLESPACES): InnoDB logs `Operating system error number 13` from that
+    connection's thread, recognised as a run-time error; healed, every row written before is there."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    os.chown(host_dir, 999, 999)
+    c = run_mariadb(tracked, image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+    assert mariadb_run(c, "create database kept; create table kept.t(i int) engine=innodb; "
+                          "insert into kept.t select seq from kept.seq_1_to_500")[0] == 0
+    mark = h.mark()
+    h.pause()  # the line is written before the hook's next probe could see the fault its own way
+    try:
+        started = time.time()
+        subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+        mariadb_run(c, "select count(*) from information_schema.INNODB_SYS_TABLESPACES")
+        wait_for(lambda: "error number 13" in c.logs().decode(), 30, what="InnoDB's error 13 in the server's log")
+    finally:
+        h.resume()
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "innodb-os-error-13-runtime", 60,
+                            "InnoDB's run-time error 13 to be recognised", after=mark)
+    assert detected["phase"] == "runtime" and detected["error_type"] == "permission-denied", detected
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
+    heal_report(f"{image} run time, InnoDB error 13", recovered["ts"] - started)
+    assert host_dir.stat().st_uid == 999
+    code, out = mariadb_run(c, "create database w; select count(*), sum(i) from kept.t")
+    assert code == 0 and out == "500\t125250", out
+
+
+@pytest.mark.parametrize("image", MARIADB[:1], indirect=True)
+def test_mariadb_data_dir_from_the_server_s_own_option_reader_when_sql_refuses(hook, tracked, image, host_dir, port):
+    """A datadir set in an option file, and a label password the server refuses: the data dir is the one
+    mariadbd's own reader finds (`my_print_defaults --mysqld` in the container), and doctor says so."""
+    h = hook()
+    os.chown(host_dir, 999, 999)
+    cnf = host_dir.parent / "zz-datadir.cnf"
+    cnf.write_text("[mariadbd]\ndatadir=/srv/db\n")
+    c = tracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], user="999:999",
+                    network_mode="host", environment={"MARIADB_ROOT_PASSWORD": PASSWORD},
+                    labels={**h.labels, "ownvol.mariadb.password": "not-the-password"},
+                    volumes={str(host_dir): {"bind": "/srv/db", "mode": "rw"},
+                             str(cnf): {"bind": "/etc/mysql/conf.d/zz-datadir.cnf", "mode": "ro"}})
+    wait_for(lambda: c.reload() or mariadb_run(c, "select @@datadir") == (0, "/srv/db/"), 90,
+             what="MariaDB to run on /srv/db")
+    doctor = h.cli("doctor", c.name, "--json")
+    assert doctor.returncode == 0, doctor.stderr
+    assert '"dir": "my_print_defaults --mysqld"' in doctor.stdout and '"data_dir": "/srv/db"' in doctor.stdout, \
+        doctor.stdout
+    assert "not-the-password" not in doctor.stdout

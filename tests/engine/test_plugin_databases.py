@@ -21,7 +21,7 @@ def loaded(plugin_engine, docker_client, tag: str) -> str:
     try:
         docker_client.images.get(tag)
     except Exception:  # noqa: BLE001 - built below
-        subprocess.run([str(ROOT / "scripts" / "images.sh")], check=True, cwd=ROOT)
+        subprocess.run([str(ROOT / "scripts" / "images.sh"), "servers"], check=True, cwd=ROOT)
     if subprocess.run(["docker", "-H", plugin_engine.host, "image", "inspect", tag], capture_output=True).returncode:
         plugin_engine.load_image(tag)
     return tag
@@ -63,9 +63,12 @@ def test_a_postgres_profile_volume_is_taken_by_initdb_and_the_server_as_it_is(ow
     assert os.stat(data).st_mode & 0o7777 == 0o700
 
 
+@pytest.mark.parametrize("tag", [pytest.param("ownvol/mariadb:11.8", id="mariadb11.8"),
+                                 pytest.param("ownvol/mariadb:10.11", id="mariadb10.11", marks=pytest.mark.matrix)])
 def test_a_mariadb_profile_volume_is_taken_by_the_server_as_it_is(ownvol_plugin, engine_client, ptracked,
-                                                                 plugin_engine, docker_client, unique_name, port):
-    image = loaded(plugin_engine, docker_client, "ownvol/mariadb:10.11")
+                                                                 plugin_engine, docker_client, unique_name, port,
+                                                                 tag):
+    image = loaded(plugin_engine, docker_client, tag)
     name = unique_name("db")
     create(engine_client, ownvol_plugin, ptracked, name, profile="mariadb")
     c = ptracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], user="999:999",

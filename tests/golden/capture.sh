@@ -44,8 +44,23 @@ initialised() { # a data dir the image initialised, the server stopped cleanly
     chown 999:999 "$dir"
     docker run -d --name "$name" --network host "${env[@]}" -v "$dir:$dst" "$image" "${server[@]}" >/dev/null
     for _ in $(seq 300); do docker logs "$name" 2>&1 | grep -q "$ready" && break; sleep 0.1; done
+    if [ "$family" = mariadb ]; then  # a user table: its own InnoDB tablespace, golden/t.ibd
+        docker exec "$name" mariadb -uroot -pgolden -e \
+            'create database golden; create table golden.t(i int) engine=innodb; insert into golden.t values (1), (2)'
+    fi
     docker stop -t 30 "$name" >/dev/null
     docker rm "$name" >/dev/null
+}
+
+up() { # up CASE DIR [docker run options...] -- a server that starts despite the fault: its log once it is ready
+    local case=$1 dir=$2
+    shift 2
+    docker rm -f "$name" >/dev/null 2>&1 || :
+    docker run -d --name "$name" --network host "${env[@]}" -v "$dir:$dst" "$@" >/dev/null
+    for _ in $(seq 300); do docker logs "$name" 2>&1 | grep -q "$ready" && break; sleep 0.1; done
+    docker logs "$name" >"$out/$case.log" 2>&1
+    docker rm -f "$name" >/dev/null
+    echo "golden: $out/$case.log"
 }
 
 # start-up: the server's user on a root-owned bind mount (an empty data dir)
@@ -69,6 +84,20 @@ if [ "$family" = mariadb ]; then
     chown 0:0 "$work/locked"
     chmod 0700 "$work/locked"
     run startup-root-locked "$work/locked" --user 999:999 "$image" "${server[@]}"
+
+    # start-up: one tablespace given to root while the server was down (a table's file copied in as root):
+    # InnoDB's "Operating system error number 13"; the server starts without the table
+    initialised "$work/tablespace"
+    chown 0:0 "$work/tablespace/golden/t.ibd"
+    up startup-tablespace-root-owned "$work/tablespace" --user 999:999 "$image" "${server[@]}"
+
+    # start-up: a data dir restored as root (mariabackup --copy-back run as root: every file root's, the
+    # directory still the server's, no ddl_recovery.log): Aria's control file, then InnoDB's ibdata1
+    initialised "$work/restored"
+    chown -R 0:0 "$work/restored"
+    chown 999:999 "$work/restored"
+    rm -f "$work/restored/ddl_recovery.log"
+    run startup-restored-as-root "$work/restored" --user 999:999 "$image" "${server[@]}"
 fi
 
 if [ "$family" = postgres ]; then
@@ -102,7 +131,11 @@ chown -R 0:0 "$work/live"
 if [ "$family" = postgres ]; then
     docker exec "$name" psql -p "$port" -XAtc 'create table golden(i int); insert into golden select generate_series(1, 1000); checkpoint' || :
 else
-    docker exec "$name" mariadb --port="$port" -uroot -pgolden -e 'create database golden; create table golden.t(i int) engine=innodb; insert into golden.t values (1); flush tables' || :
+    docker exec "$name" mariadb --port="$port" -uroot -pgolden -e 'create database golden_runtime; insert into golden.t values (3); flush tables' || :
+    # what a monitoring agent reads (mysqld_exporter --collect.info_schema.innodb_tablespaces): InnoDB stats
+    # every tablespace file, and logs the files it cannot reach
+    docker exec "$name" mariadb --port="$port" -uroot -pgolden -e \
+        'select count(*) from information_schema.INNODB_SYS_TABLESPACES' || :
 fi
 sleep 3
 docker logs --since "$since" "$name" >"$out/runtime-chowned.log" 2>&1

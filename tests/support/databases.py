@@ -52,7 +52,8 @@ def run_postgres(tracked, image: str, port: int, data: Path, labels: dict, **kwa
 
 def run_mariadb(tracked, image: str, port: int, data: Path, labels: dict, **kwargs):
     """MariaDB as uid 999 on data, root's password PASSWORD."""
-    return tracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], user="999:999",
+    command = kwargs.pop("command", ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"])
+    return tracked.run(image, command, user="999:999",
                        network_mode="host", environment={"MARIADB_ROOT_PASSWORD": PASSWORD},
                        volumes={str(data): {"bind": MYSQL_DATA, "mode": "rw"}}, labels=labels, **kwargs)
 
@@ -68,5 +69,23 @@ def initialised_postgres(tracked, image: str, port: int, data: Path, labels: dic
     c = run_postgres(tracked, image, port, data, {**labels, "ownvol.watch": "false"})
     wait_for(lambda: pg_ready(c, port), 60, what="PostgreSQL to accept connections")
     psql(c, port, "create table kept(i int); insert into kept select generate_series(1, 500)")
+    c.stop(timeout=30)
+    c.remove()
+
+
+def mariadb_ready(container) -> bool:
+    container.reload()
+    return container.status == "running" and mariadb_run(container, "select 1")[0] == 0
+
+
+def initialised_mariadb(tracked, image: str, port: int, data: Path, labels: dict, rows: int = 500) -> None:
+    """A MariaDB data dir the image initialised, with `rows` rows in kept.t (its own tablespace,
+    kept/t.ibd), the server stopped cleanly."""
+    os.chown(data, 999, 999)
+    c = run_mariadb(tracked, image, port, data, {**labels, "ownvol.watch": "false"})
+    wait_for(lambda: mariadb_ready(c), 90, what="MariaDB to accept connections")
+    code, out = mariadb_run(c, f"create database kept; create table kept.t(i int) engine=innodb; "
+                               f"insert into kept.t select seq from kept.seq_1_to_{rows}")
+    assert code == 0, out
     c.stop(timeout=30)
     c.remove()

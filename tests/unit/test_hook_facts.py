@@ -244,3 +244,34 @@ def test_a_server_that_can_write_its_data_dir_is_not_judged_by_the_group():
     assert not can_write(999, 999, 0o555, 999, 999)
     assert can_write(0, 999, 0o775, 999, 999) and not can_write(0, 999, 0o755, 999, 999)
     assert can_write(0, 0, 0o777, 999, 999) and not can_write(0, 0, 0o750, 999, 999)
+
+
+def test_the_address_under_host_networking_follows_the_bind_rules():
+    """Loopback when the server listens there (redis.conf's `bind 127.0.0.1 -::1` included), else the first address
+    it must have bound (no `-`), else the first; IPv6 any is reached on ::1 (Redis binds it V6ONLY)."""
+    redis = by_family("redis")
+    a = attrs(path="redis-server", args=["/r.conf"])
+    cases = {"bind 127.0.0.1 -::1": "127.0.0.1", "bind * -::*": "127.0.0.1", "": "127.0.0.1",
+             "bind -::1 10.0.0.7": "10.0.0.7", "bind -::1": "[::1]", "bind ::": "[::1]", "bind -0.0.0.0": "127.0.0.1"}
+    for line, host in cases.items():
+        assert redis.configured(_View(a, {"/r.conf": f"port 7000\n{line}\n"})).address == f"redis://{host}:7000/0", line
+
+
+def test_whether_a_redis_persists_from_its_config():
+    """AOF on, or any save point (the defaults when `save` is not configured); `save ""` with AOF off: nothing."""
+    redis = by_family("redis")
+    a = attrs(path="redis-server", args=["/r.conf", "--port", "7000"])
+    for conf, persists in (("", True), ('save ""\n', False), ('save ""\nappendonly yes\n', True),
+                           ("save 60 1\n", True), ('save 60 1\nsave ""\n', False)):
+        assert redis.configured(_View(a, {"/r.conf": conf})).persists is persists, conf
+    cmd = attrs(path="redis-server", args=["--save", "", "--appendonly", "no"])
+    assert redis.configured(_View(cmd)).persists is False
+
+
+def test_a_container_user_the_image_lacks_leaves_the_owner_unknown():
+    """Not the image's profile or USER: the engine cannot start the container as that user at all."""
+    a = attrs(user="nosuchuser", image="ownvol/redis:7-official")
+    uid, gid, source = owner(_Client(image_user="redis"), _Container(), a, None,
+                             StartFacts(by_family("redis"), by_family("redis").configured(_View(a)),
+                                        passwd="redis:x:999:999::/data:/bin/sh\n", group="redis:x:999:\n"))
+    assert (uid, gid) == (None, None) and "'nosuchuser' is not in the image's /etc/passwd" in source
