@@ -50,13 +50,21 @@ class DockerExecutor:
         self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
+        # container id -> (its labels, its restart policy's name) as the last target() inspected them: a
+        # verification reads them there instead of asking again (dockerd answers an inspect only once that
+        # container's start is done: 20 crash-looping containers made each such question wait)
+        self._seen: dict[str, tuple[dict, str]] = {}
 
     def target(self, container_id: str) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it, its owner in host ids when
         the engine remaps user namespaces; raises docker.errors.NotFound."""
         container = self.client().containers.get(container_id)
         last_run: LastRun | None = self.runs.last_run if self.runs else None
-        return container, self._in_host_ids(facts(self.client(), container, self.cache, last_run))
+        target = facts(self.client(), container, self.cache, last_run)
+        if len(self._seen) >= FactCache.LIMIT:
+            self._seen.clear()
+        self._seen[container_id] = (target.labels, target.restart_policy)
+        return container, self._in_host_ids(target)
 
     def idmap(self) -> IdMap | None:
         """The engine's user-namespace mapping from its `docker info` (asked at most once a minute); None when
@@ -137,6 +145,8 @@ class DockerExecutor:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""
         if health.container not in ("exited", "created", "dead", "gone"):
             return False
+        if health.container != "gone" and container_id in self._seen:
+            return self._seen[container_id][1] == "no"
         try:
             policy = self.client().api.inspect_container(container_id)["HostConfig"].get("RestartPolicy") or {}
         except docker.errors.DockerException:
@@ -153,6 +163,8 @@ class DockerExecutor:
         cannot read services (only managers can), so there it is swarmkit's default, 5 s
         (moby/swarmkit manager/orchestrator/restart/restart.go, defaultRestartDelay).
         """
+        if container_id in self._seen and SWARM_TASK not in self._seen[container_id][0]:
+            return None  # labels are fixed at create: never a task
         try:
             attrs = self.client().api.inspect_container(container_id)
         except docker.errors.DockerException:

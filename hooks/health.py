@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ownvol.hook.beneath import data_path
 from ownvol.hook.targets import Target
@@ -107,8 +109,12 @@ def redis_client(target: Target, timeout: float = 2.0) -> redis.Redis | None:
 
 
 def _connect(url: str, password: str | None, timeout: float) -> redis.Redis:
+    """A client that tries a command twice at most, the second time at once: enough to make again a kept
+    connection a restart broke; the callers poll at their own pace. (redis-py 6 and later retry a refused
+    connection 10 times with jittered exponential back-off up to 1 s, redis/_defaults.py: a probe of a Redis
+    still starting returned seconds after it answered.)"""
     return redis.Redis.from_url(url, password=password or None, socket_timeout=timeout,
-                                socket_connect_timeout=timeout, decode_responses=True)
+                                socket_connect_timeout=timeout, decode_responses=True, retry=Retry(NoBackoff(), 1))
 
 
 _probe_clients: dict[tuple[str, str], redis.Redis] = {}

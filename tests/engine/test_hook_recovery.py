@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 
 import pytest
 import redis
 
+from tests.support.common import free_port
 from tests.support.engine import redis_cmd, wait_for
-from tests.support.fixtures_hook import fast_strategies, heal_report, run_redis
+from tests.support.fixtures_hook import fast_strategies, heal_report, redis_spec, run_redis
 
 pytestmark = pytest.mark.engine
 
@@ -89,6 +91,48 @@ def test_runtime_chown_bgsave_misconf_healed_and_every_acknowledged_key_survives
     wait_for(r.ping, 60, what="Redis back after the restart")
     assert r.mget(list(acked)) == list(acked.values())
     assert r.get("refused") is None
+
+
+def test_several_canaries_failing_at_once_are_all_healed(hook, tracked, redis_image, tmp_path):
+    """Five canaries created, then started together: each one's own failure opens its own incident, each is
+    repaired and verified, each answers with AOF on from its repaired data dir, and none is left with an
+    open incident (one worker per incident, engine events handled per container)."""
+    h = hook()
+    canaries = []
+    for i in range(5):
+        data = tmp_path / f"data{i}"
+        data.mkdir()
+        os.chown(data, 0, 0)
+        port = free_port()
+        spec = redis_spec(port, data, h.labels, restart=True)
+        tracked.container(spec["name"])
+        canaries.append((tracked.client.containers.create(redis_image, **spec), port, data))
+    go = threading.Barrier(len(canaries))
+
+    def start(c) -> None:
+        go.wait()
+        c.start()
+
+    starters = [threading.Thread(target=start, args=(c,)) for c, _, _ in canaries]
+    for t in starters:
+        t.start()
+    for t in starters:
+        t.join()
+    for c, port, data in canaries:
+        recovered = h.wait_event(by(c.name, "recovered"), 180, f"{c.name} to be recovered")
+        assert recovered["by"] == "repair-ownership", recovered
+        repair = next(e for e in h.of("action", c.name) if e["incident"] == recovered["incident"])
+        assert repair["action"] == "repair-ownership" and repair["result"] == "ok" and repair["verified"] is True
+        r = client(port)
+        assert wait_for(lambda r=r: r.ping(), 30)
+        assert r.set("after", "burst")
+        assert r.info("persistence")["aof_enabled"] == 1
+        assert (data.stat().st_uid, data.stat().st_gid) == (999, 999)
+        assert (data / "appendonlydir").is_dir()
+    incidents = {e["incident"] for e in h.of("incident")}
+    closed = {e["incident"] for kind in ("recovered", "gave-up") for e in h.of(kind)}
+    assert incidents <= closed and not h.of("gave-up")
+    assert len({e["container"] for e in h.of("recovered")}) == len(canaries)
 
 
 def test_unfixable_read_only_mount_gives_up_after_bounded_attempts(hook, tracked, redis_image, host_dir, port):

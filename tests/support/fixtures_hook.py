@@ -160,13 +160,21 @@ def hook(tmp_path: Path):
         h.stop()
 
 
+def redis_spec(port: int, data: Path, labels: dict, *, read_only: bool = False, restart: bool = False,
+               name: str | None = None, extra: tuple[str, ...] = ()) -> dict:
+    """containers.run/create keyword arguments (with `command`) of a uid-999 Redis with AOF, host network on
+    127.0.0.1:port, its /bound dir bind-mounted from data."""
+    kwargs = {"restart_policy": {"Name": "on-failure"}} if restart else {}
+    return {"command": redis_cmd(port, *extra, data_dir="/bound"), "user": "999:999", "network_mode": "host",
+            "volumes": {str(data): {"bind": "/bound", "mode": "ro" if read_only else "rw"}},
+            "labels": labels, "name": name or new_name(), **kwargs}
+
+
 def run_redis(tracked, image: str, port: int, data: Path, labels: dict, *, read_only: bool = False,
               restart: bool = False, name: str | None = None, extra: tuple[str, ...] = ()):
     """A uid-999 Redis with AOF, host network on 127.0.0.1:port, its /bound dir bind-mounted from data."""
-    kwargs = {"restart_policy": {"Name": "on-failure"}} if restart else {}
-    return tracked.run(image, redis_cmd(port, *extra, data_dir="/bound"), user="999:999", network_mode="host",
-                       volumes={str(data): {"bind": "/bound", "mode": "ro" if read_only else "rw"}},
-                       labels=labels, name=name or new_name(), **kwargs)
+    spec = redis_spec(port, data, labels, read_only=read_only, restart=restart, name=name, extra=extra)
+    return tracked.run(image, spec.pop("command"), **spec)
 
 
 @pytest.fixture(scope="session")

@@ -246,6 +246,34 @@ def test_a_server_that_can_write_its_data_dir_is_not_judged_by_the_group():
     assert can_write(0, 0, 0o777, 999, 999) and not can_write(0, 0, 0o750, 999, 999)
 
 
+def test_engine_events_wait_only_for_their_own_container():
+    """dispatch: a container whose event handling is stuck (dockerd answering nothing about it while it
+    starts) holds up none of another container's events, and each container's events keep their order."""
+    import threading
+
+    watcher = Watcher(lambda: None, {}, _Reports(), Telemetry(out=io.StringIO()), _Evidence())
+    stuck, handled, b_done, done = threading.Event(), [], threading.Event(), threading.Event()
+
+    def on_event(event):
+        if event["id"] == "a" and event["Action"] == "start":
+            assert stuck.wait(10)
+        handled.append((event["id"], event["Action"]))
+        if event["id"] == "b" and event["Action"] == "destroy":
+            b_done.set()
+        if len(handled) == 5:
+            done.set()
+
+    watcher.on_event = on_event
+    for cid, action in [("a", "start"), ("a", "die"), ("b", "start"), ("b", "die"), ("b", "destroy")]:
+        watcher.dispatch({"id": cid, "Action": action})
+    assert b_done.wait(10)
+    assert handled == [("b", "start"), ("b", "die"), ("b", "destroy")]
+    stuck.set()
+    assert done.wait(10)
+    assert handled[3:] == [("a", "start"), ("a", "die")]
+    assert not watcher._pending
+
+
 def test_the_address_under_host_networking_follows_the_bind_rules():
     """Loopback when the server listens there (redis.conf's `bind 127.0.0.1 -::1` included), else the first address
     it must have bound (no `-`), else the first; IPv6 any is reached on ::1 (Redis binds it V6ONLY)."""
