@@ -20,12 +20,13 @@ from rich.text import Text
 
 from ownvol.hook import patterns, service
 from ownvol.hook.actions import repair_route
+from ownvol.hook.drift import watchable
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.journal import ActionRecord, Incident, Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import StrategyError, load
-from ownvol.hook.targets import engine_node
+from ownvol.hook.targets import engine_node, engine_paths_reachable
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import INCIDENT_STATES
 
@@ -75,15 +76,19 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--fill-warning-hours", type=click.FloatRange(min=0, min_open=True), envvar="OWNVOL_FILL_WARNING_HOURS",
               default=service.DEFAULT_THRESHOLD_HOURS, show_default=True,
               help="A `latent` event when a data mount would be full within this many hours at the last hour's rate.")
+@click.option("--drift-watch", type=click.Choice(["on", "off"]), envvar="OWNVOL_DRIFT_WATCH", default="on",
+              show_default=True, help="Watch the data dirs with inotify: a chown or chmod wakes that container's probe "
+                                      "at once (off: the periodic probe finds it).")
 def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image,
-          fill_warning_hours) -> None:
+          fill_warning_hours, drift_watch) -> None:
     """Watch Redis containers, heal persistence failures, prove Redis healthy (JSON events on stdout)."""
     try:
         load(strategies)
     except StrategyError as exc:
         raise click.ClickException(str(exc)) from None
     options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
-                              _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours)
+                              _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours,
+                              drift_watch == "on")
     try:
         service.run(options)
     except KeyboardInterrupt:
@@ -103,11 +108,11 @@ def status(addr, as_json) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    table = Table("container", "health", "incident", "reasons", box=box.SIMPLE_HEAD, title="watched containers",
-                  title_justify="left")
+    table = Table("container", "health", "incident", "drift watch", "reasons", box=box.SIMPLE_HEAD,
+                  title="watched containers", title_justify="left")
     for c in data["containers"]:
         table.add_row(c["name"], Text(c["health"], style=_TONES.get(c["health"], "red")),
-                      "recovering" if c["incident"] else "-", "; ".join(c["reasons"])[:120] or "-")
+                      "recovering" if c["incident"] else "-", c.get("drift", "-"), "; ".join(c["reasons"])[:120] or "-")
     out = console()
     out.print(table)
     if data["open_incidents"]:
@@ -149,7 +154,16 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     strategy = load().strategy(error_type or "persistence-failed", target.service, plan_of)
     return {"container": target.as_dict(), "node": engine_node(executor.client()), "health": health.as_dict(),
             "detections": seen[-10:], "engine_error": engine_error, "error_type": error_type,
-            "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions)}
+            "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions),
+            "drift_watch": _drift_watch(executor, target)}
+
+
+def _drift_watch(executor: DockerExecutor, target) -> str:
+    """"on: PATH" when a hook here would watch the data dir with inotify (hooks/drift.py), else "off: why"."""
+    why = watchable(target.mount, executor.repair_via != "helper" and engine_paths_reachable())
+    if why:
+        return f"off: {why}; the periodic probe (--interval) finds a change"
+    return f"on: {target.mount.host_path} (a chown or chmod there wakes its probe at once)"
 
 
 def run_began(state: dict) -> float | None:
@@ -201,6 +215,7 @@ def doctor(container, repair_via, as_json) -> None:
                "; its volumes live on this node only")
     if t["mount"]:
         click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
+    click.echo(f"drift watch: {report['drift_watch']}")
     for note in t["notes"]:
         click.echo(f"note: {note}")
     for d in report["detections"]:

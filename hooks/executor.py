@@ -126,6 +126,8 @@ class DockerExecutor:
 
         health = by_family(target.service).probe(target, container.status,
                                                   self.repair_via != "helper" and engine_paths_reachable())
+        if health.target is None:
+            health.target = target.as_dict()  # every service's facts ride along (the status page, the drift watch)
         if health.healthy and target.owner_source == "process" and self.runs is not None \
                 and target.uid is not None and target.gid is not None:
             self.runs.record_run(target.id, target.name, target.uid, target.gid)

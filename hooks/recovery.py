@@ -154,9 +154,12 @@ class Recovery:
         worker.start()
 
     def resume(self, exists: Callable[[str], bool]) -> list[Incident]:
-        """Pick up incidents a previous hook left open; those whose container is gone are closed."""
+        """Pick up incidents a previous hook left open; those whose container is gone are closed. An incident this
+        hook opened itself before resume ran (the containers picked up at start) has a live worker: not resumed."""
         resumed = []
         for incident in self.journal.open_incidents():
+            if self.busy(incident.container_id):
+                continue
             if not exists(incident.container_id):
                 self._close(incident, "abandoned", "the container is gone")
                 continue

@@ -11,6 +11,7 @@ import requests
 
 from ownvol.hook import helpers, web
 from ownvol.hook.board import Board, DriverVolumes
+from ownvol.hook.drift import DriftWatch
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
 from ownvol.hook.health import Health
@@ -18,7 +19,7 @@ from ownvol.hook.journal import Journal
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import plan_of
 from ownvol.hook.strategies import load
-from ownvol.hook.targets import engine_node
+from ownvol.hook.targets import engine_node, engine_paths_reachable
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import Watched, Watcher
 
@@ -42,6 +43,7 @@ class Options:
     repair_via: str = "auto"
     helper_image: str | None = None
     fill_warning_hours: float = DEFAULT_THRESHOLD_HOURS
+    drift_watch: bool = True  # inotify on the data dirs wakes a probe at once (hooks/drift.py)
 
     @property
     def db_path(self) -> str:
@@ -53,9 +55,10 @@ def engine() -> docker.DockerClient:
     return docker.from_env(timeout=60)
 
 
-def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board]:
+def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftWatch | None]:
     """The hook's parts wired together (journal, strategies, telemetry, executor, recovery, watcher, the data
-    mounts' forecast, the status page's model); raises StrategyError for a bad strategies file."""
+    mounts' forecast, the status page's model, the data dirs' drift watch, None when turned off); raises
+    StrategyError for a bad strategies file."""
     os.makedirs(options.state_dir, exist_ok=True)
     journal = Journal(options.db_path)
     telemetry = Telemetry(webhook=options.webhook)
@@ -76,16 +79,37 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board]:
         space.observe(w.name, health.disk, health.at)
 
     watcher.on_probe.append(observe_space)
+    drift = None
+    if options.drift_watch:
+        def wake(container_id: str) -> None:
+            w = watcher.watched.get(container_id)
+            telemetry.emit("drift", container=w.name if w else container_id[:12],
+                           why="its data dir's owner or mode changed (inotify IN_ATTRIB): probing it now")
+            watcher.probe_soon(container_id)
+
+        drift = DriftWatch(wake)
+        local = options.repair_via != "helper"
+
+        def observe_drift(w: Watched, health: Health) -> None:
+            drift.observe(w.id, health.container, health.target, local and engine_paths_reachable())
+
+        watcher.on_probe.append(observe_drift)
+        watcher.on_forget.append(drift.remove)
     board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, DriverVolumes(client))
-    return watcher, recovery, telemetry, board
+    return watcher, recovery, telemetry, board, drift
 
 
-def status_of(watcher: Watcher, recovery: Recovery) -> dict:
-    """What /status shows: the watched containers, open incidents, success rates per (error type, action)."""
+def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | None = None) -> dict:
+    """What /status shows: the watched containers (each with its drift watch: "on: PATH" or "off: why"), open
+    incidents, success rates per (error type, action)."""
     journal = recovery.journal
     rates = [{"type": t, "action": a, "succeeded": ok, "failed": bad}
              for (t, a), (ok, bad) in sorted(journal.rates().items())]
-    return {**watcher.status(),
+    shown = watcher.status()
+    ids = {w.id[:12]: w.id for w in list(watcher.watched.values())}
+    for c in shown["containers"]:
+        c["drift"] = drift.why(ids.get(c["id"], c["id"])) if drift else "off: turned off (--drift-watch off)"
+    return {**shown,
             "node": engine_node(watcher.client()),
             "open_incidents": [{"id": i.id, "container": i.container_name, "type": i.error_type,
                                 "origin": i.origin} for i in journal.open_incidents()],
@@ -107,16 +131,19 @@ def sweep_helpers(client: Callable[[], docker.DockerClient], telemetry: Telemetr
 
 def run(options: Options) -> None:
     """`ownvol watch`: serve the status page, /status and /metrics when asked, then watch until stopped."""
-    watcher, recovery, telemetry, board = build(options)
+    watcher, recovery, telemetry, board, drift = build(options)
     server = None
     if options.metrics_addr:
-        app = web.create_app(telemetry.metrics, lambda: status_of(watcher, recovery), board.view)
+        app = web.create_app(telemetry.metrics, lambda: status_of(watcher, recovery, drift), board.view)
         server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
-                   metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via)
+                   metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via,
+                   drift_watch=drift is not None)
     sweep_helpers(watcher.client, telemetry)
     try:
         watcher.run()
     finally:
+        if drift:
+            drift.close()
         if server:
             server.shutdown()

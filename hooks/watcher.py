@@ -12,7 +12,9 @@ containers already running; open incidents resume from the journal).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
+import math
 import threading
 import time
 from collections import deque
@@ -62,6 +64,33 @@ def _stamp(stamp: str | None) -> int:
         return 0
 
 
+class ProbeWake(threading.Event):
+    """The probe loop's wake: set() asks for a probe of every container, poke(id) for one container only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.Lock()
+        self._everyone = False
+        self._due: builtins.set[str] = builtins.set()
+
+    def set(self) -> None:
+        with self._guard:
+            self._everyone = True
+        super().set()
+
+    def poke(self, container_id: str) -> None:
+        with self._guard:
+            self._due.add(container_id)
+        super().set()
+
+    def take(self) -> tuple[bool, builtins.set[str]]:
+        """(whether every container is due, the ids poked) since the last take; clears the event."""
+        with self._guard:
+            self.clear()
+            everyone, due, self._everyone, self._due = self._everyone, self._due, False, builtins.set()
+        return everyone, due
+
+
 @dataclass
 class Watched:
     """A container the hook watches: the log position it read up to (ns since the epoch), its log follower (a
@@ -79,7 +108,7 @@ class Watched:
     last_detection_ns: int = 0
     service: str = ""  # its family (hooks/services), carried in every incident's detail
     last: Health | None = None  # the last probe's result (the status page reads it)
-    due: float = 0.0
+    due: float = math.inf  # not scheduled before an event, a log line or a probe of every container asks
     quiet: float = 0.0
     tty: bool = False  # Config.Tty: its log comes raw, not in the engine's frames
 
@@ -103,11 +132,12 @@ class Watcher:
         self.watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
         self._pending: dict[str, deque[dict]] = {}  # container id -> its events not yet handled (dispatch)
-        self._wake = threading.Event()
+        self._wake = ProbeWake()
         self._stop = threading.Event()
         self._resumed = False
         self.logs = LogStreams()
         self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
+        self.on_forget: list[Callable[[str], None]] = []  # called with the id of a container destroyed
 
     # --- the main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -163,7 +193,7 @@ class Watcher:
                     (container.attrs.get("State") or {}).get("ExitCode", 0) != 0:
                 self.scan(container, w, tail=50)
                 self.crashed(container, w)
-            self.probe_soon(w)
+            self.probe_soon(w.id)
 
     def track(self, container) -> Watched:
         """The Watched entry of a docker-py container, made (and announced) the first time."""
@@ -229,12 +259,14 @@ class Watcher:
             if gone:
                 self.telemetry.metrics.forget(gone.name)
                 self.telemetry.emit("unwatched", container=gone.name, why="destroyed")
+                for forget in self.on_forget:
+                    forget(cid)
             return
         with self._lock:
             known = self.watched.get(cid)
         if action == "start" and known is not None:  # followed at once: an inspect waits for the container's lock
             self._follow_from(known, event)
-            self.probe_soon(known)
+            self.probe_soon(known.id)
             return
         try:
             container = self.client().containers.get(cid)
@@ -252,7 +284,7 @@ class Watcher:
             self.crashed(container, w, exit_code)
         elif action == "oom":
             self.telemetry.emit("oom", container=name)
-        self.probe_soon(w)
+        self.probe_soon(w.id)
 
     # --- logs -----------------------------------------------------------------------------------
     def _follow_from(self, w: Watched, start: dict) -> None:
@@ -316,7 +348,7 @@ class Watcher:
             if ts <= w.last_log_ns:
                 return
             w.last_log_ns = ts
-        self.probe_soon(w)
+        self.probe_soon(w.id)
         detection = w.reader.feed(text) if w.reader else patterns.match(text)
         if detection is None:
             return
@@ -363,25 +395,32 @@ class Watcher:
                                                                         "service": w.service})
 
     # --- health ---------------------------------------------------------------------------------
-    def probe_soon(self, w: Watched) -> None:
-        """Probe w at the probe loop's next turn, at its first interval again."""
-        w.due, w.quiet = 0.0, 0.0
-        self._wake.set()
+    def probe_soon(self, container_id: str) -> None:
+        """Probe that container alone at once, at its first interval again (an event, a log line of its own, its
+        data dir changed: hooks/drift.py)."""
+        self._wake.poke(container_id)
 
     def _probe_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.clear()
-            for w in list(self.watched.values()):
-                if w.due > time.monotonic():
-                    continue
-                try:
-                    self.check(w)
-                except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
-                    self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
-                    w.quiet = 0.0
-                w.due = time.monotonic() + (w.quiet or self.interval)
-            next_due = min((w.due for w in list(self.watched.values())), default=time.monotonic() + self.interval)
+            everyone, poked = self._wake.take()
+            next_due = self.probe_due(everyone, poked)
             self._wake.wait(min(max(next_due - time.monotonic(), 0.0), self.interval))
+
+    def probe_due(self, everyone: bool, poked: set[str]) -> float:
+        """Probe every container (everyone), those poked and those whose time has come; when the next one is due
+        (time.monotonic(); inf when none is scheduled)."""
+        for w in list(self.watched.values()):
+            if w.id in poked:
+                w.quiet = 0.0
+            elif not everyone and w.due > time.monotonic():
+                continue
+            try:
+                self.check(w)
+            except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
+                self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
+                w.quiet = 0.0
+            w.due = time.monotonic() + (w.quiet or self.interval)
+        return min((w.due for w in list(self.watched.values())), default=math.inf)
 
     def check(self, w: Watched) -> None:
         """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a

@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from tests.engine.test_hook_servers import by, client, server_args
-from tests.support.common import ROOT, new_name
+from tests.support.common import ROOT, free_port, new_name
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies
 
@@ -178,3 +178,48 @@ def test_a_redis_whose_password_the_hook_lacks_is_not_diagnosed(hook, tracked, t
     assert h.of("incident", c.name) == []
     report = doctor(c.name)
     assert report["health"]["state"] == "unreachable" and report["error_type"] is None
+
+
+def test_a_chown_under_a_redis_wakes_its_probe_which_changes_only_the_one_that_cannot_write(hook, tracked, tmp_path,
+                                                                                           redis_image):
+    """The drift watch only wakes probes, and the probe decides as ever: under `--interval 60`, the data dirs of three
+    running Redis are given to root at run time: one that persists nothing (`chown -R`) and one whose dir stays
+    writable (0777, its entries left to it) are left alone, healthy; the one that can no longer write there (the
+    positive control, chowned last and probed after the other two: the probe loop probes in the order it started
+    watching) is healed."""
+
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), extra=("--interval", "60"))
+    kinds = {"nothing": ["--save", ""], "writable": ["--appendonly", "yes"], "healed": ["--appendonly", "yes"]}
+    made = {}
+    for kind, args in kinds.items():
+        data = tmp_path / kind
+        data.mkdir()
+        os.chown(data, 999, 999)
+        data.chmod(0o777 if kind == "writable" else 0o755)
+        port = free_port()
+        c = tracked.run(redis_image, [*server_args("redis-server", port, "/data", aof=False), *args], user="999:999",
+                        network_mode="host", labels=h.labels, volumes={str(data): {"bind": "/data", "mode": "rw"}})
+        wait_for(lambda port=port: client(port).ping(), 60, what=f"{kind} Redis to answer")
+        made[kind] = (c, data, port)
+        h.wait_event(lambda e, c=c: by(c.name, "health")(e) and e["state"] == "healthy", 60, f"{kind} Redis healthy")
+
+    def watched() -> bool:
+        out = subprocess.run([OWNVOL, "status", "--addr", f"127.0.0.1:{h.port}", "--json"], capture_output=True,
+                             text=True, timeout=60)
+        shown = {x["name"]: x.get("drift", "") for x in json.loads(out.stdout or "{}").get("containers", [])}
+        return all(shown.get(c.name) == f"on: {data}" for c, data, _ in made.values())
+
+    wait_for(watched, 60, what="the hook to watch the three data dirs")
+    mark = h.mark()
+    for kind, (_, data, port) in made.items():
+        assert client(port).set("k", "v")
+        subprocess.run(["chown", *([] if kind == "writable" else ["-R"]), "0:0", str(data)], check=True)
+    healed = made["healed"][0]
+    h.wait_event(by(healed.name, "recovered"), 120, "the Redis that cannot write to be healed", after=mark)
+    for kind in ("nothing", "writable"):
+        c, data, port = made[kind]
+        assert [e for e in h.events[mark:] if by(c.name, "drift")(e)], f"{kind}: the probe was not woken"
+        assert h.of("incident", c.name) == [] and h.of("action", c.name) == [], kind
+        assert (data.stat().st_uid, data.stat().st_gid) == (0, 0), kind
+        assert client(port).get("k") == "v"
+    assert made["healed"][1].stat().st_uid == 999

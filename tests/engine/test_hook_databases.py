@@ -6,6 +6,7 @@ read-only data dir left alone with the reason. One version per family here; the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -205,6 +206,12 @@ def test_doctor_shows_a_postgres_container_s_facts_and_plan(hook, tracked, image
     assert '"repair-ownership"' in out.stdout and "ownvol-test" not in out.stdout
 
 
+def drift_of(h, name: str) -> str:
+    """The container's drift watch as `ownvol status --json` shows it ("on: PATH", "off: why")."""
+    status = json.loads(h.cli("status", "--addr", f"127.0.0.1:{h.port}", "--json").stdout or "{}")
+    return next((x.get("drift", "") for x in status.get("containers", []) if x["name"] == name), "")
+
+
 def rows_then_chowned(h, c, host_dir: Path) -> tuple[int, float]:
     """Two rows in kept.t, then the data dir (the tree) given to root under the running server: (the hook's
     event mark, the time of the chown)."""
@@ -227,6 +234,7 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     os.chown(host_dir, 999, 999)
     c = run_mariadb(tracked, image, port, host_dir, h.labels)
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 120, "MariaDB healthy")
+    assert "off: the engine's host paths are not this process's" in drift_of(h, c.name)
     mark, started = rows_then_chowned(h, c, host_dir)
     incident = h.wait_event(by(c.name, "incident"), 60, "the probe to open an incident", after=mark)
     assert "ownvol_probe" in incident["detail"]["message"] and "errno: 13" in incident["detail"]["message"], incident
@@ -238,6 +246,30 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     code, out = mariadb_run(c, "create database w; insert into kept.t values (3); select count(*) from kept.t")
     assert code == 0 and out == "3", out
     assert "ownvol_probe" not in mariadb_run(c, "show databases")[1]
+
+
+@pytest.mark.parametrize("image", MARIADB, indirect=True)
+def test_mariadb_data_dir_chowned_under_it_wakes_its_probe_at_once(hook, tracked, image, host_dir, port):
+    """MariaDB logs nothing when its data dir is given to root under it; with `--interval 60` the periodic
+    probe is not what finds it: the drift watch (inotify on the host path) wakes that container's probe,
+    which opens the incident; healed with the rows written before."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"), extra=("--interval", "60"))
+    os.chown(host_dir, 999, 999)
+    c = run_mariadb(tracked, image, port, host_dir, h.labels)
+    wait_for(lambda: mariadb_run(c, "select 1") == (0, "1"), 120, what="MariaDB to answer")
+
+    wait_for(lambda: drift_of(h, c.name) == f"on: {host_dir}", 120, what="the hook to watch the data dir")
+    doctor = h.cli("doctor", c.name)
+    assert f"drift watch: on: {host_dir}" in doctor.stdout, doctor.stdout + doctor.stderr
+    mark, started = rows_then_chowned(h, c, host_dir)
+    woke = h.wait_event(by(c.name, "drift"), 60, "the drift watch to wake the probe", after=mark)
+    incident = h.wait_event(by(c.name, "incident"), 60, "the woken probe to open an incident", after=mark)
+    assert h.events.index(woke) < h.events.index(incident) and incident["origin"] == "health", incident
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered", after=mark)
+    heal_report(f"{image} run time, data dir chowned to root, drift watch", recovered["ts"] - started)
+    assert host_dir.stat().st_uid == 999
+    code, out = mariadb_run(c, "create database w; insert into kept.t values (3); select count(*) from kept.t")
+    assert code == 0 and out == "3", out
 
 
 @pytest.mark.parametrize("image", MARIADB, indirect=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import pytest
 
@@ -267,6 +268,27 @@ def test_resume_repeats_no_action(tmp_path):
         ("repair-ownership", "ok"), ("persist-again", "interrupted"), ("restart", "ok")]
 
 
+def test_resume_leaves_an_incident_this_hook_is_already_recovering(tmp_path):
+    import threading
+
+    release = threading.Event()
+
+    class Slow(FakeExecutor):
+        def run(self, cid, action):
+            release.wait(10)
+            return super().run(cid, action)
+
+    rec, out = engine(tmp_path, Slow(heals="repair-ownership"))
+    inc = rec.report("c1", "r", "persistence-failed", "log", {})  # a worker of this hook holds it
+    try:
+        assert rec.resume(lambda cid: True) == []
+        assert "resumed" not in [e["event"] for e in events(out)]
+    finally:
+        release.set()
+        rec._workers["c1"].join(10)
+    assert rec.journal.incident(inc.id).status == "resolved"
+
+
 def test_aof_off_is_remembered_and_turned_back_on_after_a_repair(tmp_path):
     ex = FakeExecutor(heals="aof-off")
     rec, out = engine(tmp_path, ex)
@@ -522,6 +544,8 @@ def test_a_healthy_container_is_probed_less_often_until_something_happens(tmp_pa
     probes = _Probes(["healthy"] * 7 + ["loading", "healthy", "healthy"])
     watcher = Watcher(lambda: None, {}, rec, Telemetry(out=io.StringIO()), probes, interval=5)
     w = Watched("c1", "c")
+    watcher.watched = {"c1": w}
+    assert watcher.probe_due(False, set()) == math.inf and len(probes.states) == 10  # nothing asked for it yet
     quiet = []
     for _ in range(6):
         watcher.check(w)
@@ -529,10 +553,12 @@ def test_a_healthy_container_is_probed_less_often_until_something_happens(tmp_pa
     assert quiet == [0.0, 5, 10, 20, 40, 60]  # the first healthy probe is a change: its next one a plain interval
     watcher.check(w)
     assert w.quiet == 5 * QUIET_MAX
-    watcher.probe_soon(w)  # an event or a log line of its own
-    assert (w.due, w.quiet) == (0.0, 0.0)
-    watcher.check(w)  # loading: not settled
-    assert w.quiet == 0.0
-    watcher.check(w)
-    watcher.check(w)
+    watcher.probe_soon("c1")  # an event or a log line of its own
+    everyone, poked = watcher._wake.take()
+    assert (everyone, poked) == (False, {"c1"})
+    next_due = watcher.probe_due(everyone, poked)  # loading: not settled
+    assert w.quiet == 0.0 and next_due == w.due and len(probes.states) == 2
+    assert watcher.probe_due(False, set()) == next_due and len(probes.states) == 2  # not due again yet
+    watcher.probe_due(True, set())
+    watcher.probe_due(True, set())
     assert w.quiet == 5
