@@ -40,6 +40,10 @@ class Context:
     helper_image: str = field(default_factory=lambda: os.environ.get("OWNVOL_IMAGE", "ownvol/ownvol:latest"))
     progress: Progress | None = None  # a repair's (entries walked, changed) as it goes, here or from the helper
     start_stopped: bool = False  # a person asked (`ownvol repair`): start a stopped container whatever its policy
+    # The incident acted on: when it was opened (epoch seconds, its evidence's time when earlier) and whether the
+    # server was answering then (detail "running_at_open", set by the watcher); None outside an incident.
+    opened_at: float | None = None
+    running_at_open: bool = False
 
     def container(self):
         """The container as docker-py's model, looked up now; raises docker.errors.NotFound when it is gone."""
@@ -218,14 +222,24 @@ def unpersisted_writes(ctx: Context) -> bool:
     return info.get("rdb_last_bgsave_status") == "err" and info.get("rdb_changes_since_last_save", 0) > 0
 
 
-def _running_for(container) -> float | None:
-    """Seconds since the container's State.StartedAt (RFC 3339 from the engine; to the second), None if unknown."""
+def _started_at(container) -> float | None:
+    """The container's State.StartedAt in epoch seconds (RFC 3339 from the engine; to the second), None if unknown."""
     stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "")[:19]
     try:
-        started = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+        return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
-    return max(0.0, time.time() - started)
+
+
+def _running_for(container) -> float | None:
+    """Seconds since the container's State.StartedAt, None if unknown."""
+    started = _started_at(container)
+    return None if started is None else max(0.0, time.time() - started)
+
+
+# Seconds a restart waits for what makes it unsafe (Service.restart_hazard: open write transactions, a recovery)
+# to pass before it refuses.
+HAZARD_WAIT = 2.0
 
 
 NOT_ANSWERING = ("unreachable", "loading")
@@ -233,10 +247,12 @@ START_POLL = 0.5  # seconds between looks at a server starting up
 
 
 def restart(ctx: Context) -> ActionResult:
-    """Restart a running (or restarting) container, start a stopped one; skipped for a Swarm task, for a data dir on
-    the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could not persist (unpersisted_writes)
-    and while the server's health cannot be told (health.unknown_health). A server that does not answer yet within
-    its service's startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
+    """Restart a running (or restarting) container, start a stopped one (start_decision says whether); skipped for a
+    Swarm task, for a data dir on the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could
+    not persist (unpersisted_writes) and while the server's health cannot be told (health.unknown_health); while its
+    service says a restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it
+    waited for), then refuses with the reason (skipped, `refused`). A server that does not answer yet within its
+    service's startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -251,8 +267,16 @@ def restart(ctx: Context) -> ActionResult:
     if container.status == "running" and unpersisted_writes(ctx):
         return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
     service = by_family(ctx.target.service)
+    waited = {}
     if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
-        return ActionResult("skipped", {"why": f"{hazard}; not restarted"})
+        began, first = time.monotonic(), hazard
+        while hazard and time.monotonic() - began < HAZARD_WAIT:
+            time.sleep(0.2)
+            hazard = service.restart_hazard(ctx.target)
+        waited = {"waited": round(time.monotonic() - began, 1), "for": first}
+        if hazard:
+            return ActionResult("skipped", {"why": f"refused after waiting {HAZARD_WAIT:g}s: {hazard}; not restarted",
+                                            "refused": hazard})
     if container.status == "running":
         health = service.probe(ctx.target, "running", False)
         if health.healthy:
@@ -271,11 +295,17 @@ def restart(ctx: Context) -> ActionResult:
             if health.healthy:
                 return ActionResult("ok", {"how": "none", "why": f"its start-up ended healthy within "
                                                                  f"{service.startup_grace:g}s: not restarted"})
-    if container.status not in ("running", "restarting") and ctx.target.restart_policy == "no" \
-            and not ctx.target.start_opt_in and not ctx.start_stopped:
-        return ActionResult("skipped", {"why": "stopped with restart policy \"no\": not started (label "
-                                               "ownvol.start=true lets the hook start it after a repair)",
-                                        "restart_policy": "no"})
+    why = "running: restarted"
+    if container.status not in ("running", "restarting"):
+        since = None
+        if ctx.opened_at is not None and not ctx.start_stopped:
+            # a stop can be what made the server fail (PostgreSQL's shutdown checkpoint on a data dir taken from
+            # it): its kill event comes before the line that opened the incident
+            since = max(ctx.opened_at - STOP_LOOKBACK, _started_at(container) or 0.0)
+        start, why = start_decision(ctx.target.restart_policy, ctx.target.start_opt_in, ctx.start_stopped,
+                                    ctx.running_at_open, _events_since(ctx, since) if since is not None else None)
+        if not start:
+            return ActionResult("skipped", {"why": why, "restart_policy": ctx.target.restart_policy})
     try:
         if container.status in ("running", "restarting"):
             container.restart(timeout=10)
@@ -285,10 +315,80 @@ def restart(ctx: Context) -> ActionResult:
             how = "start"
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
-    why = "running: restarted" if how == "restart" else (
-        f"started: its restart policy is {ctx.target.restart_policy}" if ctx.target.restart_policy != "no"
-        else "started: labelled ownvol.start=true" if ctx.target.start_opt_in else "started: asked by `ownvol repair`")
-    return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why})
+    return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why, **waited})
+
+
+# Exit codes of a server ended by a signal someone sent it from outside (128 + SIGINT, 128 + SIGTERM).
+STOP_EXITS = {130: "SIGINT", 143: "SIGTERM"}
+START_EVENTS = ("start", "die", "kill", "stop")
+# Seconds before an incident opened that its container's events are read back (never before its last start):
+# `docker stop` gives the server 10 s before its SIGKILL, and a stop may be what made it fail.
+STOP_LOOKBACK = 30.0
+
+
+def stopped_by_someone(events: list[dict]) -> str | None:
+    """Who stopped the container, from the engine's events of it (decoded /events JSON, oldest first): a `kill`
+    or `stop` event after its last `start` (`docker stop`, `docker kill`; the hook's own restart starts it again
+    after its kill), or a `die` with the exit code of SIGINT or SIGTERM; None when nobody did. Sources: moby
+    daemon/kill.go (kill, with the signal), daemon/stop.go (stop), daemon/monitor.go (die, with exitCode)."""
+    why = None
+    for event in events:
+        action = (event.get("Action") or event.get("status") or "").split(":")[0]
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        if action == "start":
+            why = None
+        elif action in ("kill", "stop") and why is None:
+            signal = f" (signal {attributes['signal']})" if action == "kill" and attributes.get("signal") else ""
+            why = f"stopped by someone: the engine's {action} event{signal}"
+        elif action == "die" and why is None and (code := _exit_code(attributes)) is not None and code in STOP_EXITS:
+            why = f"stopped by someone: {STOP_EXITS[code]} from outside (exit {code})"
+    return why
+
+
+def _exit_code(attributes: dict) -> int | None:
+    code = str(attributes.get("exitCode", ""))
+    return int(code) if code.lstrip("-").isdigit() else None
+
+
+def start_decision(policy: str, opt_in: bool, asked: bool, running_at_open: bool,
+                   events: list[dict] | None) -> tuple[bool, str]:
+    """Whether the hook starts a stopped container after a repair, and why (the one place starts are decided).
+
+    events: the engine's events of the container since its incident opened (None outside an incident). In order:
+    a person running `ownvol repair` starts it; one stopped by someone during the incident (stopped_by_someone)
+    is never started; one whose restart policy says it should run is started; with policy `no`, one whose server
+    was answering when its incident opened and that died during it of the fault (a `die` with another exit code
+    than 0, SIGINT's or SIGTERM's) is started, since that restores the state the incident found; else only when
+    labelled ownvol.start=true (a start-up failure: issue 11's rule)."""
+    if asked:
+        return True, "started: asked by `ownvol repair`"
+    if events and (who := stopped_by_someone(events)):
+        return False, f"{who} during the incident: never started by the hook"
+    if policy != "no":
+        return True, f"started: its restart policy is {policy}"
+    died = [code for e in events or () if (e.get("Action") or e.get("status")) == "die"
+            for code in [_exit_code((e.get("Actor") or {}).get("Attributes") or {})]]
+    if running_at_open and died and died[-1] not in (0, None, *STOP_EXITS):
+        return True, f"started: it was running when the incident opened (it died during it, exit {died[-1]})"
+    if opt_in:
+        return True, "started: labelled ownvol.start=true"
+    if running_at_open and events is not None:
+        return False, ("stopped with restart policy \"no\": running when the incident opened, but the engine's "
+                       "events since show no death of the fault (" + (f"exit {died[-1]}" if died else "no die event")
+                       + "); not started (label ownvol.start=true lets the hook start it after a repair)")
+    return False, ("stopped with restart policy \"no\": not started (label ownvol.start=true lets the hook start it "
+                   "after a repair)")
+
+
+def _events_since(ctx: Context, since: float) -> list[dict]:
+    """The engine's events of the target container from since (epoch seconds) to now, oldest first
+    (GET /events with since, until and filters; moby api/server/router/system/system_routes.go)."""
+    try:
+        return list(ctx.client.api.events(since=f"{since:.6f}", until=f"{time.time():.6f}", decode=True,
+                                          filters={"type": "container", "container": ctx.target.id,
+                                                   "event": list(START_EVENTS)}))
+    except docker.errors.DockerException:
+        return []
 
 
 def aof_off(ctx: Context) -> ActionResult:

@@ -15,6 +15,7 @@ from ownvol import userns
 from ownvol.hook import actions
 from ownvol.hook.actions import SWARM_TASK, Context
 from ownvol.hook.health import Health, owner_of, saving
+from ownvol.hook.journal import Incident
 from ownvol.hook.results import ActionResult
 from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 from ownvol.ownership import Progress
@@ -95,24 +96,28 @@ class DockerExecutor:
                                                               f"{target.uid}:{target.gid} under userns-remap",
                        remapped=True)
 
-    def context(self, target: Target) -> Context:
-        """The actions' Context for target, with this executor's repair route, helper image and progress callback."""
+    def context(self, target: Target, incident: Incident | None = None) -> Context:
+        """The actions' Context for target, with this executor's repair route, helper image and progress callback,
+        and the incident acted on (when it opened, whether its server was answering then)."""
         ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
                       start_stopped=self.start_stopped)
+        if incident is not None:
+            ctx.opened_at = min(incident.opened_at, incident.detected_at)
+            ctx.running_at_open = bool(incident.detail.get("running_at_open"))
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
 
-    def run(self, container_id: str, action: str) -> ActionResult:
-        """Run the registry's action on the container: its ActionResult; skipped when the container is gone, failed when
-        the engine refused."""
+    def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult:
+        """Run the registry's action on the container (for incident, when one is open): its ActionResult; skipped when
+        the container is gone, failed when the engine refused."""
         try:
             _, target = self.target(container_id)
         except docker.errors.NotFound:
             return ActionResult("skipped", {"why": "container is gone"})
         except docker.errors.DockerException as exc:
             return ActionResult("failed", {"error": f"engine: {exc}"})
-        return actions.ACTIONS[action](self.context(target))
+        return actions.ACTIONS[action](self.context(target, incident))
 
     def health(self, container_id: str) -> Health:
         """One probe of the container: state, reasons, container status, PING reply, persistence, owner."""

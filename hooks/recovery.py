@@ -54,7 +54,7 @@ class Executor(Protocol):
     """What the recovery engine needs from the world: run an action by name (actions.ACTIONS) on a container, and verify
     its health within timeout seconds."""
 
-    def run(self, container_id: str, action: str) -> ActionResult: ...
+    def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult: ...
 
     def verify(self, container_id: str, timeout: float) -> Verdict: ...
 
@@ -209,7 +209,7 @@ class Recovery:
         """One action; an exception (the engine's socket gone mid-action, an APIError) ends the step as failed
         with its reason, and the incident goes on."""
         try:
-            return self.executor.run(incident.container_id, action)
+            return self.executor.run(incident.container_id, action, incident=incident)
         except Exception as exc:  # noqa: BLE001 - an action's failure is a result, not the worker's end
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
             self.telemetry.emit("action-raised", incident=incident.id, container=incident.container_name, step=step,

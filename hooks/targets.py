@@ -444,11 +444,16 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
             cached = cache.put(key, cached)
     running = state.get("Status") == "running"
     now = time.monotonic()
-    if running and cached.process is None and now >= cached.process_next:
+
+    def look_for_server() -> None:
         reach = proc or ("/proc" if engine_paths_reachable() else None)
         cached.process = server_process(container, cached.service, state.get("Pid"), reach or "/nonexistent")
         cached.process_tries += 1
         cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
+
+    looked = running and cached.process is None and now >= cached.process_next
+    if looked:
+        look_for_server()
     if running and cached.live is None and now >= cached.live_next:
         cached.live = cached.service.live(cached.settings, container.id)
         cached.live_tries += 1
@@ -461,6 +466,11 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
             cached.volume_path = _volume_mountpoint(client, mount.name)
         mount = dataclasses.replace(mount, source=cached.volume_path)
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
+    if uid is None and running and cached.process is None and not looked:
+        # nothing else gives the owner (a root image with no profile): the process table is asked now, not
+        # after the backoff, or a server dying of its fault would be repaired to nobody
+        look_for_server()
+        uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     notes = list(settings.problems)
     if mount is None:
         notes.append(f"{directory} is not on a bind mount or volume: nothing to repair there"

@@ -111,10 +111,18 @@ class Watched:
     due: float = math.inf  # not scheduled before an event, a log line or a probe of every container asks
     quiet: float = 0.0
     tty: bool = False  # Config.Tty: its log comes raw, not in the engine's frames
+    started_ns: int = 0  # when its current run started (the engine's StartedAt, or its start event)
+    healthy_ns: int = 0  # when a probe last found it healthy
 
     @property
     def following(self) -> bool:
         return bool(self.follower and not self.follower.done())
+
+    def served(self, at_ns: int) -> bool:
+        """Its server was running and had been found healthy in this run at at_ns (ns since the epoch): an
+        incident seen then opened on a running server (detail "running_at_open"; hooks/actions.py
+        start_decision starts it again if it then dies of the fault, whatever the hook read first)."""
+        return 0 < self.healthy_ns and self.started_ns <= self.healthy_ns and self.started_ns <= at_ns
 
 
 class Watcher:
@@ -202,9 +210,11 @@ class Watcher:
             if w is None:
                 service = service_for(container.attrs)
                 reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
-                w = self.watched[container.id] = Watched(
-                    container.id, container.name, reader=reader, service=service.family if service else "",
-                    tty=bool((container.attrs.get("Config") or {}).get("Tty")))
+                w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
+                                                         service=service.family if service else "",
+                                                         started_ns=_stamp((container.attrs.get("State") or {})
+                                                                           .get("StartedAt")),
+                                                         tty=bool((container.attrs.get("Config") or {}).get("Tty")))
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
                                     image=(container.attrs.get("Config") or {}).get("Image"))
             return w
@@ -288,8 +298,10 @@ class Watcher:
 
     # --- logs -----------------------------------------------------------------------------------
     def _follow_from(self, w: Watched, start: dict) -> None:
-        """Follow from the start event's time (less 2 s of clock slack) or the last line read, the later."""
+        """Follow from the start event's time (less 2 s of clock slack) or the last line read, the later; the
+        run's start is noted (Watched.served)."""
         started_ns = int(start.get("timeNano") or time.time_ns())
+        w.started_ns = max(w.started_ns, started_ns)
         self.follow(w, since_ns=max(w.last_log_ns, started_ns - 2_000_000_000))
 
     def follow(self, w: Watched, since_ns: int) -> None:
@@ -356,7 +368,8 @@ class Watcher:
         lag = max(0.0, time.time() - ts / 1e9)
         self.telemetry.metrics.detection_seconds.observe(lag)
         self.telemetry.emit("detected", container=w.name, lag=round(lag, 3), **detection.as_dict())
-        self.recovery.report(w.id, w.name, detection.error_type, "log", {**detection.as_dict(), "service": w.service},
+        self.recovery.report(w.id, w.name, detection.error_type, "log",
+                             {**detection.as_dict(), "service": w.service, "running_at_open": w.served(ts)},
                              detected_at=ts / 1e9)
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
@@ -440,6 +453,7 @@ class Watcher:
             self.telemetry.metrics.set_health(w.name, health.state)
         w.reasons = health.reasons
         if health.healthy:
+            w.healthy_ns = time.time_ns()
             self.recovery.healthy(w.id)
             if self.recovery.fallback_due(w.id):
                 self.recovery.restore_aof(w.id)
@@ -447,7 +461,8 @@ class Watcher:
             wrong_owner = health.owner is not None and bool(health.owner) and not health.owner.get("ok", True)
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
-                                            "message": "; ".join(health.reasons), "service": w.service})
+                                            "message": "; ".join(health.reasons), "service": w.service,
+                                            "running_at_open": True})
 
     def status(self) -> dict:
         """The watched containers as /status shows them."""

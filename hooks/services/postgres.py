@@ -2,9 +2,12 @@
 a data dir the server refuses unless it is its own and of mode 0700 or 0750; probed with pg_isready and psql
 inside the container (hooks/services/sql.py says why).
 
-Where the data lives, in the order the server decides it (src/backend/utils/misc/guc.c SelectConfigFiles):
-`-c data_directory=` / `--data_directory=` on the command line, else `-D`, else PGDATA in the container's
-environment, else the official image's default /var/lib/postgresql/data. The port: `-p`, `-c port=`,
+Where the data lives: asked of the running server when it answers (`SHOW data_directory`, its own psql
+inside the container); else in the order the server decides it (src/backend/utils/misc/guc.c
+SelectConfigFiles): `-c data_directory=` / `--data_directory=` on the command line, else `data_directory` in
+its config file (`-c config_file=`, else postgresql.conf of the -D / PGDATA dir, read from the container),
+else `-D`, else PGDATA in the container's environment, else the official image's default
+/var/lib/postgresql/data. The port: `-p`, `-c port=`,
 PGPORT, else 5432. Messages: tests/golden/postgres-15 and -17, captured from the real servers
 (tests/golden/capture.sh), wording from src/backend/utils/init/miscinit.c (checkDataDir, CreateLockFile)
 and src/bin/initdb/initdb.c.
@@ -13,6 +16,8 @@ and src/bin/initdb/initdb.c.
 from __future__ import annotations
 
 import posixpath
+import re
+from dataclasses import replace
 
 from ownvol.hook.health import Health
 from ownvol.hook.services import ContainerView, Settings, register
@@ -54,32 +59,52 @@ class PostgresService(ExecProbed):
         attrs = view.attrs
         args, env = server_argv(attrs, self.commands), env_of(attrs)
         guc = {k: v for k, _, v in (a.partition("=") for a in _gucs(args))}
-        origins = {}
+        origins: dict[str, str] = {}
+        config_dir = flag(args, "-D") or env.get("PGDATA") or DEFAULT_PGDATA
+        config_file = guc.get("config_file") or posixpath.join(config_dir, "postgresql.conf")
+        from_file = _conf_settings(view.read_file(config_file) or "", config_file) if config_file.startswith("/") \
+            else {}
         if guc.get("data_directory"):
             data_dir, origins["dir"] = guc["data_directory"], "command line data_directory"
+        elif "data_directory" in from_file:
+            data_dir, origins["dir"] = from_file["data_directory"]
         elif flag(args, "-D"):
             data_dir, origins["dir"] = flag(args, "-D") or "", "command line -D"
         elif env.get("PGDATA"):
             data_dir, origins["dir"] = env["PGDATA"], "env PGDATA"
         else:
             data_dir, origins["dir"] = DEFAULT_PGDATA, "default"
-        port = flag(args, "-p") or guc.get("port") or env.get("PGPORT") or "5432"
+        port = flag(args, "-p") or guc.get("port") or (from_file.get("port") or ("", ""))[0] or env.get("PGPORT") \
+            or "5432"
         origins["port"] = "command line" if (flag(args, "-p") or guc.get("port")) else (
-            "env PGPORT" if env.get("PGPORT") else "default")
+            from_file["port"][1] if "port" in from_file else "env PGPORT" if env.get("PGPORT") else "default")
         labels = (attrs.get("Config") or {}).get("Labels") or {}
+        files = {"port": port, **({"user": labels[USER_LABEL]} if labels.get(USER_LABEL) else {})}
         origins["password"] = "label" if labels.get(PASSWORD_LABEL) else (
             "container env (read inside the container)" if any(k.startswith("POSTGRES_PASSWORD") for k in env)
             else "none (local trust)")
         problems = () if data_dir.startswith("/") else (f"data dir {data_dir!r} is not absolute",)
         return Settings(posixpath.normpath(data_dir) if data_dir.startswith("/") else data_dir,
-                        f"postgresql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL), {"port": port},
-                        origins, problems)
+                        f"postgresql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL), files, origins, problems)
+
+    def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
+        """The running server's own data directory (`SHOW data_directory`, its psql inside the container, as the
+        probe asks); None when it does not answer or may not read the setting (superuser or pg_read_all_settings)."""
+        if not container_id:
+            return None
+        answer = run_in(container_id, _psql(settings.files, settings.password, "show data_directory"),
+                        _env(settings.files, settings.password))
+        found = answer.first_line() if answer.ok else ""
+        if not found.startswith("/"):
+            return None
+        return replace(settings, data_dir=posixpath.normpath(found), problems=(),
+                       origins={**settings.origins, "dir": "SHOW data_directory"})
 
     def probe(self, target, container_status: str, local_paths: bool) -> Health:
         owner, down = self.first_look(target, container_status, local_paths)
         if down:
             return down
-        ready = run_in(target.id, f"pg_isready -q -p {_port(target)}", _env(target))
+        ready = run_in(target.id, f"pg_isready -q -p {_port(target.files)}", _env(target.files, target.password))
         if ready.code == 1:
             return Health("loading", ["rejecting connections: starting up or in recovery"], container_status,
                           "rejecting", owner=owner)
@@ -87,25 +112,31 @@ class PostgresService(ExecProbed):
             return Health("unreachable", [f"pg_isready: exit {ready.code}: {ready.first_line()}"], container_status,
                           ready.first_line(), owner=owner)
         # txid_current() makes this session's transaction write its commit to the WAL: a durable write
-        # that changes no table. It fails in recovery ("cannot assign TransactionIds during recovery").
-        query = run_in(target.id, _psql(target, "select pg_is_in_recovery(), txid_current()"), _env(target))
+        # that changes no table. A server in recovery (a standby) assigns no transaction ids: it is read-only by
+        # design, and asked only whether it answers.
+        sql = "select case when pg_is_in_recovery() then 'recovery' else txid_current()::text end"
+        query = run_in(target.id, _psql(target.files, target.password, sql), _env(target.files, target.password))
         if not query.ok:
             return Health("refusing-writes", [f"psql: {query.first_line()}"], container_status, "accepting",
                           owner=owner)
+        # stdout and stderr arrive interleaved in no fixed order (sql.ExecResult): the answer is the line that says it
+        standby = any(line.strip() == "recovery" for line in query.output.splitlines())
+        written = {"write": "read-only: in recovery (a standby)"} if standby else {"write": "committed"}
         if owner and not owner.get("ok", True):
             return Health("latent", [f"data mount {owner.get('problem')}"], container_status, "accepting",
                           owner=owner)
-        return Health("healthy", [], container_status, "accepting", persistence={"write": "committed"}, owner=owner)
+        return Health("healthy", [], container_status, "accepting", persistence=written, owner=owner)
 
     def restart_hazard(self, target) -> str | None:
         """Why restarting the running server now could cost data or time it cannot spare; None when safe:
         in recovery (pg_isready's exit 1: starting up, or pg_is_in_recovery()), or with open write
         transactions (pg_stat_activity.backend_xid: their work is not durable until they commit)."""
-        if run_in(target.id, f"pg_isready -q -p {_port(target)}", _env(target)).code == 1:
+        env = _env(target.files, target.password)
+        if run_in(target.id, f"pg_isready -q -p {_port(target.files)}", env).code == 1:
             return "PostgreSQL is starting up or in recovery: a restart would begin its recovery again"
-        answer = run_in(target.id, _psql(target, "select pg_is_in_recovery(), count(*) from pg_stat_activity "
-                                                 "where backend_xid is not null and pid <> pg_backend_pid()"),
-                        _env(target))
+        answer = run_in(target.id, _psql(target.files, target.password,
+                                         "select pg_is_in_recovery(), count(*) from pg_stat_activity "
+                                         "where backend_xid is not null and pid <> pg_backend_pid()"), env)
         if not answer.ok:
             return None
         recovery, _, open_xacts = answer.first_line().partition("|")
@@ -133,23 +164,43 @@ def _gucs(args: list[str]) -> list[str]:
     return found
 
 
-def _port(target) -> str:
-    return str(int((target.files or {}).get("port") or 5432))
+_CONF_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=?\s*('(?:[^'\\]|\\.|'')*'|[^\s#]+)")
 
 
-def _env(target) -> dict[str, str]:
+def _conf_settings(text: str, path: str) -> dict[str, tuple[str, str]]:
+    """data_directory and port of a postgresql.conf: name -> (value, "PATH:LINE"), the last one winning, as the
+    server reads it (src/backend/utils/misc/guc-file.l: `name [=] value`, single quotes with '' or \\ escapes,
+    `#` comments). include directives are not followed."""
+    found = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _CONF_LINE.match(line)
+        if not match or match.group(1).lower() not in ("data_directory", "port"):
+            continue
+        value = match.group(2)
+        if value.startswith("'"):
+            value = value[1:-1].replace("''", "'").replace("\\'", "'")
+        found[match.group(1).lower()] = (value, f"{path}:{number}")
+    return found
+
+
+def _port(files: dict) -> str:
+    return str(int((files or {}).get("port") or 5432))
+
+
+def _env(files: dict, password: str | None) -> dict[str, str]:
+    """The exec's environment: the user and password given by labels (files "user", Settings.password)."""
     env = {}
-    if target.labels.get(USER_LABEL):
-        env["PGUSER"] = target.labels[USER_LABEL]
-    if target.password:
-        env["PGPASSWORD"] = target.password
+    if (files or {}).get("user"):
+        env["PGUSER"] = files["user"]
+    if password:
+        env["PGPASSWORD"] = password
     return env
 
 
-def _psql(target, sql: str) -> str:
+def _psql(files: dict, password: str | None, sql: str) -> str:
     user = '${PGUSER:-${POSTGRES_USER:-postgres}}'
-    password = "" if target.password else f"PGPASSWORD={secret_from_env('POSTGRES_PASSWORD')} "
-    return (f"{password}exec psql -X -q -A -t -v ON_ERROR_STOP=1 -p {_port(target)} -U \"{user}\" -d postgres "
+    from_env = "" if password else f"PGPASSWORD={secret_from_env('POSTGRES_PASSWORD')} "
+    return (f"{from_env}exec psql -X -q -A -t -v ON_ERROR_STOP=1 -p {_port(files)} -U \"{user}\" -d postgres "
             f"-c \"{sql}\"")
 
 

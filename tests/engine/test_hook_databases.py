@@ -12,9 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
-from tests.support.common import ROOT, free_port
+from tests.support.common import free_port, server_image
 from tests.support.databases import (
     MYSQL_DATA,
     PASSWORD,
@@ -31,21 +32,15 @@ from tests.support.fixtures_hook import fast_strategies, heal_report
 
 pytestmark = pytest.mark.engine
 
-PG = [pytest.param("ownvol/postgres:15", id="pg15"),
-      pytest.param("ownvol/postgres:17", id="pg17", marks=pytest.mark.matrix)]
+PG = [pytest.param("ownvol/postgres:17", id="pg17"),
+      pytest.param("ownvol/postgres:15", id="pg15", marks=pytest.mark.matrix)]
 MARIADB = [pytest.param("ownvol/mariadb:11.8", id="mariadb11.8"),
            pytest.param("ownvol/mariadb:10.11", id="mariadb10.11", marks=pytest.mark.matrix)]
 
 
 @pytest.fixture
 def image(request, docker_client) -> str:
-    tag = request.param
-    try:
-        docker_client.images.get(tag)
-    except Exception:  # noqa: BLE001 - built below
-        subprocess.run([str(ROOT / "scripts" / "images.sh"), "servers"],
-                       check=True, cwd=ROOT)
-    return tag
+    return server_image(docker_client, request.param)
 
 
 def by(name: str, kind: str):
@@ -246,6 +241,49 @@ def test_mariadb_data_dir_chowned_under_it_is_healed_through_its_own_probe(hook,
     code, out = mariadb_run(c, "create database w; insert into kept.t values (3); select count(*) from kept.t")
     assert code == 0 and out == "3", out
     assert "ownvol_probe" not in mariadb_run(c, "show databases")[1]
+
+
+@pytest.mark.parametrize("image", PG, indirect=True)
+def test_postgres_that_dies_of_a_run_time_chown_is_started_again_whatever_its_policy(hook, tracked, image,
+                                                                                    host_dir, port):
+    """Restart policy `no`, the data dir chowned to root under the running server, which dies of it (the next
+    WAL segment cannot be opened: PANIC) before a lagging hook (paused here) reads the line: it was
+    running when the incident opened, so the hook starts it again after the repair (the state the incident
+    found), and every row written before is there."""
+    h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
+    initialised_postgres(tracked, image, port, host_dir, h.labels)
+    c = run_postgres(tracked, image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "PostgreSQL healthy")
+    mark = h.mark()
+    h.pause()
+    try:
+        # a session opened before the chown (a new session could not even start on the root-owned catalog)
+        # switches to the next WAL segment and commits a transaction id after it: the segment, root's now,
+        # cannot be opened, whoever writes it PANICs, and the postmaster cannot read pg_control to start again
+        # and PANICs too (the container exits 139). The session waits in pg_sleep until the chown is made,
+        # then its sleep is cancelled (SIGINT to its backend: a query cancel; psql goes on to the next -c)
+        c.exec_run(["psql", "-XAtq", "-p", str(port), "-U", "postgres", "-c", "select pg_sleep(60)", "-c",
+                    "select pg_switch_wal()", "-c", "select txid_current()"], detach=True)
+        backend = wait_for(lambda: psql(c, port, "select pid from pg_stat_activity where query = "
+                                                 "'select pg_sleep(60)'"), 10, what="the session to be open")
+        started = time.time()
+        subprocess.run(["chown", "-R", "0:0", str(host_dir)], check=True)
+        try:
+            c.exec_run(["sh", "-c", f"kill -INT {int(backend)}"])
+        except docker.errors.APIError:
+            pass  # the server died of the chown already (another of its processes opened a file first)
+        wait_for(lambda: c.reload() or c.status == "exited", 30, what="PostgreSQL to die of the chown")
+        assert c.attrs["State"]["ExitCode"] not in (0, 130, 143), c.attrs["State"]
+    finally:
+        h.resume()
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "PostgreSQL to be recovered", after=mark)
+    heal_report(f"{image} run time, died of it, restart policy no", recovered["ts"] - started)
+    started_again = [e for e in h.of("action", c.name) if e["action"] == "restart" and e["result"] == "ok"]
+    assert started_again and started_again[-1]["detail"]["how"] == "start", h.of("action", c.name)
+    assert "it was running when the incident opened" in started_again[-1]["detail"]["why"]
+    c.reload()
+    assert c.status == "running" and c.attrs["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+    assert psql(c, port, "select count(*) from kept") == "500"
 
 
 @pytest.mark.parametrize("image", MARIADB, indirect=True)

@@ -13,11 +13,10 @@ import os
 import subprocess
 import time
 
-import docker
 import pytest
 import redis
 
-from tests.support.common import ROOT, SESSION
+from tests.support.common import ROOT, SESSION, server_image
 from tests.support.driver import create
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report
@@ -49,14 +48,6 @@ def server_args(command: str, port: int, data_dir: str = "/bound", aof: bool = T
             *(["--appendonly", "yes"] if aof else [])]
 
 
-def image_or_fail(docker_client: docker.DockerClient, image: str) -> str:
-    try:
-        docker_client.images.get(image)
-    except docker.errors.ImageNotFound:
-        subprocess.run([str(ROOT / "scripts" / "images.sh"), "servers"], check=True, cwd=ROOT)
-    return image
-
-
 def drift_to_root(h, r: redis.Redis, data) -> tuple[int, float]:
     """The run-time fault, made while the hook is paused so the test sees it for itself: the data dir goes to
     root and a BGSAVE fails. (the hook's event mark, when the fault was in place)"""
@@ -82,7 +73,7 @@ def test_canary_and_runtime_fault_healed_on_every_server(server, hook, tracked, 
     while it runs (BGSAVE fails, writes refused): both healed, each MTTR printed. No label but the hook's scope:
     Valkey is watched as it is (case 13)."""
     image, command = SERVERS[server]
-    image_or_fail(docker_client, image)
+    server_image(docker_client, image)
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     started = time.time()
     c = tracked.run(image, server_args(command, port), user="999:999", network_mode="host", labels=h.labels,
@@ -108,7 +99,7 @@ def test_canary_and_runtime_fault_healed_on_every_server(server, hook, tracked, 
 def official_name(docker_client):
     """The official-style Redis image under a `redis:` reference, as users run the official image (`redis:7`):
     a tag of this session's own, removed afterwards."""
-    image = image_or_fail(docker_client, OFFICIAL["redis"])
+    image = server_image(docker_client, OFFICIAL["redis"])
     tag = f"redis:ownvol-official-{SESSION}"
     docker_client.images.get(image).tag(tag)
     yield tag
@@ -147,7 +138,7 @@ def test_official_image_with_a_redis_conf_is_healed_on_the_port_from_the_file(ho
 def test_official_image_started_as_root_is_left_alone_while_healthy(hook, tracked, docker_client, tmp_path, port):
     """Case 11a: `--user 0:0` (compose `user: root`) on an image that drops to 999: Redis runs as 999 and owns
     its data. The hook takes no action for 30 s, the owner stays 999, BGSAVE still succeeds."""
-    image = image_or_fail(docker_client, OFFICIAL["redis"])
+    image = server_image(docker_client, OFFICIAL["redis"])
     data = tmp_path / "data"
     data.mkdir()
     os.chown(data, 0, 0)
@@ -175,7 +166,7 @@ def test_official_image_started_as_root_is_left_alone_while_healthy(hook, tracke
 def test_official_valkey_without_a_user_heals_its_drifted_workdir(hook, tracked, docker_client, tmp_path, port):
     """Case 11b on the Valkey family: no user, the entrypoint drops to valkey (999); the data dir drifts to root
     while it runs: repaired to the uid of the running valkey-server (no label, no user, no profile needed)."""
-    image = image_or_fail(docker_client, OFFICIAL["valkey"])
+    image = server_image(docker_client, OFFICIAL["valkey"])
     data = tmp_path / "data"
     data.mkdir()
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))

@@ -35,7 +35,7 @@ def untouched_by_the_driver(client, name: str) -> None:
 def test_a_postgres_profile_volume_is_taken_by_initdb_and_the_server_as_it_is(ownvol_plugin, engine_client,
                                                                              ptracked, plugin_engine,
                                                                              docker_client, unique_name, port):
-    image = loaded(plugin_engine, docker_client, "ownvol/postgres:15")
+    image = loaded(plugin_engine, docker_client, "ownvol/postgres:17")
     name = unique_name("pg")
     create(engine_client, ownvol_plugin, ptracked, name, profile="postgres")
     data = ownvol_plugin.data_dir(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,3 +92,12 @@ class Tracked:
                 except docker.errors.APIError as exc:
                     print(f"cleanup: {kind} {name}: {exc}")
 
+
+
+def server_image(client: docker.DockerClient, tag: str) -> str:
+    """tag, built first (scripts/images.sh servers: offline, cached) when the engine does not have it."""
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        subprocess.run([str(ROOT / "scripts" / "images.sh"), "servers"], check=True, cwd=ROOT)
+    return tag

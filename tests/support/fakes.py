@@ -29,7 +29,7 @@ class FakeExecutor:
         self.ran: list[str] = []
         self.is_healthy = False
 
-    def run(self, cid, action):
+    def run(self, cid, action, incident=None):
         self.ran.append(action)
         result = self.results.get(action, "ok")
         if action == self.heals and result == "ok":

@@ -77,3 +77,22 @@ def test_a_repair_sets_a_mode_only_when_the_server_would_refuse_the_one_it_has(t
         os.chmod(d, mode)
         assert mode_to_set(str(d), (0o700, 0o750)) == wanted
     assert mode_to_set(str(d), ()) is None
+
+
+def test_postgres_data_dir_and_port_from_its_config_file():
+    """SelectConfigFiles' order: the command line's data_directory, then the config file's (config_file=, else
+    postgresql.conf of the -D / PGDATA dir), then -D, PGDATA; the file's port over PGPORT."""
+    pg = by_family("postgres")
+    conf = "# data_directory = '/commented'\ndata_directory = '/srv/it''s'  # quoted\nport 6543\n" \
+           "data_directory='/srv/last'\n"
+    files = {"/etc/postgresql/postgresql.conf": conf}
+    settings = pg.configured(View(attrs("postgres", ["-c", "config_file=/etc/postgresql/postgresql.conf"],
+                                        env=["PGPORT=7000"]), files))
+    assert (settings.data_dir, settings.origins["dir"]) == ("/srv/last", "/etc/postgresql/postgresql.conf:4")
+    assert (settings.files["port"], settings.origins["port"]) == ("6543", "/etc/postgresql/postgresql.conf:3")
+    in_pgdata = pg.configured(View(attrs("postgres", env=["PGDATA=/etc/pg"]),
+                                   {"/etc/pg/postgresql.conf": "data_directory = '/srv/it''s'\n"}))
+    assert (in_pgdata.data_dir, in_pgdata.origins["dir"]) == ("/srv/it's", "/etc/pg/postgresql.conf:1")
+    overridden = pg.configured(View(attrs("postgres", ["-c", "data_directory=/cli", "-c",
+                                                       "config_file=/etc/postgresql/postgresql.conf"]), files))
+    assert (overridden.data_dir, overridden.origins["dir"]) == ("/cli", "command line data_directory")

@@ -153,8 +153,8 @@ def test_a_running_server_is_judged_only_against_its_process_uid(tmp_path):
 
 
 class _ConflictExecutor(FakeExecutor):
-    def run(self, cid, action):
-        super().run(cid, action)
+    def run(self, cid, action, incident=None):
+        super().run(cid, action, incident)
         detail = {"conflict": {"volume": "v", "volume_owner": "999:999", "container_owner": "1000:1000",
                                "owner_source": "user"}} if action == "repair-ownership" else {}
         return ActionResult("ok", detail)

@@ -274,9 +274,9 @@ def test_resume_leaves_an_incident_this_hook_is_already_recovering(tmp_path):
     release = threading.Event()
 
     class Slow(FakeExecutor):
-        def run(self, cid, action):
+        def run(self, cid, action, incident=None):
             release.wait(10)
-            return super().run(cid, action)
+            return super().run(cid, action, incident)
 
     rec, out = engine(tmp_path, Slow(heals="repair-ownership"))
     inc = rec.report("c1", "r", "persistence-failed", "log", {})  # a worker of this hook holds it
@@ -446,11 +446,11 @@ class RaisingExecutor(FakeExecutor):
         self.raises_in = raises_in
         self.verify_raises = verify_raises
 
-    def run(self, cid, action):
+    def run(self, cid, action, incident=None):
         if action in self.raises_in:
             self.ran.append(action)
             raise ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))")
-        return super().run(cid, action)
+        return super().run(cid, action, incident)
 
     def verify(self, cid, timeout):
         if self.verify_raises and not self.is_healthy:
