@@ -83,9 +83,11 @@ def test_twenty_logs_followed_by_one_reader_and_a_failure_in_one_is_detected(hoo
     failing = containers[13]
     os.chown(dirs[13], 0, 0)
     redis.Redis(host="127.0.0.1", port=ports[13], socket_timeout=3).bgsave()
+    # `detected` is emitted for a log line only (the probe, woken by the same lines, may open the incident first)
     detected = h.wait_event(lambda e: e["event"] == "detected" and e.get("container") in names, 60,
                             "the BGSAVE failure read from one of the 20 logs")
     assert detected["container"] == failing.name, detected
-    incident = h.wait_event(lambda e: e["event"] == "incident" and e.get("container") == failing.name, 30,
-                            "the incident of the failing one")
-    assert incident["origin"] == "log", incident
+    h.wait_event(lambda e: e["event"] == "incident" and e.get("container") == failing.name, 30,
+                 "the incident of the failing one")
+    assert not [e for e in h.events if e["event"] in ("detected", "incident") and e.get("container") in names
+                and e.get("container") != failing.name]
