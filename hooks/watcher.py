@@ -1,15 +1,20 @@
 """Which containers to watch, as the engine tells it: events, followed logs, steady health probes.
 
 Event-driven: the engine's event stream (create, start, die, health_status, oom, destroy; each
-container's events handled in order in a thread of its own while it has some pending) and one log-follow
-thread per watched container feed detection; a probe loop (woken by events, else every interval)
-feeds health. Survives an engine restart (reconnects, picks the containers up again) and its own
-restart (picks up containers already running; open incidents resume from the journal).
+container's events handled in order in a thread of its own while it has some pending) and every watched
+container's followed log (one thread for them all: hooks/follow.py) feed detection; a probe loop feeds
+health: a container is probed at once after an event or a log line of its own, else every interval, and
+one healthy probe after another with nothing in between stretches its interval up to QUIET_MAX intervals.
+Survives an engine restart (reconnects, picks the containers up again) and its own restart (picks up
+containers already running; open incidents resume from the journal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import concurrent.futures
+import math
 import threading
 import time
 from collections import deque
@@ -22,6 +27,7 @@ import requests
 
 from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.follow import LogStreams
 from ownvol.hook.health import Health
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import service_for
@@ -33,6 +39,11 @@ INCIDENT_STATES = ("refusing-writes", "latent")
 # A container that exits non-zero within this many seconds of its start, or exits again after a restart,
 # crashed at start-up: with a data mount not owned by its service's uid, that is evidence enough.
 CRASH_WINDOW = 30.0
+# A container healthy at probe after probe, with no event and no log line in between, is probed after 2, 4, 8
+# then QUIET_MAX intervals (60 s at the default 5 s): 200 idle containers cost 3 probes a second, not 40
+# (bench: watcher_cpu_pct_200). What only a probe sees (a data dir chowned under a server that has not yet
+# written to it) waits that long; anything the server logs or the engine announces is probed at once.
+QUIET_MAX = 12
 
 
 def timestamp_ns(stamp: str) -> int:
@@ -82,13 +93,14 @@ class ProbeWake(threading.Event):
 
 @dataclass
 class Watched:
-    """A container the hook watches: the log position it read up to (ns since the epoch), the thread following its logs,
-    its last health state and reasons."""
+    """A container the hook watches: the log position it read up to (ns since the epoch), its log follower (a
+    Future of LogStreams: running while not done), its last health state and reasons, when it is next probed
+    (time.monotonic()) and its current probe interval (seconds)."""
 
     id: str
     name: str
     last_log_ns: int = 0
-    follower: threading.Thread | None = None
+    follower: concurrent.futures.Future | None = None
     health: str = "unknown"
     reasons: list[str] = field(default_factory=list)
     target: dict = field(default_factory=dict)
@@ -96,9 +108,15 @@ class Watched:
     last_detection_ns: int = 0
     service: str = ""  # its family (hooks/services), carried in every incident's detail
     last: Health | None = None  # the last probe's result (the status page reads it)
-    tty: bool = False  # Config.Tty: its log stream is raw, not multiplexed
+    due: float = math.inf  # not scheduled before an event, a log line or a probe of every container asks
+    quiet: float = 0.0
+    tty: bool = False  # Config.Tty: its log comes raw, not in the engine's frames
     started_ns: int = 0  # when its current run started (the engine's StartedAt, or its start event)
     healthy_ns: int = 0  # when a probe last found it healthy
+
+    @property
+    def following(self) -> bool:
+        return bool(self.follower and not self.follower.done())
 
     def served(self, at_ns: int) -> bool:
         """Its server was running and had been found healthy in this run at at_ns (ns since the epoch): an
@@ -125,6 +143,7 @@ class Watcher:
         self._wake = ProbeWake()
         self._stop = threading.Event()
         self._resumed = False
+        self.logs = LogStreams()
         self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
         self.on_forget: list[Callable[[str], None]] = []  # called with the id of a container destroyed
 
@@ -182,7 +201,7 @@ class Watcher:
                     (container.attrs.get("State") or {}).get("ExitCode", 0) != 0:
                 self.scan(container, w, tail=50)
                 self.crashed(container, w)
-        self._wake.set()
+            self.probe_soon(w.id)
 
     def track(self, container) -> Watched:
         """The Watched entry of a docker-py container, made (and announced) the first time."""
@@ -257,7 +276,7 @@ class Watcher:
             known = self.watched.get(cid)
         if action == "start" and known is not None:  # followed at once: an inspect waits for the container's lock
             self._follow_from(known, event)
-            self._wake.set()
+            self.probe_soon(known.id)
             return
         try:
             container = self.client().containers.get(cid)
@@ -275,7 +294,7 @@ class Watcher:
             self.crashed(container, w, exit_code)
         elif action == "oom":
             self.telemetry.emit("oom", container=name)
-        self._wake.set()
+        self.probe_soon(w.id)
 
     # --- logs -----------------------------------------------------------------------------------
     def _follow_from(self, w: Watched, start: dict) -> None:
@@ -286,56 +305,36 @@ class Watcher:
         self.follow(w, since_ns=max(w.last_log_ns, started_ns - 2_000_000_000))
 
     def follow(self, w: Watched, since_ns: int) -> None:
-        """Follow the container's logs from since_ns (ns since the epoch) in a thread, unless one already does."""
+        """Follow the container's logs from since_ns (ns since the epoch) on the log thread, unless it is followed."""
         with self._lock:
-            if w.follower and w.follower.is_alive():
+            if w.following:
                 return
-            w.follower = threading.Thread(target=self._follow, args=(w, since_ns), name=f"logs-{w.name}",
-                                          daemon=True)
-            w.follower.start()
+            w.follower = self.logs.submit(self._follow(w, since_ns))
 
-    def _follow(self, w: Watched, since_ns: int) -> None:
+    async def _follow(self, w: Watched, since_ns: int) -> None:
         """Follow a container's log until it stops. A follower that dies (the stream breaks, a line's handling
         raises) while the container still runs is restarted from the last line seen, with an event."""
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                self._read_log(w, since_ns)
+                async for line in self.logs.lines(w.id, since_ns, w.tty):
+                    self.on_line(w, line)
                 return  # the stream ended: the container stopped
             except Exception as exc:  # noqa: BLE001 - a follower must not die silently
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            if not self._running(w.id):
+            if not await self._running(w.id):
                 self.telemetry.emit("follower-stopped", container=w.name, error=error,
                                     why="the container is not running (or the engine cannot say): picked up "
                                         "again at its next start or the engine's reconnect")
                 return
             self.telemetry.emit("follower-restarted", container=w.name, error=error, after=backoff)
-            self._stop.wait(backoff)
+            await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10)
             since_ns = max(since_ns, w.last_log_ns)
 
-    def _read_log(self, w: Watched, since_ns: int) -> None:
-        stream = self._log_stream(w, since_ns)
-        buffer = ""
-        for chunk in stream:
-            buffer += chunk.decode(errors="replace")
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                self.on_line(w, line)
-        if buffer:
-            self.on_line(w, buffer)
-
-    def _log_stream(self, w: Watched, since_ns: int):
-        """The container's log from since_ns on, followed: one request (docker-py's Container.logs inspects the
-        container twice more, for its Tty, and each inspect waits while dockerd starts that container)."""
-        api = self.client().api
-        params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1, "tail": "all", "since": since_ns / 1e9}
-        reply = api._get(api._url("/containers/{0}/logs", w.id), params=params, stream=True)
-        return api._get_result_tty(True, reply, w.tty)
-
-    def _running(self, container_id: str) -> bool:
+    async def _running(self, container_id: str) -> bool:
         try:
-            return self.client().containers.get(container_id).status == "running"
+            return await self.logs.running(container_id)
         except Exception:  # noqa: BLE001 - the engine cannot say
             return False
 
@@ -362,8 +361,11 @@ class Watcher:
                 return
             w.last_log_ns = ts
         detection = w.reader.feed(text) if w.reader else patterns.match(text)
-        if detection is None:
-            return
+        if detection is not None:
+            self._detected(w, ts, detection)
+        self.probe_soon(w.id)  # after the line's own report: the line is the faster, and the more precise, witness
+
+    def _detected(self, w: Watched, ts: int, detection: patterns.Detection) -> None:
         w.last_detection_ns = ts
         lag = max(0.0, time.time() - ts / 1e9)
         self.telemetry.metrics.detection_seconds.observe(lag)
@@ -409,22 +411,31 @@ class Watcher:
 
     # --- health ---------------------------------------------------------------------------------
     def probe_soon(self, container_id: str) -> None:
-        """Wake a probe of that container alone (its data dir changed: hooks/drift.py)."""
+        """Probe that container alone at once, at its first interval again (an event, a log line of its own, its
+        data dir changed: hooks/drift.py)."""
         self._wake.poke(container_id)
 
     def _probe_loop(self) -> None:
-        next_all = time.monotonic() + self.interval
         while not self._stop.is_set():
-            self._wake.wait(max(0.0, next_all - time.monotonic()))
-            everyone, due = self._wake.take()
-            if everyone or time.monotonic() >= next_all:
-                next_all = time.monotonic() + self.interval
-                due = set(self.watched)
-            for w in [w for w in list(self.watched.values()) if w.id in due]:
-                try:
-                    self.check(w)
-                except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
-                    self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
+            everyone, poked = self._wake.take()
+            next_due = self.probe_due(everyone, poked)
+            self._wake.wait(min(max(next_due - time.monotonic(), 0.0), self.interval))
+
+    def probe_due(self, everyone: bool, poked: set[str]) -> float:
+        """Probe every container (everyone), those poked and those whose time has come; when the next one is due
+        (time.monotonic(); inf when none is scheduled)."""
+        for w in list(self.watched.values()):
+            if w.id in poked:
+                w.quiet = 0.0
+            elif not everyone and w.due > time.monotonic():
+                continue
+            try:
+                self.check(w)
+            except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
+                self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
+                w.quiet = 0.0
+            w.due = time.monotonic() + (w.quiet or self.interval)
+        return min((w.due for w in list(self.watched.values())), default=math.inf)
 
     def check(self, w: Watched) -> None:
         """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a
@@ -432,6 +443,8 @@ class Watcher:
         health = self.executor.health(w.id)
         if health.container == "gone":
             return
+        settled = health.healthy and w.health == "healthy" and not self.recovery.busy(w.id)
+        w.quiet = min(max(2 * w.quiet, self.interval), QUIET_MAX * self.interval) if settled else 0.0
         w.last = health
         for observer in self.on_probe:
             observer(w, health)
@@ -456,5 +469,5 @@ class Watcher:
     def status(self) -> dict:
         """The watched containers as /status shows them."""
         return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,
-                                "following": bool(w.follower and w.follower.is_alive()),
+                                "following": w.following,
                                 "incident": self.recovery.busy(w.id)} for w in list(self.watched.values())]}

@@ -8,6 +8,7 @@ import os
 import pytest
 import redis
 
+from tests.support.common import free_port
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, run_redis
 from tests.support.proxy import FailingProxy
@@ -43,7 +44,7 @@ def test_the_engine_socket_failing_mid_action_ends_the_incident(hook, tracked, r
 
 
 def test_a_follower_whose_log_stream_dies_is_restarted(hook, tracked, redis_image, host_dir, port, tmp_path):
-    proxy = FailingProxy("/var/run/docker.sock", r"^GET /v[0-9.]+/containers/[0-9a-f]+/logs\?.*follow=1", once=True)
+    proxy = FailingProxy("/var/run/docker.sock", r"^GET (/v[0-9.]+)?/containers/[0-9a-f]+/logs\?.*follow=1", once=True)
     try:
         os.chown(host_dir, 999, 999)
         h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), env={"DOCKER_HOST": proxy.host})
@@ -62,3 +63,31 @@ def test_a_follower_whose_log_stream_dies_is_restarted(hook, tracked, redis_imag
                      "the BGSAVE failure read from the log")
     finally:
         proxy.close()
+
+
+def test_twenty_logs_followed_by_one_reader_and_a_failure_in_one_is_detected(hook, tracked, redis_image, tmp_path):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    dirs, ports, containers = [], [], []
+    for i in range(20):
+        d = tmp_path / f"data{i}"
+        d.mkdir()
+        os.chown(d, 999, 999)
+        dirs.append(d)
+        ports.append(free_port())
+        containers.append(run_redis(tracked, redis_image, ports[-1], d, h.labels))
+    names = {c.name for c in containers}
+    wait_for(lambda: {s["name"] for s in h.status()["containers"] if s["following"] and s["health"] == "healthy"}
+             >= names, 120, what="all 20 followed and healthy")
+    threads = len(os.listdir(f"/proc/{h.proc.pid}/task"))
+    assert threads < 20, f"{threads} threads in the hook for 20 followed logs"
+    failing = containers[13]
+    os.chown(dirs[13], 0, 0)
+    redis.Redis(host="127.0.0.1", port=ports[13], socket_timeout=3).bgsave()
+    # `detected` is emitted for a log line only (the probe, woken by the same lines, may open the incident first)
+    detected = h.wait_event(lambda e: e["event"] == "detected" and e.get("container") in names, 60,
+                            "the BGSAVE failure read from one of the 20 logs")
+    assert detected["container"] == failing.name, detected
+    h.wait_event(lambda e: e["event"] == "incident" and e.get("container") == failing.name, 30,
+                 "the incident of the failing one")
+    assert not [e for e in h.events if e["event"] in ("detected", "incident") and e.get("container") in names
+                and e.get("container") != failing.name]

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import pytest
 
 from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.follow import Demux, since_param, split_lines
 from ownvol.hook.health import Health, evaluate
 from ownvol.hook.journal import Journal
 from ownvol.hook.services import by_family
 from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user
 from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import timestamp_ns
+from ownvol.hook.watcher import QUIET_MAX, Watched, Watcher, timestamp_ns
 from tests.support.fakes import FakeExecutor, Verdict, engine, events
 
 
@@ -500,3 +502,63 @@ def test_suppressed_repeats_are_counted_and_reported_at_most_once_a_minute(tmp_p
         assert rec.report("c1", "r", "persistence-failed", "log", {}, background=False) is None
     suppressed = [e for e in events(out) if e["event"] == "suppressed"]
     assert [e["repeats"] for e in suppressed] == [1, 60]
+
+
+def test_log_lines_are_whole_across_frames_and_since_is_exact():
+    lines, rest = split_lines("", "2026-11-30T01:00:00.000000001Z one\n2026-11-30T01:00:00.00000")
+    assert lines == ["2026-11-30T01:00:00.000000001Z one"] and rest == "2026-11-30T01:00:00.00000"
+    lines, rest = split_lines(rest, "0002Z two\n")
+    assert lines == ["2026-11-30T01:00:00.000000002Z two"] and rest == ""
+    assert since_param(1_796_000_000_000_000_007) == "1796000000.000000007"
+    assert since_param(timestamp_ns("2026-11-30T01:00:00.000000001Z")) == "1796000400.000000001"
+
+
+def _frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_log_frames_are_unwrapped_whatever_the_pieces_they_arrive_in():
+    stream = _frame(1, b"2026-11-30T01:00:00.000000001Z out\n") + _frame(2, b"2026-11-30T01:00:00.0000") + \
+        _frame(2, "00002Z err \u00e9\n".encode()) + _frame(1, b"")
+    for size in (1, 3, 8, 9, len(stream)):
+        demux = Demux(tty=False)
+        payload = b"".join(demux.feed(stream[i:i + size]) for i in range(0, len(stream), size))
+        assert payload == "2026-11-30T01:00:00.000000001Z out\n2026-11-30T01:00:00.000000002Z err \u00e9\n".encode()
+    raw = b"\x01\x00 not a frame header\n"
+    assert Demux(tty=True).feed(raw) == raw
+
+
+class _Probes:
+    """A watched container's probe results, one per call, in order."""
+
+    def __init__(self, states):
+        self.states = list(states)
+
+    def health(self, cid):
+        state = self.states.pop(0)
+        return Health(state, [], "running", "PONG" if state == "healthy" else "")
+
+
+def test_a_healthy_container_is_probed_less_often_until_something_happens(tmp_path):
+    rec, _ = engine(tmp_path, FakeExecutor())
+    probes = _Probes(["healthy"] * 7 + ["loading", "healthy", "healthy"])
+    watcher = Watcher(lambda: None, {}, rec, Telemetry(out=io.StringIO()), probes, interval=5)
+    w = Watched("c1", "c")
+    watcher.watched = {"c1": w}
+    assert watcher.probe_due(False, set()) == math.inf and len(probes.states) == 10  # nothing asked for it yet
+    quiet = []
+    for _ in range(6):
+        watcher.check(w)
+        quiet.append(w.quiet)
+    assert quiet == [0.0, 5, 10, 20, 40, 60]  # the first healthy probe is a change: its next one a plain interval
+    watcher.check(w)
+    assert w.quiet == 5 * QUIET_MAX
+    watcher.probe_soon("c1")  # an event or a log line of its own
+    everyone, poked = watcher._wake.take()
+    assert (everyone, poked) == (False, {"c1"})
+    next_due = watcher.probe_due(everyone, poked)  # loading: not settled
+    assert w.quiet == 0.0 and next_due == w.due and len(probes.states) == 2
+    assert watcher.probe_due(False, set()) == next_due and len(probes.states) == 2  # not due again yet
+    watcher.probe_due(True, set())
+    watcher.probe_due(True, set())
+    assert w.quiet == 5
