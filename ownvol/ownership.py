@@ -27,8 +27,11 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_EMPTY_PATH = 0x1000
+_CHOWN_FD = _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW  # fchownat(fd, "", ...): the inode an O_PATH fd holds
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
+# int fchownat(int dirfd, const char *path, uid_t owner, gid_t group, int flags): called without argtypes, with
+# uid_t/gid_t passed as c_uint32 objects made once per directory (argtypes conversion was 0.45 us of a file's 8 us)
+_fchownat = _libc.fchownat
 
 
 _COUNTS = ("changed", "visited", "vanished", "skipped_hardlinks", "skipped_other_fs")
@@ -195,61 +198,64 @@ def repair(
     return report
 
 
-def _chown_fd(fd: int, uid: int, gid: int) -> None:
-    """fchownat(fd, "", AT_EMPTY_PATH): re-own exactly the inode fd holds, even an O_PATH fd of a symlink."""
-    if _libc.fchownat(fd, b"", uid, gid, _AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _fix_entry(dir_fd: int, name: str, dev: int, uid: int, gid: int, report: RepairReport) -> bool:
-    """Re-own one non-directory entry through an O_PATH fd, so the inode checked is the inode changed
-    (a name swapped between the check and the chown cannot redirect it). True if it turned out a directory."""
-    try:
-        fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        report.vanished += 1
-        return False
-    report.visited += 1
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            return True
-        if st.st_dev != dev:
-            report.skipped_other_fs += 1
-        elif st.st_uid == uid and st.st_gid == gid:
-            pass
-        elif st.st_nlink > 1:
-            report.skipped_hardlinks += 1
-        else:
-            _chown_fd(fd, uid, gid)
-            report.changed += 1
-    except OSError as exc:
-        report.errors.append(f"{name}: {exc.strerror}")
-    finally:
-        os.close(fd)
-    return False
-
-
 def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport) -> list[str]:
     """Re-own the non-directory entries of one directory; return its subdirectory names."""
-    subdirs: list[str] = []
     try:
         entries = list(os.scandir(dir_fd))
     except OSError as exc:
         report.errors.append(f"listing a directory: {exc.strerror}")
-        return subdirs
+        return []
+    return _fix_listed(dir_fd, entries, dev, uid, gid, report)
+
+
+def _fix_listed(dir_fd: int, entries: list, dev: int, uid: int, gid: int, report: RepairReport) -> list[str]:
+    """Re-own the listed non-directory entries (os.DirEntry or alike: name, is_dir(follow_symlinks=False)) of the
+    directory dir_fd; return the subdirectory names, with those listed as something else that are directories
+    by the time they are opened.
+
+    Each non-directory entry is re-owned through an O_PATH fd, so the inode checked is the inode changed (a
+    name swapped between the listing and the chown cannot redirect it). The loop is the walk's per-file cost
+    (BENCHMARKS.md, repair_vs_chown_ratio): the os functions are bound once and the counts kept in locals."""
+    subdirs: list[str] = []
+    open_fd, fstat, close, fchownat, is_dir_mode = os.open, os.fstat, os.close, _fchownat, stat.S_ISDIR
+    c_uid, c_gid = ctypes.c_uint32(uid), ctypes.c_uint32(gid)
+    visited = changed = vanished = hardlinks = other_fs = 0
     for entry in entries:
+        name = entry.name
         try:
-            is_dir = entry.is_dir(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                visited += 1
+                subdirs.append(name)
+                continue
+            fd = open_fd(name, _ENTRY_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
-            report.vanished += 1
+            vanished += 1
             continue
-        if is_dir:
-            report.visited += 1
-            subdirs.append(entry.name)
-        elif _fix_entry(dir_fd, entry.name, dev, uid, gid, report):
-            subdirs.append(entry.name)
+        visited += 1
+        try:
+            st = fstat(fd)
+            if is_dir_mode(st.st_mode):
+                subdirs.append(name)
+            elif st.st_dev != dev:
+                other_fs += 1
+            elif st.st_uid == uid and st.st_gid == gid:
+                pass
+            elif st.st_nlink > 1:
+                hardlinks += 1
+            elif fchownat(fd, b"", c_uid, c_gid, _CHOWN_FD) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            else:
+                changed += 1
+        except OSError as exc:
+            report.errors.append(f"{name}: {exc.strerror}")
+        finally:
+            close(fd)
+    report.visited += visited
+    report.changed += changed
+    report.vanished += vanished
+    report.skipped_hardlinks += hardlinks
+    report.skipped_other_fs += other_fs
     return subdirs
 
 

@@ -121,12 +121,22 @@ def test_the_walk_stays_on_one_filesystem(tree):
         subprocess.run(["umount", str(other)], check=True)
 
 
+class Listed:
+    """A directory entry as the listing saw it (not a directory), whatever the name is by the time it is opened."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def is_dir(self, follow_symlinks: bool = True) -> bool:
+        return False
+
+
 def fix_one(root, name: str) -> tuple[bool, RepairReport]:
-    """ownership._fix_entry on one name of root, as the walk calls it after listing the directory."""
+    """ownership._fix_listed on one name of root listed as a file, as the walk calls it after the listing."""
     report = RepairReport(str(root))
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return ownership._fix_entry(fd, name, os.fstat(fd).st_dev, 999, 999, report), report
+        return ownership._fix_listed(fd, [Listed(name)], os.fstat(fd).st_dev, 999, 999, report) == [name], report
     finally:
         os.close(fd)
 
