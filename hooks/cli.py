@@ -79,8 +79,12 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--drift-watch", type=click.Choice(["on", "off"]), envvar="OWNVOL_DRIFT_WATCH", default="on",
               show_default=True, help="Watch the data dirs with inotify: a chown or chmod wakes that container's probe "
                                       "at once (off: the periodic probe finds it).")
+@click.option("--log-files", type=click.Choice(["on", "off"]), envvar="OWNVOL_LOG_FILES", default="on",
+              show_default=True, help="Read json-file logs in the engine's own files as they are written, where this "
+                                      "process sees them (off: always through the engine's logs endpoint, which "
+                                      "answers only between a container's starts).")
 def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, repair_via, helper_image,
-          fill_warning_hours, drift_watch) -> None:
+          fill_warning_hours, drift_watch, log_files) -> None:
     """Watch Redis containers, heal persistence failures, prove Redis healthy (JSON events on stdout)."""
     try:
         load(strategies)
@@ -88,7 +92,7 @@ def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, 
         raise click.ClickException(str(exc)) from None
     options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
                               _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours,
-                              drift_watch == "on")
+                              drift_watch == "on", log_files == "on")
     try:
         service.run(options)
     except KeyboardInterrupt:

@@ -44,6 +44,7 @@ class Options:
     helper_image: str | None = None
     fill_warning_hours: float = DEFAULT_THRESHOLD_HOURS
     drift_watch: bool = True  # inotify on the data dirs wakes a probe at once (hooks/drift.py)
+    log_files: bool = True  # json-file logs read in the engine's files (hooks/jsonfile.py)
 
     @property
     def db_path(self) -> str:
@@ -73,7 +74,8 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
 
     executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
     recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
-    watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval)
+    watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval,
+                      log_files=options.log_files)
     space = SpaceWatch(telemetry, options.fill_warning_hours)
 
     def observe_space(w: Watched, health: Health) -> None:

@@ -2,7 +2,9 @@
 
 Event-driven: the engine's event stream (create, start, die, health_status, oom, destroy; each
 container's events handled in order in a thread of its own while it has some pending) and every watched
-container's followed log (one thread for them all: hooks/follow.py) feed detection; a probe loop feeds
+container's followed log (one thread for them all: its json-file log read where dockerd writes it,
+hooks/jsonfile.py, where this process sees the engine's files, else the engine's logs endpoint,
+hooks/follow.py) feed detection; a probe loop feeds
 health: a container is probed at once after an event or a log line of its own, else every interval, and
 one healthy probe after another with nothing in between stretches its interval up to QUIET_MAX intervals.
 Survives an engine restart (reconnects, picks the containers up again) and its own restart (picks up
@@ -15,6 +17,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -29,9 +32,10 @@ from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.follow import LogStreams
 from ownvol.hook.health import Health
+from ownvol.hook.jsonfile import JsonFiles, readable
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import service_for
-from ownvol.hook.targets import is_watched
+from ownvol.hook.targets import engine_paths_reachable, is_watched
 from ownvol.hook.telemetry import Telemetry
 
 EVENTS = ("create", "start", "die", "health_status", "oom", "destroy")
@@ -94,7 +98,8 @@ class ProbeWake(threading.Event):
 @dataclass
 class Watched:
     """A container the hook watches: the log position it read up to (ns since the epoch), its log follower (a
-    Future of LogStreams: running while not done), its last health state and reasons, when it is next probed
+    Future of LogStreams: running while not done) or its json-file log's path (log_file: followed from the
+    file for the container's life), its last health state and reasons, when it is next probed
     (time.monotonic()) and its current probe interval (seconds)."""
 
     id: str
@@ -113,10 +118,12 @@ class Watched:
     tty: bool = False  # Config.Tty: its log comes raw, not in the engine's frames
     started_ns: int = 0  # when its current run started (the engine's StartedAt, or its start event)
     healthy_ns: int = 0  # when a probe last found it healthy
+    log_file: str = ""  # its json-file log, when this process reads it there (hooks/jsonfile.py)
+    file_followed: bool = False  # the file is followed
 
     @property
     def following(self) -> bool:
-        return bool(self.follower and not self.follower.done())
+        return self.file_followed or bool(self.follower and not self.follower.done())
 
     def served(self, at_ns: int) -> bool:
         """Its server was running and had been found healthy in this run at at_ns (ns since the epoch): an
@@ -127,10 +134,11 @@ class Watched:
 
 class Watcher:
     """Engine events, followed logs and periodic probes, turned into Recovery reports. client is called for the engine's
-    client; selector narrows the watch to containers with those labels; interval is seconds between probes."""
+    client; selector narrows the watch to containers with those labels; interval is seconds between probes; log_files:
+    read json-file logs in the engine's files where this process sees them (hooks/jsonfile.py)."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], selector: dict[str, str], recovery: Recovery,
-                 telemetry: Telemetry, executor: DockerExecutor, interval: float = 5.0) -> None:
+                 telemetry: Telemetry, executor: DockerExecutor, interval: float = 5.0, log_files: bool = True) -> None:
         self.client = client
         self.selector = selector
         self.recovery = recovery
@@ -144,6 +152,13 @@ class Watcher:
         self._stop = threading.Event()
         self._resumed = False
         self.logs = LogStreams()
+        self.files: JsonFiles | None = None
+        self.files_off = "turned off (--log-files off)"  # why no log is read from its file, when none is
+        try:
+            self.files = JsonFiles() if log_files else None
+        except OSError as exc:
+            self.files_off = f"inotify unavailable ({exc}; see fs.inotify.max_user_instances)"
+        self.log_root: str | None = None  # the engine's DockerRootDir, when its files are this process's
         self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
         self.on_forget: list[Callable[[str], None]] = []  # called with the id of a container destroyed
 
@@ -158,6 +173,7 @@ class Watcher:
                 since = time.time()
                 self.telemetry.emit("engine-connected", reconnect=connected_once)
                 connected_once, backoff = True, 0.5
+                self.log_root = self._files_root(client)
                 self.pickup(client)
                 if not self._resumed:
                     self._resumed = True
@@ -180,6 +196,23 @@ class Watcher:
         self._stop.set()
         self._wake.set()
 
+    def _files_root(self, client: docker.DockerClient) -> str | None:
+        """The engine's DockerRootDir (`docker info`) when json-file logs can be read there, announced either way."""
+        root, why = None, self.files_off
+        if self.files is not None:
+            if not engine_paths_reachable():
+                why = "the engine's files are not this process's (a hook in a container, a remote engine)"
+            else:
+                try:
+                    root = client.info().get("DockerRootDir") or None
+                except docker.errors.DockerException as exc:
+                    why = f"docker info: {exc}"
+                if root and not os.path.isdir(os.path.join(root, "containers")):
+                    root, why = None, f"{root}/containers is not readable here"
+        self.telemetry.emit("logs", source=f"json-file logs under {root}/containers" if root else
+                            "the engine's logs endpoint", why="" if root else why)
+        return root
+
     def _exists(self, container_id: str) -> bool:
         try:
             self.client().containers.get(container_id)
@@ -195,8 +228,8 @@ class Watcher:
             if not is_watched(container.attrs, self.selector):
                 continue
             w = self.track(container)
-            if container.status == "running":
-                self.follow(w, since_ns=w.last_log_ns or time.time_ns())
+            if container.status == "running" or w.log_file:
+                self.follow(w, since_ns=w.last_log_ns or time.time_ns(), at_end=True)
             elif container.status in ("restarting", "exited") and \
                     (container.attrs.get("State") or {}).get("ExitCode", 0) != 0:
                 self.scan(container, w, tail=50)
@@ -210,13 +243,17 @@ class Watcher:
             if w is None:
                 service = service_for(container.attrs)
                 reader = patterns.LogReader(service.catalogue if service else patterns.CATALOGUE)
+                log_file, why = readable(self.log_root if self.files else None, container.attrs)
                 w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
                                                          service=service.family if service else "",
                                                          started_ns=_stamp((container.attrs.get("State") or {})
                                                                            .get("StartedAt")),
-                                                         tty=bool((container.attrs.get("Config") or {}).get("Tty")))
+                                                         tty=bool((container.attrs.get("Config") or {}).get("Tty")),
+                                                         log_file=log_file or "")
                 self.telemetry.emit("watching", container=container.name, id=container.id[:12],
-                                    image=(container.attrs.get("Config") or {}).get("Image"))
+                                    image=(container.attrs.get("Config") or {}).get("Image"),
+                                    logs=f"file {log_file}" if log_file else
+                                    f"engine ({why or self.files_off})")
             return w
 
     # --- events ---------------------------------------------------------------------------------
@@ -267,6 +304,8 @@ class Watcher:
             with self._lock:
                 gone = self.watched.pop(cid, None)
             if gone:
+                if gone.file_followed and self.files is not None:
+                    self.logs.submit(self.files.remove(cid))
                 self.telemetry.metrics.forget(gone.name)
                 self.telemetry.emit("unwatched", container=gone.name, why="destroyed")
                 for forget in self.on_forget:
@@ -287,6 +326,8 @@ class Watcher:
         w = self.track(container)
         if action == "start":
             self._follow_from(w, event)
+        elif action == "create" and w.log_file:  # its file, from the first line of its first start
+            self.follow(w, since_ns=int(event.get("timeNano") or time.time_ns()) - 2_000_000_000)
         elif action == "die":
             exit_code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
             self.telemetry.emit("died", container=name, exit_code=exit_code)
@@ -304,12 +345,31 @@ class Watcher:
         w.started_ns = max(w.started_ns, started_ns)
         self.follow(w, since_ns=max(w.last_log_ns, started_ns - 2_000_000_000))
 
-    def follow(self, w: Watched, since_ns: int) -> None:
-        """Follow the container's logs from since_ns (ns since the epoch) on the log thread, unless it is followed."""
+    def follow(self, w: Watched, since_ns: int, at_end: bool = False) -> None:
+        """Follow the container's logs from since_ns (ns since the epoch) on the log thread, unless it is followed:
+        its json-file log from the file's end (at_end: what is there was written before since_ns) or its start,
+        else the engine's logs endpoint."""
         with self._lock:
             if w.following:
                 return
-            w.follower = self.logs.submit(self._follow(w, since_ns))
+            if w.log_file:
+                w.last_log_ns = max(w.last_log_ns, since_ns - 1)
+                w.follower = self.logs.submit(self._follow_file(w, since_ns, at_end))
+            else:
+                w.follower = self.logs.submit(self._follow(w, since_ns))
+
+    async def _follow_file(self, w: Watched, since_ns: int, at_end: bool) -> None:
+        """Follow the container's json-file log for its life; one whose directory cannot be watched is followed
+        through the engine instead, with an event saying why."""
+        assert self.files is not None
+        try:
+            await self.files.add(w.id, w.log_file, lambda line: self.on_line(w, line), at_end)
+            w.file_followed = True
+        except OSError as exc:
+            self.telemetry.emit("logs", container=w.name, source="the engine's logs endpoint",
+                                why=f"cannot watch {os.path.dirname(w.log_file)}: {exc}")
+            w.log_file = ""
+            await self._follow(w, since_ns)
 
     async def _follow(self, w: Watched, since_ns: int) -> None:
         """Follow a container's log until it stops. A follower that dies (the stream breaks, a line's handling
@@ -340,11 +400,17 @@ class Watcher:
 
     def scan(self, container, w: Watched, tail: int | None = None) -> None:
         """Read what was logged since the last line seen (or the last `tail` lines): nothing is missed."""
+        if tail is None and w.file_followed and self.files is not None:
+            try:
+                self.logs.submit(self.files.drain(w.id)).result(timeout=10)
+            except (concurrent.futures.TimeoutError, OSError):
+                pass
+            return
         try:
             kwargs = {"tail": tail} if tail else {"since": w.last_log_ns / 1e9} if w.last_log_ns else {"tail": 50}
             text = container.logs(timestamps=True, **kwargs).decode(errors="replace")
-        except docker.errors.DockerException:
-            return
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return  # the engine cannot say now: the crash check still runs
         for line in text.splitlines():
             self.on_line(w, line)
 

@@ -141,7 +141,7 @@ def test_unfixable_read_only_mount_gives_up_after_bounded_attempts(hook, tracked
     h = hook(strategies=strategies)
     c = run_redis(tracked, redis_image, port, host_dir, h.labels, read_only=True)
     incident = h.wait_event(by(c.name, "incident"), 60, "an incident")
-    assert incident["type"] == "read-only-filesystem", incident
+    assert incident["type"] == "read-only-filesystem", (incident, [e for e in h.events if e.get("container") == c.name])
     assert incident["detail"]["context"]["errno"] == "Read-only file system"
     h.wait_event(by(c.name, "gave-up"), 180, "gave-up")
     actions = [e for e in h.of("action", c.name) if e["incident"] == incident["incident"]]

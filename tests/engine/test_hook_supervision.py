@@ -47,7 +47,8 @@ def test_a_follower_whose_log_stream_dies_is_restarted(hook, tracked, redis_imag
     proxy = FailingProxy("/var/run/docker.sock", r"^GET (/v[0-9.]+)?/containers/[0-9a-f]+/logs\?.*follow=1", once=True)
     try:
         os.chown(host_dir, 999, 999)
-        h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), env={"DOCKER_HOST": proxy.host})
+        h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), env={"DOCKER_HOST": proxy.host},
+                 extra=("--log-files", "off"))  # the engine's log stream, which this test breaks
         c = run_redis(tracked, redis_image, port, host_dir, h.labels)
         restarted = h.wait_event(lambda e: e["event"] == "follower-restarted" and e.get("container") == c.name, 60,
                                  "the dead follower to be restarted")

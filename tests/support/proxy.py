@@ -13,11 +13,14 @@ import threading
 class FailingProxy:
     """Forwards every connection to `upstream`. Once a request's first line matches `trigger` (a regex, e.g.
     POST .../containers/create), that connection is dropped without a reply and every later one is refused
-    at once, until heal() (with once=True: only that connection is dropped)."""
+    at once, until heal() (with once=True: only that connection is dropped; with every=True: each matching
+    connection is dropped, counted in `dropped`, and no other is refused)."""
 
-    def __init__(self, upstream: str, trigger: str, once: bool = False) -> None:
+    def __init__(self, upstream: str, trigger: str, once: bool = False, every: bool = False) -> None:
         self.upstream = upstream
         self.once = once  # drop only the first matching connection; never refuse later ones
+        self.every = every
+        self.dropped = 0
         self.trigger = re.compile(trigger.encode())
         self.dir = tempfile.mkdtemp(prefix="ovproxy-")
         self.path = os.path.join(self.dir, "docker.sock")
@@ -63,9 +66,11 @@ class FailingProxy:
                 data = src.recv(65536)
                 if not data or self.broken.is_set():
                     break
-                if requests and not self.tripped_on and self.trigger.search(data.split(b"\r\n", 1)[0]):
-                    self.tripped_on = data.split(b"\r\n", 1)[0]
-                    if not self.once:
+                if requests and (self.every or not self.tripped_on) and \
+                        self.trigger.search(data.split(b"\r\n", 1)[0]):
+                    self.tripped_on = self.tripped_on or data.split(b"\r\n", 1)[0]
+                    self.dropped += 1
+                    if not (self.once or self.every):
                         self.broken.set()
                     break
                 dst.sendall(data)

@@ -1,0 +1,194 @@
+"""hooks/jsonfile.py on a real inotify in a tmp dir laid out as dockerd lays out a container's json-file log: lines
+are read as they are written, from the file's start or its end, across a split JSON line, a line the copier cut,
+a rotation, a truncation and the container's removal; and which containers are read from their file at all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from ownvol.hook.jsonfile import Entry, JsonFiles, entries, log_path, readable
+
+CID = "c" * 64
+
+
+def entry(text: str, stamp: str, stream: str = "stderr") -> bytes:
+    return (json.dumps({"log": text, "stream": stream, "time": stamp}) + "\n").encode()
+
+
+def stamp(i: int) -> str:
+    return f"2026-11-30T08:00:{i:02d}.123456789Z"
+
+
+@pytest.fixture
+def root(tmp_path) -> str:
+    d = tmp_path / "containers" / CID
+    d.mkdir(parents=True)
+    (d / "config.v2.json").write_text("{}")
+    return str(tmp_path)
+
+
+def append(path: str, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+Steps = Callable[[Callable[[int], Awaitable[None]]], Awaitable[None]]
+
+
+def follow(path: str, at_end: bool, steps: Steps) -> tuple[list[str], JsonFiles]:
+    """Follow path in a fresh loop, run steps(until) (until(n) waits for n lines in all), return the lines."""
+    lines: list[str] = []
+    files = JsonFiles()
+
+    async def main() -> None:
+        async def until(n: int) -> None:
+            for _ in range(400):
+                if len(lines) >= n:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"{n} lines expected, read {lines}")
+
+        await files.add(CID, path, lines.append, at_end)
+        try:
+            await steps(until)
+        finally:
+            await files.close()
+
+    asyncio.run(main())
+    return lines, files
+
+
+def test_entries_join_a_cut_line_under_its_first_time_and_skip_what_is_not_an_entry() -> None:
+    partial: list[Entry] = []
+    data = entry("a" * 10, stamp(1)) + b"not json\n" + entry("b\n", stamp(2)) + b'{"log": 3}\n'
+    first = entries(data, partial)
+    assert [(e.time, e.text) for e in first] == [(stamp(1), "a" * 10 + "b")]
+    assert entries(entry("c", stamp(3)), partial) == [] and len(partial) == 1
+    assert [(e.time, e.text) for e in entries(entry("d\n", stamp(4)), partial)] == [(stamp(3), "cd")]
+    assert partial == []
+
+
+def test_a_file_made_after_the_watch_is_read_from_its_start_as_it_is_written(root) -> None:
+    path = log_path(root, CID)
+    assert not os.path.exists(path)
+
+    async def steps(until) -> None:
+        append(path, entry("first\n", stamp(1)))
+        await until(1)
+        data = entry("# Can't open or create append-only dir appendonlydir: Permission denied\n", stamp(2))
+        append(path, data[:20])  # dockerd's write is whole, but a reader may find half of it
+        await asyncio.sleep(0.05)
+        append(path, data[20:])
+        await until(2)
+
+    lines, _ = follow(path, at_end=False, steps=steps)
+    assert lines == [f"{stamp(1)} first",
+                     f"{stamp(2)} # Can't open or create append-only dir appendonlydir: Permission denied"]
+
+
+def test_at_end_skips_what_the_file_held_before(root) -> None:
+    path = log_path(root, CID)
+    append(path, entry("old failure\n", stamp(1)))
+
+    async def steps(until) -> None:
+        append(path, entry("new\n", stamp(2)))
+        await until(1)
+
+    lines, _ = follow(path, at_end=True, steps=steps)
+    assert lines == [f"{stamp(2)} new"]
+
+
+def test_a_rotation_reads_the_old_files_rest_then_the_new_file(root) -> None:
+    path = log_path(root, CID)
+    append(path, entry("one\n", stamp(1)))
+
+    async def steps(until) -> None:
+        await until(1)
+        append(path, entry("two\n", stamp(2)))  # written just before the rotation, not read yet
+        os.rename(path, path + ".1")
+        append(path, entry("three\n", stamp(3)))
+        await until(3)
+        append(path, entry("four\n", stamp(4)))
+        await until(4)
+
+    lines, _ = follow(path, at_end=False, steps=steps)
+    assert [line.split(" ", 1)[1] for line in lines] == ["one", "two", "three", "four"]
+
+
+def test_a_truncated_file_is_read_again_from_its_start(root) -> None:
+    path = log_path(root, CID)
+    append(path, entry("one\n", stamp(1)) + entry("two\n", stamp(2)))
+
+    async def steps(until) -> None:
+        await until(2)
+        os.truncate(path, 0)
+        append(path, entry("3\n", stamp(3)))
+        await until(3)
+
+    lines, _ = follow(path, at_end=False, steps=steps)
+    assert [line.split(" ", 1)[1] for line in lines] == ["one", "two", "3"]
+
+
+def test_a_removed_container_is_no_longer_followed_and_drain_reads_what_is_left(root) -> None:
+    path = log_path(root, CID)
+    seen: dict[str, bool] = {}
+
+    async def steps(until) -> None:
+        append(path, entry("one\n", stamp(1)))
+        await files_.drain(CID)  # the die event's read: no wait for inotify
+        assert len(lines_) == 1
+        shutil.rmtree(os.path.dirname(path))
+        for _ in range(200):
+            if not files_.following(CID):
+                break
+            await asyncio.sleep(0.01)
+        seen["following"] = files_.following(CID)
+
+    lines_: list[str] = []
+    files_ = JsonFiles()
+
+    async def main() -> None:
+        await files_.add(CID, path, lines_.append, False)
+        try:
+            await steps(None)
+        finally:
+            await files_.close()
+
+    asyncio.run(main())
+    assert lines_ == [f"{stamp(1)} one"] and seen == {"following": False}
+
+
+def test_a_symlinked_log_is_not_followed(root, tmp_path) -> None:
+    path = log_path(root, CID)
+    secret = tmp_path / "secret.log"
+    secret.write_bytes(entry("secret\n", stamp(1)))
+    os.symlink(secret, path)
+
+    async def steps(until) -> None:
+        append(str(secret), entry("more\n", stamp(2)))
+        await asyncio.sleep(0.1)
+
+    lines, _ = follow(path, at_end=False, steps=steps)
+    assert lines == []
+
+
+def attrs(driver: str = "json-file", log_path_: str = "") -> dict:
+    return {"Id": CID, "LogPath": log_path_, "HostConfig": {"LogConfig": {"Type": driver}}}
+
+
+def test_readable_names_why_a_log_is_read_through_the_engine(root, tmp_path) -> None:
+    assert readable(root, attrs()) == (log_path(root, CID), "")
+    assert readable(root, attrs(log_path_=log_path(root, CID)))[0] == log_path(root, CID)
+    assert readable(None, attrs())[1].startswith("the engine's files are not this process's")
+    assert readable(root, attrs("local")) == (None, "log driver local, not json-file")
+    assert readable(root, attrs(log_path_="/elsewhere/x-json.log"))[1] == \
+        f"the engine logs to /elsewhere/x-json.log, not {log_path(root, CID)}"
+    other = tmp_path / "other"
+    (other / "containers" / CID).mkdir(parents=True)  # the directory, but not dockerd's: no config.v2.json
+    assert readable(str(other), attrs()) == (None, f"{other}/containers/{CID} is not readable here")
