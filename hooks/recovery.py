@@ -109,8 +109,9 @@ class Recovery:
             self.telemetry.metrics.incidents.labels(type=error_type).inc()
             self.telemetry.emit("incident", incident=incident.id, container=name, type=error_type, origin=origin,
                                 detail=detail)
-            if background:
-                self._start_worker(incident)
+            worker = self._new_worker(incident) if background else None
+        if worker is not None:
+            worker.start()  # outside the lock: a start waits for the new thread to run (ms when 20 are busy)
         if not background:
             self._supervised(incident)
         return incident
@@ -142,16 +143,18 @@ class Recovery:
         """Whether a recovery of this container is running now."""
         with self._lock:
             worker = self._workers.get(container_id)
-            return bool(worker and worker.is_alive())
+            return bool(worker and (worker.ident is None or worker.is_alive()))  # made and not started yet: busy
 
-    def _start_worker(self, incident: Incident) -> None:
+    def _new_worker(self, incident: Incident) -> threading.Thread | None:
+        """The incident's worker thread, registered and not started (the caller holds the lock); None when the
+        container has one running."""
         worker = self._workers.get(incident.container_id)
-        if worker and worker.is_alive():
-            return
+        if worker and (worker.ident is None or worker.is_alive()):
+            return None
         worker = threading.Thread(target=self._supervised, args=(incident,), name=f"recover-{incident.id}",
                                   daemon=True)
         self._workers[incident.container_id] = worker
-        worker.start()
+        return worker
 
     def resume(self, exists: Callable[[str], bool]) -> list[Incident]:
         """Pick up incidents a previous hook left open; those whose container is gone are closed. An incident this
@@ -168,7 +171,9 @@ class Recovery:
                                 type=incident.error_type, done=[f"{a.step}:{a.action}:{a.result or 'interrupted'}"
                                                                 for a in done])
             with self._lock:
-                self._start_worker(incident)
+                worker = self._new_worker(incident)
+            if worker is not None:
+                worker.start()
             resumed.append(incident)
         return resumed
 

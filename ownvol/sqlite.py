@@ -1,7 +1,9 @@
 """The SQLite setup the driver's store and the hook's journal share: pragmas, schema, schema version.
 
-WAL (readers never block the writer), synchronous=FULL (a committed change survives a crash of the
-process or the machine), a busy timeout (writers in other processes wait instead of failing), and
+WAL (readers never block the writer), synchronous=FULL by default (a committed change survives a crash of
+the process or the machine) or NORMAL where asked (a committed change survives a crash of the process; a crash
+of the machine may roll back the last ones, never corrupting the file: sqlite.org/pragma.html#pragma_synchronous,
+sqlite.org/wal.html), a busy timeout (writers in other processes wait instead of failing), and
 the schema created inside one BEGIN IMMEDIATE with its version in PRAGMA user_version, so a file
 written by a newer ownvol is refused rather than misread.
 """
@@ -16,16 +18,20 @@ class SchemaTooNew(RuntimeError):
 
 
 def connect(path: str, schema: str, version: int, busy_timeout_ms: int = 30_000, foreign_keys: bool = False,
-            check_same_thread: bool = True, migrations: dict[int, str] | None = None) -> sqlite3.Connection:
+            check_same_thread: bool = True, migrations: dict[int, str] | None = None, synchronous: str = "FULL"
+            ) -> sqlite3.Connection:
     """An autocommit connection to path (created if missing) with schema (CREATE ... IF NOT EXISTS
     statements, version 1's) applied, then migrations[2..version] (each the statements that take a file from the
-    version before to its own), in the same transaction. Raises SchemaTooNew, sqlite3.Error."""
+    version before to its own), in the same transaction; synchronous: FULL or NORMAL. Raises SchemaTooNew,
+    sqlite3.Error, ValueError for another synchronous."""
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous {synchronous!r}: FULL or NORMAL")
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000,
                            check_same_thread=check_same_thread)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
         if foreign_keys:
             conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("BEGIN IMMEDIATE")

@@ -71,15 +71,15 @@ def test_beneath_hands_over_the_last_component_by_descriptor_and_refuses_a_link(
         inspect_root(path + "/gone", 0, 0)
 
 
-@pytest.mark.parametrize("open_it", [
-    lambda path: Store(path).conn,
-    lambda path: Journal(path)._db,
+@pytest.mark.parametrize(("open_it", "synchronous"), [
+    (lambda path: Store(path).conn, 2),  # FULL: the volume records
+    (lambda path: Journal(path)._db, 1),  # NORMAL: the hook's history (hooks/journal.py says why)
 ])
-def test_store_and_journal_share_one_setup_and_refuse_a_newer_schema(tmp_path, open_it):
+def test_store_and_journal_share_one_setup_and_refuse_a_newer_schema(tmp_path, open_it, synchronous):
     path = str(tmp_path / "state.sqlite")
     conn = open_it(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
     assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
     conn.execute("PRAGMA user_version = 999")
     conn.close()
