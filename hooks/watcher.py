@@ -580,4 +580,5 @@ class Watcher:
         """The watched containers as /status shows them."""
         return {"containers": [{"id": w.id[:12], "name": w.name, "health": w.health, "reasons": w.reasons,
                                 "following": w.following,
+                                "logs": f"file {w.log_file}" if w.file_followed else "engine",
                                 "incident": self.recovery.busy(w.id)} for w in list(self.watched.values())]}

@@ -84,6 +84,8 @@ def test_a_container_with_another_log_driver_is_followed_through_the_engine(hook
     assert watching["logs"] == "engine (log driver local, not json-file)", watching
     wait_for(lambda: [s for s in h.status()["containers"] if s["name"] == other.name and s["following"]], 30,
              what="its log followed through the engine")
+    logs = {s["name"]: s["logs"] for s in h.status()["containers"]}
+    assert logs[other.name] == "engine" and logs[c.name].startswith("file /") and c.id in logs[c.name], logs
     h.wait_event(lambda e: by(other.name, "health")(e) and e["state"] == "healthy", 60, "Redis healthy")
     os.chown(d, 0, 0)
     redis.Redis(host="127.0.0.1", port=local_port, socket_timeout=3).bgsave()
