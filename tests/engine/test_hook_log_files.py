@@ -91,3 +91,30 @@ def test_a_container_with_another_log_driver_is_followed_through_the_engine(hook
     redis.Redis(host="127.0.0.1", port=local_port, socket_timeout=3).bgsave()
     detected = h.wait_event(by(other.name, "detected"), 60, "the BGSAVE failure read through the engine")
     assert "Permission denied" in detected["message"], detected
+
+
+def test_a_failure_after_the_engine_rotated_the_log_is_read_once(hook, tracked, redis_image, host_dir, port,
+                                                                 tmp_path):
+    """dockerd's own rotation (--log-opt max-size, max-file): the file is renamed and a new one made while the hook
+    follows it; the failure logged after the rotations is read, once."""
+    os.chown(host_dir, 999, 999)
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    spec = redis_spec(port, host_dir, h.labels, extra=("--enable-debug-command", "yes"))
+    c = tracked.run(redis_image, spec.pop("command"), **spec,
+                    log_config=docker.types.LogConfig(type="json-file", config={"max-size": "2k", "max-file": "3"}))
+    assert h.wait_event(by(c.name, "watching"), 30, "the canary watched")["logs"].startswith("file ")
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "Redis healthy")
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3)
+    for i in range(60):  # 60 lines of ~100 bytes each in the log: rotated more than once at 2 KB
+        r.execute_command("DEBUG", "LOG", f"filler line {i} " + "x" * 60)
+    c.reload()
+    log = c.attrs["LogPath"]
+    assert wait_for(lambda: os.path.exists(log + ".1"), 10, what="the engine to rotate the log")
+    os.chown(host_dir, 0, 0)
+    r.bgsave()
+    detected = h.wait_event(by(c.name, "detected"), 60, "the BGSAVE failure read after the rotations")
+    assert "Permission denied" in detected["message"], detected
+    h.wait_event(by(c.name, "recovered"), 90, "healed")
+    lines = [e["message"] for e in h.of("detected", c.name)]
+    assert len(lines) == len(set(lines)), lines  # no line read twice across the rotations
+    assert len({e["incident"] for e in h.of("incident", c.name)}) == 1, h.of("incident", c.name)
