@@ -128,14 +128,19 @@ class JsonFiles:
 
     async def add(self, container_id: str, path: str, on_line: Callable[[str], None], at_end: bool) -> None:
         """Follow path (the container's log, which may not exist yet) from its end (at_end) or its start; a
-        container followed already is left as it is. Raises OSError when its directory cannot be watched."""
+        container followed already is left as it is. Raises OSError when its directory cannot be watched or the file
+        cannot be opened (ELOOP: a symlink, never followed; EMFILE: out of descriptors)."""
         self._reader()
         if container_id in self._by_id:
             return
         wd = self._inotify.add_watch(os.path.dirname(path), MASK)
         followed = self._by_id[container_id] = _Followed(path, on_line, wd)
         self._by_wd[wd] = container_id
-        self._open(followed, at_end)
+        try:
+            self._open(followed, at_end)
+        except OSError:
+            await self.remove(container_id)
+            raise
         self._read(followed)
 
     def following(self, container_id: str) -> bool:
@@ -169,10 +174,11 @@ class JsonFiles:
 
     # --- the file ---------------------------------------------------------------------------------
     def _open(self, followed: _Followed, at_end: bool) -> None:
+        """Open the file (none there yet: its IN_CREATE opens it); raises any other OSError."""
         try:
             fd = os.open(followed.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return  # not there yet: its IN_CREATE opens it
+        except FileNotFoundError:
+            return
         file = io.FileIO(fd, "rb")
         st = os.fstat(fd)
         if at_end:
@@ -196,7 +202,10 @@ class JsonFiles:
             return
         self._read(followed)
         self._close(followed)
-        self._open(followed, at_end=False)
+        try:
+            self._open(followed, at_end=False)
+        except OSError:
+            pass  # tried again at the file's next event; the watcher's probe falls back to the engine meanwhile
 
     def _read(self, followed: _Followed) -> None:
         file = followed.file

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -138,8 +139,23 @@ def sweep_helpers(client: Callable[[], docker.DockerClient], telemetry: Telemetr
             telemetry.emit(event, **helper)
 
 
+def open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit, as Go's runtime does for dockerd (Go 1.19,
+    os/rlimit.go): the hook holds a descriptor or two per watched container (its json-file log, its probe's
+    connection), and systemd's default soft limit is 1024. Returns (soft, hard) after; unchanged where refused."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
 def run(options: Options) -> None:
     """`ownvol watch`: serve the status page, /status and /metrics when asked, then watch until stopped."""
+    files_limit = open_files_limit()
     watcher, recovery, telemetry, board, drift = build(options)
     server = None
     if options.metrics_addr:
@@ -147,7 +163,7 @@ def run(options: Options) -> None:
         server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
                    metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via,
-                   drift_watch=True if isinstance(drift, DriftWatch) else drift)
+                   drift_watch=True if isinstance(drift, DriftWatch) else drift, open_files=files_limit[0])
     sweep_helpers(watcher.client, telemetry)
     try:
         watcher.run()

@@ -430,6 +430,15 @@ class Watcher:
             backoff = min(backoff * 2, 10)
             since_ns = max(since_ns, w.last_log_ns)
 
+    def _from_engine(self, w: Watched, why: str) -> None:
+        """Stop reading the container's file; follow it through the engine's logs endpoint from its current run."""
+        self.telemetry.emit("logs", container=w.name, source="the engine's logs endpoint", why=why)
+        if self.files is not None:
+            self.logs.submit(self.files.remove(w.id))
+        with self._lock:
+            w.file_followed, w.log_file, w.follower = False, "", None
+        self.follow(w, since_ns=max(w.last_log_ns, w.started_ns - 2_000_000_000))
+
     async def _running(self, container_id: str) -> bool:
         try:
             return await self.logs.running(container_id)
@@ -553,6 +562,9 @@ class Watcher:
         health = self.executor.health(w.id)
         if health.container == "gone":
             return
+        if w.file_followed and health.container == "running" and not os.path.exists(w.log_file):
+            self._from_engine(w, f"the engine runs it but has not written {w.log_file} (moby writes it before the "
+                                 "container's process starts): read through the engine")
         settled = health.healthy and w.health == "healthy" and not self.recovery.busy(w.id)
         w.quiet = min(max(2 * w.quiet, self.interval), QUIET_MAX * self.interval) if settled else 0.0
         w.last = health

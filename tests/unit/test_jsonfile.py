@@ -5,6 +5,8 @@ a rotation, a truncation and the container's removal; and which containers are r
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
 import os
 import shutil
@@ -12,7 +14,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from ownvol.hook.health import Health
 from ownvol.hook.jsonfile import Entry, JsonFiles, entries, log_path, readable
+from ownvol.hook.telemetry import Telemetry
+from ownvol.hook.watcher import Watched, Watcher
 
 CID = "c" * 64
 
@@ -164,17 +169,26 @@ def test_a_removed_container_is_no_longer_followed_and_drain_reads_what_is_left(
     assert lines_ == [f"{stamp(1)} one"] and seen == {"following": False}
 
 
-def test_a_symlinked_log_is_not_followed(root, tmp_path) -> None:
+def test_a_symlinked_log_is_refused_and_not_followed(root, tmp_path) -> None:
     path = log_path(root, CID)
     secret = tmp_path / "secret.log"
     secret.write_bytes(entry("secret\n", stamp(1)))
     os.symlink(secret, path)
+    lines: list[str] = []
+    files = JsonFiles()
 
-    async def steps(until) -> None:
-        append(str(secret), entry("more\n", stamp(2)))
-        await asyncio.sleep(0.1)
+    async def main() -> None:
+        try:
+            with pytest.raises(OSError) as refused:
+                await files.add(CID, path, lines.append, False)
+            assert refused.value.errno == errno.ELOOP
+            assert not files.following(CID)  # the caller reads it through the engine instead
+            append(str(secret), entry("more\n", stamp(2)))
+            await asyncio.sleep(0.1)
+        finally:
+            await files.close()
 
-    lines, _ = follow(path, at_end=False, steps=steps)
+    asyncio.run(main())
     assert lines == []
 
 
@@ -192,3 +206,37 @@ def test_readable_names_why_a_log_is_read_through_the_engine(root, tmp_path) -> 
     other = tmp_path / "other"
     (other / "containers" / CID).mkdir(parents=True)  # the directory, but not dockerd's: no config.v2.json
     assert readable(str(other), attrs()) == (None, f"{other}/containers/{CID} is not readable here")
+
+
+class _Running:
+    """An executor whose every probe finds a healthy running container."""
+
+    def health(self, cid: str) -> Health:
+        return Health("healthy", [], "running", "PONG")
+
+
+class _Idle:
+    def healthy(self, cid):
+        pass
+
+    def fallback_due(self, cid):
+        return False
+
+    def busy(self, cid):
+        return False
+
+
+def test_a_running_container_whose_file_the_engine_never_wrote_is_read_through_the_engine(root) -> None:
+    """Where the engine's layout is not moby's (no file at the path while the container runs), the probe notices and
+    the log is followed through the engine's endpoint from the current run, with an event saying why."""
+    out = io.StringIO()
+    watcher = Watcher(lambda: None, {}, _Idle(), Telemetry(out=out), _Running(), interval=3600, log_files=False)
+    w = Watched(CID, "canary", log_file=log_path(root, CID), file_followed=True, started_ns=10_000_000_000)
+    followed: list[tuple[str, int]] = []
+    watcher.follow = lambda w_, since_ns, at_end=False: followed.append((w_.id, since_ns))  # type: ignore[method-assign]
+    watcher.check(w)
+    assert (w.file_followed, w.log_file) == (False, "") and followed == [(CID, 8_000_000_000)]
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e for e in events if e["event"] == "logs" and "has not written" in e["why"]], events
+    watcher.check(w)  # read through the engine now: not switched again
+    assert len(followed) == 1
