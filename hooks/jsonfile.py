@@ -36,6 +36,7 @@ DRIVER = "json-file"
 MASK = (flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.DELETE | flags.DELETE_SELF | flags.ONLYDIR
         | flags.DONT_FOLLOW)
 READ_LIMIT = 1 << 20  # bytes read from one file per wake: a chatty container cannot hold the loop
+TAIL = 64 * 1024  # bytes of an existing file read when a container is picked up running (its recent lines)
 
 
 def log_path(root: str, container_id: str) -> str:
@@ -105,6 +106,7 @@ class _Followed:
     file: io.FileIO | None = None  # the open log file
     inode: int = 0
     tail: bytes = b""  # the end of the last read that is not yet a whole JSON line
+    skip: bytes = b""  # b"\n": drop what a read holds up to the first newline (a file opened in its middle)
     partial: list[Entry] = field(default_factory=list)
 
 
@@ -126,10 +128,13 @@ class JsonFiles:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._inotify.fileno(), self._wake)
 
-    async def add(self, container_id: str, path: str, on_line: Callable[[str], None], at_end: bool) -> None:
-        """Follow path (the container's log, which may not exist yet) from its end (at_end) or its start; a
-        container followed already is left as it is. Raises OSError when its directory cannot be watched or the file
-        cannot be opened (ELOOP: a symlink, never followed; EMFILE: out of descriptors)."""
+    async def add(self, container_id: str, path: str, on_line: Callable[[str], None], tail: int | None = None
+                  ) -> None:
+        """Follow path (the container's log, which may not exist yet) from its start, or, with tail, from its
+        last tail bytes (the first line there, cut, is skipped; a file made later is read from its start); a
+        container followed already is left as it is; the caller skips lines older than it wants by their time.
+        Raises OSError when its directory cannot be watched or the file cannot be opened (ELOOP: a symlink, never
+        followed; EMFILE: out of descriptors)."""
         self._reader()
         if container_id in self._by_id:
             return
@@ -137,7 +142,7 @@ class JsonFiles:
         followed = self._by_id[container_id] = _Followed(path, on_line, wd)
         self._by_wd[wd] = container_id
         try:
-            self._open(followed, at_end)
+            self._open(followed, tail)
         except OSError:
             await self.remove(container_id)
             raise
@@ -173,7 +178,7 @@ class JsonFiles:
         self._inotify.close()
 
     # --- the file ---------------------------------------------------------------------------------
-    def _open(self, followed: _Followed, at_end: bool) -> None:
+    def _open(self, followed: _Followed, tail: int | None = None) -> None:
         """Open the file (none there yet: its IN_CREATE opens it); raises any other OSError."""
         try:
             fd = os.open(followed.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -181,9 +186,11 @@ class JsonFiles:
             return
         file = io.FileIO(fd, "rb")
         st = os.fstat(fd)
-        if at_end:
-            file.seek(st.st_size)
-        followed.file, followed.inode, followed.tail = file, st.st_ino, b""
+        cut = b""
+        if tail is not None and st.st_size > tail:
+            file.seek(st.st_size - tail)
+            cut = b"\n"  # what comes before the first newline is the end of a line begun earlier
+        followed.file, followed.inode, followed.tail, followed.skip = file, st.st_ino, b"", cut
         followed.partial.clear()
 
     def _close(self, followed: _Followed) -> None:
@@ -203,7 +210,7 @@ class JsonFiles:
         self._read(followed)
         self._close(followed)
         try:
-            self._open(followed, at_end=False)
+            self._open(followed)
         except OSError:
             pass  # tried again at the file's next event; the watcher's probe falls back to the engine meanwhile
 
@@ -214,18 +221,22 @@ class JsonFiles:
         try:
             if os.fstat(file.fileno()).st_size < file.tell():
                 file.seek(0)  # truncated under us: what is there now is new
-                followed.tail = b""
-            data = file.read(READ_LIMIT)
+                followed.tail, followed.skip = b"", b""
+            chunk = file.read(READ_LIMIT)
         except OSError:
             return
-        if not data:
+        if not chunk:
             return
-        data = followed.tail + data
+        data = followed.tail + chunk
+        if followed.skip:
+            start = data.find(followed.skip)
+            data = data[start + 1:] if start >= 0 else b""
+            followed.skip = b"" if start >= 0 else followed.skip
         cut = data.rfind(b"\n") + 1
         followed.tail = data[cut:]
         for entry in entries(data[:cut], followed.partial):
             followed.on_line(f"{entry.time} {entry.text}")
-        if len(data) - len(followed.tail) >= READ_LIMIT and self._loop is not None:
+        if len(chunk) == READ_LIMIT and self._loop is not None:
             self._loop.call_soon(self._read, followed)
 
     def _wake(self) -> None:

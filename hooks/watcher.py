@@ -32,7 +32,7 @@ from ownvol.hook import patterns
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.follow import LogStreams
 from ownvol.hook.health import Health
-from ownvol.hook.jsonfile import JsonFiles, readable
+from ownvol.hook.jsonfile import TAIL, JsonFiles, readable
 from ownvol.hook.recovery import Recovery
 from ownvol.hook.services import service_for
 from ownvol.hook.targets import engine_paths_reachable, is_watched
@@ -212,7 +212,7 @@ class Watcher:
                 self.telemetry.emit("engine-connected", reconnect=connected_once)
                 connected_once, backoff = True, 0.5
                 self.log_root = self._files_root(client)
-                self.pickup(client)
+                self.pickup(client, int(since * 1e9))
                 if not self._resumed:
                     self._resumed = True
                     self.recovery.resume(self._exists)
@@ -258,20 +258,22 @@ class Watcher:
         except docker.errors.NotFound:
             return False
 
-    def pickup(self, client: docker.DockerClient) -> None:
-        """Start watching every matching container the engine has now; scan the recent logs of those that exited with an
+    def pickup(self, client: docker.DockerClient, since_ns: int | None = None) -> None:
+        """Start watching every matching container the engine has now, each log from since_ns (ns since the epoch:
+        when the event stream was asked for; else now) on; scan the recent logs of those that exited with an
         error."""
+        since_ns = since_ns or time.time_ns()
         filters = {"label": [f"{k}={v}" for k, v in self.selector.items()]} if self.selector else {}
         for container in client.containers.list(all=True, filters=filters):
             if not is_watched(container.attrs, self.selector):
                 continue
             w = self.track(container)
-            if container.status == "running" or w.log_file:
-                self.follow(w, since_ns=w.last_log_ns or time.time_ns(), at_end=True)
-            elif container.status in ("restarting", "exited") and \
+            if container.status in ("restarting", "exited") and \
                     (container.attrs.get("State") or {}).get("ExitCode", 0) != 0:
-                self.scan(container, w, tail=50)
+                self.scan(container, w, tail=50)  # before the follow: the lines it reads are older than since_ns
                 self.crashed(container, w)
+            if container.status == "running" or w.log_file:
+                self.follow(w, since_ns=w.last_log_ns or since_ns, running=True)
             self.probe_soon(w.id)
 
     def track(self, container) -> Watched:
@@ -383,25 +385,25 @@ class Watcher:
         w.started_ns = max(w.started_ns, started_ns)
         self.follow(w, since_ns=max(w.last_log_ns, started_ns - 2_000_000_000))
 
-    def follow(self, w: Watched, since_ns: int, at_end: bool = False) -> None:
+    def follow(self, w: Watched, since_ns: int, running: bool = False) -> None:
         """Follow the container's logs from since_ns (ns since the epoch) on the log thread, unless it is followed:
-        its json-file log from the file's end (at_end: what is there was written before since_ns) or its start,
-        else the engine's logs endpoint."""
+        its json-file log (running: it may hold much from before since_ns, so only the file's last TAIL bytes are
+        read, lines older than since_ns skipped), else the engine's logs endpoint."""
         with self._lock:
             if w.following:
                 return
             if w.log_file:
                 w.last_log_ns = max(w.last_log_ns, since_ns - 1)
-                w.follower = self.logs.submit(self._follow_file(w, since_ns, at_end))
+                w.follower = self.logs.submit(self._follow_file(w, since_ns, TAIL if running else None))
             else:
                 w.follower = self.logs.submit(self._follow(w, since_ns))
 
-    async def _follow_file(self, w: Watched, since_ns: int, at_end: bool) -> None:
+    async def _follow_file(self, w: Watched, since_ns: int, tail: int | None) -> None:
         """Follow the container's json-file log for its life; one whose directory cannot be watched is followed
         through the engine instead, with an event saying why."""
         assert self.files is not None
         try:
-            await self.files.add(w.id, w.log_file, lambda line: self.on_line(w, line), at_end)
+            await self.files.add(w.id, w.log_file, lambda line: self.on_line(w, line), tail)
             w.file_followed = True
         except OSError as exc:
             self.telemetry.emit("logs", container=w.name, source="the engine's logs endpoint",

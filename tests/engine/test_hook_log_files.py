@@ -5,6 +5,8 @@ without reading an old line twice, and a container with another log driver is fo
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import docker
 import pytest
@@ -22,6 +24,26 @@ LOGS_REQUEST = r"^GET (/v[0-9.]+)?/containers/[0-9a-f]+/logs\?"
 
 def by(name: str, kind: str):
     return lambda e: e["event"] == kind and e.get("container") == name
+
+
+def fail_next_run(h, c, data) -> float:
+    """With the hook stopped (SIGSTOP), stop the container, give its data dir's tree to root, start it again, until its
+    start-up failure is in its log; then let the hook go on. The line is in the file before the hook can probe or
+    heal anything (a chown under a running server, or a stopped one, races the hook's probe: two CI runs lost it),
+    and the hook reads it whoever opens the incident. Returns when the container was started again (epoch s)."""
+    os.kill(h.proc.pid, signal.SIGSTOP)
+    try:
+        c.stop(timeout=5)
+        for place, _, names in os.walk(data):  # the tree: the first run made appendonlydir and its files
+            for path in [place, *(os.path.join(place, n) for n in names)]:
+                os.lchown(path, 0, 0)
+        started = time.time()
+        c.start()
+        assert wait_for(lambda: b"Permission denied" in c.logs(since=int(started) - 1), 30,
+                        what="the start-up failure in the container's log")
+    finally:
+        os.kill(h.proc.pid, signal.SIGCONT)
+    return started
 
 
 def test_a_start_up_failure_is_read_from_the_file_with_the_engines_log_endpoint_refused(
@@ -52,20 +74,17 @@ def test_a_start_up_failure_is_read_from_the_file_with_the_engines_log_endpoint_
         proxy.close()
 
 
-def test_a_run_time_failure_after_a_restart_is_read_once(hook, tracked, redis_image, host_dir, port, tmp_path):
+def test_a_failure_of_a_later_run_is_read_from_the_same_file(hook, tracked, redis_image, host_dir, port, tmp_path):
+    """One watch for the container's life: its second run's failure, appended to the file its healthy first run
+    began, is read."""
     os.chown(host_dir, 999, 999)
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
-    c = run_redis(tracked, redis_image, port, host_dir, h.labels)
-    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3)
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels, restart=True)
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "Redis healthy")
-    c.restart(timeout=5)
-    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy" and e["previous"] != "healthy", 60,
-                 "Redis healthy again after its restart")
-    os.chown(host_dir, 0, 0)
-    assert wait_for(lambda: r.ping(), 30, what="PONG")
-    r.bgsave()
-    h.wait_event(by(c.name, "recovered"), 90, "the BGSAVE failure healed")
-    assert len(h.of("detected", c.name)) >= 1
+    again = fail_next_run(h, c, host_dir)
+    detected = h.wait_event(by(c.name, "detected"), 60, "the second run's start-up failure read from the file")
+    assert "Permission denied" in detected["message"] and detected["ts"] >= again, detected
+    h.wait_event(by(c.name, "recovered"), 90, "healed")
     assert len({e["incident"] for e in h.of("incident", c.name)}) == 1, h.of("incident", c.name)
 
 
@@ -77,8 +96,8 @@ def test_a_container_with_another_log_driver_is_followed_through_the_engine(hook
     assert h.wait_event(by(c.name, "watching"), 30, "the json-file one watched")["logs"].startswith("file ")
     local_port, d = free_port(), tmp_path / "local"
     d.mkdir()
-    os.chown(d, 999, 999)
-    spec = redis_spec(local_port, d, h.labels)
+    os.chown(d, 0, 0)  # a start-up failure: Redis logs it at every start until the owner is repaired
+    spec = redis_spec(local_port, d, h.labels, restart=True)
     other = tracked.run(redis_image, spec.pop("command"), log_config=docker.types.LogConfig(type="local"), **spec)
     watching = h.wait_event(by(other.name, "watching"), 30, "the local-driver container watched")
     assert watching["logs"] == "engine (log driver local, not json-file)", watching
@@ -86,20 +105,18 @@ def test_a_container_with_another_log_driver_is_followed_through_the_engine(hook
              what="its log followed through the engine")
     logs = {s["name"]: s["logs"] for s in h.status()["containers"]}
     assert logs[other.name] == "engine" and logs[c.name].startswith("file /") and c.id in logs[c.name], logs
-    h.wait_event(lambda e: by(other.name, "health")(e) and e["state"] == "healthy", 60, "Redis healthy")
-    os.chown(d, 0, 0)
-    redis.Redis(host="127.0.0.1", port=local_port, socket_timeout=3).bgsave()
-    detected = h.wait_event(by(other.name, "detected"), 60, "the BGSAVE failure read through the engine")
+    detected = h.wait_event(by(other.name, "detected"), 60, "the start-up failure read through the engine")
     assert "Permission denied" in detected["message"], detected
+    h.wait_event(by(other.name, "recovered"), 90, "healed")
 
 
-def test_a_failure_after_the_engine_rotated_the_log_is_read_once(hook, tracked, redis_image, host_dir, port,
+def test_a_failure_after_the_engine_rotated_the_log_is_read(hook, tracked, redis_image, host_dir, port,
                                                                  tmp_path):
     """dockerd's own rotation (--log-opt max-size, max-file): the file is renamed and a new one made while the hook
-    follows it; the failure logged after the rotations is read, once."""
+    follows it; the failure logged after the rotations is read."""
     os.chown(host_dir, 999, 999)
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
-    spec = redis_spec(port, host_dir, h.labels, extra=("--enable-debug-command", "yes"))
+    spec = redis_spec(port, host_dir, h.labels, restart=True, extra=("--enable-debug-command", "yes"))
     c = tracked.run(redis_image, spec.pop("command"), **spec,
                     log_config=docker.types.LogConfig(type="json-file", config={"max-size": "2k", "max-file": "3"}))
     assert h.wait_event(by(c.name, "watching"), 30, "the canary watched")["logs"].startswith("file ")
@@ -110,11 +127,8 @@ def test_a_failure_after_the_engine_rotated_the_log_is_read_once(hook, tracked, 
     c.reload()
     log = c.attrs["LogPath"]
     assert wait_for(lambda: os.path.exists(log + ".1"), 10, what="the engine to rotate the log")
-    os.chown(host_dir, 0, 0)
-    r.bgsave()
-    detected = h.wait_event(by(c.name, "detected"), 60, "the BGSAVE failure read after the rotations")
-    assert "Permission denied" in detected["message"], detected
+    again = fail_next_run(h, c, host_dir)
+    detected = h.wait_event(by(c.name, "detected"), 60, "the start-up failure read after the rotations")
+    assert "Permission denied" in detected["message"] and detected["ts"] >= again, detected
     h.wait_event(by(c.name, "recovered"), 90, "healed")
-    lines = [e["message"] for e in h.of("detected", c.name)]
-    assert len(lines) == len(set(lines)), lines  # no line read twice across the rotations
     assert len({e["incident"] for e in h.of("incident", c.name)}) == 1, h.of("incident", c.name)

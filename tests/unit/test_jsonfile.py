@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from ownvol.hook.health import Health
 from ownvol.hook.jsonfile import Entry, JsonFiles, entries, log_path, readable
 from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import Watched, Watcher
+from ownvol.hook.watcher import Watched, Watcher, timestamp_ns
 
 CID = "c" * 64
 
@@ -46,7 +47,7 @@ def append(path: str, data: bytes) -> None:
 Steps = Callable[[Callable[[int], Awaitable[None]]], Awaitable[None]]
 
 
-def follow(path: str, at_end: bool, steps: Steps) -> tuple[list[str], JsonFiles]:
+def follow(path: str, tail: int | None, steps: Steps) -> tuple[list[str], JsonFiles]:
     """Follow path in a fresh loop, run steps(until) (until(n) waits for n lines in all), return the lines."""
     lines: list[str] = []
     files = JsonFiles()
@@ -59,7 +60,7 @@ def follow(path: str, at_end: bool, steps: Steps) -> tuple[list[str], JsonFiles]
                 await asyncio.sleep(0.01)
             raise AssertionError(f"{n} lines expected, read {lines}")
 
-        await files.add(CID, path, lines.append, at_end)
+        await files.add(CID, path, lines.append, tail)
         try:
             await steps(until)
         finally:
@@ -92,21 +93,35 @@ def test_a_file_made_after_the_watch_is_read_from_its_start_as_it_is_written(roo
         append(path, data[20:])
         await until(2)
 
-    lines, _ = follow(path, at_end=False, steps=steps)
+    lines, _ = follow(path, None, steps=steps)
     assert lines == [f"{stamp(1)} first",
                      f"{stamp(2)} # Can't open or create append-only dir appendonlydir: Permission denied"]
 
 
-def test_at_end_skips_what_the_file_held_before(root) -> None:
+def test_a_tail_reads_the_files_last_bytes_from_the_first_whole_line_on(root) -> None:
     path = log_path(root, CID)
-    append(path, entry("old failure\n", stamp(1)))
+    old = b"".join(entry(f"old line {i}\n", stamp(1)) for i in range(100))
+    append(path, old + entry("recent\n", stamp(2)))
+    tail = len(entry("recent\n", stamp(2))) + 30  # 30 bytes of the line before: cut, skipped
 
     async def steps(until) -> None:
-        append(path, entry("new\n", stamp(2)))
+        await until(1)
+        append(path, entry("new\n", stamp(3)))
+        await until(2)
+
+    lines, _ = follow(path, tail, steps=steps)
+    assert lines == [f"{stamp(2)} recent", f"{stamp(3)} new"]
+
+
+def test_a_tail_longer_than_the_file_reads_it_all(root) -> None:
+    path = log_path(root, CID)
+    append(path, entry("one\n", stamp(1)))
+
+    async def steps(until) -> None:
         await until(1)
 
-    lines, _ = follow(path, at_end=True, steps=steps)
-    assert lines == [f"{stamp(2)} new"]
+    lines, _ = follow(path, 1 << 16, steps=steps)
+    assert lines == [f"{stamp(1)} one"]
 
 
 def test_a_rotation_reads_the_old_files_rest_then_the_new_file(root) -> None:
@@ -122,7 +137,7 @@ def test_a_rotation_reads_the_old_files_rest_then_the_new_file(root) -> None:
         append(path, entry("four\n", stamp(4)))
         await until(4)
 
-    lines, _ = follow(path, at_end=False, steps=steps)
+    lines, _ = follow(path, None, steps=steps)
     assert [line.split(" ", 1)[1] for line in lines] == ["one", "two", "three", "four"]
 
 
@@ -136,7 +151,7 @@ def test_a_truncated_file_is_read_again_from_its_start(root) -> None:
         append(path, entry("3\n", stamp(3)))
         await until(3)
 
-    lines, _ = follow(path, at_end=False, steps=steps)
+    lines, _ = follow(path, None, steps=steps)
     assert [line.split(" ", 1)[1] for line in lines] == ["one", "two", "3"]
 
 
@@ -233,10 +248,63 @@ def test_a_running_container_whose_file_the_engine_never_wrote_is_read_through_t
     watcher = Watcher(lambda: None, {}, _Idle(), Telemetry(out=out), _Running(), interval=3600, log_files=False)
     w = Watched(CID, "canary", log_file=log_path(root, CID), file_followed=True, started_ns=10_000_000_000)
     followed: list[tuple[str, int]] = []
-    watcher.follow = lambda w_, since_ns, at_end=False: followed.append((w_.id, since_ns))  # type: ignore[method-assign]
+    watcher.follow = lambda w_, since_ns, running=False: followed.append((w_.id, since_ns))  # type: ignore[method-assign]
     watcher.check(w)
     assert (w.file_followed, w.log_file) == (False, "") and followed == [(CID, 8_000_000_000)]
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e for e in events if e["event"] == "logs" and "has not written" in e["why"]], events
     watcher.check(w)  # read through the engine now: not switched again
     assert len(followed) == 1
+
+
+class _Container:
+    """What pickup reads of a docker-py container: a running Redis logging with json-file."""
+
+    def __init__(self) -> None:
+        self.id, self.name, self.status = CID, "canary", "running"
+        self.attrs = {"Id": CID, "Path": "redis-server", "Args": ["--dir", "/data"], "LogPath": "",
+                      "Config": {"Image": "redis:7", "Labels": {}}, "State": {"Status": "running"},
+                      "HostConfig": {"LogConfig": {"Type": "json-file"}}}
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.containers = self
+
+    def list(self, all: bool = False, filters: dict | None = None) -> list[_Container]:  # noqa: A002 - docker-py's
+        return [_Container()]
+
+
+class _Reports(_Idle):
+    def __init__(self) -> None:
+        self.reported: list[str] = []
+
+    def report(self, cid, name, error_type, origin, detail, detected_at=None):
+        self.reported.append(detected_at)
+
+
+def test_a_running_container_picked_up_has_its_lines_since_the_hooks_connection_read(root) -> None:
+    """pickup(client, since_ns): a line the server wrote after the hook asked for the engine's events (since_ns) and
+    before the pickup is read from the file's tail; one from before that is not (a CI run lost the first kind when the
+    file was followed from its end)."""
+    path = log_path(root, CID)
+    line = "1:M 30 Nov 2026 08:00:0{}.123 # Can't open or create append-only dir appendonlydir: Permission denied\n"
+    old, new = line.format(1), line.format(3)
+    append(path, b"".join(entry(f"filler {i}\n", stamp(0)) for i in range(2000)) + entry(old, stamp(1))
+           + entry(new, stamp(3)))
+    reports = _Reports()
+    out = io.StringIO()
+    watcher = Watcher(lambda: _Client(), {}, reports, Telemetry(out=out), _Running(), interval=3600)
+    watcher.log_root = root
+    since_ns = timestamp_ns(stamp(2))
+    watcher.pickup(_Client(), since_ns)
+    try:
+        for _ in range(300):
+            if reports.reported:
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert reports.reported == [timestamp_ns(stamp(3)) / 1e9], (reports.reported, out.getvalue())
+        assert watcher.watched[CID].file_followed
+    finally:
+        watcher.logs.submit(watcher.files.close()).result(5)
