@@ -212,7 +212,11 @@ class Watcher:
                 self.telemetry.emit("engine-connected", reconnect=connected_once)
                 connected_once, backoff = True, 0.5
                 self.log_root = self._files_root(client)
-                self.pickup(client, int(since * 1e9))
+                # the events are asked for from the whole second (since=int(since)) and replayed from there, and a
+                # start event's log is read from 2 s before it (_follow_from): the logs of the containers running now
+                # are read from the same point, or a failure logged between the replayed start and this connection
+                # would be read by neither (a CI run: a Valkey that failed before the hook had connected)
+                self.pickup(client, (int(since) - 2) * 1_000_000_000)
                 if not self._resumed:
                     self._resumed = True
                     self.recovery.resume(self._exists)

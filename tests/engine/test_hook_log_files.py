@@ -132,3 +132,27 @@ def test_a_failure_after_the_engine_rotated_the_log_is_read(hook, tracked, redis
     assert "Permission denied" in detected["message"] and detected["ts"] >= again, detected
     h.wait_event(by(c.name, "recovered"), 90, "healed")
     assert len({e["incident"] for e in h.of("incident", c.name)}) == 1, h.of("incident", c.name)
+
+
+def test_a_failure_logged_just_before_the_hook_connected_is_read(hook, tracked, redis_image, host_dir, port, tmp_path):
+    """A running container's log is read from where the replayed events begin (the whole second the hook connected
+    in) less 2 s: a failure logged while the hook restarted is read at its pick-up (a CI run lost a Valkey's
+    start-up failure logged just before the hook connected)."""
+    os.chown(host_dir, 999, 999)
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), extra=("--drift-watch", "off", "--interval", "3600"))
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels)
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 60, "Redis healthy")
+    h.stop()
+    os.chown(host_dir, 0, 0)
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3)
+    asked = time.time()
+    r.bgsave()
+    assert wait_for(lambda: b"Permission denied" in c.logs(since=int(asked) - 1), 30, what="the failure logged")
+    logged = time.time()
+    hook(like=h)
+    connected = h.wait_event(lambda e: e["event"] == "engine-connected", 30, "the hook connected")["ts"]
+    if connected - logged > 1.5:
+        pytest.skip(f"the hook took {connected - logged:.1f} s to connect: past the window this test is about")
+    detected = h.wait_event(by(c.name, "detected"), 30, "the failure logged before the hook connected")
+    assert "Permission denied" in detected["message"], detected
+    h.wait_event(by(c.name, "recovered"), 90, "healed")

@@ -82,7 +82,8 @@ def test_canary_and_runtime_fault_healed_on_every_server(server, hook, tracked, 
     h.wait_event(by(c.name, "watching"), 60, f"the hook to watch the {server} container")
     recovered = h.wait_event(by(c.name, "recovered"), 120, f"the {server} canary to be healed")
     heal_report(f"{server}: canary, start-up", recovered["ts"] - started)
-    assert {"aof-dir-open", "aof-file-open"} & {e["pattern"] for e in h.of("detected", c.name)}
+    assert {"aof-dir-open", "aof-file-open"} & {e["pattern"] for e in h.of("detected", c.name)}, \
+        [e for e in h.events if e.get("container") == c.name]
     r = client(port)
     assert r.set("k", "v") and r.info("persistence")["aof_enabled"] == 1
     assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
