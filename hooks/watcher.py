@@ -55,11 +55,14 @@ REPORTERS = 8
 
 
 class Serial:
-    """Calls run in order for each key, different keys at once, on a pool of threads made once (a thread start
-    waits for the new thread to run: milliseconds when many are busy)."""
+    """Calls run in order for each key, different keys at once: on a pool of `threads` threads made once (a thread
+    start waits for the new thread to run: milliseconds when many are busy), or, with threads None, each key's in a
+    short-lived thread of its own while it has calls pending (calls that may wait long, and must not hold up
+    another key's). A call that raises is the call's to report; the key's next call still runs."""
 
-    def __init__(self, threads: int, name: str) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=name)
+    def __init__(self, threads: int | None, name: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=name) if threads else None
+        self._name = name
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Callable[[], None]]] = {}
 
@@ -69,7 +72,15 @@ class Serial:
             queue.append(call)
             if len(queue) > 1:
                 return
-        self._pool.submit(self._drain, key)
+        if self._pool is not None:
+            self._pool.submit(self._drain, key)
+        else:
+            threading.Thread(target=self._drain, args=(key,), name=f"{self._name}-{key[:12]}", daemon=True).start()
+
+    def pending(self) -> int:
+        """How many keys have calls not yet done."""
+        with self._lock:
+            return len(self._queues)
 
     def _drain(self, key: str) -> None:
         while True:
@@ -184,7 +195,7 @@ class Watcher:
         self.interval = interval
         self.watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
-        self._pending: dict[str, deque[dict]] = {}  # container id -> its events not yet handled (dispatch)
+        self.events = Serial(None, "events")  # each container's engine events handled in order (dispatch)
         self._wake = ProbeWake()
         self._stop = threading.Event()
         self._resumed = False
@@ -308,31 +319,15 @@ class Watcher:
         (the container's lock, moby daemon/start.go): handled in one thread, 20 containers starting at once
         held each other's detection for seconds (bench: burst20_detect_p99_ms)."""
         cid = event.get("id") or (event.get("Actor") or {}).get("ID")
-        if not cid:
-            return
-        with self._lock:
-            pending = self._pending.setdefault(cid, deque())
-            pending.append(event)
-            if len(pending) > 1:
-                return
-        threading.Thread(target=self._handle, args=(cid,), name=f"events-{cid[:12]}", daemon=True).start()
+        if cid:
+            self.events.submit(cid, lambda: self._handle(cid, event))
 
-    def _handle(self, cid: str) -> None:
-        """Handle the container's pending events in order until none is left."""
-        while True:
-            with self._lock:
-                event = self._pending[cid][0]
-            try:
-                self.on_event(event)
-            except Exception as exc:  # noqa: BLE001 - one event's failure must not stop the container's next
-                self.telemetry.emit("event-failed", id=cid[:12], action=event.get("Action"),
-                                    error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            with self._lock:
-                pending = self._pending[cid]
-                pending.popleft()
-                if not pending:
-                    del self._pending[cid]
-                    return
+    def _handle(self, cid: str, event: dict) -> None:
+        try:
+            self.on_event(event)
+        except Exception as exc:  # noqa: BLE001 - one event's failure must not stop the container's next
+            self.telemetry.emit("event-failed", id=cid[:12], action=event.get("Action"),
+                                error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def on_event(self, event: dict) -> None:
         """Handle one engine event (docker-py's decoded /events JSON): follow the logs of a container that starts,

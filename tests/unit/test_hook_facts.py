@@ -271,7 +271,7 @@ def test_engine_events_wait_only_for_their_own_container():
     stuck.set()
     assert done.wait(10)
     assert handled[3:] == [("a", "start"), ("a", "die")]
-    assert not watcher._pending
+    assert not watcher.events.pending()
 
 
 def test_the_address_under_host_networking_follows_the_bind_rules():
