@@ -106,7 +106,7 @@ class _Followed:
     file: io.FileIO | None = None  # the open log file
     inode: int = 0
     tail: bytes = b""  # the end of the last read that is not yet a whole JSON line
-    skip: bytes = b""  # b"\n": drop what a read holds up to the first newline (a file opened in its middle)
+    mid_line: bool = False  # opened in the middle of a line: what comes before the next newline is dropped
     partial: list[Entry] = field(default_factory=list)
 
 
@@ -186,11 +186,11 @@ class JsonFiles:
             return
         file = io.FileIO(fd, "rb")
         st = os.fstat(fd)
-        cut = b""
+        mid_line = False
         if tail is not None and st.st_size > tail:
             file.seek(st.st_size - tail)
-            cut = b"\n"  # what comes before the first newline is the end of a line begun earlier
-        followed.file, followed.inode, followed.tail, followed.skip = file, st.st_ino, b"", cut
+            mid_line = True
+        followed.file, followed.inode, followed.tail, followed.mid_line = file, st.st_ino, b"", mid_line
         followed.partial.clear()
 
     def _close(self, followed: _Followed) -> None:
@@ -221,17 +221,16 @@ class JsonFiles:
         try:
             if os.fstat(file.fileno()).st_size < file.tell():
                 file.seek(0)  # truncated under us: what is there now is new
-                followed.tail, followed.skip = b"", b""
+                followed.tail, followed.mid_line = b"", False
             chunk = file.read(READ_LIMIT)
         except OSError:
             return
         if not chunk:
             return
         data = followed.tail + chunk
-        if followed.skip:
-            start = data.find(followed.skip)
-            data = data[start + 1:] if start >= 0 else b""
-            followed.skip = b"" if start >= 0 else followed.skip
+        if followed.mid_line:
+            start = data.find(b"\n") + 1
+            data, followed.mid_line = (data[start:], False) if start else (b"", True)
         cut = data.rfind(b"\n") + 1
         followed.tail = data[cut:]
         for entry in entries(data[:cut], followed.partial):
