@@ -40,6 +40,19 @@ class FakeExecutor:
         return Verdict(self.is_healthy, "healthy" if self.is_healthy else "down")
 
 
+class IdleRecovery:
+    """The watcher's Recovery with nothing to recover: no incident running, no AOF to turn back on."""
+
+    def healthy(self, cid):
+        pass
+
+    def fallback_due(self, cid):
+        return False
+
+    def busy(self, cid):
+        return False
+
+
 def engine(tmp_path, executor, yaml_overrides=None):
     data = {"defaults": {"attempts": 2, "delay": 0, "backoff": 1, "max_delay": 0},
             "breaker": {"max_actions": 100, "window": 600, "cooldown": 600},

@@ -17,6 +17,7 @@ from ownvol.hook.health import Health
 from ownvol.hook.targets import DataMount
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import ProbeWake, Watched, Watcher
+from tests.support.fakes import IdleRecovery
 
 
 class Wakes:
@@ -185,20 +186,9 @@ class _Probes:
         return Health("healthy", [], "running", "PONG")
 
 
-class _Quiet:
-    def healthy(self, cid):
-        pass
-
-    def fallback_due(self, cid):
-        return False
-
-    def busy(self, cid):
-        return False
-
-
 def test_the_probe_loop_probes_only_the_container_poked():
     probes = _Probes()
-    watcher = Watcher(lambda: None, {}, _Quiet(), Telemetry(out=io.StringIO()), probes, interval=3600)
+    watcher = Watcher(lambda: None, {}, IdleRecovery(), Telemetry(out=io.StringIO()), probes, interval=3600)
     watcher.watched = {c: Watched(c, c) for c in ("A", "B", "C")}
     thread = threading.Thread(target=watcher._probe_loop, daemon=True)
     thread.start()

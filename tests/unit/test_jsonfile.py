@@ -19,6 +19,7 @@ from ownvol.hook.health import Health
 from ownvol.hook.jsonfile import Entry, JsonFiles, entries, log_path, readable
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import Watched, Watcher, timestamp_ns
+from tests.support.fakes import IdleRecovery
 
 CID = "c" * 64
 
@@ -159,29 +160,26 @@ def test_a_removed_container_is_no_longer_followed_and_drain_reads_what_is_left(
     path = log_path(root, CID)
     seen: dict[str, bool] = {}
 
-    async def steps(until) -> None:
-        append(path, entry("one\n", stamp(1)))
-        await files_.drain(CID)  # the die event's read: no wait for inotify
-        assert len(lines_) == 1
-        shutil.rmtree(os.path.dirname(path))
-        for _ in range(200):
-            if not files_.following(CID):
-                break
-            await asyncio.sleep(0.01)
-        seen["following"] = files_.following(CID)
-
-    lines_: list[str] = []
-    files_ = JsonFiles()
+    lines: list[str] = []
+    files = JsonFiles()
 
     async def main() -> None:
-        await files_.add(CID, path, lines_.append, False)
+        await files.add(CID, path, lines.append)
         try:
-            await steps(None)
+            append(path, entry("one\n", stamp(1)))
+            await files.drain(CID)  # the die event's read: no wait for inotify
+            assert len(lines) == 1
+            shutil.rmtree(os.path.dirname(path))
+            for _ in range(200):
+                if not files.following(CID):
+                    break
+                await asyncio.sleep(0.01)
+            seen["following"] = files.following(CID)
         finally:
-            await files_.close()
+            await files.close()
 
     asyncio.run(main())
-    assert lines_ == [f"{stamp(1)} one"] and seen == {"following": False}
+    assert lines == [f"{stamp(1)} one"] and seen == {"following": False}
 
 
 def test_a_symlinked_log_is_refused_and_not_followed(root, tmp_path) -> None:
@@ -195,7 +193,7 @@ def test_a_symlinked_log_is_refused_and_not_followed(root, tmp_path) -> None:
     async def main() -> None:
         try:
             with pytest.raises(OSError) as refused:
-                await files.add(CID, path, lines.append, False)
+                await files.add(CID, path, lines.append)
             assert refused.value.errno == errno.ELOOP
             assert not files.following(CID)  # the caller reads it through the engine instead
             append(str(secret), entry("more\n", stamp(2)))
@@ -230,22 +228,11 @@ class _Running:
         return Health("healthy", [], "running", "PONG")
 
 
-class _Idle:
-    def healthy(self, cid):
-        pass
-
-    def fallback_due(self, cid):
-        return False
-
-    def busy(self, cid):
-        return False
-
-
 def test_a_running_container_whose_file_the_engine_never_wrote_is_read_through_the_engine(root) -> None:
     """Where the engine's layout is not moby's (no file at the path while the container runs), the probe notices and
     the log is followed through the engine's endpoint from the current run, with an event saying why."""
     out = io.StringIO()
-    watcher = Watcher(lambda: None, {}, _Idle(), Telemetry(out=out), _Running(), interval=3600, log_files=False)
+    watcher = Watcher(lambda: None, {}, IdleRecovery(), Telemetry(out=out), _Running(), interval=3600, log_files=False)
     w = Watched(CID, "canary", log_file=log_path(root, CID), file_followed=True, started_ns=10_000_000_000)
     followed: list[tuple[str, int]] = []
     watcher.follow = lambda w_, since_ns, running=False: followed.append((w_.id, since_ns))  # type: ignore[method-assign]
@@ -275,7 +262,7 @@ class _Client:
         return [_Container()]
 
 
-class _Reports(_Idle):
+class _Reports(IdleRecovery):
     def __init__(self) -> None:
         self.reported: list[str] = []
 
