@@ -16,14 +16,15 @@ from datetime import UTC, datetime
 import docker
 import redis
 
-from ownvol.hook.beneath import data_path
-from ownvol.hook.health import redis_client, unknown_health
-from ownvol.hook.helpers import helper_labels
-from ownvol.hook.results import ActionResult
-from ownvol.hook.services import by_family
-from ownvol.hook.targets import DataMount, Target, engine_paths_reachable, tmpfs_of
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
+
+from .beneath import data_path
+from .health import redis_client, unknown_health
+from .helpers import helper_labels
+from .results import ActionResult
+from .services import by_family
+from .targets import DataMount, Target, engine_paths_reachable, tmpfs_of
 
 HELPER_DEST = "/ownvol-target"
 SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers

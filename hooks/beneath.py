@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ownvol.beneath import beneath
-from ownvol.hook.targets import DataMount
 from ownvol.ownership import OwnershipError
+
+from .targets import DataMount
 
 
 @contextmanager

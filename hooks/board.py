@@ -13,9 +13,10 @@ from collections.abc import Callable
 import docker
 import requests
 
-from ownvol.hook.forecast import SpaceWatch
-from ownvol.hook.journal import Incident, Journal
 from ownvol.status import driver_name, is_driver, owner
+
+from .forecast import SpaceWatch
+from .journal import Incident, Journal
 
 INCIDENTS_SHOWN = 12
 VOLUMES_TTL = 5.0  # seconds a `docker volume ls/inspect` answer is reused: every viewer polls the page

@@ -18,17 +18,17 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 from rich.text import Text
 
-from ownvol.hook import patterns, service
-from ownvol.hook.actions import repair_route
-from ownvol.hook.drift import watchable
-from ownvol.hook.executor import DockerExecutor
-from ownvol.hook.journal import ActionRecord, Incident, Journal
-from ownvol.hook.recovery import Recovery
-from ownvol.hook.services import plan_of
-from ownvol.hook.strategies import StrategyError, load
-from ownvol.hook.targets import engine_node, engine_paths_reachable
-from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import INCIDENT_STATES
+from . import patterns, service
+from .actions import repair_route
+from .drift import watchable
+from .executor import DockerExecutor
+from .journal import ActionRecord, Incident, Journal
+from .recovery import Recovery
+from .services import plan_of
+from .strategies import StrategyError, load
+from .targets import engine_node, engine_paths_reachable
+from .telemetry import Telemetry
+from .watcher import INCIDENT_STATES
 
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
@@ -138,7 +138,7 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     except docker.errors.NotFound:
         raise click.ClickException(f"no container {name}") from None
     health = executor.health(container.id)
-    from ownvol.hook.services import by_family
+    from .services import by_family
 
     catalogue = by_family(target.service).catalogue
     state = container.attrs.get("State") or {}

@@ -24,9 +24,10 @@ from collections.abc import Callable
 
 from inotify_simple import INotify, flags
 
-from ownvol.hook.beneath import data_path
-from ownvol.hook.targets import DataMount
 from ownvol.ownership import OwnershipError
+
+from .beneath import data_path
+from .targets import DataMount
 
 MASK = flags.ATTRIB | flags.DONT_FOLLOW | flags.ONLYDIR
 DEBOUNCE = 0.5  # seconds of quiet that end a burst of events (the trailing wake)

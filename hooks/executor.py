@@ -12,14 +12,15 @@ import docker
 from docker.models.containers import Container
 
 from ownvol import userns
-from ownvol.hook import actions
-from ownvol.hook.actions import SWARM_TASK, Context
-from ownvol.hook.health import Health, owner_of, saving
-from ownvol.hook.journal import Incident
-from ownvol.hook.results import ActionResult
-from ownvol.hook.targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 from ownvol.ownership import Progress
 from ownvol.userns import IdMap
+
+from . import actions
+from .actions import SWARM_TASK, Context
+from .health import Health, owner_of, saving
+from .journal import Incident
+from .results import ActionResult
+from .targets import FactCache, LastRun, Target, engine_paths_reachable, facts
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
@@ -127,7 +128,7 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        from ownvol.hook.services import by_family
+        from .services import by_family
 
         health = by_family(target.service).probe(target, container.status,
                                                   self.repair_via != "helper" and engine_paths_reachable())

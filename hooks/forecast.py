@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ownvol.hook.telemetry import Telemetry
+from .telemetry import Telemetry
 
 WINDOW = 3600.0  # seconds of samples the growth is estimated over
 MIN_SPAN = 60.0  # seconds the samples must span before any estimate is made

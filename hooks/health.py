@@ -14,9 +14,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ownvol.hook.beneath import data_path
-from ownvol.hook.targets import Target
 from ownvol.ownership import OwnershipError, inspect_root
+
+from .beneath import data_path
+from .targets import Target
 
 PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
                       "aof_rewrite_scheduled", "aof_last_write_status", "aof_last_bgrewrite_status",

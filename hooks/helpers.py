@@ -98,7 +98,7 @@ def hook_container_alive(client: docker.DockerClient, owner: HookProcess,
     (the hook is its main process, or its init's child: it does not die alone); gone when the container is stopped
     or was started again since; None when this engine has no such container (removed, or a container of another
     engine on this host). Raises docker.errors.APIError when the engine does not answer."""
-    from ownvol.hook.watcher import timestamp_ns
+    from .watcher import timestamp_ns
 
     try:
         state = client.api.inspect_container(owner.container)["State"]

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ownvol.hook.breaker import Breaker
-from ownvol.hook.journal import Incident, Journal
-from ownvol.hook.results import ActionResult
-from ownvol.hook.telemetry import Telemetry
+from .breaker import Breaker
+from .journal import Incident, Journal
+from .results import ActionResult
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:  # the engine reads a Config; checking one (strategies.py) needs the action registry
-    from ownvol.hook.strategies import Config, Strategy
+    from .strategies import Config, Strategy
 
 # A log line read late (the hook lags when many containers fail at once) that was written before the
 # container was last verified healthy describes a state already healed: it opens no incident. Log times

@@ -10,19 +10,19 @@ from dataclasses import dataclass, field
 import docker
 import requests
 
-from ownvol.hook import helpers, web
-from ownvol.hook.board import Board, DriverVolumes
-from ownvol.hook.drift import DriftWatch
-from ownvol.hook.executor import DockerExecutor
-from ownvol.hook.forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
-from ownvol.hook.health import Health
-from ownvol.hook.journal import Journal
-from ownvol.hook.recovery import Recovery
-from ownvol.hook.services import plan_of
-from ownvol.hook.strategies import load
-from ownvol.hook.targets import engine_node, engine_paths_reachable
-from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import Watched, Watcher
+from . import helpers, web
+from .board import Board, DriverVolumes
+from .drift import DriftWatch
+from .executor import DockerExecutor
+from .forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
+from .health import Health
+from .journal import Journal
+from .recovery import Recovery
+from .services import plan_of
+from .strategies import load
+from .targets import engine_node, engine_paths_reachable
+from .telemetry import Telemetry
+from .watcher import Watched, Watcher
 
 DEFAULT_STATE_DIR = "/var/lib/ownvol/hook"
 DEFAULT_METRICS = "127.0.0.1:9808"

@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ownvol.hook.actions import PLANNABLE
-from ownvol.hook.patterns import ERROR_TYPES
+from .actions import PLANNABLE
+from .patterns import ERROR_TYPES
 
 LAST_RESORT = "persistence-failed"  # the strategy of an error type the file does not name
 
@@ -96,7 +96,7 @@ class Config:
 
 
 def default_path() -> Path:
-    return Path(str(resources.files("ownvol.hook") / "strategies.yaml"))
+    return Path(str(resources.files(__package__) / "strategies.yaml"))
 
 
 def _one_of(kind: str, allowed: tuple[str, ...]) -> AfterValidator:
@@ -189,7 +189,7 @@ class StrategiesFile(_Section):
     def _last_resort(self) -> StrategiesFile:
         if LAST_RESORT not in self.types:
             raise ValueError(f"types.{LAST_RESORT} is required: it is the strategy of last resort")
-        from ownvol.hook.services import services
+        from .services import services
 
         known = [s.family for s in services()]
         unknown = sorted(set(self.services) - set(known))

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import docker
 
-from ownvol.hook.services import Service, Settings, service_for
 from ownvol.profiles import profile_for_image
 from ownvol.status import driver_name, is_driver
 from ownvol.status import owner as volume_owner
+
+from .services import Service, Settings, service_for
 
 WATCH_LABEL = "ownvol.watch"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
@@ -436,7 +437,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     if cached is None:
         service = service_for(attrs)
         if service is None:
-            from ownvol.hook.services import by_family
+            from .services import by_family
 
             service = by_family("redis")  # opted in with ownvol.watch=true: treated as Redis
         cached = StartFacts(service, service.configured(ContainerFiles(container, attrs)))

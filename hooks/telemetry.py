@@ -11,7 +11,7 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ownvol.hook.results import STATES
+from .results import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 

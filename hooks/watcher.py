@@ -28,15 +28,15 @@ from datetime import UTC, datetime
 import docker
 import requests
 
-from ownvol.hook import patterns
-from ownvol.hook.executor import DockerExecutor
-from ownvol.hook.follow import LogStreams
-from ownvol.hook.health import Health
-from ownvol.hook.jsonfile import TAIL, JsonFiles, readable
-from ownvol.hook.recovery import Recovery
-from ownvol.hook.services import service_for
-from ownvol.hook.targets import engine_paths_reachable, is_watched
-from ownvol.hook.telemetry import Telemetry
+from . import patterns
+from .executor import DockerExecutor
+from .follow import LogStreams
+from .health import Health
+from .jsonfile import TAIL, JsonFiles, readable
+from .recovery import Recovery
+from .services import service_for
+from .targets import engine_paths_reachable, is_watched
+from .telemetry import Telemetry
 
 EVENTS = ("create", "start", "die", "health_status", "oom", "destroy")
 INCIDENT_STATES = ("refusing-writes", "latent")

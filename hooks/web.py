@@ -18,7 +18,7 @@ from prometheus_client import make_wsgi_app
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from ownvol.hook.telemetry import Metrics
+from .telemetry import Metrics
 
 POLL_MS = 1000
 # Only what the hook serves itself: no inline script, no other origin.

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ownvol.driver import liveness
-from ownvol.driver.errors import InvalidRequest, PluginError
-from ownvol.driver.protocol import (
+from . import liveness
+from .errors import InvalidRequest, PluginError
+from .protocol import (
     ActivateResponse,
     CreateRequest,
     GetRequest,
@@ -39,9 +39,9 @@ from ownvol.driver.protocol import (
     parse,
     volume_name,
 )
-from ownvol.driver.settings import Settings, from_env
-from ownvol.driver.store import Store
-from ownvol.driver.volumes import Volumes
+from .settings import Settings, from_env
+from .store import Store
+from .volumes import Volumes
 
 if TYPE_CHECKING:
     from werkzeug.test import Client

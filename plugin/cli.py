@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import click
 
-from ownvol.driver.settings import SettingsError, from_env
+from .settings import SettingsError, from_env
 
 
 @click.command("plugin")
 def plugin_command() -> None:
     """Serve the ownvol volume driver on its unix socket, or on one systemd passed (settings: OWNVOL_* variables)."""
-    from ownvol.driver.activation import ActivationError
-    from ownvol.driver.serve import AlreadyServing, serve
+    from .activation import ActivationError
+    from .serve import AlreadyServing, serve
 
     try:
         settings = from_env()
@@ -28,7 +28,7 @@ def plugin_command() -> None:
 
 def _call(socket_path: str, endpoint: str, body: dict) -> dict:
     """One request to the driver's socket; ClickException with the driver's Err or why it could not be asked."""
-    from ownvol.driver.serve import UnixHTTPConnection
+    from .serve import UnixHTTPConnection
 
     conn = UnixHTTPConnection(socket_path, timeout=120)
     try:

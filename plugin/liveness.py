@@ -17,7 +17,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ownvol.driver.binds import below, filesystem_of, mount_table
+from .binds import below, filesystem_of, mount_table
 
 DEFAULT_ENGINE_SOCKET = "/var/run/docker.sock"
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, TypeVar
 
-from ownvol.driver.errors import InvalidRequest
-from ownvol.driver.options import option_strings, validate_name
+from .errors import InvalidRequest
+from .options import option_strings, validate_name
 
 MOUNT_ID_MAX = 256  # characters of a mount ID (the daemon sends 64 hex digits)
 

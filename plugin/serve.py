@@ -14,11 +14,11 @@ from gunicorn.app.base import BaseApplication
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
-from ownvol.driver.activation import ActivationError, listening_socket
-from ownvol.driver.app import PEER_SOCKET
-from ownvol.driver.settings import Settings
-from ownvol.driver.store import Store
-from ownvol.driver.volumes import Volumes
+from .activation import ActivationError, listening_socket
+from .app import PEER_SOCKET
+from .settings import Settings
+from .store import Store
+from .volumes import Volumes
 
 log = logging.getLogger("ownvol.plugin")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
@@ -136,7 +136,7 @@ class _Gunicorn(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from ownvol.driver.app import create_app
+        from .app import create_app
 
         return create_app(self.settings).asgi
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ownvol.driver.options import Defaults, parse_defaults
 from ownvol.status import driver_name
 from ownvol.userns import IdMap
+
+from .options import Defaults, parse_defaults
 
 DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

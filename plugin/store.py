@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ownvol import sqlite
-from ownvol.driver.options import VolumeSpec
+
+from .options import VolumeSpec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (

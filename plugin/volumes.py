@@ -21,10 +21,12 @@ from datetime import UTC, datetime
 
 from ownvol import ownership, userns
 from ownvol.beneath import beneath, symlink_in
-from ownvol.driver import binds, liveness
-from ownvol.driver.errors import FilesystemRefused, InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
-from ownvol.driver.options import VolumeSpec, volume_spec
-from ownvol.driver.protocol import (
+from ownvol.status import LastRepair, VolumeStatus
+
+from . import binds, liveness
+from .errors import FilesystemRefused, InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
+from .options import VolumeSpec, volume_spec
+from .protocol import (
     CapabilitiesResponse,
     CreateRequest,
     GetRequest,
@@ -38,9 +40,8 @@ from ownvol.driver.protocol import (
     UnmountRequest,
     Volume,
 )
-from ownvol.driver.settings import Settings
-from ownvol.driver.store import DataIdentity, Store, VolumeRecord
-from ownvol.status import LastRepair, VolumeStatus
+from .settings import Settings
+from .store import DataIdentity, Store, VolumeRecord
 
 log = logging.getLogger("ownvol.plugin")
 

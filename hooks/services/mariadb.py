@@ -19,9 +19,9 @@ from dataclasses import replace
 
 import docker
 
-from ownvol.hook.health import Health
-from ownvol.hook.services import ContainerView, Settings, register
-from ownvol.hook.services.sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
+from ..health import Health
+from . import ContainerView, Settings, register
+from .sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("mariadb-10.11", "mariadb-11.8")
 DEFAULT_DATADIR = "/var/lib/mysql"

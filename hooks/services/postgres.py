@@ -19,9 +19,9 @@ import posixpath
 import re
 from dataclasses import replace
 
-from ownvol.hook.health import Health
-from ownvol.hook.services import ContainerView, Settings, register
-from ownvol.hook.services.sql import ExecProbed, env_of, flag, p, run_in, secret_from_env, server_argv
+from ..health import Health
+from . import ContainerView, Settings, register
+from .sql import ExecProbed, env_of, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("postgres-15", "postgres-17")
 DEFAULT_PGDATA = "/var/lib/postgresql/data"

@@ -10,8 +10,8 @@ import shlex
 
 import redis
 
-from ownvol.hook import patterns, redisconf
-from ownvol.hook.services import ContainerView, Service, Settings, command_of, register
+from .. import patterns, redisconf
+from . import ContainerView, Service, Settings, command_of, register
 
 URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
@@ -98,7 +98,7 @@ class RedisService(Service):
                         persists=persists)
 
     def probe(self, target, container_status: str, local_paths: bool):
-        from ownvol.hook.health import probe
+        from ..health import probe
 
         return probe(target, container_status, local_paths)
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import docker
 
-from ownvol.hook.health import Health, owner_of
-from ownvol.hook.patterns import Pattern
-from ownvol.hook.services import Service, Settings, command_of
+from ..health import Health, owner_of
+from ..patterns import Pattern
+from . import Service, Settings, command_of
 
 EXEC_TIMEOUT = 10  # seconds an exec'd probe may take (the engine's API timeout bounds it)
 
