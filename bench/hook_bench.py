@@ -25,8 +25,8 @@ from redis.retry import Retry
 from bench.common import Result, interleave, median
 from bench.harness import cpu_seconds, load_note, percentile, scratch
 from bench.profile import profiled
+from ownvol.dockertime import timestamp_ns
 from ownvol.hook import patterns
-from ownvol.hook.watcher import timestamp_ns
 from tests.support.common import Tracked, free_port
 from tests.support.databases import (
     initialised_mariadb,

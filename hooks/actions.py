@@ -11,11 +11,11 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import docker
 import redis
 
+from ownvol.dockertime import state_time
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
@@ -224,12 +224,9 @@ def unpersisted_writes(ctx: Context) -> bool:
 
 
 def _started_at(container) -> float | None:
-    """The container's State.StartedAt in epoch seconds (RFC 3339 from the engine; to the second), None if unknown."""
-    stamp = ((container.attrs.get("State") or {}).get("StartedAt") or "")[:19]
-    try:
-        return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
+    """The container's State.StartedAt in epoch seconds (to the second), None if unknown."""
+    moment = state_time((container.attrs.get("State") or {}).get("StartedAt"))
+    return None if moment is None else float(int(moment))
 
 
 def _running_for(container) -> float | None:

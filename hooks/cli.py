@@ -18,6 +18,8 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 from rich.text import Text
 
+from ownvol.dockertime import state_time
+
 from . import patterns, service
 from .actions import repair_route
 from .drift import watchable
@@ -174,25 +176,12 @@ def run_began(state: dict) -> float | None:
     """Where the container's last run's log begins (epoch seconds), to read its lines and not an earlier run's:
     while it runs, the end of the run before (State.FinishedAt; the server may log before the engine records
     StartedAt), else a second before StartedAt; None when it never started (every line is then its own)."""
-    started, finished = started_at(state.get("StartedAt") or ""), started_at(state.get("FinishedAt") or "")
+    started, finished = state_time(state.get("StartedAt")), state_time(state.get("FinishedAt"))
     if started is None:
         return None
     if state.get("Running") and finished and finished < started:
         return finished
     return started - 1.0
-
-
-def started_at(stamp: str) -> float | None:
-    """Epoch seconds of an engine's RFC 3339 time with nanoseconds (State.StartedAt, "2026-11-30T04:28:38.4741Z");
-    None for the zero time of a container never started ("0001-01-01T00:00:00Z") or an unreadable one."""
-    from datetime import datetime
-
-    try:
-        head, _, rest = stamp.rstrip("Z").partition(".")
-        moment = datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{rest or 0}")
-    except ValueError:
-        return None
-    return moment if moment > 0 else None
 
 
 @click.command()

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import docker
 
+from ownvol.dockertime import timestamp_ns
+
 ROLE_LABEL, ROLE = "ownvol.role", "repair-helper"
 FOR_LABEL = "ownvol.repair.for"  # the repaired container's name
 CONTAINER_LABEL = "ownvol.repair.container"  # and its id
@@ -98,7 +100,6 @@ def hook_container_alive(client: docker.DockerClient, owner: HookProcess,
     (the hook is its main process, or its init's child: it does not die alone); gone when the container is stopped
     or was started again since; None when this engine has no such container (removed, or a container of another
     engine on this host). Raises docker.errors.APIError when the engine does not answer."""
-    from .watcher import timestamp_ns
 
     try:
         state = client.api.inspect_container(owner.container)["State"]

@@ -23,10 +23,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import docker
 import requests
+
+from ownvol.dockertime import state_time_ns, timestamp_ns
 
 from . import patterns
 from .executor import DockerExecutor
@@ -96,24 +97,6 @@ class Serial:
                 if not queue:
                     del self._queues[key]
                     return
-
-
-def timestamp_ns(stamp: str) -> int:
-    """Docker's RFC 3339 log/event time with nanoseconds -> integer nanoseconds since the epoch."""
-    stamp = stamp.rstrip("Z")
-    whole, _, frac = stamp.partition(".")
-    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
-    return int(seconds) * 1_000_000_000 + int((frac + "000000000")[:9])
-
-
-def _stamp(stamp: str | None) -> int:
-    """The engine's State time (RFC 3339, nanoseconds) in ns; 0 for none or the zero time."""
-    if not stamp or stamp.startswith("0001-"):
-        return 0
-    try:
-        return timestamp_ns(stamp.split("+")[0])
-    except ValueError:
-        return 0
 
 
 class ProbeWake(threading.Event):
@@ -301,7 +284,7 @@ class Watcher:
                 log_file, why = readable(self.log_root if self.files else None, container.attrs)
                 w = self.watched[container.id] = Watched(container.id, container.name, reader=reader,
                                                          service=service.family if service else "",
-                                                         started_ns=_stamp((container.attrs.get("State") or {})
+                                                         started_ns=state_time_ns((container.attrs.get("State") or {})
                                                                            .get("StartedAt")),
                                                          tty=bool((container.attrs.get("Config") or {}).get("Tty")),
                                                          log_file=log_file or "")
@@ -508,7 +491,7 @@ class Watcher:
             return
         if code >= 128 and not state.get("Error"):
             return  # ended by a signal (`docker stop`, `docker kill`, the OOM killer): not a start-up crash
-        started, finished = _stamp(state.get("StartedAt")), _stamp(state.get("FinishedAt"))
+        started, finished = state_time_ns(state.get("StartedAt")), state_time_ns(state.get("FinishedAt"))
         uptime = (finished - started) / 1e9 if started and finished and finished >= started else None
         restarts = container.attrs.get("RestartCount") or 0
         if not (restarts or (uptime is not None and uptime < CRASH_WINDOW)) and not state.get("Error"):

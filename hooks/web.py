@@ -9,7 +9,6 @@ loaded from anywhere but the hook.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -17,6 +16,8 @@ from flask import Flask, Response, jsonify, render_template
 from prometheus_client import make_wsgi_app
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from ownvol.dockertime import ago
 
 from .telemetry import Metrics
 
@@ -35,10 +36,8 @@ def _clock(ts: float | None) -> str:
 
 
 def _ago(ts: float | None) -> str:
-    if not ts:
-        return ""
-    s = max(0, int(time.time() - ts))
-    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+    told = ago(ts)
+    return f"{told} ago" if told else ""
 
 
 def _size(n: float | None) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
+
+from ownvol.dockertime import ago, state_time
 
 from .settings import SettingsError, from_env
 
@@ -44,13 +45,7 @@ def _call(socket_path: str, endpoint: str, body: dict) -> dict:
 
 
 def _age(stamp: str | None) -> str:
-    if not stamp:
-        return "-"
-    seconds = int((datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return ago(state_time(stamp)) or "-"
 
 
 def _default_socket() -> str:

@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from ownvol.dockertime import timestamp_ns
 from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.executor import DockerExecutor
@@ -19,7 +20,7 @@ from ownvol.hook.services import by_family
 from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user
 from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import QUIET_MAX, Watched, Watcher, timestamp_ns
+from ownvol.hook.watcher import QUIET_MAX, Watched, Watcher
 from tests.support.fakes import FakeExecutor, Verdict, engine, events
 
 

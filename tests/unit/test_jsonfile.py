@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from ownvol.dockertime import timestamp_ns
 from ownvol.hook.health import Health
 from ownvol.hook.jsonfile import Entry, JsonFiles, entries, log_path, readable
 from ownvol.hook.telemetry import Telemetry
-from ownvol.hook.watcher import Watched, Watcher, timestamp_ns
+from ownvol.hook.watcher import Watched, Watcher
 from tests.support.fakes import IdleRecovery
 
 CID = "c" * 64
