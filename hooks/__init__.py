@@ -1,1 +1,2 @@
-"""The ownvol hook: watch Redis containers, detect persistence failures, recover, verify."""
+"""The ownvol hook: watch Redis, Valkey, PostgreSQL and MariaDB containers, detect their persistence failures,
+recover, verify."""
