@@ -1,7 +1,7 @@
 """Which containers the hook watches, and the facts it needs about each one.
 
 A container belongs to a service family (hooks/services) by its command or image. Its facts come from
-the running system, in this order, never from a guess (README "How the hook decides each fact"):
+the running system, in this order, never from a guess (docs/hook.md "How the hook decides each fact"):
 - the owner its data must have: the uid:gid its server process runs as (the container's process table,
   through the engine's `top`; else /proc/<pid>/status of its main process), then the journal's record of
   its last healthy run, the labels ownvol.uid/ownvol.gid, a non-root container user (Config.User: the
@@ -246,7 +246,7 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
     return (uid, int(gentry[2])) if gentry else None
 
 
-OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (README)
+OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (docs/driver.md)
 
 
 def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:

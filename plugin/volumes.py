@@ -359,7 +359,7 @@ class Volumes:
         text = self.settings.userns if self.settings.userns != "auto" else (self.store.meta("userns") or "")
         if text.startswith("!"):
             raise PluginError(f"the engine remaps user namespaces, but ownvol cannot tell to which host ids: "
-                              f"{text[1:]}; set the plugin's OWNVOL_USERNS (README, User namespaces)")
+                              f"{text[1:]}; set the plugin's OWNVOL_USERNS (docs/driver.md, User namespaces)")
         return userns.IdMap.parse(text) if text else None
 
     def _host_owner(self, spec: VolumeSpec) -> tuple[int, int]:

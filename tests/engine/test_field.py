@@ -1,5 +1,5 @@
 """The hook and `ownvol doctor` as users run Redis: settings and layouts beyond the canary, each a kind of
-failure found by running them (the list in README "What the tests prove in the field").
+failure found by running them (the list in docs/development.md "What the tests prove", The hook).
 
 Each test runs real containers of the offline images on the shared engine, host networking on 127.0.0.1, a hook
 on its own selector; seconds each.

@@ -1,4 +1,4 @@
-"""ownvol on a host (README: Install on a host): socket activation as the units say, `ownvol install` and
+"""ownvol on a host (docs/install.md: Install on a host): socket activation as the units say, `ownvol install` and
 `--uninstall` below a scratch root, and an upgrade from the previous release under running containers.
 
 No systemd runs as PID 1 here: tests/support/systemd.py plays its part with systemd's own

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.engine
 NO_HOOK = {"ownvol.watch": "false"}
 SCRIPT = ROOT / "scripts" / "plugin.sh"
 MOUNT_ROOT = "/mnt/ownvol"  # config.json's propagatedMount
-# Capability bit numbers (linux/capability.h), as far as a README entry could name one.
+# Capability bit numbers (linux/capability.h), as far as an entry of docs/install.md could name one.
 CAP_NAMES = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
              "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO "
              "SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN").split()
@@ -217,8 +217,9 @@ def read_back(client: docker.DockerClient, image: str, volume: str, port: int, *
 
 
 def readme_capabilities() -> tuple[set[str], set[str]]:
-    """(requested in config.json, granted by Docker's default set) as README's "The managed plugin" names them."""
-    text = (ROOT / "README.md").read_text()
+    """(requested in config.json, granted by Docker's default set) as docs/install.md's "The managed plugin" names
+    them."""
+    text = (ROOT / "docs" / "install.md").read_text()
     section = text.split("\n## The managed plugin\n", 1)[1].split("\n## ", 1)[0]
     caps = section.split("\n### Capabilities\n", 1)[1].split("\n### ", 1)[0]
     requested, defaults = caps.split("Docker's default set", 1)

@@ -2,7 +2,7 @@
 
 tests/support/cluster.py builds it: three private dockerds, each in namespaces of its own on a private
 link (198.18.16.0/24, inside those namespaces only), a manager and two workers, Debian's docker-registry
-on the link. The plugin is installed on every node the way the README tells users (`docker plugin
+on the link. The plugin is installed on every node the way docs/install.md tells users (`docker plugin
 install --alias ownvol --grant-all-permissions REGISTRY/ownvol`); the nodes pull the hook and Redis
 images from the registry when the stack is deployed. `make test-swarm` runs this module (minutes).
 """

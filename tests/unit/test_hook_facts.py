@@ -1,4 +1,4 @@
-"""How the hook decides each fact (README "How the hook decides each fact"): the owner's order, settings from a
+"""How the hook decides each fact (docs/hook.md "How the hook decides each fact"): the owner's order, settings from a
 config file as the server reads it, the process table, the owner conflict with an ownvol volume."""
 
 from __future__ import annotations
