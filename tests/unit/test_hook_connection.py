@@ -231,3 +231,17 @@ def test_the_engine_client_is_made_from_the_same_settings(monkeypatch: pytest.Mo
     connection.client(timeout=15, environ={**BASE, "DOCKER_HOST": "tcp://127.0.0.1:2375"})
     assert made == [{"timeout": 15, "base_url": "tcp://127.0.0.1:2375"}]
     assert os.environ.get("DOCKER_HOST") != "tcp://127.0.0.1:2375"
+
+
+@pytest.mark.parametrize("env, says", [({"DOCKER_HOST": "ssh://engine.example"}, "unix socket or TCP"),
+                                       ({"DOCKER_HOST": "tcp://127.0.0.1"}, "port is required")])
+def test_ownvol_watch_refuses_at_start_an_engine_it_cannot_stream_from(env: dict[str, str], says: str,
+                                                                        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ownvol.hook.cli import watch
+
+    result = CliRunner().invoke(watch, ["--state-dir", str(tmp_path), "--metrics-addr", "off"],
+                                env={**env, "DOCKER_TLS_VERIFY": None, "DOCKER_CERT_PATH": None})
+    assert result.exit_code == 1 and "cannot reach the engine as configured" in result.output, result.output
+    assert says in result.output and not (tmp_path / "journal.sqlite").exists()
