@@ -81,7 +81,7 @@ class _Exchange:
         request = h11.Request(method="GET", target=path, headers=[("Host", "docker"), ("Connection", "close")])
         writer.write(self._http.send(request) + (self._http.send(h11.EndOfMessage()) or b""))
 
-    async def _event(self) -> Any:
+    async def _event(self) -> object:
         """The next HTTP event of the response (h11.Response, Data, EndOfMessage, ConnectionClosed...); EngineError
         when the engine breaks the exchange (a malformed response, the connection ended before its end)."""
         while True:

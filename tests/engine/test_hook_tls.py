@@ -91,6 +91,10 @@ def test_a_start_up_failure_on_an_engine_reached_over_tls_is_read_through_the_st
                                 network_mode="none", name=new_name())
     tty.wait(timeout=30)
     assert first_line(tls_streams, tty.id, 0, "on a tty", tty=True).endswith(" on a tty\r")
+    # the SDK's other readings of the variables, on the same engine: "0" still verifies; DOCKER_CERT_PATH alone
+    # shows the client's certificate and checks not the engine's
+    for variant in ({**env, "DOCKER_TLS_VERIFY": "0"}, {k: v for k, v in env.items() if k != "DOCKER_TLS_VERIFY"}):
+        assert asyncio.run(LogStreams(endpoint(variant)).running(c.id)), variant
     where = tls_streams.endpoint()
     plain = LogStreams(Endpoint(where.url.replace("https", "http"), host=where.host, port=where.port))
     with pytest.raises(EngineError, match="HTTPS"):
