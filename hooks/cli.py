@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ownvol.dockertime import state_time
 
-from . import patterns, service
+from . import connection, patterns, service
 from .actions import repair_route
 from .drift import watchable
 from .executor import DockerExecutor
@@ -92,6 +92,10 @@ def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, 
         load(strategies)
     except StrategyError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        connection.endpoint()  # where the log streams connect: refused here, not in every stream's event
+    except (connection.UnsupportedHost, docker.errors.DockerException, OSError) as exc:
+        raise click.ClickException(f"cannot reach the engine as configured: {exc}") from None
     options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
                               _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours,
                               drift_watch == "on", log_files == "on")

@@ -2,9 +2,9 @@
 
 A blocking docker-py stream needs a thread per container (53 threads at 50 containers); here an idle stream
 is one open connection the loop waits on, and a line is handled as soon as the engine sends it. The streams
-speak the engine's HTTP API themselves (asyncio streams, the standard library): aiohttp, with aiodocker,
+speak the engine's HTTP API themselves (asyncio streams, h11 for HTTP/1.1's framing): aiohttp, with aiodocker,
 cost 9 MB of imports and 45 KB a stream, a fifth of the hook's memory at 200 containers
-(bench: watcher_rss_mb_200).
+(bench: watcher_rss_mb_200). They connect where the SDK's client does (hooks/connection.py).
 """
 
 from __future__ import annotations
@@ -13,15 +13,20 @@ import asyncio
 import codecs
 import concurrent.futures
 import json
-import os
 import ssl
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"  # docker-py's default too (docker/constants.py DEFAULT_UNIX_SOCKET)
+import docker
+import h11
+
+from . import connection
+from .connection import Endpoint, UnsupportedHost
+
 HEAD_LIMIT = 64 * 1024  # bytes of status line and headers accepted
+READ_SIZE = 65536  # bytes asked of the connection at a time
 ANSWER_TIMEOUT = 60.0  # seconds for the engine's response headers (an inspect's whole answer), as the hook's client
 
 
@@ -65,63 +70,61 @@ class Demux:
         return bytes(out)
 
 
-async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    """The response's status code and headers (names lower-cased); EngineError when the connection ends first."""
-    try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        raise EngineError("Connection closed by the engine before its response") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise EngineError(f"response headers over {HEAD_LIMIT} bytes") from exc
-    status, *fields = raw.decode("latin-1").split("\r\n")
-    parts = status.split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise EngineError(f"not an HTTP response: {status[:80]!r}")
-    headers = {}
-    for field in fields:
-        name, sep, value = field.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
+class _Exchange:
+    """One GET on a connection of its own, framed by h11 (HTTP/1.1, RFC 9112: chunked, sized by Content-Length,
+    or until the connection ends)."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+        self.writer = writer
+        self._reader = reader
+        self._http = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
+        request = h11.Request(method="GET", target=path, headers=[("Host", "docker"), ("Connection", "close")])
+        writer.write(self._http.send(request) + (self._http.send(h11.EndOfMessage()) or b""))
 
-async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
-    """The response body as it arrives (chunked, sized by Content-Length, or until the connection ends).
-    A chunked body the connection ends before its last chunk raises EngineError: the stream broke."""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+    async def _event(self) -> object:
+        """The next HTTP event of the response (h11.Response, Data, EndOfMessage, ConnectionClosed...); EngineError
+        when the engine breaks the exchange (a malformed response, the connection ended before its end)."""
         while True:
-            size_line = await reader.readline()
-            if not size_line.endswith(b"\n"):
-                raise EngineError("Connection closed by the engine in the middle of the stream")
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                return
             try:
-                yield await reader.readexactly(size)
-                await reader.readexactly(2)
-            except asyncio.IncompleteReadError as exc:
-                raise EngineError("Connection closed by the engine in the middle of a chunk") from exc
-    elif "content-length" in headers:
-        try:
-            yield await reader.readexactly(int(headers["content-length"]))
-        except asyncio.IncompleteReadError as exc:
-            raise EngineError("Connection closed by the engine in the middle of the body") from exc
-    else:
-        while data := await reader.read(65536):
-            yield data
+                event = self._http.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise EngineError(f"broken HTTP exchange with the engine: {exc}") from exc
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self._reader.read(READ_SIZE)
+            if not data and self._http.their_state is h11.SEND_RESPONSE:
+                raise EngineError("Connection closed by the engine before its response")
+            self._http.receive_data(data)
 
+    async def head(self) -> tuple[int, dict[str, str]]:
+        """The response's status code and headers (names lower-cased); EngineError when the connection ends first."""
+        while True:
+            event = await self._event()
+            if isinstance(event, h11.Response):
+                return event.status_code, {name.decode("latin-1"): value.decode("latin-1")
+                                           for name, value in event.headers}
 
-async def _read_all(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    return b"".join([chunk async for chunk in _body(reader, headers)])
+    async def body(self) -> AsyncIterator[bytes]:
+        """The response body as it arrives. A body the connection ends before its end raises EngineError: the
+        stream broke."""
+        while True:
+            event = await self._event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return
+
+    async def read_all(self) -> bytes:
+        return b"".join([chunk async for chunk in self.body()])
 
 
 class LogStreams:
-    """The loop thread (started at the first submit) and how it reaches the engine: host is DOCKER_HOST (else
-    the engine's default unix socket), with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS over TCP, the
-    variables docker-py's from_env reads."""
+    """The loop thread (started at the first submit) and how it reaches the engine: where the docker SDK's client
+    does, from DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH read by the SDK's rules (hooks/connection.py),
+    unless given an endpoint; a unix socket or TCP, with TLS or without."""
 
-    def __init__(self, host: str | None = None) -> None:
-        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+    def __init__(self, where: Endpoint | None = None) -> None:
+        self._where = where
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
@@ -133,40 +136,41 @@ class LogStreams:
                 threading.Thread(target=self._loop.run_forever, name="logs", daemon=True).start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def _tls(self) -> ssl.SSLContext | None:
-        if os.environ.get("DOCKER_TLS_VERIFY", "") in ("", "0"):
-            return None
-        certs = os.environ.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
-        context = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
-        context.load_cert_chain(os.path.join(certs, "cert.pem"), os.path.join(certs, "key.pem"))
-        return context
+    def endpoint(self) -> Endpoint:
+        """Where the streams connect, read from the environment at the first call (one TLS context for every
+        stream); raises EngineError when the settings name no engine the streams can reach (UnsupportedHost,
+        the SDK's DockerException) or its certificates cannot be loaded."""
+        if self._where is None:
+            try:
+                self._where = connection.endpoint()
+            except (UnsupportedHost, docker.errors.DockerException, ssl.SSLError, OSError) as exc:
+                raise EngineError(f"engine settings: {exc}") from exc
+        return self._where
 
-    async def _request(self, path: str) -> tuple[int, dict[str, str], asyncio.StreamReader, asyncio.StreamWriter]:
-        """GET path on a connection of its own (closed by the caller); OSError when the engine is not there.
-        Paths carry no API version: the engine serves its own (a pinned old one is refused by engines whose
+    async def _request(self, path: str) -> tuple[int, dict[str, str], _Exchange]:
+        """GET path on a connection of its own (its writer closed by the caller); OSError when the engine is not
+        there. Paths carry no API version: the engine serves its own (a pinned old one is refused by engines whose
         minimum has moved past it), and these two endpoints answer alike in every version since 1.24."""
-        if self.host.startswith("unix://"):
-            reader, writer = await asyncio.open_unix_connection(self.host[len("unix://"):], limit=HEAD_LIMIT)
+        where = self.endpoint()
+        if where.unix_path is not None:
+            reader, writer = await asyncio.open_unix_connection(where.unix_path, limit=HEAD_LIMIT)
         else:
-            tls = self._tls()
-            where = urlsplit(self.host.replace("tcp://", "https://" if tls else "http://", 1))
-            reader, writer = await asyncio.open_connection(where.hostname, where.port or (2376 if tls else 2375),
-                                                           ssl=tls, limit=HEAD_LIMIT)
+            reader, writer = await asyncio.open_connection(where.host, where.port, ssl=where.tls, limit=HEAD_LIMIT)
         try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
+            exchange = _Exchange(reader, writer, path)
             await writer.drain()
-            status, headers = await asyncio.wait_for(_head(reader), ANSWER_TIMEOUT)
+            status, headers = await asyncio.wait_for(exchange.head(), ANSWER_TIMEOUT)
         except BaseException:
             writer.close()
             raise
-        return status, headers, reader, writer
+        return status, headers, exchange
 
     async def _json(self, path: str) -> tuple[int, Any]:
-        status, headers, reader, writer = await self._request(path)
+        status, headers, exchange = await self._request(path)
         try:
-            body = await asyncio.wait_for(_read_all(reader, headers), ANSWER_TIMEOUT)
+            body = await asyncio.wait_for(exchange.read_all(), ANSWER_TIMEOUT)
         finally:
-            writer.close()
+            exchange.writer.close()
         return status, json.loads(body) if body and "json" in headers.get("content-type", "") else body
 
     async def inspect(self, container_id: str) -> dict | None:
@@ -190,15 +194,15 @@ class LogStreams:
         (Config.Tty: its output comes raw, not in frames). Ends when the engine ends the stream (the container
         stopped). Raises EngineError when the engine refuses or the stream breaks, OSError when the engine
         cannot be reached."""
-        status, headers, reader, writer = await self._request(
+        status, _, exchange = await self._request(
             f"/containers/{quote(container_id)}/logs?follow=1&stdout=1&stderr=1&timestamps=1"
             f"&since={since_param(since_ns)}")
         try:
             if status != 200:
-                body = await asyncio.wait_for(_read_all(reader, headers), ANSWER_TIMEOUT)
+                body = await asyncio.wait_for(exchange.read_all(), ANSWER_TIMEOUT)
                 raise EngineError(f"engine: {status} {body[:200].decode(errors='replace').strip()}")
             demux, decoder, buffer = Demux(tty), codecs.getincrementaldecoder("utf-8")("replace"), ""
-            async for data in _body(reader, headers):
+            async for data in exchange.body():
                 lines, buffer = split_lines(buffer, decoder.decode(demux.feed(data)))
                 for line in lines:
                     yield line
@@ -206,4 +210,4 @@ class LogStreams:
             if buffer:
                 yield buffer
         finally:
-            writer.close()
+            exchange.writer.close()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import docker
 import requests
 
-from . import helpers, web
+from . import connection, helpers, web
 from .board import Board, DriverVolumes
 from .drift import DriftWatch
 from .executor import DockerExecutor
@@ -53,8 +53,9 @@ class Options:
 
 
 def engine() -> docker.DockerClient:
-    """A client of the engine DOCKER_HOST names (else the local socket), with a 60 s timeout."""
-    return docker.from_env(timeout=60)
+    """A client of the engine the environment names (hooks/connection.py: DOCKER_HOST, else the local socket, and
+    DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), with a 60 s timeout."""
+    return connection.client(timeout=60)
 
 
 def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftWatch | str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import docker
 
+from .. import connection
 from ..health import Health, owner_of
 from ..patterns import Pattern
 from . import Service, Settings, command_of
@@ -29,7 +30,7 @@ EXEC_TIMEOUT = 10  # seconds an exec'd probe may take (the engine's API timeout 
 
 @functools.lru_cache(maxsize=1)
 def _engine() -> docker.DockerClient:
-    return docker.from_env(timeout=EXEC_TIMEOUT + 5)
+    return connection.client(timeout=EXEC_TIMEOUT + 5)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import ClassVar, TypeVar
 import docker
 
 from tests.support.process import stop_child
+from tests.support.tls import Certs
 
 T = TypeVar("T")
 
@@ -81,6 +82,16 @@ class PrivateEngine:
         self.prefix: list[str] = []  # a command dockerd runs under, e.g. nsenter into a mount namespace
         self.destroyed = False
         self.saw_failure = False  # a test failed while this engine ran: its log is kept
+        self.tls_env: dict[str, str] = {}  # how a client reaches it over TCP with TLS, once serve_tls was called
+
+    def serve_tls(self, certs: Certs, port: int) -> dict[str, str]:
+        """From the next start, listen on tcp://127.0.0.1:port too, with TLS, every client asked for a certificate
+        certs' CA signed (dockerd --tlsverify; the unix socket stays, for the test's own client). Returns the
+        environment that reaches it that way: DOCKER_HOST, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH."""
+        self.extra_args += [*certs.dockerd_args(), "-H", f"tcp://127.0.0.1:{port}"]
+        self.tls_env = {"DOCKER_HOST": f"tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1",
+                        "DOCKER_CERT_PATH": str(certs.dir)}
+        return self.tls_env
 
     def start(self, timeout: float = 60) -> docker.DockerClient:
         if self not in PrivateEngine.in_play:
