@@ -19,12 +19,12 @@ from ownvol.dockertime import state_time
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
-from .beneath import data_path
+from .data_path import data_path
 from .health import redis_client, unknown_health
-from .helpers import helper_labels
-from .results import ActionResult
+from .model import ActionResult, DataMount, Target
+from .repair_helpers import helper_labels
 from .services import by_family
-from .targets import DataMount, Target, engine_paths_reachable, tmpfs_of
+from .targets import engine_paths_reachable, tmpfs_of
 
 HELPER_DEST = "/ownvol-target"
 SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers

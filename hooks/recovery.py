@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from .breaker import Breaker
 from .journal import Incident, Journal
-from .results import ActionResult
+from .model import ActionResult
 from .telemetry import Telemetry
 
-if TYPE_CHECKING:  # the engine reads a Config; checking one (strategies.py) needs the action registry
-    from .strategies import Config, Strategy
+if TYPE_CHECKING:
+    from .strategies import Config, Strategy  # types only: strategies loads the actions (Docker, Redis); this does not
 
 # A log line read late (the hook lags when many containers fail at once) that was written before the
 # container was last verified healthy describes a state already healed: it opens no incident. Log times
@@ -60,7 +60,7 @@ class Executor(Protocol):
 
 
 # (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
-# Service.plan; service.build passes services.plan_of)
+# Service.plan; assembly.build passes services.plan_of)
 ServicePlans = Callable[[str, str], "tuple[str, ...] | None"]
 
 

@@ -25,7 +25,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import docker
 
@@ -33,75 +33,14 @@ from ownvol.profiles import profile_for_image
 from ownvol.status import driver_name, is_driver
 from ownvol.status import owner as volume_owner
 
-from .services import Service, Settings, service_for
+from .model import DataMount, Settings, Target
+from .services import Service, by_family, service_for
 
 WATCH_LABEL = "ownvol.watch"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
 AOF_FALLBACK_LABEL = "ownvol.aof-fallback"
 HOOK_LABEL = "ownvol.hook"
 START_LABEL = "ownvol.start"  # "true": the hook may start a stopped container whose restart policy is "no"
-
-
-@dataclass(frozen=True)
-class DataMount:
-    type: str  # bind | volume
-    source: str  # the path on the engine's host
-    destination: str
-    subpath: str  # the Redis dir relative to the mount's destination ("" when it is the destination)
-    name: str = ""  # volume name
-    driver: str = ""
-
-    @property
-    def host_path(self) -> str:
-        return posixpath.join(self.source, self.subpath) if self.subpath else self.source
-
-    def as_dict(self) -> dict:
-        return {"type": self.type, "source": self.source, "destination": self.destination, "subpath": self.subpath,
-                "name": self.name, "driver": self.driver}
-
-
-@dataclass
-class Target:
-    id: str
-    name: str
-    image: str
-    status: str
-    labels: dict
-    redis_url: str | None  # the server's address (redis:// for Redis and Valkey)
-    password: str | None
-    data_dir: str
-    mount: DataMount | None
-    uid: int | None
-    gid: int | None
-    owner_source: str
-    aof_fallback: bool
-    notes: list[str] = field(default_factory=list)
-    service: str = "redis"
-    origins: dict = field(default_factory=dict)  # fact -> where it came from (see hooks/services Settings)
-    files: dict = field(default_factory=dict)
-    restart_policy: str = ""
-    start_opt_in: bool = False
-    conflict: dict | None = None
-    server_pid: int | None = None
-    data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
-    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
-    persists: bool | None = None  # the server writes to its data dir on its own (Settings.persists)
-
-    def as_dict(self) -> dict:
-        return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
-                "service": self.service, "redis_url": _redact(self.redis_url), "data_dir": self.data_dir,
-                "mount": self.mount.as_dict() if self.mount else None,
-                "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
-                "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
-                "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
-                "persists": self.persists, "notes": self.notes}
-
-
-def _redact(url: str | None) -> str | None:
-    if url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _truthy(value: str | None) -> bool:
@@ -437,8 +376,6 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     if cached is None:
         service = service_for(attrs)
         if service is None:
-            from .services import by_family
-
             service = by_family("redis")  # opted in with ownvol.watch=true: treated as Redis
         cached = StartFacts(service, service.configured(ContainerFiles(container, attrs)))
         if cache:

@@ -32,8 +32,8 @@ from ownvol.dockertime import state_time_ns, timestamp_ns
 from . import patterns
 from .executor import DockerExecutor
 from .follow import LogStreams
-from .health import Health
 from .jsonfile import TAIL, JsonFiles, readable
+from .model import Health
 from .recovery import Recovery
 from .services import service_for
 from .targets import engine_paths_reachable, is_watched

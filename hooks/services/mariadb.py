@@ -19,8 +19,8 @@ from dataclasses import replace
 
 import docker
 
-from ..health import Health
-from . import ContainerView, Settings, register
+from ..model import Health, Settings
+from . import ContainerView, register
 from .sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("mariadb-10.11", "mariadb-11.8")

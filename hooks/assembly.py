@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 import docker
 import requests
 
-from . import helpers, web
+from . import repair_helpers as helpers
+from . import web
 from .board import Board, DriverVolumes
 from .drift import DriftWatch
 from .executor import DockerExecutor
 from .forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
-from .health import Health
 from .journal import Journal
+from .model import Health
 from .recovery import Recovery
 from .services import plan_of
 from .strategies import load
