@@ -24,7 +24,8 @@ from . import assembly, patterns
 from .actions import repair_route
 from .drift import watchable
 from .executor import DockerExecutor
-from .journal import ActionRecord, Incident, Journal
+from .journal import Journal
+from .model import ActionRecord, Incident
 from .recovery import Recovery
 from .services import by_family, plan_of
 from .strategies import StrategyError, load

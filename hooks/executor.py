@@ -18,8 +18,7 @@ from ownvol.userns import IdMap
 from . import actions
 from .actions import SWARM_TASK, Context
 from .health import owner_of, saving
-from .journal import Incident
-from .model import ActionResult, Health, Target
+from .model import ActionResult, Health, Incident, Target
 from .services import by_family
 from .targets import FactCache, LastRun, engine_paths_reachable, facts
 

@@ -5,7 +5,8 @@ nothing of the hook, nor Docker or a server's client).
 - `DataMount`, `Target`: a watched container's facts (hooks/targets.py `facts` takes them);
 - `Health`: one probe's verdict (hooks/health.py `evaluate` decides its state, one of STATES);
 - `ActionResult`: what an action reports back to the recovery engine (hooks/recovery.py), which with the
-  telemetry stays free of Docker and Redis.
+  telemetry stays free of Docker and Redis;
+- `Incident`, `ActionRecord`: an incident and one step of its plan as the journal (hooks/journal.py) keeps them.
 """
 
 from __future__ import annotations
@@ -140,3 +141,37 @@ class Health:
     def as_dict(self) -> dict:
         return {"state": self.state, "reasons": self.reasons, "container": self.container, "ping": self.ping,
                 "persistence": self.persistence, "memory": self.memory, "clients": self.clients, "owner": self.owner}
+
+
+@dataclass
+class Incident:
+    """A failure the hook works on: which container, its error type, where it was seen (origin: log | health | manual),
+    detail (the detection, the plan), status (open | resolved | gave-up | abandoned), epoch seconds of detection,
+    opening and closing, and the outcome in words."""
+
+    id: int
+    container_id: str
+    container_name: str
+    error_type: str
+    origin: str
+    detail: dict
+    status: str
+    detected_at: float
+    opened_at: float
+    closed_at: float | None
+    outcome: str | None
+
+
+@dataclass
+class ActionRecord:
+    """One step of an incident's plan as the journal holds it (times in epoch seconds; verified: the verification after
+    it passed, failed, or None when none ran)."""
+
+    incident_id: int
+    step: int
+    action: str
+    started_at: float
+    finished_at: float | None
+    result: str | None  # ok | failed | skipped | None (started, never finished)
+    verified: bool | None
+    detail: dict

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .breaker import Breaker
-from .journal import Incident, Journal
-from .model import ActionResult
+from .journal import Journal
+from .model import ActionRecord, ActionResult, Incident
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class Recovery:
             self.journal.set_plan(incident.id, incident.detail)
         return plan
 
-    def _resumed(self, incident: Incident, done: list) -> Incident | None:
+    def _resumed(self, incident: Incident, done: list[ActionRecord]) -> Incident | None:
         """After a hook stopped mid-plan: its unfinished step marked interrupted (never repeated), and the container
         verified: the incident resolved when it is healthy; None when there is more to do."""
         for record in done:

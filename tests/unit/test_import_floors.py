@@ -218,7 +218,7 @@ def main() -> None:
         level = floors(found, known)
         for n in range(max(level.values()) + 1):
             print(f"floor {n}:", " ".join(sorted(m for m in level if level[m] == n)))
-    nested = [(e.source, e.target, e.line) for e in found if e.nested]
+    nested = sorted({(e.source, e.target, e.line) for e in found if e.nested})
     print(f"nested imports of the tree (in a function or under TYPE_CHECKING): {len(nested)}")
     for source, target, line in nested:
         print(f"  {source}:{line} -> {target}")
