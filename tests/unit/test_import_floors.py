@@ -5,7 +5,9 @@ line (a `#` comment: an optional or heavy dependency).
 
 Read by an `ast` walk over the files as they stand: a relative import resolves from the importing file's folder,
 `ownvol.X` to ownvol/X.py; importing a submodule of a package counts as importing the package's __init__ too (Python
-runs it first). `python tests/unit/test_import_floors.py` prints the floors and the imports made inside functions.
+runs it first). A module loaded by name at run time (importlib.import_module: hooks/services/__init__.py loads the
+built-in families on first use) is not followed. `python tests/unit/test_import_floors.py` prints the floors and the
+imports made inside functions.
 """
 
 from __future__ import annotations
