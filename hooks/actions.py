@@ -19,12 +19,12 @@ from ownvol.dockertime import state_time
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
 from ownvol.system_paths import system_area
 
-from .beneath import data_path
+from .data_path import data_path
 from .health import redis_client, unknown_health
-from .helpers import helper_labels
-from .results import ActionResult
-from .services import by_family
-from .targets import DataMount, Target, engine_paths_reachable, tmpfs_of
+from .model import ActionResult, DataMount, Target
+from .repair_helpers import helper_labels
+from .services import Service, by_family
+from .targets import engine_paths_reachable, tmpfs_of
 
 HELPER_DEST = "/ownvol-target"
 SWARM_TASK = "com.docker.swarm.task.id"  # the label Swarm gives its task containers
@@ -255,53 +255,21 @@ def restart(ctx: Context) -> ActionResult:
         container = ctx.container()
     except docker.errors.NotFound:
         return ActionResult("skipped", {"why": "container is gone"})
-    if SWARM_TASK in (container.labels or {}):
-        return ActionResult("skipped", {"why": "a Swarm task: its service replaces it with a new task; starting "
-                                                "this container again would run Redis outside the service"})
-    if ctx.target.mount is None and (tmpfs := tmpfs_of(container.attrs, ctx.target.data_dir)):
-        return ActionResult("skipped", {"why": f"{ctx.target.data_dir} is on the container's own tmpfs {tmpfs}: a "
-                                               "restart makes it anew with the same owner (and loses what it "
-                                               "held); `ownvol doctor` names the --tmpfs options that set it"})
-    if container.status == "running" and unpersisted_writes(ctx):
-        return ActionResult("skipped", {"why": "Redis holds writes it could not persist; a restart would lose them"})
+    for _name, guard in RESTART_GUARDS:
+        if why := guard(ctx, container):
+            return ActionResult("skipped", {"why": why})
     service = by_family(ctx.target.service)
-    waited = {}
-    if container.status == "running" and (hazard := service.restart_hazard(ctx.target)):
-        began, first = time.monotonic(), hazard
-        while hazard and time.monotonic() - began < HAZARD_WAIT:
-            time.sleep(0.2)
-            hazard = service.restart_hazard(ctx.target)
-        waited = {"waited": round(time.monotonic() - began, 1), "for": first}
+    waited: dict = {}
+    if container.status == "running":
+        waited, hazard = _wait_out_hazard(ctx, service)
         if hazard:
             return ActionResult("skipped", {"why": f"refused after waiting {HAZARD_WAIT:g}s: {hazard}; not restarted",
                                             "refused": hazard})
-    if container.status == "running":
-        health = service.probe(ctx.target, "running", False)
-        if health.healthy:
-            return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
-        if why := unknown_health(health):
-            return ActionResult("skipped", {"why": f"{why}; a running server is never restarted on a guess"})
-        age = _running_for(container)
-        if age is not None and age < service.startup_grace and health.state in NOT_ANSWERING:
-            # starting up (its entrypoint's initialisation, a recovery): a restart would interrupt it; wait
-            # for it to answer, up to the grace after its start
-            deadline = time.monotonic() + service.startup_grace - age
-            while health.state in NOT_ANSWERING and container.status == "running" and time.monotonic() < deadline:
-                time.sleep(START_POLL)
-                health = service.probe(ctx.target, "running", False)
-                container.reload()
-            if health.healthy:
-                return ActionResult("ok", {"how": "none", "why": f"its start-up ended healthy within "
-                                                                 f"{service.startup_grace:g}s: not restarted"})
+        if (settled := _not_to_restart(ctx, container, service)) is not None:
+            return settled
     why = "running: restarted"
     if container.status not in ("running", "restarting"):
-        since = None
-        if ctx.opened_at is not None and not ctx.start_stopped:
-            # a stop can be what made the server fail (PostgreSQL's shutdown checkpoint on a data dir taken from
-            # it): its kill event comes before the line that opened the incident
-            since = max(ctx.opened_at - STOP_LOOKBACK, _started_at(container) or 0.0)
-        start, why = start_decision(ctx.target.restart_policy, ctx.target.start_opt_in, ctx.start_stopped,
-                                    ctx.running_at_open, _events_since(ctx, since) if since is not None else None)
+        start, why = _start_stopped(ctx, container)
         if not start:
             return ActionResult("skipped", {"why": why, "restart_policy": ctx.target.restart_policy})
     try:
@@ -314,6 +282,82 @@ def restart(ctx: Context) -> ActionResult:
     except docker.errors.APIError as exc:
         return ActionResult("failed", {"error": str(exc)})
     return ActionResult("ok", {"how": how, "restart_policy": ctx.target.restart_policy, "why": why, **waited})
+
+
+def _swarm_task(ctx: Context, container) -> str | None:
+    if SWARM_TASK in (container.labels or {}):
+        return ("a Swarm task: its service replaces it with a new task; starting this container again would run "
+                "Redis outside the service")
+    return None
+
+
+def _own_tmpfs(ctx: Context, container) -> str | None:
+    if ctx.target.mount is None and (tmpfs := tmpfs_of(container.attrs, ctx.target.data_dir)):
+        return (f"{ctx.target.data_dir} is on the container's own tmpfs {tmpfs}: a restart makes it anew with the "
+                "same owner (and loses what it held); `ownvol doctor` names the --tmpfs options that set it")
+    return None
+
+
+def _writes_at_stake(ctx: Context, container) -> str | None:
+    if container.status == "running" and unpersisted_writes(ctx):
+        return "Redis holds writes it could not persist; a restart would lose them"
+    return None
+
+
+# What makes restart skip a container before it looks at its server, in order: (name, check giving why or None).
+RESTART_GUARDS: tuple[tuple[str, Callable[[Context, object], str | None]], ...] = (
+    ("swarm-task", _swarm_task),
+    ("own-tmpfs", _own_tmpfs),
+    ("unpersisted-writes", _writes_at_stake),
+)
+
+
+def _wait_out_hazard(ctx: Context, service: Service) -> tuple[dict, str | None]:
+    """Wait up to HAZARD_WAIT seconds for what makes a restart unsafe (Service.restart_hazard) to pass:
+    ({"waited": seconds, "for": the first hazard} or {} when there was none, the hazard still there or None)."""
+    hazard = service.restart_hazard(ctx.target)
+    if not hazard:
+        return {}, None
+    began, first = time.monotonic(), hazard
+    while hazard and time.monotonic() - began < HAZARD_WAIT:
+        time.sleep(0.2)
+        hazard = service.restart_hazard(ctx.target)
+    return {"waited": round(time.monotonic() - began, 1), "for": first}, hazard
+
+
+def _not_to_restart(ctx: Context, container, service: Service) -> ActionResult | None:
+    """Why a running server is not to be restarted, asked of its probe: healthy, its health unknown, or a start-up
+    within its service's startup_grace that ends healthy (waited for); None: restart it."""
+    health = service.probe(ctx.target, "running", False)
+    if health.healthy:
+        return ActionResult("skipped", {"why": "healthy now: a healthy service is never restarted"})
+    if why := unknown_health(health):
+        return ActionResult("skipped", {"why": f"{why}; a running server is never restarted on a guess"})
+    age = _running_for(container)
+    if age is not None and age < service.startup_grace and health.state in NOT_ANSWERING:
+        # starting up (its entrypoint's initialisation, a recovery): a restart would interrupt it; wait
+        # for it to answer, up to the grace after its start
+        deadline = time.monotonic() + service.startup_grace - age
+        while health.state in NOT_ANSWERING and container.status == "running" and time.monotonic() < deadline:
+            time.sleep(START_POLL)
+            health = service.probe(ctx.target, "running", False)
+            container.reload()
+        if health.healthy:
+            return ActionResult("ok", {"how": "none", "why": f"its start-up ended healthy within "
+                                                             f"{service.startup_grace:g}s: not restarted"})
+    return None
+
+
+def _start_stopped(ctx: Context, container) -> tuple[bool, str]:
+    """start_decision for a stopped container, given who stopped it (its events since shortly before the incident
+    opened, when an incident was opened and no person asked)."""
+    since = None
+    if ctx.opened_at is not None and not ctx.start_stopped:
+        # a stop can be what made the server fail (PostgreSQL's shutdown checkpoint on a data dir taken from
+        # it): its kill event comes before the line that opened the incident
+        since = max(ctx.opened_at - STOP_LOOKBACK, _started_at(container) or 0.0)
+    return start_decision(ctx.target.restart_policy, ctx.target.start_opt_in, ctx.start_stopped,
+                          ctx.running_at_open, _events_since(ctx, since) if since is not None else None)
 
 
 # Exit codes of a server ended by a signal someone sent it from outside (128 + SIGINT, 128 + SIGTERM).

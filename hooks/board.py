@@ -16,7 +16,8 @@ import requests
 from ownvol.status import driver_name, is_driver, owner
 
 from .forecast import SpaceWatch
-from .journal import Incident, Journal
+from .journal import Journal
+from .model import Incident
 
 INCIDENTS_SHOWN = 12
 VOLUMES_TTL = 5.0  # seconds a `docker volume ls/inspect` answer is reused: every viewer polls the page

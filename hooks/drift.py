@@ -7,7 +7,7 @@ host for IN_ATTRIB, which fires on a chown or chmod of the directory or of an en
 (debounced: a burst of events wakes one probe at once and one more once the burst is over, and never two
 within MIN_GAP), and the probe decides from the running server as it does on its interval.
 
-The path is resolved as the repair resolves it (hooks/beneath.py data_path: no symlink followed below the
+The path is resolved as the repair resolves it (hooks/data_path.py data_path: no symlink followed below the
 mount's source) and watched with IN_DONT_FOLLOW | IN_ONLYDIR, so a data dir swapped for a symlink is
 never followed either. Where this process cannot see the engine's paths (a hook in a container, a remote
 engine) or the watch cannot be made, the container is left to the periodic probe and why() says so.
@@ -26,8 +26,8 @@ from inotify_simple import INotify, flags
 
 from ownvol.ownership import OwnershipError
 
-from .beneath import data_path
-from .targets import DataMount
+from .data_path import data_path
+from .model import DataMount
 
 MASK = flags.ATTRIB | flags.DONT_FOLLOW | flags.ONLYDIR
 DEBOUNCE = 0.5  # seconds of quiet that end a burst of events (the trailing wake)

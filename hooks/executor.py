@@ -17,10 +17,10 @@ from ownvol.userns import IdMap
 
 from . import actions
 from .actions import SWARM_TASK, Context
-from .health import Health, owner_of, saving
-from .journal import Incident
-from .results import ActionResult
-from .targets import FactCache, LastRun, Target, engine_paths_reachable, facts
+from .health import owner_of, saving
+from .model import ActionResult, Health, Incident, Target
+from .services import by_family
+from .targets import FactCache, LastRun, engine_paths_reachable, facts
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
@@ -39,7 +39,7 @@ class Runs(Protocol):
 class DockerExecutor:
     """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
     (each service's probe, hooks/services). client is called for the engine's client each time (made once, lazily, by
-    service.build). runs: the journal, where the owners of healthy runs are kept (None: not remembered)."""
+    assembly.build). runs: the journal, where the owners of healthy runs are kept (None: not remembered)."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], repair_via: str = "auto",
                  helper_image: str | None = None, runs: Runs | None = None) -> None:
@@ -128,8 +128,6 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        from .services import by_family
-
         health = by_family(target.service).probe(target, container.status,
                                                   self.repair_via != "helper" and engine_paths_reachable())
         if health.target is None:

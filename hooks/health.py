@@ -1,14 +1,15 @@
-"""Health of a watched Redis: redis-py probes, container state, the owner of its data mount.
+"""Health of a watched server, every family's parts of it: the owner and mode of its data mount (owner_of),
+the space on its filesystem (disk_usage), and the Redis family's probe (Redis, Valkey: redis-py PING and INFO,
+the container state). PostgreSQL and MariaDB are probed through their own tools (hooks/services/sql.py) and
+give the same model.Health.
 
-evaluate() is the pure rule that turns those observations into a state; probe() gathers them.
+evaluate() is the pure rule that turns the Redis family's observations into a state; probe() gathers them.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import time
-from dataclasses import dataclass, field
 
 import redis
 from redis.backoff import NoBackoff
@@ -16,41 +17,14 @@ from redis.retry import Retry
 
 from ownvol.ownership import OwnershipError, inspect_root
 
-from .beneath import data_path
-from .targets import Target
+from .data_path import data_path
+from .model import Health, Target
 
 PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
                       "aof_rewrite_scheduled", "aof_last_write_status", "aof_last_bgrewrite_status",
                       "rdb_last_bgsave_status", "aof_rewrites_consecutive_failures")
 # INFO persistence fields that are 1 while a save runs or waits to (a child not yet reaped still counts)
 SAVE_FIELDS = ("rdb_bgsave_in_progress", "aof_rewrite_in_progress", "aof_rewrite_scheduled")
-
-
-@dataclass
-class Health:
-    """One probe's verdict: state (results.STATES; health.evaluate decides it), the reasons, the container's status, the
-    PING reply, Redis's persistence, memory and clients INFO fields, the data mount's owner (owner_of) and when it
-    was taken (epoch seconds)."""
-
-    state: str
-    reasons: list[str]
-    container: str
-    ping: str
-    persistence: dict = field(default_factory=dict)
-    memory: dict = field(default_factory=dict)
-    clients: dict = field(default_factory=dict)
-    owner: dict | None = None
-    at: float = field(default_factory=time.time)
-    target: dict | None = None  # Target.as_dict() of the facts this probe used (the status page shows them)
-    disk: dict | None = None  # disk_usage() of the data mount's source, when reachable from here
-
-    @property
-    def healthy(self) -> bool:
-        return self.state == "healthy"
-
-    def as_dict(self) -> dict:
-        return {"state": self.state, "reasons": self.reasons, "container": self.container, "ping": self.ping,
-                "persistence": self.persistence, "memory": self.memory, "clients": self.clients, "owner": self.owner}
 
 
 def saving(health: Health) -> bool:

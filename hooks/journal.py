@@ -11,10 +11,11 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ownvol import sqlite
+
+from .model import ActionRecord, Incident
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -65,40 +66,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 SCHEMA_VERSION = 2  # 2: runs (the owner of each container's last healthy run)
-
-
-@dataclass
-class Incident:
-    """A failure the hook works on: which container, its error type, where it was seen (origin: log | health | manual),
-    detail (the detection, the plan), status (open | resolved | gave-up | abandoned), epoch seconds of detection,
-    opening and closing, and the outcome in words."""
-
-    id: int
-    container_id: str
-    container_name: str
-    error_type: str
-    origin: str
-    detail: dict
-    status: str
-    detected_at: float
-    opened_at: float
-    closed_at: float | None
-    outcome: str | None
-
-
-@dataclass
-class ActionRecord:
-    """One step of an incident's plan as the journal holds it (times in epoch seconds; verified: the verification after
-    it passed, failed, or None when none ran)."""
-
-    incident_id: int
-    step: int
-    action: str
-    started_at: float
-    finished_at: float | None
-    result: str | None  # ok | failed | skipped | None (started, never finished)
-    verified: bool | None
-    detail: dict
 
 
 class Journal:

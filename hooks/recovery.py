@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .breaker import Breaker
-from .journal import Incident, Journal
-from .results import ActionResult
+from .journal import Journal
+from .model import ActionRecord, ActionResult, Incident
 from .telemetry import Telemetry
 
-if TYPE_CHECKING:  # the engine reads a Config; checking one (strategies.py) needs the action registry
-    from .strategies import Config, Strategy
+if TYPE_CHECKING:
+    from .strategies import Config, Strategy  # types only: strategies loads the actions (Docker, Redis); this does not
 
 # A log line read late (the hook lags when many containers fail at once) that was written before the
 # container was last verified healthy describes a state already healed: it opens no incident. Log times
@@ -60,8 +60,10 @@ class Executor(Protocol):
 
 
 # (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
-# Service.plan; service.build passes services.plan_of)
+# Service.plan; assembly.build passes services.plan_of)
 ServicePlans = Callable[[str, str], "tuple[str, ...] | None"]
+# A check before a recovery step, given (incident, plan, step): the incident it closed (the step does not run), or None.
+StepGuard = Callable[[Incident, list, int], "Incident | None"]
 
 
 class Recovery:
@@ -230,27 +232,16 @@ class Recovery:
     def recover(self, incident: Incident) -> Incident:
         """Run the incident's plan from where the journal says it stopped, until a verification passes (resolved) or the
         plan or the breaker ends it (gave-up); the incident as closed."""
-        cid, name = incident.container_id, incident.container_name
-        self._seed_breaker(cid)
-        plan = incident.detail.get("plan")
+        self._seed_breaker(incident.container_id)
         strategy = self.plan_for(incident)
-        if plan is None:
-            plan = [a for _, a in strategy.plan()]
-            incident.detail["plan"] = plan
-            self.journal.set_plan(incident.id, incident.detail)
+        plan = self._planned(incident, strategy)
         if not plan:
             return self._give_up(incident, f"no action is safe for {incident.error_type} on "
                                            f"{incident.detail.get('service') or 'this service'} "
                                            f"({incident.detail.get('message') or 'see the evidence'}): left to people")
         done = self.journal.actions(incident.id)
-        for record in done:
-            if record.result is None:
-                self.journal.finish_action(incident.id, record.step, "interrupted", None,
-                                           {"why": "the hook stopped while it ran; not repeated"})
-        if done:
-            verdict = self._verify(incident, self.config.verify.get("persist-again", 10))
-            if verdict.healthy:
-                return self._resolve(incident, None, verdict)
+        if (resumed := self._resumed(incident, done)) is not None:
+            return resumed
         last_finished = max((a.finished_at or a.started_at for a in done), default=0)
         # The last action did its part and Redis refuses writes (or its last rewrite failed) with no save in
         # progress: it waits for a save that only the next action starts, so no backoff before that one, and
@@ -261,49 +252,102 @@ class Recovery:
             wait = strategy.delay_before(step) - (self.clock() - last_finished if last_finished else 0)
             if step and wait > 0 and not awaits_save:
                 self.sleep(wait)
-            if step > len(done):
-                # A service whose own restart policy or start-up finished the job after the last
-                # verification gave up on it is healthy now: never act on a healthy service.
-                late = self._verify(incident, 0)
-                if late.healthy:
-                    return self._resolve(incident, plan[step - 1], late)
-            now = self.clock()
-            if not self.breaker.allow(cid, now):
-                return self._give_up(incident, f"circuit breaker: {self.breaker.count(cid, now)} actions in "
-                                               f"{self.config.breaker_window:g}s")
-            if action == "repair-ownership" and (conflict := self.journal.conflict(cid)):
-                return self._conflict(incident, conflict)
+            for _name, guard in self._step_guards(step > len(done)):
+                if (ended := guard(incident, plan, step)) is not None:
+                    return ended
             self.journal.start_action(incident.id, step, action)
             started = self.clock()
             result = self._run(incident, step, action)
             if result.result == "skipped":
-                self.journal.finish_action(incident.id, step, "skipped", None, result.detail)
-                self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,
-                                    result="skipped", detail=result.detail)
-                self.telemetry.metrics.recoveries.labels(action=action, result="skipped").inc()
+                self._record_step(incident, step, action, result)
                 continue
-            self.breaker.record(cid, started)
+            self.breaker.record(incident.container_id, started)
             verdict = self._verify(incident, self.config.verify.get(action, 10))
-            checked = {"state": verdict.state, "reasons": verdict.reasons}
             awaits_save = result.ok and verdict.state in ("refusing-writes", "latent")
-            # undecided (None) when it awaits the next action's save: learning counts it neither way
-            self.journal.finish_action(incident.id, step, result.result, None if awaits_save else verdict.healthy,
-                                       {**result.detail, "verify": checked})
-            last_finished = self.clock()
-            outcome = "ok" if verdict.healthy else "failed"
-            self.telemetry.metrics.recoveries.labels(action=action, result=outcome).inc()
-            self.telemetry.emit("action", incident=incident.id, container=name, step=step, action=action,
-                                result=result.result, verified=verdict.healthy, state=verdict.state,
-                                seconds=round(last_finished - started, 3), detail=result.detail)
+            last_finished = self._record_step(incident, step, action, result, verdict, started, awaits_save)
             if action == "aof-off" and result.ok:
-                self.journal.set_fallback(cid, name, incident.id, self.clock() + self.config.aof_retry)
-                self.telemetry.emit("aof-disabled", incident=incident.id, container=name,
-                                    message="AOF turned off (opted in by ownvol.aof-fallback=true): durability is "
-                                            "reduced to RDB snapshots until a later repair lets the hook turn it "
-                                            "back on")
+                self._aof_disabled(incident)
             if verdict.healthy:
                 return self._resolve(incident, action, verdict)
         return self._give_up(incident, f"{len(plan)} planned actions did not make it healthy")
+
+    def _planned(self, incident: Incident, strategy: Strategy) -> list[str]:
+        """The incident's plan (action names): the one in its detail, else strategy's, kept in the journal so
+        that a resumed recovery follows the plan it began with."""
+        plan = incident.detail.get("plan")
+        if plan is None:
+            plan = [a for _, a in strategy.plan()]
+            incident.detail["plan"] = plan
+            self.journal.set_plan(incident.id, incident.detail)
+        return plan
+
+    def _resumed(self, incident: Incident, done: list[ActionRecord]) -> Incident | None:
+        """After a hook stopped mid-plan: its unfinished step marked interrupted (never repeated), and the container
+        verified: the incident resolved when it is healthy; None when there is more to do."""
+        for record in done:
+            if record.result is None:
+                self.journal.finish_action(incident.id, record.step, "interrupted", None,
+                                           {"why": "the hook stopped while it ran; not repeated"})
+        if done:
+            verdict = self._verify(incident, self.config.verify.get("persist-again", 10))
+            if verdict.healthy:
+                return self._resolve(incident, None, verdict)
+        return None
+
+    def _step_guards(self, after_a_step: bool) -> list[tuple[str, StepGuard]]:
+        """The checks made before each step, in order, by name (the healed-meanwhile check only after a step of
+        this run)."""
+        guards: list[tuple[str, StepGuard]] = [("healed-meanwhile", self._healed_meanwhile)] if after_a_step else []
+        return [*guards, ("breaker", self._breaker_open), ("owner-conflict", self._owner_conflict)]
+
+    def _healed_meanwhile(self, incident: Incident, plan: list, step: int) -> Incident | None:
+        # A service whose own restart policy or start-up finished the job after the last
+        # verification gave up on it is healthy now: never act on a healthy service.
+        late = self._verify(incident, 0)
+        return self._resolve(incident, plan[step - 1], late) if late.healthy else None
+
+    def _breaker_open(self, incident: Incident, plan: list, step: int) -> Incident | None:
+        now = self.clock()
+        if self.breaker.allow(incident.container_id, now):
+            return None
+        return self._give_up(incident, f"circuit breaker: {self.breaker.count(incident.container_id, now)} actions in "
+                                       f"{self.config.breaker_window:g}s")
+
+    def _owner_conflict(self, incident: Incident, plan: list, step: int) -> Incident | None:
+        if plan[step] == "repair-ownership" and (conflict := self.journal.conflict(incident.container_id)):
+            return self._conflict(incident, conflict)
+        return None
+
+    def _record_step(self, incident: Incident, step: int, action: str, result: ActionResult,
+                     verdict: Verdict | None = None, started: float = 0.0, awaits_save: bool = False) -> float:
+        """A finished step, recorded once: its journal row, its `action` event and the recoveries metric. A skipped
+        step has no verdict; a verified one's journal row learns from the verdict (undecided when it awaits
+        the next action's save: learning counts it neither way). The time it finished (the clock's, 0.0 when
+        skipped)."""
+        if verdict is None:
+            self.journal.finish_action(incident.id, step, result.result, None, result.detail)
+            self.telemetry.emit("action", incident=incident.id, container=incident.container_name, step=step,
+                                action=action, result=result.result, detail=result.detail)
+            self.telemetry.metrics.recoveries.labels(action=action, result=result.result).inc()
+            return 0.0
+        checked = {"state": verdict.state, "reasons": verdict.reasons}
+        self.journal.finish_action(incident.id, step, result.result, None if awaits_save else verdict.healthy,
+                                   {**result.detail, "verify": checked})
+        finished = self.clock()
+        self.telemetry.metrics.recoveries.labels(action=action, result="ok" if verdict.healthy else "failed").inc()
+        self.telemetry.emit("action", incident=incident.id, container=incident.container_name, step=step,
+                            action=action, result=result.result, verified=verdict.healthy, state=verdict.state,
+                            seconds=round(finished - started, 3), detail=result.detail)
+        return finished
+
+    def _aof_disabled(self, incident: Incident) -> None:
+        """After an aof-off that did its part: the fallback kept (when to try AOF again) and said."""
+        name = incident.container_name
+        self.journal.set_fallback(incident.container_id, name, incident.id, self.clock() + self.config.aof_retry)
+        self.telemetry.emit("aof-disabled", incident=incident.id, container=name,
+                            message="AOF turned off (opted in by ownvol.aof-fallback=true): durability is "
+                                    "reduced to RDB snapshots until a later repair lets the hook turn it "
+                                    "back on")
 
     def _resolve(self, incident: Incident, action: str | None, verdict: Verdict) -> Incident:
         seconds = self.clock() - incident.detected_at

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .actions import PLANNABLE
 from .patterns import ERROR_TYPES
+from .services import services
 
 LAST_RESORT = "persistence-failed"  # the strategy of an error type the file does not name
 
@@ -189,8 +190,6 @@ class StrategiesFile(_Section):
     def _last_resort(self) -> StrategiesFile:
         if LAST_RESORT not in self.types:
             raise ValueError(f"types.{LAST_RESORT} is required: it is the strategy of last resort")
-        from .services import services
-
         known = [s.family for s in services()]
         unknown = sorted(set(self.services) - set(known))
         if unknown:

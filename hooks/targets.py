@@ -25,7 +25,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import docker
 
@@ -33,75 +33,14 @@ from ownvol.profiles import profile_for_image
 from ownvol.status import driver_name, is_driver
 from ownvol.status import owner as volume_owner
 
-from .services import Service, Settings, service_for
+from .model import DataMount, Settings, Target
+from .services import Service, by_family, service_for
 
 WATCH_LABEL = "ownvol.watch"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
 AOF_FALLBACK_LABEL = "ownvol.aof-fallback"
 HOOK_LABEL = "ownvol.hook"
 START_LABEL = "ownvol.start"  # "true": the hook may start a stopped container whose restart policy is "no"
-
-
-@dataclass(frozen=True)
-class DataMount:
-    type: str  # bind | volume
-    source: str  # the path on the engine's host
-    destination: str
-    subpath: str  # the Redis dir relative to the mount's destination ("" when it is the destination)
-    name: str = ""  # volume name
-    driver: str = ""
-
-    @property
-    def host_path(self) -> str:
-        return posixpath.join(self.source, self.subpath) if self.subpath else self.source
-
-    def as_dict(self) -> dict:
-        return {"type": self.type, "source": self.source, "destination": self.destination, "subpath": self.subpath,
-                "name": self.name, "driver": self.driver}
-
-
-@dataclass
-class Target:
-    id: str
-    name: str
-    image: str
-    status: str
-    labels: dict
-    redis_url: str | None  # the server's address (redis:// for Redis and Valkey)
-    password: str | None
-    data_dir: str
-    mount: DataMount | None
-    uid: int | None
-    gid: int | None
-    owner_source: str
-    aof_fallback: bool
-    notes: list[str] = field(default_factory=list)
-    service: str = "redis"
-    origins: dict = field(default_factory=dict)  # fact -> where it came from (see hooks/services Settings)
-    files: dict = field(default_factory=dict)
-    restart_policy: str = ""
-    start_opt_in: bool = False
-    conflict: dict | None = None
-    server_pid: int | None = None
-    data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
-    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
-    persists: bool | None = None  # the server writes to its data dir on its own (Settings.persists)
-
-    def as_dict(self) -> dict:
-        return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
-                "service": self.service, "redis_url": _redact(self.redis_url), "data_dir": self.data_dir,
-                "mount": self.mount.as_dict() if self.mount else None,
-                "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
-                "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
-                "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
-                "persists": self.persists, "notes": self.notes}
-
-
-def _redact(url: str | None) -> str | None:
-    if url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _truthy(value: str | None) -> bool:
@@ -432,45 +371,24 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     attrs = container.attrs
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
-    key = (container.id, state.get("StartedAt") or "")
-    cached = cache.get(key) if cache else None
-    if cached is None:
-        service = service_for(attrs)
-        if service is None:
-            from .services import by_family
-
-            service = by_family("redis")  # opted in with ownvol.watch=true: treated as Redis
-        cached = StartFacts(service, service.configured(ContainerFiles(container, attrs)))
-        if cache:
-            cached = cache.put(key, cached)
+    cached = _start_facts(container, cache)
     running = state.get("Status") == "running"
     now = time.monotonic()
-
-    def look_for_server() -> None:
-        reach = proc or ("/proc" if engine_paths_reachable() else None)
-        cached.process = server_process(container, cached.service, state.get("Pid"), reach or "/nonexistent")
-        cached.process_tries += 1
-        cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
-
     looked = running and cached.process is None and now >= cached.process_next
     if looked:
-        look_for_server()
+        _look_for_server(cached, container, proc, now)
     if running and cached.live is None and now >= cached.live_next:
         cached.live = cached.service.live(cached.settings, container.id)
         cached.live_tries += 1
         cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
     settings = cached.live or cached.settings
     directory = settings.data_dir
-    mount = data_mount(attrs, directory)
-    if mount and mount.type == "volume" and not mount.source:
-        if cached.volume_path is None:
-            cached.volume_path = _volume_mountpoint(client, mount.name)
-        mount = dataclasses.replace(mount, source=cached.volume_path)
+    mount = _data_mount_found(client, attrs, directory, cached)
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     if uid is None and running and cached.process is None and not looked:
         # nothing else gives the owner (a root image with no profile): the process table is asked now, not
         # after the backoff, or a server dying of its fault would be repaired to nobody
-        look_for_server()
+        _look_for_server(cached, container, proc, now)
         uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     notes = list(settings.problems)
     if mount is None:
@@ -482,17 +400,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     if settings.persists is False:
         notes.append(f"nothing to persist ({_persistence_origin(settings)}): the owner of {directory} is reported, "
                      "never repaired, while the server runs and keeps nothing there")
-    conflict = None
-    if mount and uid is not None and source != "ownvol-volume":
-        if not cached.volume_checked:
-            cached.volume_owner, cached.volume_checked = _ownvol_volume_owner(client, mount), True
-        if cached.volume_owner and cached.volume_owner != (uid, gid):
-            conflict = {"volume": mount.name, "volume_owner": "{}:{}".format(*cached.volume_owner),
-                        "container_owner": f"{uid}:{gid}", "owner_source": source}
-            notes.append(f"conflict: the container runs as {uid}:{gid} ({source}) but its ownvol volume {mount.name} "
-                         f"is for {cached.volume_owner[0]}:{cached.volume_owner[1]}, which the driver restores at "
-                         f"every mount; recreate the volume with -o uid={uid} -o gid={gid}, or drop the container's "
-                         "`user:` so it runs as the volume's owner")
+    conflict = _volume_conflict(client, mount, cached, uid, gid, source, notes)
     labels = config.get("Labels") or {}
     policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
     return Target(
@@ -503,6 +411,61 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=cached.service.data_modes,
         persists=settings.persists)
+
+
+def _start_facts(container, cache: FactCache | None) -> StartFacts:
+    """The facts of the container's current start (its id and State.StartedAt): from cache, else its service
+    (a container opted in with ownvol.watch=true and of no family is treated as Redis) and that service's
+    configured settings, read now and put in cache."""
+    attrs = container.attrs
+    key = (container.id, (attrs.get("State") or {}).get("StartedAt") or "")
+    cached = cache.get(key) if cache else None
+    if cached is None:
+        service = service_for(attrs) or by_family("redis")
+        cached = StartFacts(service, service.configured(ContainerFiles(container, attrs)))
+        if cache:
+            cached = cache.put(key, cached)
+    return cached
+
+
+def _look_for_server(cached: StartFacts, container, proc: str | None, now: float) -> None:
+    """Ask for the server's process now (server_process, through /proc when the engine's paths are ours) and
+    set when to ask next (LIVE_RETRY doubling up to RETRY_MAX seconds after now, time.monotonic)."""
+    reach = proc or ("/proc" if engine_paths_reachable() else None)
+    pid = (container.attrs.get("State") or {}).get("Pid")
+    cached.process = server_process(container, cached.service, pid, reach or "/nonexistent")
+    cached.process_tries += 1
+    cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
+
+
+def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, cached: StartFacts
+                      ) -> DataMount | None:
+    """data_mount of directory, a plugin's volume (no Source in the container's Mounts) given its Mountpoint
+    (asked once per start)."""
+    mount = data_mount(attrs, directory)
+    if mount and mount.type == "volume" and not mount.source:
+        if cached.volume_path is None:
+            cached.volume_path = _volume_mountpoint(client, mount.name)
+        mount = dataclasses.replace(mount, source=cached.volume_path)
+    return mount
+
+
+def _volume_conflict(client: docker.DockerClient, mount: DataMount | None, cached: StartFacts, uid: int | None,
+                     gid: int | None, source: str, notes: list[str]) -> dict | None:
+    """The container's owner against its ownvol volume's (which the driver restores at every mount): the
+    conflict, with its note added to notes; None when they agree, or the owner is the volume's or unknown."""
+    if not mount or uid is None or source == "ownvol-volume":
+        return None
+    if not cached.volume_checked:
+        cached.volume_owner, cached.volume_checked = _ownvol_volume_owner(client, mount), True
+    if not cached.volume_owner or cached.volume_owner == (uid, gid):
+        return None
+    notes.append(f"conflict: the container runs as {uid}:{gid} ({source}) but its ownvol volume {mount.name} "
+                 f"is for {cached.volume_owner[0]}:{cached.volume_owner[1]}, which the driver restores at "
+                 f"every mount; recreate the volume with -o uid={uid} -o gid={gid}, or drop the container's "
+                 "`user:` so it runs as the volume's owner")
+    return {"volume": mount.name, "volume_owner": "{}:{}".format(*cached.volume_owner),
+            "container_owner": f"{uid}:{gid}", "owner_source": source}
 
 
 def _persistence_origin(settings: Settings) -> str:

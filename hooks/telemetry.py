@@ -11,7 +11,7 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .results import STATES
+from .model import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
 
@@ -49,7 +49,7 @@ class Metrics:
         self._space = (self.free_bytes, self.size_bytes, self.growth, self.until_full)
 
     def set_health(self, container: str, state: str) -> None:
-        """Set the container's health gauge: 1 for its state (results.STATES), 0 for the others."""
+        """Set the container's health gauge: 1 for its state (model.STATES), 0 for the others."""
         for s in STATES:
             self.health.labels(container=container, state=s).set(1 if s == state else 0)
 

@@ -32,8 +32,8 @@ from ownvol.dockertime import state_time_ns, timestamp_ns
 from . import patterns
 from .executor import DockerExecutor
 from .follow import LogStreams
-from .health import Health
 from .jsonfile import TAIL, JsonFiles, readable
+from .model import Health
 from .recovery import Recovery
 from .services import service_for
 from .targets import engine_paths_reachable, is_watched
@@ -321,17 +321,8 @@ class Watcher:
         cid = event.get("id") or (event.get("Actor") or {}).get("ID")
         if not cid:
             return
-        name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", cid[:12])
         if action == "destroy":
-            with self._lock:
-                gone = self.watched.pop(cid, None)
-            if gone:
-                if gone.file_followed and self.files is not None:
-                    self.logs.submit(self.files.remove(cid))
-                self.telemetry.metrics.forget(gone.name)
-                self.telemetry.emit("unwatched", container=gone.name, why="destroyed")
-                for forget in self.on_forget:
-                    forget(cid)
+            self._destroyed(cid)
             return
         with self._lock:
             known = self.watched.get(cid)
@@ -346,18 +337,37 @@ class Watcher:
         if not is_watched(container.attrs, self.selector):
             return
         w = self.track(container)
+        name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name", cid[:12])
         if action == "start":
             self._follow_from(w, event)
         elif action == "create" and w.log_file:  # its file, from the first line of its first start
             self.follow(w, since_ns=int(event.get("timeNano") or time.time_ns()) - 2_000_000_000)
         elif action == "die":
-            exit_code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
-            self.telemetry.emit("died", container=name, exit_code=exit_code)
-            self.scan(container, w)
-            self.crashed(container, w, exit_code)
+            self._died(container, w, name, event)
         elif action == "oom":
             self.telemetry.emit("oom", container=name)
         self.probe_soon(w.id)
+
+    def _destroyed(self, cid: str) -> None:
+        """A container removed: no longer watched, its log file no longer followed, its metrics and the others'
+        records of it (on_forget) dropped."""
+        with self._lock:
+            gone = self.watched.pop(cid, None)
+        if not gone:
+            return
+        if gone.file_followed and self.files is not None:
+            self.logs.submit(self.files.remove(cid))
+        self.telemetry.metrics.forget(gone.name)
+        self.telemetry.emit("unwatched", container=gone.name, why="destroyed")
+        for forget in self.on_forget:
+            forget(cid)
+
+    def _died(self, container, w: Watched, name: str, event: dict) -> None:
+        """A watched container's server ended: said with its exit code, its last logs scanned, a crash told."""
+        exit_code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
+        self.telemetry.emit("died", container=name, exit_code=exit_code)
+        self.scan(container, w)
+        self.crashed(container, w, exit_code)
 
     # --- logs -----------------------------------------------------------------------------------
     def _follow_from(self, w: Watched, start: dict) -> None:

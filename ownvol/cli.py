@@ -16,12 +16,12 @@ import click
 _COMMANDS: dict[str, str] = {
     "plugin": "ownvol.driver.cli:plugin_command",
     "volumes": "ownvol.driver.cli:volumes_command",
-    "watch": "ownvol.hook.cli:watch",
-    "status": "ownvol.hook.cli:status",
-    "doctor": "ownvol.hook.cli:doctor",
-    "repair": "ownvol.hook.cli:repair_cmd",
-    "history": "ownvol.hook.cli:history",
-    "explain": "ownvol.hook.cli:explain",
+    "watch": "ownvol.hook.commands:watch",
+    "status": "ownvol.hook.commands:status",
+    "doctor": "ownvol.hook.commands:doctor",
+    "repair": "ownvol.hook.commands:repair_cmd",
+    "history": "ownvol.hook.commands:history",
+    "explain": "ownvol.hook.commands:explain",
     "install": "ownvol.install:install_command",
 }
 

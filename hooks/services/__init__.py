@@ -11,12 +11,12 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
   asks the running server (None when it does not answer); both give `Settings`, each fact with its origin;
 - its messages: `catalogue`, the patterns of hooks/patterns.py its log lines are matched against, and
   `log_prefix`, how its lines begin (stripped before matching);
-- its probe: `probe(target, container_status, local_paths)` -> hooks.health.Health;
+- its probe: `probe(target, container_status, local_paths)` -> hooks.model.Health;
 - its plan: `plan(error_type)` -> the actions to try, or None for hooks/strategies.yaml's (the watcher puts
   the family in every incident's detail as "service"; hooks/recovery.py Recovery.plan_for asks plan_of).
 
 Facts are then taken in hooks/targets.py (`facts`: the owner's order, the data mount, cached per start);
-the probe's Health is hooks/health.py's. Unit tests: tests/unit/test_hook_facts.py.
+Target, Settings and the probe's Health are hooks/model.py's. Unit tests: tests/unit/test_hook_facts.py.
 
 `service_for(attrs)` is the definition a container belongs to (None: not one of ours); `SERVICES` lists
 them in the order they are tried. A family is added by writing one module here and listing it.
@@ -28,34 +28,10 @@ import importlib
 import posixpath
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from ..model import Health, Settings, Target
 from ..patterns import Pattern
-
-if TYPE_CHECKING:
-    from ..health import Health
-    from ..targets import Target
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where a server keeps its data and how to reach it, each fact with its origin.
-
-    data_dir: absolute path inside the container; address: the URL the probe uses (None: unknown);
-    files: named paths of its data (e.g. {"appenddirname": "appendonlydir"}), relative to data_dir;
-    origins: fact -> "CONFIG GET" | "PATH:LINE" (a config file) | "command line" | "label" | "WORKDIR" | "default";
-    problems: what could not be read (a missing config file, a syntax error), for `doctor`;
-    persists: whether the server writes to its data dir on its own (False: it keeps nothing on disk, as a Redis
-    with `save ""` and `appendonly no`); None when the service does not say.
-    """
-    data_dir: str
-    address: str | None = None
-    password: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
-    problems: tuple[str, ...] = ()
-    persists: bool | None = None
 
 
 class ContainerView(Protocol):

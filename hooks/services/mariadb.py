@@ -15,12 +15,12 @@ import posixpath
 import re
 import shlex
 import tarfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import docker
 
-from ..health import Health
-from . import ContainerView, Settings, register
+from ..model import Health, Settings
+from . import ContainerView, register
 from .sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("mariadb-10.11", "mariadb-11.8")
@@ -241,45 +241,58 @@ def _options(view: ContainerView, args: list[str]) -> tuple[dict[str, str], dict
     extra = flag(args, "--defaults-extra-file")
     if extra:
         files.append(extra)
-    options: dict[str, str] = {}
-    origins: dict[str, str] = {}
-    problems: list[str] = []
-    seen: set[str] = set()
-    snapshot = _Snapshot(view)
+    reading = _OptionFiles(_Snapshot(view), defaults_file)
+    for path in files:
+        reading.read(path, 0)
+    return reading.options, reading.origins, reading.problems
 
-    def read(path: str, depth: int) -> None:
-        if path in seen or depth > 8:
+
+@dataclass
+class _OptionFiles:
+    """One reading of option files (MariaDB's "Configuring MariaDB with Option Files"): the server groups'
+    datadir, port and socket, with where each was set, an !include or !includedir followed (8 deep at most,
+    each file once)."""
+    snapshot: _Snapshot
+    defaults_file: str | None
+    options: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def read(self, path: str, depth: int) -> None:
+        if path in self.seen or depth > 8:
             return
-        seen.add(path)
-        text = snapshot.read_file(path)
+        self.seen.add(path)
+        text = self.snapshot.read_file(path)
         if text is None:
-            if defaults_file == path:
-                problems.append(f"{path}: cannot be read")
+            if self.defaults_file == path:
+                self.problems.append(f"{path}: cannot be read")
             return
         in_server = False
         for number, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
             if not line or line[0] in "#;":
                 continue
-            if line.startswith("!includedir"):
-                directory = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
-                for name in sorted(snapshot.list_dir(directory) or []):
-                    if name.endswith(".cnf"):
-                        read(posixpath.join(directory, name), depth + 1)
-            elif line.startswith("!include") and len(line.split(None, 1)) > 1:
-                read(line.split(None, 1)[1].strip(), depth + 1)
+            if line.startswith("!include"):
+                self._include(line, depth)
             elif line.startswith("["):
                 in_server = bool(SERVER_GROUPS.match(line.strip("[] \t")))
             elif in_server:
                 key, _, value = line.partition("=")
                 key = key.strip().replace("_", "-")
                 if key in ("datadir", "port", "socket"):
-                    options[key] = value.split("#", 1)[0].strip().strip("'\"")
-                    origins[key] = f"{path}:{number}"
+                    self.options[key] = value.split("#", 1)[0].strip().strip("'\"")
+                    self.origins[key] = f"{path}:{number}"
 
-    for path in files:
-        read(path, 0)
-    return options, origins, problems
+    def _include(self, line: str, depth: int) -> None:
+        """`!includedir DIR` (its *.cnf files, by name) or `!include FILE`."""
+        if line.startswith("!includedir"):
+            directory = line.split(None, 1)[1].strip() if len(line.split(None, 1)) > 1 else ""
+            for name in sorted(self.snapshot.list_dir(directory) or []):
+                if name.endswith(".cnf"):
+                    self.read(posixpath.join(directory, name), depth + 1)
+        elif len(line.split(None, 1)) > 1:
+            self.read(line.split(None, 1)[1].strip(), depth + 1)
 
 
 def _socket(target) -> str:

@@ -19,8 +19,8 @@ import posixpath
 import re
 from dataclasses import replace
 
-from ..health import Health
-from . import ContainerView, Settings, register
+from ..model import Health, Settings
+from . import ContainerView, register
 from .sql import ExecProbed, env_of, flag, p, run_in, secret_from_env, server_argv
 
 VERSIONS = ("postgres-15", "postgres-17")

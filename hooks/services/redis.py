@@ -11,7 +11,9 @@ import shlex
 import redis
 
 from .. import patterns, redisconf
-from . import ContainerView, Service, Settings, command_of, register
+from ..health import probe
+from ..model import Settings
+from . import ContainerView, Service, command_of, register
 
 URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
@@ -98,8 +100,6 @@ class RedisService(Service):
                         persists=persists)
 
     def probe(self, target, container_status: str, local_paths: bool):
-        from ..health import probe
-
         return probe(target, container_status, local_paths)
 
 

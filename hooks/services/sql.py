@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import docker
 
 from .. import connection
-from ..health import Health, owner_of
+from ..health import owner_of
+from ..model import Health, Settings
 from ..patterns import Pattern
-from . import Service, Settings, command_of
+from . import Service, command_of
 
 EXEC_TIMEOUT = 10  # seconds an exec'd probe may take (the engine's API timeout bounds it)
 

@@ -1,5 +1,5 @@
 """A hook SIGKILLed while its repair helper runs leaves the helper behind; the next hook to start removes it, and
-never the helper of a hook that still runs (hooks/helpers.py)."""
+never the helper of a hook that still runs (hooks/repair_helpers.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from ownvol.hook.helpers import hook_container_alive, own_container, this_process
+from ownvol.hook.repair_helpers import hook_container_alive, own_container, this_process
 from tests.support.common import free_port, new_name
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, run_redis

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from ownvol.hook.beneath import data_path
-from ownvol.hook.targets import DataMount
+from ownvol.hook.data_path import data_path
+from ownvol.hook.model import DataMount
 from ownvol.ownership import OwnershipError, inspect_root, repair, tree_owned_by
 from tests.support.driver import NO_HOOK, create, status
 from tests.support.engine import redis_cmd, wait_for

@@ -16,8 +16,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from ownvol.hook import cli as hook_cli
-from ownvol.hook import service
+from ownvol.hook import assembly
+from ownvol.hook import commands as hook_commands
 from ownvol.hook.targets import PASSWD_MAX, _read_file
 from ownvol.hook.telemetry import Metrics
 from ownvol.hook.web import create_app, serve
@@ -39,10 +39,10 @@ def _listening(port: int) -> list[str]:
 
 
 def test_the_hooks_listener_is_loopback_by_default_and_the_webhook_off():
-    defaults = {p.name: p.default for p in hook_cli.watch.params}
-    assert defaults["metrics_addr"] == service.DEFAULT_METRICS == service.Options().metrics_addr == "127.0.0.1:9808"
-    assert defaults["webhook"] is None and service.Options().webhook is None
-    host = service.DEFAULT_METRICS.rpartition(":")[0]
+    defaults = {p.name: p.default for p in hook_commands.watch.params}
+    assert defaults["metrics_addr"] == assembly.DEFAULT_METRICS == assembly.Options().metrics_addr == "127.0.0.1:9808"
+    assert defaults["webhook"] is None and assembly.Options().webhook is None
+    host = assembly.DEFAULT_METRICS.rpartition(":")[0]
     port = free_port()
     server = serve(f"{host}:{port}", create_app(Metrics(), dict, dict))
     try:

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 
 from ownvol.hook.journal import Journal
+from ownvol.hook.model import ActionResult
 from ownvol.hook.recovery import Recovery
-from ownvol.hook.results import ActionResult
 from ownvol.hook.strategies import parse
 from ownvol.hook.telemetry import Telemetry
 

@@ -13,8 +13,7 @@ import time
 import pytest
 
 from ownvol.hook.drift import DriftWatch, watchable
-from ownvol.hook.health import Health
-from ownvol.hook.targets import DataMount
+from ownvol.hook.model import DataMount, Health
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import ProbeWake, Watched, Watcher
 from tests.support.fakes import IdleRecovery
@@ -206,16 +205,16 @@ def test_the_probe_loop_probes_only_the_container_poked():
 def test_the_hook_runs_without_a_drift_watch_when_inotify_refuses(tmp_path, monkeypatch):
     """inotify_init1 fails with EMFILE once fs.inotify.max_user_instances is used up (inotify_init(2)): the hook
     still starts, every container's drift watch is off with that reason, and the periodic probe remains."""
+    from ownvol.hook import assembly
     from ownvol.hook import drift as drift_module
-    from ownvol.hook import service
 
     def refuse():
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(drift_module, "INotify", refuse)
     out = io.StringIO()
-    monkeypatch.setattr(service, "Telemetry", lambda webhook=None: Telemetry(out=out, webhook=webhook))
-    watcher, recovery, telemetry, board, drift = service.build(service.Options(state_dir=str(tmp_path)))
+    monkeypatch.setattr(assembly, "Telemetry", lambda webhook=None: Telemetry(out=out, webhook=webhook))
+    watcher, recovery, telemetry, board, drift = assembly.build(assembly.Options(state_dir=str(tmp_path)))
     assert isinstance(drift, str) and "Too many open files" in drift and "max_user_instances" in drift
     assert any('"drift-watch-off"' in line for line in out.getvalue().splitlines())
     assert not watcher.on_forget

@@ -239,7 +239,7 @@ def test_ownvol_watch_refuses_at_start_an_engine_it_cannot_stream_from(env: dict
                                                                         tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from ownvol.hook.cli import watch
+    from ownvol.hook.commands import watch
 
     result = CliRunner().invoke(watch, ["--state-dir", str(tmp_path), "--metrics-addr", "off"],
                                 env={**env, "DOCKER_TLS_VERIFY": None, "DOCKER_CERT_PATH": None})

@@ -9,8 +9,9 @@ import os
 from ownvol.dockertime import timestamp_ns
 from ownvol.hook.actions import ActionResult
 from ownvol.hook.health import can_write, owner_of
+from ownvol.hook.model import DataMount, Target
 from ownvol.hook.services import by_family, plan_of, service_for
-from ownvol.hook.targets import DataMount, StartFacts, Target, owner, server_process
+from ownvol.hook.targets import StartFacts, owner, server_process
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import Watched, Watcher
 from tests.support.fakes import FakeExecutor, engine, events

@@ -1,5 +1,5 @@
-"""Whose a repair helper is (hooks/helpers.py): the labels naming its hook, and whether that hook still runs, told
-from real processes here and from a /proc tree written out for the pid namespaces this machine cannot show."""
+"""Whose a repair helper is (hooks/repair_helpers.py): the labels naming its hook, and whether that hook still runs,
+told from real processes here and from a /proc tree written out for the pid namespaces this machine cannot show."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ownvol.hook.helpers import (
+from ownvol.hook.repair_helpers import (
     INIT_PIDNS,
     HookProcess,
     helper_labels,

@@ -14,7 +14,7 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:
     def lower() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
 
-    code = ("import resource; from ownvol.hook.service import open_files_limit; "
+    code = ("import resource; from ownvol.hook.assembly import open_files_limit; "
             "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; print(before, *open_files_limit(), "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
     out = subprocess.run([sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True)

@@ -14,8 +14,9 @@ from ownvol.hook import patterns
 from ownvol.hook.breaker import Breaker
 from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.follow import Demux, since_param, split_lines
-from ownvol.hook.health import Health, evaluate
+from ownvol.hook.health import evaluate
 from ownvol.hook.journal import Journal
+from ownvol.hook.model import Health
 from ownvol.hook.services import by_family
 from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user

@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from ownvol.hook import cli, web
+from ownvol.hook import commands, web
 from ownvol.hook.board import Board
 from ownvol.hook.forecast import SpaceWatch
-from ownvol.hook.health import Health
 from ownvol.hook.journal import Journal
+from ownvol.hook.model import Health
 from ownvol.hook.telemetry import Telemetry
 from tests.support.common import free_port
 
@@ -113,19 +113,19 @@ def test_the_page_model_tells_each_container_incident_rate_and_latent_fault():
 
 
 def test_status_prints_an_aligned_table_and_json_unchanged(served):
-    text = CliRunner().invoke(cli.status, ["--addr", served]).output
+    text = CliRunner().invoke(commands.status, ["--addr", served]).output
     rows = [line for line in text.splitlines() if "redis-" in line]
     assert len(rows) == 3  # two containers, one open incident
     assert rows[0].index("healthy") == rows[1].index("refusing-writes")  # one column for health
     assert "recovering" in rows[1] and "#2" in rows[2]
-    assert json.loads(CliRunner().invoke(cli.status, ["--addr", served, "--json"]).output) == STATUS
+    assert json.loads(CliRunner().invoke(commands.status, ["--addr", served, "--json"]).output) == STATUS
 
 
 def test_history_prints_incidents_actions_and_rates_as_tables(tmp_path: Path):
     db = tmp_path / "journal.sqlite"
     _journal(db).close()
     # as a pipe prints it with no COLUMNS set (pytest-xdist gives its workers the controller's terminal width)
-    result = CliRunner(env={"COLUMNS": None}).invoke(cli.history, ["--db", str(db)])
+    result = CliRunner(env={"COLUMNS": None}).invoke(commands.history, ["--db", str(db)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     first = next(line for line in lines if line.strip().startswith("#1"))
@@ -134,6 +134,6 @@ def test_history_prints_incidents_actions_and_rates_as_tables(tmp_path: Path):
     assert "resolved" in first and "0. repair-ownership: ok not verified" in first
     assert any("1. restart: ok verified" in line for line in lines)
     assert any("restart" in line and "1/1" in line and "100%" in line for line in lines)
-    data = json.loads(CliRunner().invoke(cli.history, ["--db", str(db), "--json"]).output)
+    data = json.loads(CliRunner().invoke(commands.history, ["--db", str(db), "--json"]).output)
     assert [i["status"] for i in data["incidents"]] == ["open", "resolved"]
     assert {(r["action"], r["succeeded"]) for r in data["success_rates"]} == {("repair-ownership", 0), ("restart", 1)}

@@ -10,7 +10,7 @@ import pytest
 
 from ownvol.driver.activation import ActivationError, listening_socket
 from ownvol.driver.settings import from_env
-from ownvol.hook.cli import watch
+from ownvol.hook.commands import watch
 from tests.support.common import ROOT
 from tests.support.systemd import HOST_OWNVOL, UNITS_DIR, unit
 

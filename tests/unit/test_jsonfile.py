@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from ownvol.dockertime import timestamp_ns
-from ownvol.hook.health import Health
 from ownvol.hook.jsonfile import Entry, JsonFiles, entries, log_path, readable
+from ownvol.hook.model import Health
 from ownvol.hook.telemetry import Telemetry
 from ownvol.hook.watcher import Watched, Watcher
 from tests.support.fakes import IdleRecovery

@@ -104,7 +104,7 @@ def test_the_fatal_exits_of_the_captures_are_marked_fatal():
 def test_explain_prints_each_failure_and_its_json():
     from click.testing import CliRunner
 
-    from ownvol.hook.cli import explain
+    from ownvol.hook.commands import explain
 
     log = (GOLDEN / "redis-8.0" / "rdb-unreadable.log").read_text()
     table = CliRunner().invoke(explain, ["-"], input=log)

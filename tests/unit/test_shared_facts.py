@@ -14,7 +14,8 @@ from ownvol.driver.settings import from_env
 from ownvol.driver.store import Store
 from ownvol.driver.volumes import Volumes
 from ownvol.hook.journal import Journal
-from ownvol.hook.targets import DataMount, _ownvol_volume_owner
+from ownvol.hook.model import DataMount
+from ownvol.hook.targets import _ownvol_volume_owner
 from ownvol.ownership import OwnershipError, inspect_root
 from ownvol.sqlite import SchemaTooNew
 from ownvol.status import VolumeStatus, driver_name, owner

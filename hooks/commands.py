@@ -1,4 +1,4 @@
-"""`ownvol watch | status | doctor | repair | history`."""
+"""The hook's commands: `ownvol watch | status | doctor | repair | history | explain` (dispatched by ownvol/cli.py)."""
 
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ from rich.text import Text
 
 from ownvol.dockertime import state_time
 
-from . import connection, patterns, service
+from . import assembly, connection, patterns
 from .actions import repair_route
 from .drift import watchable
 from .executor import DockerExecutor
-from .journal import ActionRecord, Incident, Journal
+from .journal import Journal
+from .model import ActionRecord, Incident
 from .recovery import Recovery
-from .services import plan_of
+from .services import by_family, plan_of
 from .strategies import StrategyError, load
 from .targets import engine_node, engine_paths_reachable
 from .telemetry import Telemetry
 from .watcher import INCIDENT_STATES
 
-_state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=service.DEFAULT_STATE_DIR,
+_state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=assembly.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
 _db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
                    help="The journal (default STATE_DIR/journal.sqlite).")
@@ -64,7 +65,7 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @click.command()
 @_state
 @_db
-@click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True,
+@click.option("--metrics-addr", envvar="OWNVOL_METRICS_ADDR", default=assembly.DEFAULT_METRICS, show_default=True,
               help="host:port for the status page (/), /status and /metrics; 'off' for none.")
 @click.option("--webhook", envvar="OWNVOL_WEBHOOK", default=None, help="POST incident/recovered/gave-up JSON here.")
 @click.option("--selector", multiple=True, metavar="KEY=VALUE", envvar="OWNVOL_HOOK_SELECTOR",
@@ -76,7 +77,7 @@ def _selector(values: tuple[str, ...]) -> dict[str, str]:
 @_via
 @click.option("--helper-image", envvar="OWNVOL_IMAGE", default="ownvol/ownvol:latest", show_default=True)
 @click.option("--fill-warning-hours", type=click.FloatRange(min=0, min_open=True), envvar="OWNVOL_FILL_WARNING_HOURS",
-              default=service.DEFAULT_THRESHOLD_HOURS, show_default=True,
+              default=assembly.DEFAULT_THRESHOLD_HOURS, show_default=True,
               help="A `latent` event when a data mount would be full within this many hours at the last hour's rate.")
 @click.option("--drift-watch", type=click.Choice(["on", "off"]), envvar="OWNVOL_DRIFT_WATCH", default="on",
               show_default=True, help="Watch the data dirs with inotify: a chown or chmod wakes that container's probe "
@@ -96,17 +97,17 @@ def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, 
         connection.endpoint()  # where the log streams connect: refused here, not in every stream's event
     except (connection.UnsupportedHost, docker.errors.DockerException, OSError) as exc:
         raise click.ClickException(f"cannot reach the engine as configured: {exc}") from None
-    options = service.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
+    options = assembly.Options(state_dir, db, None if metrics_addr in ("", "off") else metrics_addr, webhook,
                               _selector(selector), strategies, interval, repair_via, helper_image, fill_warning_hours,
                               drift_watch == "on", log_files == "on")
     try:
-        service.run(options)
+        assembly.run(options)
     except KeyboardInterrupt:
         pass
 
 
 @click.command()
-@click.option("--addr", envvar="OWNVOL_METRICS_ADDR", default=service.DEFAULT_METRICS, show_default=True)
+@click.option("--addr", envvar="OWNVOL_METRICS_ADDR", default=assembly.DEFAULT_METRICS, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def status(addr, as_json) -> None:
     """The running hook's watched containers and their health."""
@@ -134,7 +135,7 @@ def status(addr, as_json) -> None:
 
 
 def _executor(repair_via: str) -> DockerExecutor:
-    client = service.engine()
+    client = assembly.engine()
     return DockerExecutor(lambda: client, repair_via)
 
 
@@ -144,8 +145,6 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     except docker.errors.NotFound:
         raise click.ClickException(f"no container {name}") from None
     health = executor.health(container.id)
-    from .services import by_family
-
     catalogue = by_family(target.service).catalogue
     state = container.attrs.get("State") or {}
     since = run_began(state)
@@ -243,7 +242,7 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
     The hook's JSON events go to stderr."""
     executor = _executor(repair_via)
     report = diagnose(executor, container)
-    options = service.Options(state_dir=state_dir, db=db)
+    options = assembly.Options(state_dir=state_dir, db=db)
     os.makedirs(state_dir, exist_ok=True)
     cid = executor.target(container)[0].id
     name = report["container"]["name"]

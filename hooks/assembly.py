@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import docker
 import requests
 
-from . import connection, helpers, web
+from . import connection, repair_helpers, web
 from .board import Board, DriverVolumes
 from .drift import DriftWatch
 from .executor import DockerExecutor
 from .forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
-from .health import Health
 from .journal import Journal
+from .model import Health
 from .recovery import Recovery
 from .services import plan_of
 from .strategies import load
@@ -128,10 +128,10 @@ def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | str = "t
 
 
 def sweep_helpers(client: Callable[[], docker.DockerClient], telemetry: Telemetry) -> None:
-    """Remove the repair helpers that killed hooks left (helpers.sweep): a helper-removed event for each removed,
+    """Remove the repair helpers that killed hooks left (repair_helpers.sweep): a helper-removed event for each removed,
     helper-kept for each left; helper-sweep-failed when the engine does not answer (the next start tries again)."""
     try:
-        removed, kept = helpers.sweep(client())
+        removed, kept = repair_helpers.sweep(client())
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         telemetry.emit("helper-sweep-failed", error=str(exc)[:200])
         return

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ownvol.beneath import beneath
 from ownvol.ownership import OwnershipError
 
-from .targets import DataMount
+from .model import DataMount
 
 
 @contextmanager
