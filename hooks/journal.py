@@ -199,12 +199,21 @@ class Journal:
             "SELECT incident_id, step, action, started_at, finished_at, result, verified, detail FROM actions"
             " WHERE incident_id = ? ORDER BY step", (incident_id,))]
 
-    def action_times(self, container_id: str, since: float) -> list[float]:
-        """When actions (not skipped ones) ran on a container since a time: the breaker's memory."""
-        return [r[0] for r in self._rows(
-            "SELECT a.started_at FROM actions a JOIN incidents i ON i.id = a.incident_id"
+    def failed_actions(self, container_id: str, since: float) -> list[ActionRecord]:
+        """The container's actions since a time (epoch seconds) that did not make it healthy, oldest first: not
+        skipped, not verified healthy, and started after its last resolved incident closed (a verified recovery
+        closes the count). The breaker's memory (hooks/breaker.py)."""
+        return [_action(r) for r in self._rows(
+            "SELECT a.incident_id, a.step, a.action, a.started_at, a.finished_at, a.result, a.verified, a.detail"
+            " FROM actions a JOIN incidents i ON i.id = a.incident_id"
             " WHERE i.container_id = ? AND a.started_at >= ? AND COALESCE(a.result, '') != 'skipped'"
-            " ORDER BY a.started_at", (container_id, since))]
+            " AND COALESCE(a.verified, 0) = 0 AND a.started_at > COALESCE((SELECT MAX(closed_at) FROM incidents"
+            " WHERE container_id = ? AND status = 'resolved'), 0)"
+            " ORDER BY a.started_at", (container_id, since, container_id))]
+
+    def action_times(self, container_id: str, since: float) -> list[float]:
+        """When the actions that did not make the container healthy ran since a time (failed_actions)."""
+        return [a.started_at for a in self.failed_actions(container_id, since)]
 
     def rates(self, error_type: str | None = None, service: str | None = None
               ) -> dict[tuple[str, str], tuple[int, int]]:

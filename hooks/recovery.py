@@ -194,8 +194,10 @@ class Recovery:
         if container_id in self._seeded:
             return
         self._seeded.add(container_id)
-        for t in self.journal.action_times(container_id, self.clock() - self.config.breaker_window):
-            self.breaker.record(container_id, t)
+        for a in self.journal.failed_actions(container_id, self.clock() - self.config.breaker_window):
+            checked = a.detail.get("verify") or {}
+            self.breaker.record(container_id, a.started_at, _failure(a.incident_id, a.action, a.result or "interrupted",
+                                                                     checked.get("state"), checked.get("reasons")))
 
     def _supervised(self, incident: Incident) -> None:
         """A worker's life: recover, and if that raises anyway, end the incident (gave-up, with why) rather
@@ -261,14 +263,21 @@ class Recovery:
             if result.result == "skipped":
                 self._record_step(incident, step, action, result)
                 continue
-            self.breaker.record(incident.container_id, started)
             verdict = self._verify(incident, self.config.verify.get(action, 10))
+            if not verdict.healthy:
+                self.breaker.record(incident.container_id, started,
+                                    _failure(incident.id, action, result.result, verdict.state, verdict.reasons))
             awaits_save = result.ok and verdict.state in ("refusing-writes", "latent")
             last_finished = self._record_step(incident, step, action, result, verdict, started, awaits_save)
             if action == "aof-off" and result.ok:
                 self._aof_disabled(incident)
             if verdict.healthy:
                 return self._resolve(incident, action, verdict)
+        # The end is the verified state, not the last step's result: a plan whose last step was skipped, or a
+        # resumed plan with nothing left, may end on a server its own restart or start-up has healed meanwhile.
+        late = self._verify(incident, 0)
+        if late.healthy:
+            return self._resolve(incident, plan[-1] if plan else None, late)
         return self._give_up(incident, f"{len(plan)} planned actions did not make it healthy")
 
     def _planned(self, incident: Incident, strategy: Strategy) -> list[str]:
@@ -310,8 +319,9 @@ class Recovery:
         now = self.clock()
         if self.breaker.allow(incident.container_id, now):
             return None
-        return self._give_up(incident, f"circuit breaker: {self.breaker.count(incident.container_id, now)} actions in "
-                                       f"{self.config.breaker_window:g}s")
+        failed = self.breaker.failures(incident.container_id, now)
+        return self._give_up(incident, f"circuit breaker: {len(failed)} actions in {self.config.breaker_window:g}s "
+                                       f"did not make it healthy: {_failures_text(failed)}", failed=failed)
 
     def _owner_conflict(self, incident: Incident, plan: list, step: int) -> Incident | None:
         if plan[step] == "repair-ownership" and (conflict := self.journal.conflict(incident.container_id)):
@@ -356,6 +366,7 @@ class Recovery:
         self.telemetry.emit("recovered", incident=incident.id, container=incident.container_name,
                             type=incident.error_type, by=action, seconds=round(seconds, 3))
         self.healthy(incident.container_id)
+        self.breaker.close(incident.container_id)
         if action == "repair-ownership" and self.journal.fallback(incident.container_id):
             self.restore_aof(incident.container_id, repaired=True)
         return closed
@@ -373,10 +384,11 @@ class Recovery:
         return self._give_up(incident, f"conflict: container {conflict['container_owner']}, volume "
                                        f"{conflict['volume']} {conflict['volume_owner']}; {fix}")
 
-    def _give_up(self, incident: Incident, why: str) -> Incident:
+    def _give_up(self, incident: Incident, why: str, **extra: object) -> Incident:
+        """Close the incident gave-up with why; extra goes into the `gave-up` event as it is (JSON-able)."""
         closed = self._close(incident, "gave-up", why)
         self.telemetry.emit("gave-up", incident=incident.id, container=incident.container_name,
-                            type=incident.error_type, why=why,
+                            type=incident.error_type, why=why, **extra,
                             actions=[f"{a.action}:{a.result}" for a in self.journal.actions(incident.id)],
                             message="handed off to people: `ownvol doctor` and `ownvol repair` take it from here")
         return closed
@@ -420,3 +432,19 @@ class Recovery:
         self.telemetry.emit("aof-restore-failed", incident=fb["incident_id"], container=fb["container_name"],
                             results={a: r.result for a, r in results.items()}, retry_in=delay)
         return False
+
+
+def _failure(incident_id: int, action: str, result: str, state: str | None, reasons: list[str] | None) -> dict:
+    """One action that did not make the server healthy, as the breaker keeps it (JSON-able)."""
+    return {"incident": incident_id, "action": action, "result": result, "state": state or "unverified",
+            "reasons": list(reasons or [])[:3]}
+
+
+def _failures_text(failed: list[dict]) -> str:
+    """The breaker's failures in words, the same ones counted once: "repair-ownership ok -> latent (why) x3; ..."."""
+    counts: dict[str, int] = {}
+    for f in failed:
+        why = "; ".join(f.get("reasons") or [])[:160]
+        key = f"{f.get('action')} {f.get('result')} -> {f.get('state')}" + (f" ({why})" if why else "")
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(k if n == 1 else f"{k} x{n}" for k, n in counts.items())

@@ -248,6 +248,99 @@ def test_breaker_stops_a_recovery_early(tmp_path):
     assert final.status == "gave-up" and final.outcome.startswith("circuit breaker")
 
 
+def test_breaker_gave_up_says_which_actions_failed_and_why(tmp_path):
+    ex = FakeExecutor(heals=None, results={"persist-again": "failed"})
+    rec, out = engine(tmp_path, ex, {"breaker": {"max_actions": 2}})
+    inc = rec.report("c1", "r", "persistence-failed", "health", {}, background=False)
+    final = rec.journal.incident(inc.id)
+    assert final.outcome.startswith("circuit breaker: 2 actions in 600s did not make it healthy")
+    assert "repair-ownership ok -> down" in final.outcome and "persist-again failed -> down" in final.outcome
+    gave_up = [e for e in events(out) if e["event"] == "gave-up"][-1]
+    assert [(f["action"], f["result"], f["state"]) for f in gave_up["failed"]] == [
+        ("repair-ownership", "ok", "down"), ("persist-again", "failed", "down")]
+
+
+class Redrifts(FakeExecutor):
+    """A server whose data dir something else keeps re-owning: unhealthy at each new incident, healed by a repair."""
+
+    def drift(self):
+        self.is_healthy = False
+
+
+def test_breaker_does_not_count_verified_repairs(tmp_path):
+    """Ten incidents in a row, each healed by one verified repair within the window: none is stopped by a breaker
+    of eight (issue 27 defect 1, case 23)."""
+    ex = Redrifts(heals="repair-ownership")
+    rec, out = engine(tmp_path, ex, {"breaker": {"max_actions": 8}})
+    for _ in range(10):
+        ex.drift()
+        inc = rec.report("c1", "r", "permission-denied", "health", {}, background=False)
+        assert inc is not None and rec.journal.incident(inc.id).status == "resolved"
+    assert ex.ran == ["repair-ownership"] * 10 and "gave-up" not in [e["event"] for e in events(out)]
+    assert rec.journal.action_times("c1", 0) == []
+
+
+def test_breaker_seed_of_a_restarted_hook_does_not_count_verified_repairs(tmp_path):
+    ex = Redrifts(heals="repair-ownership")
+    rec, _ = engine(tmp_path, ex, {"breaker": {"max_actions": 8}})
+    for _ in range(8):
+        ex.drift()
+        rec.report("c1", "r", "permission-denied", "health", {}, background=False)
+    again = Redrifts(heals="repair-ownership")
+    rec2, out2 = engine(tmp_path, again, {"breaker": {"max_actions": 8}})  # a new hook on the same journal
+    inc = rec2.report("c1", "r", "permission-denied", "health", {}, background=False)
+    assert again.ran == ["repair-ownership"] and rec2.journal.incident(inc.id).status == "resolved"
+
+
+def test_breaker_counts_failures_across_incidents_until_a_verified_recovery(tmp_path):
+    ex = FakeExecutor(heals=None)
+    rec, _ = engine(tmp_path, ex, {"breaker": {"max_actions": 3}, "types": {"persistence-failed": {
+        "actions": ["repair-ownership", "persist-again"], "attempts": 1}}})
+    first = rec.report("c1", "r", "persistence-failed", "health", {}, background=False)
+    assert rec.journal.incident(first.id).outcome.startswith("2 planned actions")
+    rec.healthy("c1")  # seen healthy by a probe, not by a recovery: the two failures still count
+    second = rec.report("c1", "r", "persistence-failed", "health", {}, background=False)
+    assert rec.journal.incident(second.id).outcome.startswith("circuit breaker: 3 actions")
+    assert len(ex.ran) == 3
+    rec3, _ = engine(tmp_path, FakeExecutor(heals=None), {"breaker": {"max_actions": 3}})
+    rec3._seed_breaker("c1")
+    assert rec3.breaker.count("c1", rec3.clock()) == 3  # a restarted hook counts them too
+
+
+def test_a_resumed_incident_whose_last_action_is_skipped_ends_on_the_verified_state(tmp_path):
+    """The resumed plan's last step is skipped while the container heals on its own (its restart policy): the
+    incident ends resolved, not gave-up (issue 27 defect 4)."""
+
+    class HealsMeanwhile(FakeExecutor):
+        def run(self, cid, action, incident=None):
+            self.is_healthy = True  # its own restart finished while this step was being skipped
+            return super().run(cid, action, incident)
+
+    ex = HealsMeanwhile(results={"persist-again": "skipped"})
+    rec, out = engine(tmp_path, ex)
+    inc = rec.journal.open_incident("c1", "r", "persistence-failed", "log",
+                                    {"plan": ["repair-ownership", "persist-again"]}, 0)
+    rec.journal.start_action(inc.id, 0, "repair-ownership")
+    rec.journal.finish_action(inc.id, 0, "ok", False, {})
+    final = rec.recover(rec.journal.incident(inc.id))
+    assert ex.ran == ["persist-again"]
+    assert final.status == "resolved", final.outcome
+    assert [e["event"] for e in events(out)][-1] == "recovered"
+
+
+def test_a_plan_exhausted_on_a_healthy_server_is_resolved(tmp_path):
+    class HealsAtTheEnd(FakeExecutor):
+        def run(self, cid, action, incident=None):
+            if action == "aof-off":
+                self.is_healthy = True
+            return super().run(cid, action, incident)
+
+    ex = HealsAtTheEnd(results={"aof-off": "skipped"})
+    rec, out = engine(tmp_path, ex)
+    inc = rec.report("c1", "r", "persistence-failed", "health", {}, background=False)
+    assert rec.journal.incident(inc.id).status == "resolved"
+
+
 def test_skipped_actions_do_not_count_and_are_not_verified(tmp_path):
     ex = FakeExecutor(heals="restart", results={"persist-again": "skipped"})
     rec, out = engine(tmp_path, ex, {"breaker": {"max_actions": 2}})
