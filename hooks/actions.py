@@ -84,6 +84,8 @@ def repair_ownership(ctx: Context) -> ActionResult:
     if route == "local":
         try:
             with data_path(t.mount) as path:
+                held = os.stat(path)  # the owner found, for a foreign owner that keeps coming back (hooks/shared.py)
+                base["found"] = f"{held.st_uid}:{held.st_gid}"
                 mode = mode_to_set(path, t.data_modes)
                 report = repair(path, t.uid, t.gid, mode, progress=ctx.progress).as_dict()
                 if mode is not None:

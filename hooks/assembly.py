@@ -110,7 +110,8 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
 
 
 def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | str = "turned off") -> dict:
-    """What /status shows: the watched containers (each with its drift watch: "on: PATH" or "off: why"), open
+    """What /status shows: the watched containers (each with its drift watch: "on: PATH" or "off: why", and the
+    foreign owner that keeps coming back to its data mount: Recovery.shared, None without one), open
     incidents, success rates per (error type, action)."""
     journal = recovery.journal
     rates = [{"type": t, "action": a, "succeeded": ok, "failed": bad}
@@ -120,6 +121,7 @@ def status_of(watcher: Watcher, recovery: Recovery, drift: DriftWatch | str = "t
     for c in shown["containers"]:
         c["drift"] = drift.why(ids.get(c["id"], c["id"])) if isinstance(drift, DriftWatch) \
             else f"off: {drift}; the periodic probe finds it"
+        c["shared"] = recovery.shared.get(ids.get(c["id"], c["id"]))
     return {**shown,
             "node": engine_node(watcher.client()),
             "open_incidents": [{"id": i.id, "container": i.container_name, "type": i.error_type,

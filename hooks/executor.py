@@ -68,6 +68,29 @@ class DockerExecutor:
         self._seen[container_id] = (target.labels, target.restart_policy)
         return container, self._in_host_ids(target)
 
+    def sharers(self, container_id: str) -> list[dict]:
+        """The other containers, in any state, with a mount of the same source as this one's data mount: for a
+        volume, those the engine lists for its name (`docker ps -a --filter volume=NAME`; the filter also matches a
+        mount's destination, so each mount's Name or Source is checked), for a bind, every container's mounts with
+        that Source (GET /containers/json lists each one's Mounts). [{"id" (12 hex), "name", "status",
+        "destination"}]; [] without a data mount; raises docker.errors.DockerException."""
+        container, target = self.target(container_id)
+        mount = target.mount
+        if mount is None:
+            return []
+        filters = {"volume": mount.name} if mount.type == "volume" and mount.name else None
+        found = []
+        for other in self.client().containers.list(all=True, sparse=True, filters=filters):
+            if other.id == container.id:
+                continue
+            for m in other.attrs.get("Mounts") or []:
+                if (mount.name and m.get("Name") == mount.name) or m.get("Source") == mount.source:
+                    names = other.attrs.get("Names") or [other.id[:12]]
+                    found.append({"id": other.id[:12], "name": names[0].lstrip("/"),
+                                  "status": other.attrs.get("State") or "", "destination": m.get("Destination")})
+                    break
+        return found
+
     def idmap(self) -> IdMap | None:
         """The engine's user-namespace mapping from its `docker info` (asked at most once a minute); None when
         it does not remap; UnknownMapping when it does and the host ids cannot be told."""

@@ -215,6 +215,19 @@ class Journal:
         """When the actions that did not make the container healthy ran since a time (failed_actions)."""
         return [a.started_at for a in self.failed_actions(container_id, since)]
 
+    def foreign_owners(self, container_id: str, since: float) -> list[tuple[int, float, str, str, str]]:
+        """The container's repair-ownership steps since a time (epoch seconds) that did their part on a data mount
+        another owner held (their detail's "found", hooks/actions.py repair_ownership), oldest first: (incident
+        id, started_at, owner found, owner repaired to, path)."""
+        rows = self._rows(
+            "SELECT a.incident_id, a.started_at, json_extract(a.detail, '$.found'), json_extract(a.detail, '$.owner'),"
+            " COALESCE(json_extract(a.detail, '$.path'), '') FROM actions a JOIN incidents i ON i.id = a.incident_id"
+            " WHERE i.container_id = ? AND a.started_at >= ? AND a.action = 'repair-ownership' AND a.result = 'ok'"
+            " AND json_extract(a.detail, '$.found') IS NOT NULL"
+            " AND json_extract(a.detail, '$.found') != COALESCE(json_extract(a.detail, '$.owner'), '')"
+            " ORDER BY a.started_at", (container_id, since))
+        return [(int(r[0]), float(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+
     def rates(self, error_type: str | None = None, service: str | None = None
               ) -> dict[tuple[str, str], tuple[int, int]]:
         """(error type, action) -> (verified successes, failures) over finished, not skipped actions; with

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from .breaker import Breaker
 from .journal import Journal
 from .model import ActionRecord, ActionResult, Incident
+from .shared import advice, recurring, reported
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ class Executor(Protocol):
 
     def verify(self, container_id: str, timeout: float) -> Verdict: ...
 
+    def sharers(self, container_id: str) -> list[dict]:
+        """The other containers that mount the same source as this one's data mount ({"name", "status", ...})."""
+        ...
+
 
 # (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
 # Service.plan; assembly.build passes services.plan_of)
@@ -86,6 +91,9 @@ class Recovery:
         self._last_healthy: dict[str, float] = {}
         self._seeded: set[str] = set()
         self._suppressed: dict[int, tuple[int, float]] = {}  # gave-up incident -> (repeats unreported, last report)
+        # container id -> the foreign owner that keeps coming back to its data mount (hooks/shared.py), as
+        # /status shows it
+        self.shared: dict[str, dict] = {}
 
     # --- detection side -------------------------------------------------------------------------
     def report(self, container_id: str, name: str, error_type: str, origin: str, detail: dict,
@@ -369,7 +377,31 @@ class Recovery:
         self.breaker.close(incident.container_id)
         if action == "repair-ownership" and self.journal.fallback(incident.container_id):
             self.restore_aof(incident.container_id, repaired=True)
+        self._shared_volume(incident)
         return closed
+
+    def _shared_volume(self, incident: Incident) -> None:
+        """After an incident whose repair found a foreign owner on the data mount: when that owner keeps coming
+        back (hooks/shared.py recurring, within the breaker's window), keep the conflict for /status and report it
+        as a `shared-volume` event at the 2nd, 4th, 8th, ... time, naming the other containers on the same source
+        (the engine's answer; None when it could not be asked) and what ends it."""
+        repairs = self.journal.foreign_owners(incident.container_id, self.clock() - self.config.breaker_window)
+        conflict = recurring(repairs, incident.id)
+        if conflict is None:
+            return
+        known = self.shared.get(incident.container_id) or {}
+        others = known.get("others") if known.get("foreign_owner") == conflict["foreign_owner"] else None
+        if reported(conflict["repeats"]) or others is None:
+            try:
+                others = self.executor.sharers(incident.container_id)
+            except Exception as exc:  # noqa: BLE001 - the engine's answer only names them; the repair is done
+                others = None
+                conflict["others_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        message = advice(conflict, others)
+        self.shared[incident.container_id] = {**conflict, "others": others, "message": message}
+        if reported(conflict["repeats"]):
+            self.telemetry.emit("shared-volume", incident=incident.id, container=incident.container_name,
+                                kind="conflict", **conflict, others=others, message=message)
 
     def _conflict(self, incident: Incident, conflict: dict) -> Incident:
         """The container's user and its ownvol volume disagree and one repair was already made: the driver
@@ -391,6 +423,7 @@ class Recovery:
                             type=incident.error_type, why=why, **extra,
                             actions=[f"{a.action}:{a.result}" for a in self.journal.actions(incident.id)],
                             message="handed off to people: `ownvol doctor` and `ownvol repair` take it from here")
+        self._shared_volume(incident)
         return closed
 
     def _close(self, incident: Incident, status: str, outcome: str) -> Incident:

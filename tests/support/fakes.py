@@ -28,6 +28,7 @@ class FakeExecutor:
         self.results = results or {}
         self.ran: list[str] = []
         self.is_healthy = False
+        self.others: list[dict] = []  # what sharers() answers: the other containers on the same source
 
     def run(self, cid, action, incident=None):
         self.ran.append(action)
@@ -38,6 +39,9 @@ class FakeExecutor:
 
     def verify(self, cid, timeout):
         return Verdict(self.is_healthy, "healthy" if self.is_healthy else "down")
+
+    def sharers(self, cid):
+        return list(self.others)
 
 
 class IdleRecovery:

@@ -16,7 +16,7 @@ from ownvol.hook.executor import DockerExecutor
 from ownvol.hook.follow import Demux, since_param, split_lines
 from ownvol.hook.health import evaluate
 from ownvol.hook.journal import Journal
-from ownvol.hook.model import Health
+from ownvol.hook.model import ActionResult, Health
 from ownvol.hook.services import by_family
 from ownvol.hook.strategies import StrategyError, load, parse
 from ownvol.hook.targets import data_mount, is_service, is_watched, resolve_user
@@ -305,6 +305,44 @@ def test_breaker_counts_failures_across_incidents_until_a_verified_recovery(tmp_
     rec3, _ = engine(tmp_path, FakeExecutor(heals=None), {"breaker": {"max_actions": 3}})
     rec3._seed_breaker("c1")
     assert rec3.breaker.count("c1", rec3.clock()) == 3  # a restarted hook counts them too
+
+
+def test_a_foreign_owner_that_keeps_coming_back_is_a_shared_volume_conflict(tmp_path):
+    """Case 23: another container on the same volume chowns it at each of its starts. Every drift is repaired (no
+    breaker), and the conflict is reported at the 2nd, 4th, 8th time, naming the other container and what ends it."""
+
+    class Chowned(Redrifts):
+        def run(self, cid, action, incident=None):
+            done = super().run(cid, action, incident)
+            return ActionResult(done.result, {"found": "101:102", "owner": "999:1000", "path": "/v/_data"})
+
+    ex = Chowned(heals="repair-ownership")
+    ex.others = [{"id": "0123456789ab", "name": "xboard", "status": "running", "destination": "/data"}]
+    rec, out = engine(tmp_path, ex, {"breaker": {"max_actions": 8}})
+    for _ in range(9):
+        ex.drift()
+        inc = rec.report("c1", "r", "permission-denied", "health", {}, background=False)
+        assert rec.journal.incident(inc.id).status == "resolved"
+    shared = [e for e in events(out) if e["event"] == "shared-volume"]
+    assert [e["repeats"] for e in shared] == [2, 4, 8]
+    assert all(e["kind"] == "conflict" and e["foreign_owner"] == "101:102" and e["owner"] == "999:1000"
+               for e in shared)
+    assert "xboard (running)" in shared[0]["message"] and "its own volume" in shared[0]["message"]
+    assert rec.shared["c1"]["repeats"] == 9 and rec.shared["c1"]["others"][0]["name"] == "xboard"
+    assert "gave-up" not in [e["event"] for e in events(out)]
+
+
+def test_one_foreign_owner_repaired_once_is_no_conflict(tmp_path):
+    class Once(Redrifts):
+        def run(self, cid, action, incident=None):
+            done = super().run(cid, action, incident)
+            return ActionResult(done.result, {"found": "0:0", "owner": "999:1000", "path": "/v"})
+
+    ex = Once(heals="repair-ownership")
+    rec, out = engine(tmp_path, ex)
+    ex.drift()
+    rec.report("c1", "r", "permission-denied", "health", {}, background=False)
+    assert "shared-volume" not in [e["event"] for e in events(out)] and rec.shared == {}
 
 
 def test_a_resumed_incident_whose_last_action_is_skipped_ends_on_the_verified_state(tmp_path):
