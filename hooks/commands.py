@@ -28,6 +28,7 @@ from .journal import Journal
 from .model import ActionRecord, Incident
 from .recovery import Recovery
 from .services import by_family, plan_of
+from .shared import advice, recurring
 from .strategies import StrategyError, load
 from .targets import engine_node, engine_paths_reachable
 from .telemetry import Telemetry
@@ -139,7 +140,10 @@ def _executor(repair_via: str) -> DockerExecutor:
     return DockerExecutor(lambda: client, repair_via)
 
 
-def diagnose(executor: DockerExecutor, name: str) -> dict:
+def diagnose(executor: DockerExecutor, name: str, journal_path: str | None = None) -> dict:
+    """What `ownvol doctor` shows of a container (its facts, health, the lines of its run, the plan, the other
+    containers on its data mount's source and, from the journal at journal_path when there is one, a foreign
+    owner that keeps coming back); raises click.ClickException when there is no such container."""
     try:
         container, target = executor.target(name)
     except docker.errors.NotFound:
@@ -164,7 +168,28 @@ def diagnose(executor: DockerExecutor, name: str) -> dict:
     return {"container": target.as_dict(), "node": engine_node(executor.client()), "health": health.as_dict(),
             "detections": seen[-10:], "engine_error": engine_error, "error_type": error_type,
             "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions),
-            "drift_watch": _drift_watch(executor, target)}
+            "drift_watch": _drift_watch(executor, target), "shared": _shared(executor, container.id, journal_path)}
+
+
+def _shared(executor: DockerExecutor, container_id: str, journal_path: str | None) -> dict:
+    """{"others": the other containers on the data mount's source (DockerExecutor.sharers; None when the engine
+    did not answer), "conflict": the foreign owner the hook's journal shows coming back to it within the breaker's
+    window (hooks/shared.py recurring, with its "message"), or None}."""
+    try:
+        others: list[dict] | None = executor.sharers(container_id)
+    except docker.errors.DockerException:
+        others = None
+    conflict = None
+    if journal_path and os.path.exists(journal_path):
+        journal = Journal(journal_path)
+        try:
+            repairs = journal.foreign_owners(container_id, time.time() - load().breaker_window)
+        finally:
+            journal.close()
+        conflict = recurring(repairs, repairs[-1][0]) if repairs else None
+        if conflict is not None:
+            conflict["message"] = advice(conflict, others)
+    return {"others": others, "conflict": conflict}
 
 
 def _drift_watch(executor: DockerExecutor, target) -> str:
@@ -189,11 +214,14 @@ def run_began(state: dict) -> float | None:
 
 @click.command()
 @click.argument("container")
+@_state
+@_db
 @_via
 @click.option("--json", "as_json", is_flag=True)
-def doctor(container, repair_via, as_json) -> None:
-    """Diagnose a container: facts, health, Redis's own messages, the plan. Changes nothing."""
-    report = diagnose(_executor(repair_via), container)
+def doctor(container, state_dir, db, repair_via, as_json) -> None:
+    """Diagnose a container: facts, health, Redis's own messages, the plan, who else mounts its data. Changes
+    nothing."""
+    report = diagnose(_executor(repair_via), container, db or os.path.join(state_dir, "journal.sqlite"))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
@@ -212,6 +240,12 @@ def doctor(container, repair_via, as_json) -> None:
     if t["mount"]:
         click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
     click.echo(f"drift watch: {report['drift_watch']}")
+    shared = report["shared"]
+    if shared["others"]:
+        others = ", ".join(f"{o['name']} ({o['status']}) at {o['destination']}" for o in shared["others"])
+        click.echo(f"shared: {others} mount the same source")
+    if shared["conflict"]:
+        click.echo(f"conflict: {shared['conflict']['message']}")
     for note in t["notes"]:
         click.echo(f"note: {note}")
     for d in report["detections"]:

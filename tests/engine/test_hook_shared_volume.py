@@ -76,4 +76,8 @@ def test_a_volume_rechowned_by_another_service_at_every_start(hook, tracked, doc
     assert app.name in shared[0]["message"] and "its own volume" in shared[0]["message"]
     mine = [c for c in h.status()["containers"] if c["name"] == db.name][0]
     assert mine["shared"]["foreign_owner"] == "101:102" and mine["shared"]["others"][0]["name"] == app.name
+    doctor = h.cli("doctor", db.name, "--state-dir", str(h.state_dir))
+    assert doctor.returncode == 0, doctor.stderr
+    assert f"shared: {app.name} (running) at /data mount the same source" in doctor.stdout, doctor.stdout
+    assert "conflict: the owner of" in doctor.stdout and "changed to 101:102" in doctor.stdout, doctor.stdout
     assert r.mget([f"k{i}" for i in range(CHOWNS)]) == [f"v{i}" for i in range(CHOWNS)]
