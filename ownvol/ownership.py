@@ -281,7 +281,8 @@ def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, rep
     changed (a name swapped between the listing and the chown cannot redirect it). The loop is the walk's per-file
     cost (BENCHMARKS.md, repair_vs_chown_ratio): the os functions are bound once and the counts kept in locals."""
     subdirs: list[str] = []
-    open_fd, fstat, close, fchownat, is_dir_mode = os.open, os.fstat, os.close, _fchownat, stat.S_ISDIR
+    open_fd, fstat, close, fchownat = os.open, os.fstat, os.close, _fchownat
+    is_dir_mode, is_reg = stat.S_ISDIR, stat.S_ISREG
     uid, gid, needs = fix.uid, fix.gid, fix.file_needs
     c_uid, c_gid = ctypes.c_uint32(uid), ctypes.c_uint32(gid)
     visited = changed = vanished = hardlinks = other_fs = 0
@@ -299,7 +300,7 @@ def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, rep
         visited += 1
         try:
             st = fstat(fd)
-            lacks = needs and st.st_mode & needs != needs and stat.S_ISREG(st.st_mode)
+            lacks = needs and st.st_mode & needs != needs and is_reg(st.st_mode)
             if is_dir_mode(st.st_mode):
                 subdirs.append(name)
             elif st.st_dev != dev:
