@@ -20,7 +20,7 @@ from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progre
 from ownvol.system_paths import system_area
 
 from .data_path import data_path
-from .health import redis_client, unknown_health
+from .health import redis_client, unknown_health, write_blocked
 from .model import ActionResult, DataMount, Target
 from .repair_helpers import helper_labels
 from .services import Service, by_family
@@ -63,7 +63,10 @@ def repair_route(ctx: Context) -> str:
 
 def repair_ownership(ctx: Context) -> ActionResult:
     """Give the data mount back to the container's uid:gid with the core's symlink-safe walk, here or in a helper
-    container; skipped (with why) without a mount or a known owner, or on a bind mount of the host's own directories."""
+    container, and the mode bits that stop that uid (ownvol.ownership.mode_for on the data dir: u+rwx, or the
+    service's data_modes; below it, repair's usable: u+rwx on directories, u+rw on files): ok's detail lists each
+    mode changed ("modes": `PATH OLD->NEW`, "." the data dir itself). Skipped (with why) without a mount or a known
+    owner, or on a bind mount of the host's own directories."""
     t = ctx.target
     if t.mount is None:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
@@ -87,7 +90,7 @@ def repair_ownership(ctx: Context) -> ActionResult:
                 held = os.stat(path)  # the owner found, for a foreign owner that keeps coming back (hooks/shared.py)
                 base["found"] = f"{held.st_uid}:{held.st_gid}"
                 mode = mode_to_set(path, t.data_modes)
-                report = repair(path, t.uid, t.gid, mode, progress=ctx.progress).as_dict()
+                report = repair(path, t.uid, t.gid, mode, usable=True, progress=ctx.progress).as_dict()
                 if mode is not None:
                     report["mode"] = f"{mode:04o}"
         except (OwnershipError, OSError) as exc:
@@ -181,11 +184,26 @@ def _redis_or_skip(ctx: Context) -> redis.Redis | ActionResult:
     return client
 
 
+def data_dir_blocked(ctx: Context) -> str | None:
+    """health.write_blocked on the target's data dir when this process can reach it (repair_route local), read now;
+    None when the server's uid can write there or it cannot be told from here."""
+    t = ctx.target
+    if t.mount is None or ctx.repair_via == "helper" or not engine_paths_reachable():
+        return None
+    return write_blocked(t, os.path.isdir(t.mount.host_path))
+
+
 def persist_again(ctx: Context) -> ActionResult:
-    """BGSAVE (and BGREWRITEAOF when the AOF failed) and wait for them: clears Redis's error state."""
+    """BGSAVE (and BGREWRITEAOF when the AOF failed) and wait for them: clears Redis's error state. Skipped while
+    the server's uid cannot write its data dir (data_dir_blocked): the save would fail there, and a failed BGSAVE
+    makes a Redis that serves refuse writes (MISCONF, stop-writes-on-bgsave-error)."""
     client = _redis_or_skip(ctx)
     if isinstance(client, ActionResult):
         return client
+    if blocked := data_dir_blocked(ctx):
+        client.close()
+        return ActionResult("skipped", {"why": f"{blocked}: a BGSAVE there would fail and make Redis refuse writes "
+                                               "(MISCONF); not saved", "blocked": blocked})
     done = []
     try:
         before = _wait_background(client, 30)
@@ -249,7 +267,8 @@ START_POLL = 0.5  # seconds between looks at a server starting up
 def restart(ctx: Context) -> ActionResult:
     """Restart a running (or restarting) container, start a stopped one (start_decision says whether); skipped for a
     Swarm task, for a data dir on the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could
-    not persist (unpersisted_writes) and while the server's health cannot be told (health.unknown_health); while its
+    not persist (unpersisted_writes), while a running server's uid cannot write its data dir (data_dir_blocked: the
+    cause is still there) and while the server's health cannot be told (health.unknown_health); while its
     service says a restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it
     waited for), then refuses with the reason (skipped, `refused`). A server that does not answer yet within its
     service's startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
@@ -306,11 +325,19 @@ def _writes_at_stake(ctx: Context, container) -> str | None:
     return None
 
 
+def _cause_remains(ctx: Context, container) -> str | None:
+    if container.status == "running" and (blocked := data_dir_blocked(ctx)):
+        return (f"{blocked}: a restart cannot help while the cause is there (the server would not start again "
+                "there); not restarted")
+    return None
+
+
 # What makes restart skip a container before it looks at its server, in order: (name, check giving why or None).
 RESTART_GUARDS: tuple[tuple[str, Callable[[Context, object], str | None]], ...] = (
     ("swarm-task", _swarm_task),
     ("own-tmpfs", _own_tmpfs),
     ("unpersisted-writes", _writes_at_stake),
+    ("cause-remains", _cause_remains),
 )
 
 

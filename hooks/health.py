@@ -159,6 +159,19 @@ def owner_of(target: Target, local: bool, running: bool = False) -> dict | None:
             "problem": "; ".join(problems), "exact": state.ok}
 
 
+def write_blocked(target: Target, local: bool) -> str | None:
+    """Why the running server's uid cannot create entries in its data dir now, read afresh (owner_of with the facts
+    of a running server: its process's uid:gid), e.g. `/srv/data owner 999:999 mode 0000: 999:999 cannot write
+    there`; None when it can, or when that cannot be told from here (not reachable, no process uid, root)."""
+    owner = owner_of(target, local, running=True)
+    if not owner or "mode" not in owner or target.uid is None or target.gid is None:
+        return None
+    if can_write(owner["uid"], owner["gid"], int(owner["mode"], 8), target.uid, target.gid):
+        return None
+    return f"{owner['path']} owner {owner['uid']}:{owner['gid']} mode {owner['mode']}: " \
+           f"{target.uid}:{target.gid} cannot write there"
+
+
 def can_write(owner_uid: int, owner_gid: int, mode: int, uid: int, gid: int) -> bool:
     """Whether uid:gid may create entries in a directory owned owner_uid:owner_gid with mode (write and search
     permission by the owner, group or other bits, as the kernel picks them; supplementary groups and ACLs

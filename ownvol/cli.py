@@ -54,7 +54,8 @@ def main() -> None:
 @click.option("--gid", type=int, required=True)
 @click.option("--modes", default="", help="octal modes the directory may have (0700,0750); the first is set otherwise")
 def repair_mount(path: str, uid: int, gid: int, modes: str) -> None:
-    """Inside the helper container: the core's symlink-safe repair, its report as one JSON line (exit 2 on error);
+    """Inside the helper container: the core's symlink-safe repair of a server's data dir (its owner, and the modes
+    that stop that owner: ownership.mode_for, repair's usable), its report as one JSON line (exit 2 on error);
     with OWNVOL_REPAIR_PROGRESS set, its progress on stderr as it goes."""
     import os
 
@@ -69,7 +70,7 @@ def repair_mount(path: str, uid: int, gid: int, modes: str) -> None:
         click.echo(json.dumps({"error": f"--modes {modes!r}: octal modes separated by commas (0700,0750)"}))
         sys.exit(2)
     try:
-        report = repair(path, uid, gid, mode_to_set(path, accepted),
+        report = repair(path, uid, gid, mode_to_set(path, accepted), usable=True,
                         progress=progress if os.environ.get(PROGRESS_ENV) else None).as_dict()
     except (OwnershipError, OSError) as exc:
         click.echo(json.dumps({"error": str(exc)}))

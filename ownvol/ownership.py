@@ -57,7 +57,8 @@ class RootState:
 @dataclass
 class RepairReport:
     """What a repair did: entries visited and changed (re-owned or re-moded), vanished mid-walk, left alone
-    (hard-linked, on another filesystem), error texts, and the walk's wall time in seconds."""
+    (hard-linked, on another filesystem), error texts, the walk's wall time in seconds, and each mode it changed
+    (`PATH OLD->NEW`, PATH relative to the root, "." for the root itself, modes in octal; MODES_KEPT at most)."""
 
     path: str
     changed: int = 0
@@ -67,22 +68,43 @@ class RepairReport:
     skipped_other_fs: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    modes: list[str] = field(default_factory=list)
+    modes_changed: int = 0
+
+    def mode_changed(self, where: str, old: int, new: int) -> None:
+        self.modes_changed += 1
+        if len(self.modes) < MODES_KEPT:
+            self.modes.append(f"{where} {old:04o}->{new:04o}")
 
     def counts(self) -> dict:
-        """The counts and up to 100 errors, as a forked walker hands them to its parent (merge_counts)."""
-        return {k: getattr(self, k) for k in _COUNTS} | {"errors": self.errors[:100]}
+        """The counts, up to 100 errors and the modes changed, as a forked walker hands them to its parent
+        (merge_counts)."""
+        return {k: getattr(self, k) for k in _COUNTS} | {"errors": self.errors[:100], "modes": self.modes,
+                                                         "modes_changed": self.modes_changed}
 
     def merge_counts(self, counts: dict) -> None:
         for k in _COUNTS:
             setattr(self, k, getattr(self, k) + counts[k])
         self.errors.extend(counts["errors"])
+        self.modes.extend(counts["modes"][:max(0, MODES_KEPT - len(self.modes))])
+        self.modes_changed += counts["modes_changed"]
 
     def as_dict(self) -> dict:
-        """The report as JSON: counts, the first 10 errors, seconds (the repair helper prints this line)."""
+        """The report as JSON: counts, the first 10 errors, seconds (the repair helper prints this line), and when a
+        mode was changed, "modes" (each change, MODES_KEPT at most) and "modes_changed" (how many in all)."""
+        changed_modes = {"modes": self.modes, "modes_changed": self.modes_changed} if self.modes_changed else {}
         return {k: getattr(self, k) for k in _COUNTS} | {
             "errors": self.errors[:10],
             "seconds": round(self.seconds, 6),
-        }
+        } | changed_modes
+
+
+MODES_KEPT = 100  # mode changes a report lists one by one (modes_changed counts them all)
+# What a server needs of the entries it owns in its data dir: to list, create in, rename in and search its
+# directories, and to read and write its files (every file PostgreSQL, MariaDB, Redis and Valkey keep there is
+# one they open read-write or replace; none is meant read-only to its own server).
+DIR_NEEDS = stat.S_IRWXU
+FILE_NEEDS = stat.S_IRUSR | stat.S_IWUSR
 
 
 Progress = Callable[[int, int], None]  # (entries walked so far, entries changed so far)
@@ -151,25 +173,38 @@ def inspect_root(path: str, uid: int, gid: int, mode: int | None = None) -> Root
     return RootState(path, st.st_uid, st.st_gid, actual_mode, not problems, problems)
 
 
+def mode_for(current: int, accepted: tuple[int, ...] = ()) -> int | None:
+    """The mode a repair gives a data dir whose permission bits (stat.S_IMODE) are `current`, the dir being owned,
+    once repaired, by the server's uid: None when it can stay as it is.
+
+    With `accepted` (the modes the server demands, PostgreSQL's 0700 and 0750: src/backend/utils/init/miscinit.c
+    checkDataDir): None when current is one of them, else the first. Without: the owner's read, write and search
+    bits added (u+rwx, what a server needs to list, create, rename in and enter its dir) and nothing else: the
+    group's and others' bits, setgid and sticky stay as they are, so the result is never looser for anyone
+    but the owner."""
+    if accepted:
+        return None if current in accepted else accepted[0]
+    wanted = current | DIR_NEEDS
+    return None if wanted == current else wanted
+
+
 def mode_to_set(path: str, accepted: tuple[int, ...]) -> int | None:
-    """The mode a repair must give the directory at path (lstat, never followed): None when its mode is one
-    of `accepted` (or nothing is demanded), else the first of them. PostgreSQL accepts 0700 and 0750
-    (src/backend/utils/init/miscinit.c checkDataDir)."""
-    if not accepted:
-        return None
-    current = stat.S_IMODE(os.lstat(path).st_mode)
-    return None if current in accepted else accepted[0]
+    """mode_for the directory at path (lstat, never followed)."""
+    return mode_for(stat.S_IMODE(os.lstat(path).st_mode), accepted)
 
 
 def repair(
     path: str, uid: int, gid: int, mode: int | None = None, *, walk: bool = True, workers: int = 2,
-    progress: Progress | None = None, progress_every: float = PROGRESS_EVERY,
+    progress: Progress | None = None, progress_every: float = PROGRESS_EVERY, usable: bool = False,
 ) -> RepairReport:
     """Give the root (and, with walk, everything below it on the same filesystem) to uid:gid.
 
     mode, when given, applies to the root directory only: the tree's own modes are the
-    application's business. The root's subtrees are shared among `workers` forked walkers,
-    so a large repair uses more than one core. progress, when given, is called with the entries
+    application's business, except with usable (the hook's repair of a server's data dir): then each
+    directory below that its owner cannot list, write or search gets u+rwx (DIR_NEEDS) and each regular file it
+    cannot read or write gets u+rw (FILE_NEEDS), nothing else; symlinks, devices and the like keep theirs. The
+    report lists every mode changed (RepairReport.modes). The root's subtrees are shared among `workers` forked
+    walkers, so a large repair uses more than one core. progress, when given, is called with the entries
     walked and changed so far (all walkers together) at most every progress_every seconds while
     the walk goes on, and once more with the report's own counts at the end.
     """
@@ -177,6 +212,7 @@ def repair(
     meter = _Meter(progress, workers, progress_every) if progress and walk else None
     started = time.monotonic()
     root_fd = _open_root(path)
+    fix = _Fix(uid, gid, usable)
     try:
         st = os.fstat(root_fd)
         report.visited += 1
@@ -186,10 +222,11 @@ def repair(
             os.fchown(root_fd, uid, gid)
         if wrong_mode and mode is not None:
             os.fchmod(root_fd, mode)
+            report.mode_changed(".", stat.S_IMODE(st.st_mode), mode)
         report.changed += int(wrong_owner or wrong_mode)
         if walk:
-            subdirs = _fix_entries(root_fd, st.st_dev, uid, gid, report)
-            _walk_subtrees(root_fd, subdirs, st.st_dev, uid, gid, report, max(1, workers), meter)
+            subdirs = _fix_entries(root_fd, "", st.st_dev, fix, report)
+            _walk_subtrees(root_fd, subdirs, st.st_dev, fix, report, max(1, workers), meter)
     finally:
         os.close(root_fd)
     report.seconds = time.monotonic() - started
@@ -198,26 +235,55 @@ def repair(
     return report
 
 
-def _fix_entries(dir_fd: int, dev: int, uid: int, gid: int, report: RepairReport) -> list[str]:
-    """Re-own the non-directory entries of one directory; return its subdirectory names."""
+@dataclass(frozen=True)
+class _Fix:
+    """What the walk gives each entry: its owner, and with usable the owner's bits a server needs
+    (DIR_NEEDS, FILE_NEEDS; 0: modes are left alone)."""
+
+    uid: int
+    gid: int
+    usable: bool = False
+
+    @property
+    def dir_needs(self) -> int:
+        return DIR_NEEDS if self.usable else 0
+
+    @property
+    def file_needs(self) -> int:
+        return FILE_NEEDS if self.usable else 0
+
+
+def _chmod_held(fd: int, mode: int) -> None:
+    """chmod the inode an O_PATH fd holds (a regular file, checked by the caller's fstat of that fd): fchmod refuses
+    O_PATH fds and fchmodat has no AT_EMPTY_PATH before fchmodat2 (Linux 6.6), so through its /proc/self/fd
+    link, as glibc's fchmodat(AT_SYMLINK_NOFOLLOW) does (sysdeps/unix/sysv/linux/fchmodat.c)."""
+    os.chmod(f"/proc/self/fd/{fd}", mode)
+
+
+def _fix_entries(dir_fd: int, where: str, dev: int, fix: _Fix, report: RepairReport) -> list[str]:
+    """Re-own the non-directory entries of one directory (`where`, relative to the root); return its subdirectory
+    names."""
     try:
         entries = list(os.scandir(dir_fd))
     except OSError as exc:
         report.errors.append(f"listing a directory: {exc.strerror}")
         return []
-    return _fix_listed(dir_fd, entries, dev, uid, gid, report)
+    return _fix_listed(dir_fd, where, entries, dev, fix, report)
 
 
-def _fix_listed(dir_fd: int, entries: list, dev: int, uid: int, gid: int, report: RepairReport) -> list[str]:
+def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, report: RepairReport) -> list[str]:
     """Re-own the listed non-directory entries (os.DirEntry or alike: name, is_dir(follow_symlinks=False)) of the
-    directory dir_fd; return the subdirectory names, with those listed as something else that are directories
-    by the time they are opened.
+    directory dir_fd (`where`, relative to the root); return the subdirectory names, with those listed as something
+    else that are directories by the time they are opened. With fix.usable, a regular file its owner cannot read
+    or write also gets u+rw.
 
-    Each non-directory entry is re-owned through an O_PATH fd, so the inode checked is the inode changed (a
-    name swapped between the listing and the chown cannot redirect it). The loop is the walk's per-file cost
-    (BENCHMARKS.md, repair_vs_chown_ratio): the os functions are bound once and the counts kept in locals."""
+    Each non-directory entry is re-owned (and re-moded) through an O_PATH fd, so the inode checked is the inode
+    changed (a name swapped between the listing and the chown cannot redirect it). The loop is the walk's per-file
+    cost (BENCHMARKS.md, repair_vs_chown_ratio): the os functions are bound once and the counts kept in locals."""
     subdirs: list[str] = []
-    open_fd, fstat, close, fchownat, is_dir_mode = os.open, os.fstat, os.close, _fchownat, stat.S_ISDIR
+    open_fd, fstat, close, fchownat = os.open, os.fstat, os.close, _fchownat
+    is_dir_mode, is_reg = stat.S_ISDIR, stat.S_ISREG
+    uid, gid, needs = fix.uid, fix.gid, fix.file_needs
     c_uid, c_gid = ctypes.c_uint32(uid), ctypes.c_uint32(gid)
     visited = changed = vanished = hardlinks = other_fs = 0
     for entry in entries:
@@ -234,18 +300,23 @@ def _fix_listed(dir_fd: int, entries: list, dev: int, uid: int, gid: int, report
         visited += 1
         try:
             st = fstat(fd)
+            lacks = needs and st.st_mode & needs != needs and is_reg(st.st_mode)
             if is_dir_mode(st.st_mode):
                 subdirs.append(name)
             elif st.st_dev != dev:
                 other_fs += 1
-            elif st.st_uid == uid and st.st_gid == gid:
+            elif st.st_uid == uid and st.st_gid == gid and not lacks:
                 pass
             elif st.st_nlink > 1:
                 hardlinks += 1
-            elif fchownat(fd, b"", c_uid, c_gid, _CHOWN_FD) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
             else:
+                if (st.st_uid != uid or st.st_gid != gid) and fchownat(fd, b"", c_uid, c_gid, _CHOWN_FD) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+                if lacks:
+                    old = stat.S_IMODE(fstat(fd).st_mode)  # a chown just made may have cleared setuid/setgid
+                    _chmod_held(fd, old | needs)
+                    report.mode_changed(f"{where}{name}", old, old | needs)
                 changed += 1
         except OSError as exc:
             report.errors.append(f"{name}: {exc.strerror}")
@@ -260,14 +331,14 @@ def _fix_listed(dir_fd: int, entries: list, dev: int, uid: int, gid: int, report
 
 
 def _walk_subtrees(
-    root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport, workers: int,
+    root_fd: int, names: list[str], dev: int, fix: _Fix, report: RepairReport, workers: int,
     meter: _Meter | None = None,
 ) -> None:
     """Share the root's subtrees among `workers` forked walkers (the walk is bound by Python's
     per-entry cost, which threads cannot spread over cores). A share whose walker fails is walked
     again here: a repair is idempotent."""
     if workers == 1 or len(names) < 2:
-        _walk(root_fd, names, dev, uid, gid, report, meter)
+        _walk(root_fd, names, dev, fix, report, meter)
         return
     shares = [names[k::workers] for k in range(min(workers, len(names)))]
     children: list[tuple[int, int, list[str], int]] = []
@@ -276,7 +347,7 @@ def _walk_subtrees(
             read_fd, write_fd = os.pipe()
             pid = os.fork()
         except OSError:
-            _walk(root_fd, share, dev, uid, gid, report, meter)
+            _walk(root_fd, share, dev, fix, report, meter)
             continue
         if pid == 0:
             os.close(read_fd)
@@ -285,14 +356,14 @@ def _walk_subtrees(
                 own = RepairReport(report.path)
                 if meter:
                     meter.slot = slot
-                _walk(root_fd, share, dev, uid, gid, own, meter)
+                _walk(root_fd, share, dev, fix, own, meter)
                 os.write(write_fd, json.dumps(own.counts()).encode())
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_fd)
         children.append((pid, read_fd, share, slot))
-    _walk(root_fd, shares[0], dev, uid, gid, report, meter)
+    _walk(root_fd, shares[0], dev, fix, report, meter)
     for pid, read_fd, share, slot in children:
         while meter and not select.select([read_fd], [], [], meter.every)[0]:
             meter.tick(report, force=True)
@@ -304,18 +375,19 @@ def _walk_subtrees(
         if status == 0 and data:
             report.merge_counts(json.loads(data))
         else:
-            _walk(root_fd, share, dev, uid, gid, report, meter)
+            _walk(root_fd, share, dev, fix, report, meter)
         if meter:
             meter.tick(report, force=True)
 
 
-def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: RepairReport,
+def _walk(root_fd: int, names: list[str], dev: int, fix: _Fix, report: RepairReport,
           meter: _Meter | None = None) -> None:
     """Depth-first below root_fd's subdirectories `names`; open fds stay bounded by the depth."""
-    stack: list[tuple[int, list[str]]] = [(root_fd, names)]
+    stack: list[tuple[int, str, list[str]]] = [(root_fd, "", names)]
+    uid, gid, needs = fix.uid, fix.gid, fix.dir_needs
     try:
         while stack:
-            parent_fd, pending = stack[-1]
+            parent_fd, where, pending = stack[-1]
             if not pending:
                 stack.pop()
                 if parent_fd != root_fd:
@@ -336,17 +408,25 @@ def _walk(root_fd: int, names: list[str], dev: int, uid: int, gid: int, report: 
                 report.skipped_other_fs += 1
                 os.close(fd)
                 continue
-            if st.st_uid != uid or st.st_gid != gid:
+            wrong_owner = st.st_uid != uid or st.st_gid != gid
+            lacks = needs and st.st_mode & needs != needs
+            if wrong_owner or lacks:
                 try:
-                    os.fchown(fd, uid, gid)
+                    if wrong_owner:
+                        os.fchown(fd, uid, gid)
+                    if lacks:
+                        old = stat.S_IMODE(st.st_mode)
+                        os.fchmod(fd, old | needs)
+                        report.mode_changed(f"{where}{name}", old, old | needs)
                     report.changed += 1
                 except OSError as exc:
                     report.errors.append(f"{name}: {exc.strerror}")
-            stack.append((fd, _fix_entries(fd, dev, uid, gid, report)))
+            inner = f"{where}{name}/"
+            stack.append((fd, inner, _fix_entries(fd, inner, dev, fix, report)))
             if meter:
                 meter.tick(report)
     finally:
-        for fd, _ in stack:
+        for fd, _, _ in stack:
             if fd != root_fd:
                 os.close(fd)
 

@@ -136,7 +136,8 @@ def fix_one(root, name: str) -> tuple[bool, RepairReport]:
     report = RepairReport(str(root))
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return ownership._fix_listed(fd, [Listed(name)], os.fstat(fd).st_dev, 999, 999, report) == [name], report
+        return ownership._fix_listed(fd, "", [Listed(name)], os.fstat(fd).st_dev, ownership._Fix(999, 999),
+                                     report) == [name], report
     finally:
         os.close(fd)
 
