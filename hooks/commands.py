@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import sys
 import time
@@ -210,7 +211,12 @@ def doctor(container, repair_via, as_json) -> None:
     click.echo(f"node: {node['name'] or '?'}{' (swarm node ' + node['swarm_node'] + ')' if node['swarm_node'] else ''}"
                "; its volumes live on this node only")
     if t["mount"]:
-        click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
+        m = t["mount"]
+        click.echo(f"mount: {m['type']} {m['source']} at {m['destination']} (repair route: {report['repair_route']})")
+        if "mount" in t["origins"] or m["subpath"]:
+            path = posixpath.join(m["source"], m["subpath"]) if m["subpath"] else m["source"]
+            click.echo(f"repair path: {path} ({t['origins'].get('mount', 'the data dir on its mount')})")
+    click.echo("facts from: " + ", ".join(f"{k}: {v}" for k, v in sorted(t["origins"].items())))
     click.echo(f"drift watch: {report['drift_watch']}")
     for note in t["notes"]:
         click.echo(f"note: {note}")
