@@ -321,7 +321,7 @@ def process_argv(raw: bytes) -> tuple[str, ...]:
     zombie or a kernel thread (empty)."""
     if not raw:
         return ()
-    return tuple(arg.decode(errors="replace") for arg in raw.rstrip(b"\0").split(b"\0"))
+    return tuple(arg.decode(errors="replace") for arg in raw.removesuffix(b"\0").split(b"\0"))
 
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column (include/net/tcp_states.h)
