@@ -34,9 +34,9 @@ TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retr
    1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000   999        0 7777 1 0
    2: 0100007F:3F0A 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   999        0 4243 1 0
 """
-TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue
-   0: 00000000000000000000000001000000:3F0A 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000   999        0 5151 1 0
-"""
+TCP6 = ("  sl  local_address remote_address st tx_queue rx_queue\n"
+        "   0: 00000000000000000000000001000000:3F0A 00000000000000000000000000000000:0000 0A "
+        "00000000:00000000 00:00000000 00000000   999        0 5151 1 0\n")
 
 
 def test_the_listening_sockets_of_a_process_are_its_own_in_listen_state():
