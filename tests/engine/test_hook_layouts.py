@@ -147,3 +147,25 @@ def test_case_19_pgdata_below_a_root_owned_mount_is_created_after_the_mount_is_r
     assert (host_dir / "17" / "docker" / "PG_VERSION").exists()
     out = doctor(c.name)
     assert f"data: {pgdata}" in out and f"mount: bind {host_dir}" in out, out
+
+
+def test_case_19_by_hand_doctor_names_the_mount_and_ownvol_repair_heals_it(tracked, docker_client, host_dir, port):
+    """No hook watching, the container exited: doctor shows the data dir, the mount and why the repair is at the
+    mount's root; `ownvol repair` (which failed with ENOENT on the missing PGDATA) repairs it and starts it."""
+    image = server_image(docker_client, "ownvol/postgres:17")
+    pgdata = "/var/lib/postgresql/17/docker"
+    c = tracked.run(image, ["postgres", "-p", str(port), "-c", "listen_addresses=127.0.0.1"], network_mode="host",
+                    environment={"POSTGRES_PASSWORD": PASSWORD, "PGDATA": pgdata},
+                    labels={"ownvol.hook": f"nobody-{SESSION}"},
+                    volumes={str(host_dir): {"bind": "/var/lib/postgresql", "mode": "rw"}})
+    wait_for(lambda: c.reload() or c.status == "exited", 30, what="the entrypoint to fail")
+    out = doctor(c.name)
+    assert f"data: {pgdata} (env PGDATA)" in out and f"mount: bind {host_dir} at /var/lib/postgresql" in out, out
+    assert f"repair path: {host_dir} ({pgdata} does not exist yet: /var/lib/postgresql, its nearest" in out, out
+    state = host_dir.parent / "by-hand"
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / "ownvol"), "repair", c.name, "--state-dir", str(state),
+                           "--db", str(state / "journal.sqlite"), "--repair-via", "local"], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
+    wait_for(lambda: pg_ready(c, port), 60, what="pg_isready to answer")
