@@ -488,21 +488,12 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     mount = _data_mount_found(client, attrs, directory, cached)
     origins = dict(settings.origins)
     notes = list(settings.problems)
-    if mount is None and origins.get("dir") in ("WORKDIR", "default") and not cached.service.runs_server(attrs) \
-            and (only := only_writable_mount(attrs)):
-        directory = only["Destination"].rstrip("/") or "/"
-        mount = _data_mount_found(client, attrs, directory, cached)
-        origins["dir"] = origins["mount"] = "the container's only writable bind or volume"
-        notes.append(f"the data dir is not known (the command {' '.join(command_of(attrs))[:80]!r} is not the "
-                     f"server's, and its process was not read yet): {directory}, the container's only writable "
-                     "bind or volume, is taken as the data mount")
+    if mount is None:
+        directory, mount = _only_mount_instead(client, attrs, cached, directory, origins, notes)
     data_modes = cached.service.data_modes
     if mount is not None and mount.source and (proc or engine_paths_reachable()):
-        nearest = nearest_existing(mount, _host_dir_state(mount.source))
+        nearest = _nearest_on_mount(mount, directory, origins)
         if nearest != mount:
-            inside = posixpath.join(mount.destination, nearest.subpath) if nearest.subpath else mount.destination
-            origins["mount"] = (f"{directory} does not exist yet: {inside}, its nearest existing directory on "
-                                f"the mount {mount.destination}, is where the server must create it")
             mount, data_modes = nearest, ()
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     if uid is None and running and cached.process is None and not looked:
@@ -579,6 +570,35 @@ def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, 
             cached.volume_path = _volume_mountpoint(client, mount.name)
         mount = dataclasses.replace(mount, source=cached.volume_path)
     return mount
+
+
+def _only_mount_instead(client: docker.DockerClient, attrs: dict, cached: StartFacts, directory: str,
+                        origins: dict[str, str], notes: list[str]) -> tuple[str, DataMount | None]:
+    """(data dir, its mount) for a directory on no mount: the container's only writable bind or volume when the
+    dir is no fact (the cwd of a server whose argv was not seen: its command is a wrapper script), with origins
+    and a note saying so; (directory, None) otherwise."""
+    if origins.get("dir") not in ("WORKDIR", "default") or cached.service.runs_server(attrs):
+        return directory, None
+    unknown = (f"the data dir is not known (the command {' '.join(command_of(attrs))[:80]!r} is not the "
+               "server's, and its process was not read yet)")
+    only = only_writable_mount(attrs)
+    if only is None:
+        notes.append(f"{unknown}, and the container has no single writable bind or volume to take instead")
+        return directory, None
+    taken = only["Destination"].rstrip("/") or "/"
+    origins["dir"] = origins["mount"] = "the container's only writable bind or volume"
+    notes.append(f"{unknown}: {taken}, the container's only writable bind or volume, is taken as the data mount")
+    return taken, _data_mount_found(client, attrs, taken, cached)
+
+
+def _nearest_on_mount(mount: DataMount, directory: str, origins: dict[str, str]) -> DataMount:
+    """nearest_existing of mount on the engine's host, with origins["mount"] saying why when it is not mount."""
+    nearest = nearest_existing(mount, _host_dir_state(mount.source))
+    if nearest != mount:
+        inside = posixpath.join(mount.destination, nearest.subpath) if nearest.subpath else mount.destination
+        origins["mount"] = (f"{directory} does not exist yet: {inside}, its nearest existing directory on "
+                            f"the mount {mount.destination}, is where the server must create it")
+    return nearest
 
 
 def _volume_conflict(client: docker.DockerClient, mount: DataMount | None, cached: StartFacts, uid: int | None,

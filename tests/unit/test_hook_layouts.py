@@ -10,7 +10,9 @@ import socket
 from ownvol.hook.model import DataMount, ServerProcess
 from ownvol.hook.services import by_family
 from ownvol.hook.targets import (
+    StartFacts,
     _host_dir_state,
+    _only_mount_instead,
     listening_sockets,
     nearest_existing,
     only_writable_mount,
@@ -115,3 +117,24 @@ def test_the_walk_stops_at_a_link_or_a_file_and_leaves_the_path_to_data_path(tmp
     for sub in ("17/docker", "f/docker"):
         mount = DataMount("bind", str(source), "/var/lib/postgresql", sub)
         assert nearest_existing(mount, _host_dir_state(str(source))) == mount
+
+
+class _NoApi:
+    api = None
+
+
+def test_a_wrapper_s_data_dir_is_the_only_writable_mount_else_unknown_and_said():
+    bind = {"Type": "bind", "Source": "/srv/a", "Destination": "/bitnami/redis/data", "RW": True}
+    redis = by_family("redis")
+    for mounts, expected in (([bind], "/bitnami/redis/data"), ([bind, {**bind, "Destination": "/b"}], "/"),
+                             ([], "/")):
+        a = attrs(**WRAPPER, mounts=mounts)
+        origins, notes = {"dir": "default"}, []
+        directory, mount = _only_mount_instead(_NoApi(), a, StartFacts(redis, redis.configured(_View(a))), "/",
+                                               origins, notes)
+        assert directory == expected and (mount is not None) == (expected != "/")
+        assert ("no single writable bind or volume" in notes[0]) == (expected == "/")
+    official = attrs(mounts=[bind])
+    origins, notes = {"dir": "WORKDIR"}, []
+    assert _only_mount_instead(_NoApi(), official, StartFacts(redis, redis.configured(_View(official))), "/data",
+                               origins, notes) == ("/data", None) and not notes
