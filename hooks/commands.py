@@ -216,7 +216,8 @@ def doctor(container, repair_via, as_json) -> None:
         if "mount" in t["origins"] or m["subpath"]:
             path = posixpath.join(m["source"], m["subpath"]) if m["subpath"] else m["source"]
             click.echo(f"repair path: {path} ({t['origins'].get('mount', 'the data dir on its mount')})")
-    click.echo("facts from: " + ", ".join(f"{k}: {v}" for k, v in sorted(t["origins"].items())))
+    shown = ("mount",) if t["mount"] else ()
+    click.echo("facts from: " + "; ".join(f"{k}: {v}" for k, v in sorted(t["origins"].items()) if k not in shown))
     click.echo(f"drift watch: {report['drift_watch']}")
     for note in t["notes"]:
         click.echo(f"note: {note}")
