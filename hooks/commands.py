@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import sys
 import time
@@ -238,7 +239,13 @@ def doctor(container, state_dir, db, repair_via, as_json) -> None:
     click.echo(f"node: {node['name'] or '?'}{' (swarm node ' + node['swarm_node'] + ')' if node['swarm_node'] else ''}"
                "; its volumes live on this node only")
     if t["mount"]:
-        click.echo(f"mount: {t['mount']['type']} {t['mount']['source']} (repair route: {report['repair_route']})")
+        m = t["mount"]
+        click.echo(f"mount: {m['type']} {m['source']} at {m['destination']} (repair route: {report['repair_route']})")
+        if "mount" in t["origins"] or m["subpath"]:
+            path = posixpath.join(m["source"], m["subpath"]) if m["subpath"] else m["source"]
+            click.echo(f"repair path: {path} ({t['origins'].get('mount', 'the data dir on its mount')})")
+    shown = ("mount",) if t["mount"] else ()
+    click.echo("facts from: " + "; ".join(f"{k}: {v}" for k, v in sorted(t["origins"].items()) if k not in shown))
     click.echo(f"drift watch: {report['drift_watch']}")
     shared = report["shared"]
     if shared["others"]:

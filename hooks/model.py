@@ -2,7 +2,7 @@
 nothing of the hook, nor Docker or a server's client).
 
 - `Settings`: where a server keeps its data and how to reach it, as a service (hooks/services) reads them;
-- `DataMount`, `Target`: a watched container's facts (hooks/targets.py `facts` takes them);
+- `DataMount`, `ServerProcess`, `Target`: a watched container's facts (hooks/targets.py `facts` takes them);
 - `Health`: one probe's verdict (hooks/health.py `evaluate` decides its state, one of STATES);
 - `ActionResult`: what an action reports back to the recovery engine (hooks/recovery.py), which with the
   telemetry stays free of Docker and Redis;
@@ -70,6 +70,23 @@ class DataMount:
     def as_dict(self) -> dict:
         return {"type": self.type, "source": self.source, "destination": self.destination, "subpath": self.subpath,
                 "name": self.name, "driver": self.driver}
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    """A server process as the kernel shows it (proc(5)): pid on the engine's host, argv from
+    /proc/PID/cmdline, cwd from /proc/PID/cwd (a path inside the container), and the TCP sockets it listens on
+    ((address, port) from /proc/PID/net/tcp and tcp6, matched to its own descriptors)."""
+    pid: int
+    argv: tuple[str, ...]
+    cwd: str
+    listening: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def retitled(self) -> bool:
+        """Its argv was overwritten by a title (Redis's proc-title-template, "redis-server *:6379"): one
+        argument with spaces, the original arguments gone."""
+        return len(self.argv) == 1 and " " in self.argv[0]
 
 
 @dataclass

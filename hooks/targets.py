@@ -21,6 +21,9 @@ import functools
 import io
 import os
 import posixpath
+import socket
+import stat
+import sys
 import tarfile
 import threading
 import time
@@ -33,8 +36,8 @@ from ownvol.profiles import profile_for_image
 from ownvol.status import driver_name, is_driver
 from ownvol.status import owner as volume_owner
 
-from .model import DataMount, Settings, Target
-from .services import Service, by_family, service_for
+from .model import DataMount, ServerProcess, Settings, Target
+from .services import Service, by_family, command_of, service_for
 
 WATCH_LABEL = "ownvol.watch"
 UID_LABEL, GID_LABEL = "ownvol.uid", "ownvol.gid"
@@ -81,6 +84,44 @@ def data_mount(attrs: dict, directory: str) -> DataMount | None:
     sub = posixpath.relpath(directory, dest) if directory != dest else ""
     return DataMount(best["Type"], best.get("Source", ""), dest, "" if sub == "." else sub,
                      best.get("Name", ""), best.get("Driver", ""))
+
+
+def nearest_existing(mount: DataMount, exists: Callable[[str], bool | None]) -> DataMount:
+    """mount with its subpath cut to the deepest existing directory on the way to the data dir, never above the
+    mount: a server whose data dir does not exist yet must create it there (PostgreSQL's entrypoint runs
+    `mkdir -p "$PGDATA"`, initdb creates the last component). exists(relative path below the mount's source)
+    -> True, False (missing), None (not a plain directory: a link, a file, unreadable): the walk stops before
+    a missing component and keeps the path as it is at anything else (data_path then names it). mount itself
+    when the data dir exists or nothing is missing."""
+    if not mount.subpath:
+        return mount
+    parts = mount.subpath.split("/")
+    for depth in range(1, len(parts) + 1):
+        found = exists("/".join(parts[:depth]))
+        if found is None:
+            return mount
+        if found is False:
+            return dataclasses.replace(mount, subpath="/".join(parts[:depth - 1]))
+    return mount
+
+
+def _host_dir_state(source: str) -> Callable[[str], bool | None]:
+    """exists() for nearest_existing on the engine's host: lstat of source/relative, no link followed."""
+    def state(relative: str) -> bool | None:
+        try:
+            st = os.lstat(posixpath.join(source, relative))
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        return True if stat.S_ISDIR(st.st_mode) else None
+    return state
+
+
+def only_writable_mount(attrs: dict) -> dict | None:
+    """The container's one writable bind or volume (its Mounts entry), None when it has none or several."""
+    writable = [m for m in attrs.get("Mounts") or [] if m.get("Type") in ("bind", "volume") and m.get("RW", True)]
+    return writable[0] if len(writable) == 1 else None
 
 
 def parse_user(user: str) -> tuple[str, str | None]:
@@ -275,6 +316,67 @@ def server_process(container, service: Service, pid: int | None = None, proc: st
         return None
 
 
+def process_argv(raw: bytes) -> tuple[str, ...]:
+    """A process's argv from its /proc/PID/cmdline (proc(5): the arguments, each ended by a NUL); () for a
+    zombie or a kernel thread (empty)."""
+    if not raw:
+        return ()
+    return tuple(arg.decode(errors="replace") for arg in raw.removesuffix(b"\0").split(b"\0"))
+
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column (include/net/tcp_states.h)
+
+
+def _hex_address(text: str) -> str:
+    """An address of /proc/net/tcp{,6}: the kernel prints each 32-bit word of it in host byte order."""
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i:i + 4][::-1] if sys.byteorder == "little" else raw[i:i + 4] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET6 if len(words) == 16 else socket.AF_INET, words)
+
+
+def listening_sockets(table: str, inodes: set[int]) -> list[tuple[str, int]]:
+    """(address, port) of the listening sockets among inodes in a /proc/PID/net/tcp or tcp6 table (proc(5):
+    sl local_address rem_address st ... inode, the address as ADDR:PORT in hex)."""
+    found = []
+    for line in table.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 10 or cols[3] != _LISTEN or not cols[9].isdigit() or int(cols[9]) not in inodes:
+            continue
+        address, _, port = cols[1].partition(":")
+        try:
+            found.append((_hex_address(address), int(port, 16)))
+        except ValueError:
+            continue
+    return found
+
+
+def read_process(pid: int, proc: str = "/proc") -> ServerProcess | None:
+    """The server process pid as /proc shows it (ServerProcess); None when it is gone or unreadable."""
+    try:
+        argv = process_argv(open(f"{proc}/{pid}/cmdline", "rb").read())
+        cwd = os.readlink(f"{proc}/{pid}/cwd")
+    except OSError:
+        return None
+    inodes = set()
+    try:
+        for fd in os.listdir(f"{proc}/{pid}/fd"):
+            try:
+                link = os.readlink(f"{proc}/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1].isdigit():
+                inodes.add(int(link[8:-1]))
+    except OSError:
+        pass
+    listening: list[tuple[str, int]] = []
+    for table in ("tcp", "tcp6"):
+        try:
+            listening += listening_sockets(open(f"{proc}/{pid}/net/{table}").read(), inodes)
+        except OSError:
+            continue
+    return ServerProcess(pid, argv, cwd, tuple(listening))
+
+
 @dataclass
 class StartFacts:
     """What cannot change while a container runs, computed once per start (a start gives a new StartedAt)."""
@@ -384,13 +486,21 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     settings = cached.live or cached.settings
     directory = settings.data_dir
     mount = _data_mount_found(client, attrs, directory, cached)
+    origins = dict(settings.origins)
+    notes = list(settings.problems)
+    if mount is None:
+        directory, mount = _only_mount_instead(client, attrs, cached, directory, origins, notes)
+    data_modes = cached.service.data_modes
+    if mount is not None and mount.source and (proc or engine_paths_reachable()):
+        nearest = _nearest_on_mount(mount, directory, origins)
+        if nearest != mount:
+            mount, data_modes = nearest, ()
     uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
     if uid is None and running and cached.process is None and not looked:
         # nothing else gives the owner (a root image with no profile): the process table is asked now, not
         # after the backoff, or a server dying of its fault would be repaired to nobody
         _look_for_server(cached, container, proc, now)
         uid, gid, source = owner(client, container, attrs, mount, cached, last_run)
-    notes = list(settings.problems)
     if mount is None:
         notes.append(f"{directory} is not on a bind mount or volume: nothing to repair there"
                      + _tmpfs_hint(attrs, directory, uid, gid))
@@ -407,9 +517,9 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         id=container.id, name=container.name, image=config.get("Image", ""), status=state.get("Status", ""),
         labels=labels, redis_url=settings.address, password=settings.password, data_dir=directory, mount=mount,
         uid=uid, gid=gid, owner_source=source, aof_fallback=_truthy(labels.get(AOF_FALLBACK_LABEL)), notes=notes,
-        service=cached.service.family, origins=dict(settings.origins), files=dict(settings.files),
+        service=cached.service.family, origins=origins, files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
-        server_pid=cached.process[0] if cached.process else None, data_modes=cached.service.data_modes,
+        server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
         persists=settings.persists)
 
 
@@ -436,6 +546,18 @@ def _look_for_server(cached: StartFacts, container, proc: str | None, now: float
     cached.process = server_process(container, cached.service, pid, reach or "/nonexistent")
     cached.process_tries += 1
     cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
+    if cached.process and reach and not cached.service.runs_server(container.attrs):
+        _settings_of_process(cached, container, reach)
+
+
+def _settings_of_process(cached: StartFacts, container, proc: str) -> None:
+    """A container whose command is not its server's (a wrapper script): its settings as the server process
+    shows them (Service.from_process), replacing those read from the command; CONFIG GET is asked again."""
+    assert cached.process is not None
+    found = read_process(cached.process[0], proc)
+    settings = cached.service.from_process(ContainerFiles(container, container.attrs), found) if found else None
+    if settings is not None:
+        cached.settings, cached.live, cached.live_tries, cached.live_next = settings, None, 0, 0.0
 
 
 def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, cached: StartFacts
@@ -448,6 +570,35 @@ def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, 
             cached.volume_path = _volume_mountpoint(client, mount.name)
         mount = dataclasses.replace(mount, source=cached.volume_path)
     return mount
+
+
+def _only_mount_instead(client: docker.DockerClient, attrs: dict, cached: StartFacts, directory: str,
+                        origins: dict[str, str], notes: list[str]) -> tuple[str, DataMount | None]:
+    """(data dir, its mount) for a directory on no mount: the container's only writable bind or volume when the
+    dir is no fact (the cwd of a server whose argv was not seen: its command is a wrapper script), with origins
+    and a note saying so; (directory, None) otherwise."""
+    if origins.get("dir") not in ("WORKDIR", "default") or cached.service.runs_server(attrs):
+        return directory, None
+    unknown = (f"the data dir is not known (the command {' '.join(command_of(attrs))[:80]!r} is not the "
+               "server's, and its process was not read yet)")
+    only = only_writable_mount(attrs)
+    if only is None:
+        notes.append(f"{unknown}, and the container has no single writable bind or volume to take instead")
+        return directory, None
+    taken = only["Destination"].rstrip("/") or "/"
+    origins["dir"] = origins["mount"] = "the container's only writable bind or volume"
+    notes.append(f"{unknown}: {taken}, the container's only writable bind or volume, is taken as the data mount")
+    return taken, _data_mount_found(client, attrs, taken, cached)
+
+
+def _nearest_on_mount(mount: DataMount, directory: str, origins: dict[str, str]) -> DataMount:
+    """nearest_existing of mount on the engine's host, with origins["mount"] saying why when it is not mount."""
+    nearest = nearest_existing(mount, _host_dir_state(mount.source))
+    if nearest != mount:
+        inside = posixpath.join(mount.destination, nearest.subpath) if nearest.subpath else mount.destination
+        origins["mount"] = (f"{directory} does not exist yet: {inside}, its nearest existing directory on "
+                            f"the mount {mount.destination}, is where the server must create it")
+    return nearest
 
 
 def _volume_conflict(client: docker.DockerClient, mount: DataMount | None, cached: StartFacts, uid: int | None,

@@ -30,7 +30,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from ..model import Health, Settings, Target
+from ..model import Health, ServerProcess, Settings, Target
 from ..patterns import Pattern
 
 
@@ -101,6 +101,12 @@ class Service(ABC):
     def configured(self, view: ContainerView) -> Settings:
         """Settings as the server reads them at start: config files inside the container, command line,
         defaults. Never raises for a missing or broken file: it is named in Settings.problems."""
+
+    def from_process(self, view: ContainerView, process: ServerProcess) -> Settings | None:
+        """Settings from the server process itself (its argv and cwd, the sockets it listens on), for a
+        container whose command is not the server's (a wrapper script that starts it); None when the process
+        says nothing more than configured(view) did."""
+        return None
 
     @abstractmethod
     def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from dataclasses import replace
 
 import redis
 
 from .. import patterns, redisconf
 from ..health import probe
-from ..model import Settings
+from ..model import ServerProcess, Settings
 from . import ContainerView, Service, command_of, register
 
 URL_LABEL = "ownvol.redis.url"
@@ -52,15 +53,39 @@ class RedisService(Service):
         return []
 
     def configured(self, view: ContainerView) -> Settings:
+        config = view.attrs.get("Config") or {}
+        return self._settings(view, self.server_argv(view.attrs), config.get("WorkingDir") or "/",
+                              "WORKDIR" if config.get("WorkingDir") else "default")
+
+    def from_process(self, view: ContainerView, process: ServerProcess) -> Settings | None:
+        """The process's own argv and cwd (the config file path resolved against that cwd, read from the
+        container's files) while its argv is intact; once Redis has overwritten it with its title
+        (proc-title-template, src/server.c redisSetProcTitle, after the config is loaded) the address of the
+        socket it listens on, CONFIG GET telling the rest (live)."""
+        if process.argv and not process.retitled and posixpath.basename(process.argv[0]) in self.commands:
+            settings = self._settings(view, list(process.argv[1:]), process.cwd, f"cwd of process {process.pid}")
+            return replace(settings, origins={**settings.origins, "argv": f"/proc/{process.pid}/cmdline"})
+        if not process.listening:
+            return None
+        host, port = process.listening[0]
+        settings = self.configured(view)
+        labels = (view.attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(URL_LABEL):
+            return None
+        address = _address(view.attrs, str(port), ("*" if host in ("0.0.0.0", "::") else host,))
+        return replace(settings, address=address,
+                       origins={**settings.origins, "address": f"process {process.pid} listens on "
+                                                               f"{_bracket(host)}:{port}"})
+
+    def _settings(self, view: ContainerView, argv: list[str], cwd: str, cwd_origin: str) -> Settings:
         attrs = view.attrs
         config = attrs.get("Config") or {}
-        cwd = config.get("WorkingDir") or "/"
-        conf = redisconf.load(self.server_argv(attrs), view.read_file, cwd, view.list_dir)
+        conf = redisconf.load(argv, view.read_file, cwd, view.list_dir)
         origins = {name: conf.origin(name) for name in ("dir", "port", "bind", "unixsocket", "appenddirname",
                                                          "dbfilename", "requirepass")}
         data_dir = conf.dir
         if "dir" not in conf.values:
-            origins["dir"] = "WORKDIR" if config.get("WorkingDir") else "default"
+            origins["dir"] = cwd_origin
         labels = config.get("Labels") or {}
         address = labels.get(URL_LABEL) or _address(attrs, conf.get("port"), conf.values.get("bind") or ())
         if labels.get(URL_LABEL):
