@@ -7,7 +7,7 @@ BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
 .PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
-	systemd-tools lint test test-unit test-hostile test-swarm test-matrix bench
+	systemd-tools lint shellcheck-tool test test-unit test-hostile test-swarm test-matrix bench clean-machine demo
 # The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
 ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
 	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
@@ -79,10 +79,18 @@ uninstall: venv
 systemd-tools:
 	scripts/apt-tools.sh systemd-analyze=systemd systemd-socket-activate=systemd
 
-## lint: ruff over the tree, mypy over the three packages as the tree holds them (ownvol/, plugin/, hooks/); seconds
-lint: venv
+## lint: ruff over the tree, mypy over the three packages as the tree holds them (ownvol/, plugin/, hooks/), shellcheck
+## over every shell script of the tree (SHELL_SCRIPTS); seconds
+# Every shell script: files whose first line names sh or bash (*.sh, .ci/run), outside .git, .venv and build/.
+SHELL_SCRIPTS = $(shell find . \( -name .git -o -name .venv -o -name build -o -name .mypy_cache \) -prune -o -type f \
+	-exec awk 'FNR == 1 { if ($$0 ~ /^\#!.*[/ ](ba)?sh( |$$)/) print FILENAME; nextfile }' {} +)
+lint: venv shellcheck-tool
 	$(BIN)/ruff check .
 	$(BIN)/mypy --cache-dir .mypy_cache ownvol plugin hooks
+	shellcheck --external-sources $(sort $(SHELL_SCRIPTS))
+
+shellcheck-tool:
+	scripts/apt-tools.sh shellcheck=shellcheck
 
 ## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
 ## the three-node swarm is left to test-swarm, matrix members to test-matrix); TEST_JOBS workers (pytest-xdist,
@@ -114,3 +122,9 @@ test-unit: lint venv
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images
 	$(BIN)/python -m bench.run $(BENCH)
+
+## clean-machine: remove what the project put on this machine (its images, /var/cache/ownvol, build outputs, the
+## venv, the tests' leftovers), keeping apt packages, the engine and every volume; DRY_RUN=1 only says what it would
+clean-machine:
+	DRY_RUN=$(DRY_RUN) scripts/clean-machine.sh
+
