@@ -7,7 +7,7 @@ BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
 .PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
-	systemd-tools lint shellcheck-tool test test-unit test-hostile test-swarm test-matrix bench clean-machine demo
+	systemd-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench clean-machine demo
 # The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
 ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
 	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
@@ -28,6 +28,10 @@ tools:
 ## images: build the offline server images: Redis 6.2/7.0/8.0, Valkey 8.0/8.1, official-style variants (README)
 images: venv engine
 	scripts/images.sh servers
+
+## redis-image: only the offline Redis image (REDIS_IMAGE, ownvol/redis:7) and its base, for make demo (2 min on a new machine)
+redis-image: engine
+	scripts/images.sh redis
 
 ## ownvol-image: ownvol installed in an image (hook, repair helper, managed plugin rootfs)
 OWNVOL_IMAGE ?= ownvol/ownvol:latest
@@ -57,6 +61,11 @@ up: venv engine
 	scripts/plugin.sh retire ownvol
 	scripts/daemon.sh start plugin $(BIN)/ownvol plugin
 	scripts/daemon.sh start hook $(BIN)/ownvol watch
+
+## demo: right after make up: a Redis whose data dir belongs to root crashes as in the seed, make up's hook heals it;
+## prints the hook's events, the incident and the status page's address, and removes what it made (Ctrl-C too)
+demo: venv redis-image
+	scripts/demo.sh
 
 down:
 	-scripts/daemon.sh stop hook

@@ -112,6 +112,8 @@ case "$REDIS_IMAGE" in
     ownvol/*) build "$REDIS_IMAGE" images/redis ;;
     *) have "$REDIS_IMAGE" || { echo "images: $REDIS_IMAGE is not on this engine (no registry is reachable here)" >&2; exit 1; } ;;
 esac
+# `images.sh redis`: only the base and REDIS_IMAGE (make demo).
+[ "${1:-}" = redis ] && exit 0
 databases bookworm
 
 # The server matrix (README "Servers under test"): one image per server and version, each laid out like its
