@@ -101,7 +101,8 @@ lint: venv shellcheck-tool
 shellcheck-tool:
 	scripts/apt-tools.sh shellcheck=shellcheck
 
-## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
+## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1,
+## ENGINE=28 forky's 28.5;
 ## the three-node swarm is left to test-swarm, matrix members to test-matrix); TEST_JOBS workers (pytest-xdist,
 ## a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
 ENGINE ?= 20
@@ -114,11 +115,14 @@ test: lint venv engine images systemd-tools tools
 test-swarm: venv engine images
 	$(BIN)/python -m pytest --engine $(ENGINE) -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
-## test-matrix: every matrix member (marker matrix), the private-engine tests on dockerd 26.1 too, the swarm
+## test-matrix: every matrix member (marker matrix) on 20.10, then the private-engine tests and the three-node swarm
+## on dockerd 26.1 and on 28.5 (make test runs them all on 20.10)
 test-matrix: venv engine images
 	$(BIN)/python -m pytest --engine 20 -m matrix $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no matrix member here
 	$(BIN)/python -m pytest --engine 26 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --engine 26 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 28 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 28 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images
