@@ -40,7 +40,7 @@ keep() { say "kept $1"; kept=$((kept + 1)); }
 # Every live process but this script as "PID CWD CMDLINE", read once.
 PROCS=$(for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = $$ ] && continue
-    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
     echo "${p#/proc/} $(readlink "$p/cwd" 2>/dev/null) $cmd"
 done)
 
@@ -61,7 +61,8 @@ mounts_below() {
 remove_tree() {  # remove_tree DIR: unmount what is left below it, then remove it, unless a live process uses it
     local dir=$1 pids point
     [ -e "$dir" ] || [ -L "$dir" ] || return 0
-    pids=$(users_of "$dir" | paste -sd ' ')
+    # A private engine's NAME.log and NAME.plugins (its /run/docker/plugins) go with NAME, its data root.
+    pids=$( (users_of "$dir"; if [[ $dir =~ \.(log|plugins)$ ]]; then users_of "${dir%.*}"; fi) | sort -u | paste -sd ' ')
     if [ -n "$pids" ]; then
         keep "$dir: in use by pid $pids (a test still running?)"
         return 0
@@ -107,11 +108,7 @@ clean_engine() {
     done
     for ref in $(docker images --format '{{.Repository}}:{{.Tag}}' 'ownvol/*') \
         $(docker images --format '{{.Repository}}:{{.Tag}}' 'redis' | grep '^redis:ownvol-official-' || true); do
-        if [ -n "$(docker ps -aq --filter "ancestor=$ref")" ]; then
-            keep "image $ref: containers use it ($(docker ps -a --filter "ancestor=$ref" --format '{{.Names}}' | paste -sd ' '))"
-            continue
-        fi
-        act "image $ref" docker rmi "$ref"
+        act "image $ref" docker rmi "$ref"  # not forced: the engine keeps an image a container still uses
     done
     for id in ${dangling-}; do
         docker image inspect "$id" >/dev/null 2>&1 || continue  # went with a tag above
@@ -143,11 +140,25 @@ clean_tree() {
         -type d -print0)
 }
 
+# remove_each DIR: each entry of DIR on its own (a running test keeps only what it uses), then DIR once empty
+remove_each() {
+    local dir=$1 entry
+    [ -d "$dir" ] || return 0
+    while IFS= read -r -d '' entry; do
+        remove_tree "$entry"
+    done < <(find "$dir" -mindepth 1 -maxdepth 1 -print0)
+    if [ -z "$DRY" ] && [ -z "$(ls -A "$dir")" ]; then
+        act "$dir (empty now)" rmdir "$dir"
+    fi
+}
+
 clean_tests() {
     local path
+    remove_each /var/lib/ownvol-test
+    remove_each /tmp/pytest-of-root
     shopt -s nullglob
-    for path in /var/lib/ownvol-test /run/ovt-* /var/tmp/ownvol-* /var/tmp/ovsd-* /tmp/ovproxy-* \
-        /tmp/pytest-of-root /var/lock/ownvol-test-image-*.lock "${OWNVOL_LOGS:-/var/log/ownvol}" "${OWNVOL_RUN:-/run/ownvol}"; do
+    for path in /run/ovt-* /var/tmp/ownvol-* /var/tmp/ovsd-* /tmp/ovproxy-* /var/lock/ownvol-test-image-*.lock \
+        "${OWNVOL_LOGS:-/var/log/ownvol}" "${OWNVOL_RUN:-/run/ownvol}"; do
         remove_tree "$path"
     done
     shopt -u nullglob
@@ -157,7 +168,7 @@ clean_tests() {
 [ -n "$DRY" ] && say "DRY_RUN: nothing is removed"
 stop_daemons
 clean_engine
-remove_tree "$CACHE"
+remove_each "$CACHE"
 clean_tree
 clean_tests
 if [ -n "$DRY" ]; then
