@@ -41,9 +41,9 @@ mirror() {
 
 build_base() {
     have "$BASE_IMAGE" && [ -z "${REBUILD:-}" ] && return 0
-    command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
     local root
     STEP="base image $BASE_IMAGE (debootstrap $SUITE)"
+    scripts/apt-tools.sh debootstrap=debootstrap
     root=$(mktemp -d /var/tmp/ownvol-rootfs.XXXXXX)
     mkdir -p "$CACHE/debootstrap"
     echo "images: debootstrap $SUITE into $root (about a minute)"
