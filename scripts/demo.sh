@@ -21,13 +21,19 @@ name=ownvol-demo-$$
 dir="" ran=""
 
 say() { echo "demo: $*"; }
-cleanup() {
-    trap - EXIT INT TERM
-    [ -z "$ran" ] || { docker rm -f "$name" >/dev/null 2>&1 || true; say "removed the container $name"; }
-    [ -z "$dir" ] || { rm -rf "$dir"; say "removed $dir"; }
+# The traps write to fd 3, this script's stdout: a trap that runs as a command fails (set -e) or is interrupted runs
+# under that command's redirections (`docker run ... >/dev/null`).
+exec 3>&1
+cleanup() {  # removes first, then tells (a reader gone, SIGPIPE, must not leave anything behind)
+    trap - EXIT INT TERM HUP
+    [ -z "$ran" ] || docker rm -f "$name" >/dev/null 2>&1 || true
+    [ -z "$dir" ] || rm -rf "$dir"
+    [ -z "$ran" ] || say "removed the container $name" >&3
+    [ -z "$dir" ] || say "removed $dir" >&3
 }
 trap cleanup EXIT
-trap 'echo; say interrupted; exit 130' INT TERM
+trap 'echo >&3; say interrupted >&3; exit 130' INT TERM HUP
+trap 'exit 141' PIPE  # its reader gone: still through cleanup
 
 # wait_for SECONDS WHAT COMMAND...: COMMAND until it succeeds, or fail saying WHAT
 wait_for() {
