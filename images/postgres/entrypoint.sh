@@ -33,9 +33,11 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         exit 1
     fi
     if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+        # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is flags split on blanks, as the official image splits them
         initdb --username="${POSTGRES_USER:-postgres}" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
             ${POSTGRES_INITDB_ARGS:-} >/dev/null
     else
+        # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is flags split on blanks, as the official image splits them
         initdb --username="${POSTGRES_USER:-postgres}" ${POSTGRES_INITDB_ARGS:-} >/dev/null
     fi
     printf '\nhost all all all %s\n' "$auth" >>"$PGDATA/pg_hba.conf"

@@ -43,7 +43,7 @@ def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "
     return cmd + list(extra)
 
 
-ENGINES = ("20", "26")  # bookworm's docker.io 20.10 and trixie's 26.1: scripts/dockerd.sh
+ENGINES = ("20", "26", "28")  # docker.io of bookworm (20.10), trixie (26.1) and forky (28.5): scripts/dockerd.sh
 
 
 def engine_version() -> str:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pytest
 
+from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.targets import Target
 from ownvol.userns import IdMap, UnknownMapping, from_engine
 
 INFO = {"SecurityOptions": ["name=seccomp,profile=default", "name=userns"],
@@ -39,3 +44,19 @@ def test_the_remap_users_ranges_laid_end_to_end(subids):
 def test_facts_that_disagree_make_the_mapping_unknown(subids, info, words):
     with pytest.raises(UnknownMapping, match=words):
         from_engine(info, *subids)
+
+
+def test_a_process_owner_is_already_in_host_ids_and_a_configured_one_is_mapped():
+    """Under userns-remap, `docker top` (ps on the engine's host) and /proc give the server's host ids: mapped
+    again they fell outside the ranges and the owner became unknown (a canary caught alive before its crash was
+    left unrepaired, tests/engine/test_userns_remap.py on 28.5); a configured user is a container id, mapped."""
+    executor = DockerExecutor(client=lambda: None)
+    executor._idmap, executor._idmap_at = IdMap(((0, 100000, 65536),), ((0, 100000, 65536),)), time.monotonic()
+    seen = Target("c0ffee", "canary", "ownvol/redis:7", "restarting", {}, None, None, "/data", None,
+                  100999, 100999, "process", False)
+    host = executor._in_host_ids(seen)
+    assert (host.uid, host.gid, host.remapped) == (100999, 100999, True)
+    assert host.owner_source.startswith("process")
+    configured = executor._in_host_ids(replace(seen, uid=999, gid=999, owner_source="user"))
+    assert (configured.uid, configured.gid, configured.remapped) == (100999, 100999, True)
+    assert configured.owner_source == "user, host ids of 999:999 under userns-remap"
