@@ -75,7 +75,7 @@ down:
 ## (PREFIX=DIR installs below DIR and tells systemd nothing); an upgrade keeps volumes, references, journal, settings
 PREFIX ?= /
 install: venv
-	rm -rf build/dist
+	rm -rf build/dist build/lib build/bdist.*  # setuptools reuses build/lib: no module removed since may ship
 	$(BIN)/python -m build --wheel --outdir build/dist . >/dev/null
 	if [ "$(PREFIX)" = / ]; then scripts/daemon.sh stop hook; scripts/daemon.sh stop plugin; fi
 	$(BIN)/ownvol install --wheel build/dist/ownvol-*.whl --prefix $(PREFIX)

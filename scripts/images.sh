@@ -189,7 +189,8 @@ fi
 # OWNVOL_IMAGE: ownvol installed from wheels built here (PyPI reached from the host, not from the build).
 if [ "${1:-}" = ownvol ]; then
     OWNVOL_IMAGE=${OWNVOL_IMAGE:-ownvol/ownvol:latest}
-    rm -rf build/wheels && mkdir -p build/wheels
+    # setuptools keeps build/lib between builds: a module renamed or removed since would ship in the wheel.
+    rm -rf build/wheels build/lib build/bdist.* && mkdir -p build/wheels
     # async-timeout: redis-py wants it on Debian's Python 3.11.2 (below 3.11.3), which the host may not be.
     .venv/bin/pip wheel -q --disable-pip-version-check -w build/wheels . async-timeout >/dev/null
     REBUILD=1 build "$OWNVOL_IMAGE" . -f images/ownvol/Dockerfile
