@@ -155,10 +155,12 @@ def _views(driver: VolumeDriver) -> dict[str, Callable[[], Response]]:
         return _reply(driver.capabilities())
 
     def create() -> Response:
-        return _reply(driver.create(parse(CreateRequest, _body())))
+        driver.create(parse(CreateRequest, _body()))
+        return _reply(None)
 
     def remove() -> Response:
-        return _reply(driver.remove(parse(RemoveRequest, _body())))
+        driver.remove(parse(RemoveRequest, _body()))
+        return _reply(None)
 
     def mount() -> Response:
         """A Mount that walks a large tree does it here, in the worker's thread for this request; the worker's
@@ -166,7 +168,8 @@ def _views(driver: VolumeDriver) -> dict[str, Callable[[], Response]]:
         return _reply(driver.mount(parse(MountRequest, _body())))
 
     def unmount() -> Response:
-        return _reply(driver.unmount(parse(UnmountRequest, _body())))
+        driver.unmount(parse(UnmountRequest, _body()))
+        return _reply(None)
 
     def path() -> Response:
         return _reply(driver.path(parse(PathRequest, _body())))
