@@ -1,7 +1,7 @@
 """The driver's figures: container starts against the local driver, Mount throughput and latency on
 the socket, and the Mount-time preflight on large, correctly owned volumes.
 
-The driver runs as the tests run it (tests/fixtures_plugin.py): `ownvol plugin` with its own root,
+The driver runs as the tests run it (tests/fixtures_plugin.py): `ownvol driver` with its own root,
 socket and driver name; container starts go through a private dockerd in a mount namespace of its
 own, because the shared engine must never learn a driver that goes away afterwards.
 """

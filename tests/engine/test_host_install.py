@@ -168,7 +168,7 @@ def test_install_and_uninstall_below_a_root_leave_the_state_alone(wheels, scratc
     example = Layout(root).render((UNITS_DIR / "ownvol.env").read_text())
     assert env_path.read_text() == example
     service = unit(root / "etc/systemd/system/ownvol-plugin.service")["Service"]
-    assert service["ExecStart"] == [f"{opt}/current/bin/ownvol plugin"]
+    assert service["ExecStart"] == [f"{opt}/current/bin/ownvol driver"]
     assert service["EnvironmentFile"] == [f"-{root}/etc/ownvol/ownvol.env"]
     verify = subprocess.run(["systemd-analyze", "verify", *UNITS], cwd=root / "etc/systemd/system",
                             capture_output=True, text=True)

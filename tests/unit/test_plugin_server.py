@@ -1,4 +1,4 @@
-"""The real server (`ownvol plugin`, gunicorn with several workers) on a socket no engine looks at."""
+"""The real server (`ownvol driver`, gunicorn with several workers) on a socket no engine looks at."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def test_a_second_server_on_the_same_socket_is_refused(bare_plugin):
     import subprocess
 
     plugin = bare_plugin()
-    second = subprocess.run([".venv/bin/ownvol", "plugin"], env=plugin.env, capture_output=True, text=True, timeout=60)
-    assert second.returncode != 0 and "already answers" in second.stderr
+    for name in ("driver", "plugin"):  # plugin: the hidden alias of its former name
+        second = subprocess.run([".venv/bin/ownvol", name], env=plugin.env, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0 and "already answers" in second.stderr
     plugin.call("List")
 
 
