@@ -12,6 +12,7 @@ import socket
 
 from gunicorn.app.base import BaseApplication
 
+from . import orphans
 from .activation import ActivationError, listening_socket
 from .settings import Settings
 from .store import Store
@@ -76,6 +77,8 @@ class _Gunicorn(BaseApplication):
             "accesslog": None,
             "proc_name": f"ownvol-plugin-{s.driver_name}",
             "when_ready": lambda server: os.chmod(s.socket, 0o600),
+            # a worker stops when its arbiter dies (SIGKILL of the arbiter alone), instead of serving unsupervised
+            "post_fork": lambda server, worker: orphans.die_with_parent(server.pid),
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every instance on the host
             "control_socket_disable": True,
         }.items():
@@ -92,7 +95,8 @@ def serve(settings: Settings) -> None:
     """Recover interrupted work once, then serve until SIGTERM/SIGINT: on the socket systemd passed (socket
     activation, see activation.py; it must be settings.socket) or else on one of its own.
 
-    Raises AlreadyServing when another plugin answers on the socket, ActivationError for an unusable passed one.
+    Raises AlreadyServing when another live plugin answers on the socket (workers whose arbiter died are stopped
+    instead: orphans.py), ActivationError for an unusable passed one.
     """
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     # A line per request: no caller's frame, thread or process name is looked up for a format that shows none
@@ -102,7 +106,7 @@ def serve(settings: Settings) -> None:
     logging.logMultiprocessing = False
     inherited = listening_socket()
     if inherited is None and answers(settings.socket):
-        raise AlreadyServing(f"a plugin already answers on {settings.socket}; stop it first")
+        _take_over(settings.socket)
     if inherited is not None and not _same_file(inherited, settings.socket):
         raise ActivationError(f"systemd passed the socket {inherited} but the settings name {settings.socket} "
                               "(OWNVOL_SOCKET, OWNVOL_DRIVER_NAME): make ListenStream= and them agree")
@@ -116,6 +120,19 @@ def serve(settings: Settings) -> None:
              settings.socket, " (socket activation)" if inherited else "", settings.root, settings.mount_root or "-",
              settings.workers, THREADS)
     _Gunicorn(settings).run()
+
+
+def _take_over(sock_path: str) -> None:
+    """The socket answers: stop the workers of a dead arbiter serving it (orphans.py); AlreadyServing when a
+    live driver does."""
+    left = orphans.orphans(sock_path)
+    if left is None:
+        raise AlreadyServing(f"a plugin already answers on {sock_path}; stop it first")
+    if not left:
+        return
+    log.warning("event=orphans-stopped pids=%s: they served %s after their arbiter died",
+                ",".join(map(str, sorted(left))), sock_path)
+    orphans.stop(left)
 
 
 def _same_file(a: str, b: str) -> bool:
