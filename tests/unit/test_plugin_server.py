@@ -167,14 +167,20 @@ for fd in (0, 1, 2):
     os.dup2(devnull, fd)
 body = b'{"Implements": ["VolumeDriver"], "Err": ""}'
 head = b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body)
-while True:
+while True:  # one request a connection (a head, then Content-Length bytes), answered 200 whatever it asks
     conn, _ = listening.accept()
-    try:
-        if conn.recv(65536):
-            conn.sendall(head + body)
-    except OSError:
-        pass
-    conn.close()
+    with conn, conn.makefile("rb") as reader:
+        length = 0
+        try:
+            for line in iter(reader.readline, b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                if line == b"\\r\\n":
+                    reader.read(length)
+                    conn.sendall(head + body)
+                    break
+        except OSError:
+            pass
 """
 
 
