@@ -59,7 +59,7 @@ plugin-set:
 ## up: the driver on /run/docker/plugins/ownvol.sock and the hook, in the background
 up: venv engine
 	scripts/plugin.sh retire ownvol
-	scripts/daemon.sh start plugin $(BIN)/ownvol plugin
+	scripts/daemon.sh start driver $(BIN)/ownvol driver
 	scripts/daemon.sh start hook $(BIN)/ownvol watch
 
 ## demo: right after make up: a Redis whose data dir belongs to root crashes as in the seed, make up's hook heals it;
@@ -69,7 +69,8 @@ demo: venv redis-image
 
 down:
 	-scripts/daemon.sh stop hook
-	-scripts/daemon.sh stop plugin
+	-scripts/daemon.sh stop driver
+	-scripts/daemon.sh stop plugin  # a driver started by make up before it was named driver
 
 ## install: ownvol on this host under systemd, from a wheel built here: /opt/ownvol, the units, /etc/ownvol/ownvol.env
 ## (PREFIX=DIR installs below DIR and tells systemd nothing); an upgrade keeps volumes, references, journal, settings
@@ -77,7 +78,7 @@ PREFIX ?= /
 install: venv
 	rm -rf build/dist build/lib build/bdist.*  # setuptools reuses build/lib: no module removed since may ship
 	$(BIN)/python -m build --wheel --outdir build/dist . >/dev/null
-	if [ "$(PREFIX)" = / ]; then scripts/daemon.sh stop hook; scripts/daemon.sh stop plugin; fi
+	if [ "$(PREFIX)" = / ]; then scripts/daemon.sh stop hook; scripts/daemon.sh stop driver; scripts/daemon.sh stop plugin; fi
 	$(BIN)/ownvol install --wheel build/dist/ownvol-*.whl --prefix $(PREFIX)
 
 ## uninstall: stops and removes what `make install` installed; keeps every volume and the state (/var/lib/ownvol)

@@ -1,7 +1,7 @@
 """The driver's figures: container starts against the local driver, Mount throughput and latency on
 the socket, and the Mount-time preflight on large, correctly owned volumes.
 
-The driver runs as the tests run it (tests/fixtures_plugin.py): `ownvol plugin` with its own root,
+The driver runs as the tests run it (tests/fixtures_plugin.py): `ownvol driver` with its own root,
 socket and driver name; container starts go through a private dockerd in a mount namespace of its
 own, because the shared engine must never learn a driver that goes away afterwards.
 """
@@ -263,13 +263,13 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0, windows: int = 3) 
         return [
             Result("mount_pairs_per_s", round(rate, 1), "pairs/s", "none (the daemon's retry budget is 30 s)",
                    None, ">= 500", note, rate >= 500 and not errors),
-            Result("mount_p99_ms", _ms(p99), "ms", "none", None, "<= 5",
+            Result("mount_p99_ms", _ms(p99), "ms", "none", None, "<= 10",
                    "Mount request latency, median of the same kept-alive windows' p99; with a connection per request: "
-                   f"{_ms(median([w.p99 for w in fresh]))} ms", p99 * 1000 <= 5 and not errors),
-            Result("mount_cpu_ms_per_pair", _ms(cpu), "ms", "none: a Go plugin's is a fraction", None, "<= 0.4",
+                   f"{_ms(median([w.p99 for w in fresh]))} ms", p99 * 1000 <= 10 and not errors),
+            # a figure, no goal (issue 23): dockerd sends a handful of requests per container start
+            Result("mount_cpu_ms_per_pair", _ms(cpu), "ms", "none: a Go plugin's is a fraction", None, "-",
                    "the plugin's user+system CPU (master and workers, /proc) per Mount+Unmount pair, median of the "
-                   f"same kept-alive windows; with a connection per request: {_ms(fresh_cpu)} ms",
-                   cpu * 1000 <= 0.4 and not errors),
+                   f"same kept-alive windows; with a connection per request: {_ms(fresh_cpu)} ms", None),
         ]
     finally:
         plugin.destroy()
@@ -375,12 +375,12 @@ def scale(many: int = 10_000, few: int = 10, runs: int = 30, clients: int = 8, s
                    f"median wall time of {runs} List requests on a kept connection, {many} volumes in the store, "
                    f"interleaved with a plugin of {few}; p90 {_ms(percentile(many_list, 90))} ms; {before}",
                    list_ms <= 100),
-            Result("mount_p99_ms_10k", _ms(p99), "ms", f"the same with {few} volumes", _ms(anchor_p99), "<= 5",
+            Result("mount_p99_ms_10k", _ms(p99), "ms", f"the same with {few} volumes", _ms(anchor_p99), "<= 10",
                    f"Mount p99 as mount_p99_ms ({clients} clients, kept connections, {seconds:g} s windows), "
                    f"{many} volumes in the store; median of {windows} windows: "
                    + "; ".join(w.describe() for w in mounted[1]) + f". With {few}: "
                    + "; ".join(w.describe() for w in mounted[0]),
-                   p99 * 1000 <= 5 and not errors),
+                   p99 * 1000 <= 10 and not errors),
         ]
     finally:
         for plugin in plugins:

@@ -14,8 +14,9 @@ import click
 
 # command name -> "module:attribute" of its click.Command
 _COMMANDS: dict[str, str] = {
-    "plugin": "ownvol.driver.cli:plugin_command",
-    "volumes": "ownvol.driver.cli:volumes_command",
+    "driver": "ownvol.driver.commands:driver_command",
+    "plugin": "ownvol.driver.commands:plugin_alias",
+    "volumes": "ownvol.driver.commands:volumes_command",
     "watch": "ownvol.hook.commands:watch",
     "status": "ownvol.hook.commands:status",
     "doctor": "ownvol.hook.commands:doctor",

@@ -70,6 +70,7 @@ class RepairReport:
     seconds: float = 0.0
     modes: list[str] = field(default_factory=list)
     modes_changed: int = 0
+    root: RootState | None = None  # the root as the repair left it (fstat of its descriptor after the change)
 
     def mode_changed(self, where: str, old: int, new: int) -> None:
         self.modes_changed += 1
@@ -164,6 +165,10 @@ def inspect_root(path: str, uid: int, gid: int, mode: int | None = None) -> Root
         raise OwnershipError(f"{path} is a symlink; ownvol never follows one")
     if not stat.S_ISDIR(st.st_mode):
         raise OwnershipError(f"{path} is not a directory")
+    return _root_state(path, st, uid, gid, mode)
+
+
+def _root_state(path: str, st: os.stat_result, uid: int, gid: int, mode: int | None) -> RootState:
     problems = []
     if st.st_uid != uid or st.st_gid != gid:
         problems.append(f"owner {st.st_uid}:{st.st_gid}, want {uid}:{gid}")
@@ -224,6 +229,7 @@ def repair(
             os.fchmod(root_fd, mode)
             report.mode_changed(".", stat.S_IMODE(st.st_mode), mode)
         report.changed += int(wrong_owner or wrong_mode)
+        report.root = _root_state(path, os.fstat(root_fd) if wrong_owner or wrong_mode else st, uid, gid, mode)
         if walk:
             subdirs = _fix_entries(root_fd, "", st.st_dev, fix, report)
             _walk_subtrees(root_fd, subdirs, st.st_dev, fix, report, max(1, workers), meter)

@@ -1,27 +1,21 @@
-"""The protocol: Docker's volume-plugin endpoints over HTTP. Parse each body once into its request type
-(protocol.py), call the driver, reply.
+"""The protocol: Docker's volume-plugin endpoints (docs.docker.com/engine/extend/plugins_volume/) as a Flask app.
 
-Nine POST endpoints, a JSON body in, a JSON reply out, so no framework: one dispatch with two faces. The server
-(serve.py: uvicorn's workers under gunicorn) calls the ASGI one, `DriverApp.asgi`: the requests that never wait
-long (a Mount that needs no walk, Unmount, Get, Path, Capabilities) are answered on the worker's event loop,
-the others (a Mount that walks, Create, Remove, List, Activate) in its threads, so a walk keeps no other request
-waiting; a hand-off to a thread costs more than such a request itself (bench mount_cpu_ms_per_pair). The WSGI
-face (PEP 3333) answers everything in place: tests' werkzeug client. One error handler per exception class
-(PluginError, HTTPRefusal, any other) turns it into an `{"Err": "..."}` reply; a traceback never leaves the
-process. One log line per request says what was asked and how it ended.
+`create_app` is the app factory. One view per endpoint parses the body once into its request type (protocol.py)
+and calls the driver; one error handler per exception class (PluginError, werkzeug's HTTPException, any other)
+turns what was raised into an `{"Err": "..."}` reply, so a traceback never leaves the process. One log line per
+request says what was asked and how it ended. serve.py serves the app with gunicorn's threaded workers; the
+tests call it through Flask's test client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import liveness
 from .errors import InvalidRequest, PluginError
@@ -33,7 +27,6 @@ from .protocol import (
     PathRequest,
     RemoveRequest,
     Reply,
-    Request,
     UnmountRequest,
     VolumeDriver,
     parse,
@@ -43,22 +36,13 @@ from .settings import Settings, from_env
 from .store import Store
 from .volumes import Volumes
 
-if TYPE_CHECKING:
-    from werkzeug.test import Client
-
 MEDIA_TYPE = "application/vnd.docker.plugins.v1.1+json"
 MAX_BODY = 64 * 1024
 MAX_DIGITS = 64  # a number in a body; Python refuses more than 4300 digits with a ValueError of its own
 MAX_ERR = 400  # characters of an Err, whatever went wrong
+PEER_SOCKET = "gunicorn.socket"  # the WSGI environ's key for the connection's socket (gunicorn/http/wsgi.py)
 log = logging.getLogger("ownvol.plugin")
-
-
-class HTTPRefusal(Exception):
-    """A request refused by HTTP's own rules (unknown endpoint, wrong method, body too large)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+_LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
 
 
 def _number(text: str) -> int:
@@ -67,35 +51,19 @@ def _number(text: str) -> int:
     return int(text)
 
 
-def _too_large() -> HTTPRefusal:
-    return HTTPRefusal(413, f"request body larger than {MAX_BODY} bytes")
-
-
-def _wsgi_body(environ: dict) -> bytes:
-    """A WSGI request's body; at most MAX_BODY bytes are ever read."""
+def _raw_body(environ: dict) -> bytes:
+    """The request's body; at most MAX_BODY bytes are ever read (RequestEntityTooLarge past them)."""
     length = environ.get("CONTENT_LENGTH") or ""
     if length:
         if not length.isdigit():
             raise InvalidRequest(f"Content-Length {length[:20]!r} is not a number of bytes")
         if int(length) > MAX_BODY:
-            raise _too_large()
+            raise RequestEntityTooLarge()
         return environ["wsgi.input"].read(int(length))
     raw = environ["wsgi.input"].read(MAX_BODY + 1)  # chunked, or none at all: one byte past the limit tells
     if len(raw) > MAX_BODY:
-        raise _too_large()
+        raise RequestEntityTooLarge()
     return raw
-
-
-async def _asgi_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
-    """An ASGI request's body (http.request messages, ASGI spec); reading stops past MAX_BODY bytes."""
-    raw = b""
-    while True:
-        message = await receive()
-        raw += message.get("body", b"")
-        if len(raw) > MAX_BODY:
-            raise _too_large()
-        if not message.get("more_body"):
-            return raw
 
 
 def _decode(raw: bytes) -> dict:
@@ -115,204 +83,158 @@ def _decode(raw: bytes) -> dict:
     return body
 
 
+def _body() -> dict:
+    """This request's body as a JSON object; its Name and ID are noted for the log line."""
+    body = _decode(_raw_body(request.environ))
+    for key, attr in _LOGGED.items():
+        if isinstance(body.get(key), str):
+            setattr(g, attr, body[key][:160])
+    return body
+
+
 def _printable(text: str) -> str:
     """text for one log line: escapes instead of line breaks and other controls (no forged lines)."""
     return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
-@dataclass(frozen=True)
-class _Own:
+def _json(payload: dict, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, content_type=MEDIA_TYPE)
+
+
+def _reply(reply: Reply | None) -> Response:
+    g.outcome = "ok"
+    return _json({**(reply.wire() if reply else {}), "Err": ""})
+
+
+def _own(payload: dict) -> Response:
     """The reply of one of ownvol's own endpoints (`ownvol volumes`), not Docker's protocol."""
-
-    payload: dict
-
-    def wire(self) -> dict[str, object]:
-        return self.payload
+    g.outcome = "ok"
+    return _json({**payload, "Err": ""})
 
 
-class _Later:
-    """What an endpoint's at_once answers when the request needs its `answer` in a thread."""
+def _err(message: str, status: int) -> Response:
+    """The one shape of a refusal: {"Err": message}, cut to MAX_ERR characters."""
+    if len(message) > MAX_ERR:
+        message = message[:MAX_ERR - 3] + "..."
+    g.outcome = f"err: {message}"
+    return _json({"Err": message}, status)
 
 
-LATER = _Later()
-PEER_SOCKET = "ownvol.peer_socket"  # the scope's extension naming the connection's socket (serve.py puts it there)
-Handler = Callable[[dict, "socket.socket | None"], "Reply | _Own | _Later | None"]  # (body, connection) -> reply
-_LOGGED = {"Name": "volume", "ID": "mount_id"}  # body keys each log line shows, as given
+def _plugin_error(exc: PluginError) -> Response:
+    return _err(str(exc), exc.status)
 
 
-@dataclass(frozen=True)
-class Route:
-    """An endpoint. answer does the whole request and may wait long (a walk, fsyncs, the engine); at_once, when
-    given, answers on the server's event loop and must never wait long: it returns LATER, having changed
-    nothing, when the request needs answer."""
-
-    answer: Handler
-    at_once: Handler | None = None
-
-
-def _takes(kind: type[Request], method: Callable[[Request], Reply | None]) -> Handler:
-    return lambda body, sock: method(parse(kind, body))
+def _http_error(exc: HTTPException) -> Response:
+    """HTTP's own refusals: werkzeug's routing (404, 405) and the body's size (413)."""
+    status = exc.code or 500
+    message = {
+        404: f"unknown endpoint {request.path[:100]}; this is a Docker volume plugin (POST /VolumeDriver.*)",
+        405: f"{request.path} takes POST, not {request.method[:20]}",
+        413: f"request body larger than {MAX_BODY} bytes",
+    }.get(status, exc.description or exc.name)
+    return _err(message, status)
 
 
-def _quick(handler: Handler) -> Route:
-    """An endpoint that never waits long: answered on the event loop."""
-    return Route(handler, handler)
+def _internal_error(exc: Exception) -> Response:
+    log.exception("internal error on %s", _printable(request.path[:100]))
+    return _err(f"internal error: {type(exc).__name__}: {exc}", 500)
 
 
-def _activate(driver: VolumeDriver, sock: socket.socket | None) -> Reply:
-    """Plugin.Activate: the caller (SO_PEERCRED on the connection) may be an engine that just started."""
-    activate = getattr(driver, "activate", None)
-    if activate:
-        activate(liveness.peer(sock))
-    return ActivateResponse()
+def _views(driver: VolumeDriver) -> dict[str, Callable[[], Response]]:
+    """Each endpoint's path and its view: the body parsed once into its request type, then the driver."""
+
+    def activate() -> Response:
+        """The caller (SO_PEERCRED on the connection) may be an engine that just started."""
+        _body()
+        if hook := getattr(driver, "activate", None):
+            hook(liveness.peer(request.environ.get(PEER_SOCKET)))
+        return _reply(ActivateResponse())
+
+    def capabilities() -> Response:
+        _body()
+        return _reply(driver.capabilities())
+
+    def create() -> Response:
+        driver.create(parse(CreateRequest, _body()))
+        return _reply(None)
+
+    def remove() -> Response:
+        driver.remove(parse(RemoveRequest, _body()))
+        return _reply(None)
+
+    def mount() -> Response:
+        """A Mount that walks a large tree does it here, in the worker's thread for this request; the worker's
+        other threads answer the other requests meanwhile."""
+        return _reply(driver.mount(parse(MountRequest, _body())))
+
+    def unmount() -> Response:
+        driver.unmount(parse(UnmountRequest, _body()))
+        return _reply(None)
+
+    def path() -> Response:
+        return _reply(driver.path(parse(PathRequest, _body())))
+
+    def get() -> Response:
+        return _reply(driver.get(parse(GetRequest, _body())))
+
+    def list_() -> Response:
+        _body()
+        return _reply(driver.list())
+
+    return {
+        "/Plugin.Activate": activate,
+        "/VolumeDriver.Capabilities": capabilities,
+        "/VolumeDriver.Create": create,
+        "/VolumeDriver.Remove": remove,
+        "/VolumeDriver.Mount": mount,
+        "/VolumeDriver.Unmount": unmount,
+        "/VolumeDriver.Path": path,
+        "/VolumeDriver.Get": get,
+        "/VolumeDriver.List": list_,
+    }
 
 
-def _own_routes(driver: VolumeDriver) -> dict[str, Route]:
+def _own_views(volumes: Volumes) -> dict[str, Callable[[], Response]]:
     """ownvol's own endpoints on the same root-only socket, for `ownvol volumes`; the daemon never calls them."""
-    if not isinstance(driver, Volumes):
-        return {}
-    return {
-        "/Ownvol.References": Route(lambda body, sock: _Own({"Volumes": driver.references()})),
-        "/Ownvol.Release": Route(lambda body, sock: _Own({"Released": driver.release(volume_name(body.get("Name")))})),
-        "/Ownvol.Rebind": Route(
-            lambda body, sock: _Own({"Data": driver.rebind(volume_name(body.get("Name"))).describe()})),
-    }
+
+    def references() -> Response:
+        _body()
+        return _own({"Volumes": volumes.references()})
+
+    def release() -> Response:
+        return _own({"Released": volumes.release(volume_name(_body().get("Name")))})
+
+    def rebind() -> Response:
+        return _own({"Data": volumes.rebind(volume_name(_body().get("Name"))).describe()})
+
+    return {"/Ownvol.References": references, "/Ownvol.Release": release, "/Ownvol.Rebind": rebind}
 
 
-def _routes(driver: VolumeDriver) -> dict[str, Route]:
-    """Each endpoint's path and what answers it: the body parsed once into its request type, then the driver."""
-    mount_now = getattr(driver, "mount_now", None)
-    return {
-        "/Plugin.Activate": Route(lambda body, sock: _activate(driver, sock)),
-        "/VolumeDriver.Capabilities": _quick(lambda body, sock: driver.capabilities()),
-        "/VolumeDriver.Create": Route(_takes(CreateRequest, driver.create)),
-        "/VolumeDriver.Remove": Route(_takes(RemoveRequest, driver.remove)),
-        "/VolumeDriver.Mount": Route(_takes(MountRequest, driver.mount), mount_now and (
-            lambda body, sock: mount_now(parse(MountRequest, body)) or LATER)),
-        "/VolumeDriver.Unmount": _quick(_takes(UnmountRequest, driver.unmount)),
-        "/VolumeDriver.Path": _quick(_takes(PathRequest, driver.path)),
-        "/VolumeDriver.Get": _quick(_takes(GetRequest, driver.get)),
-        "/VolumeDriver.List": Route(lambda body, sock: driver.list()),  # 10,000 volumes: tens of ms
-        **_own_routes(driver),
-    }
+def _started() -> None:
+    g.started = time.monotonic()
 
 
-def _plugin_error(exc: PluginError, path: str) -> tuple[int, str]:
-    return exc.status, str(exc)
+def _log_request(response: Response) -> Response:
+    seconds = time.monotonic() - g.get("started", time.monotonic())
+    log.info("action=%s volume=%s id=%s outcome=%s seconds=%.4f", *(_printable(field) for field in (
+        request.path.lstrip("/")[:100], g.get("volume", "-"), g.get("mount_id", "-"), g.get("outcome", "-"))),
+        seconds)
+    return response
 
 
-def _http_refusal(exc: HTTPRefusal, path: str) -> tuple[int, str]:
-    return exc.status, str(exc)
-
-
-def _internal_error(exc: Exception, path: str) -> tuple[int, str]:
-    log.exception("internal error on %s", _printable(path[:100]))
-    return 500, f"internal error: {type(exc).__name__}: {exc}"
-
-
-# Each exception class's handler, most specific first: (HTTP status, Err).
-_ERRORS: tuple[tuple[type[Exception], Callable[..., tuple[int, str]]], ...] = (
-    (PluginError, _plugin_error), (HTTPRefusal, _http_refusal), (Exception, _internal_error))
-_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
-_HEADERS = [("Content-Type", MEDIA_TYPE)]
-_ASGI_HEADERS = [(b"content-type", MEDIA_TYPE.encode())]
-
-
-@dataclass
-class _Exchange:
-    """One request as the log line tells it, and its reply."""
-
-    path: str
-    started: float
-    logged: tuple[str, str] = ("-", "-")  # volume, mount_id
-    status: int = 200
-    data: bytes = b""
-    outcome: str = "ok"
-
-    def took(self, body: dict) -> None:
-        """Note the body's volume and mount ID for the log line."""
-        self.logged = tuple(body[key][:160] if isinstance(body.get(key), str) else "-"  # type: ignore[assignment]
-                            for key in _LOGGED)
-
-    def reply(self, reply: Any) -> None:
-        self.data = json.dumps({**(reply.wire() if reply else {}), "Err": ""}).encode()
-
-    def failed(self, exc: Exception) -> None:
-        """The one place an exception becomes an Err reply, by its class's handler."""
-        self.status, message = next(handle for kind, handle in _ERRORS if isinstance(exc, kind))(exc, self.path)
-        if len(message) > MAX_ERR:
-            message = message[:MAX_ERR - 3] + "..."
-        self.data, self.outcome = json.dumps({"Err": message}).encode(), f"err: {message}"
-
-    def log(self) -> None:
-        log.info("action=%s volume=%s id=%s outcome=%s seconds=%.4f",
-                 *(_printable(field) for field in (self.path.lstrip("/")[:100], *self.logged, self.outcome)),
-                 time.monotonic() - self.started)
-
-
-class DriverApp:
-    """The driver's app: the path picks the endpoint, the body is parsed once, the reply is JSON. Called as a
-    WSGI app, or through `asgi`."""
-
-    def __init__(self, driver: VolumeDriver) -> None:
-        self.driver = driver
-        self.routes = _routes(driver)
-
-    def _route(self, path: str, method: str) -> Route:
-        route = self.routes.get(path)
-        if route is None:
-            raise HTTPRefusal(404, f"unknown endpoint {path[:100]}; this is a Docker volume plugin "
-                                   "(POST /VolumeDriver.*)")
-        if method != "POST":
-            raise HTTPRefusal(405, f"{path} takes POST, not {method[:20]}")
-        return route
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        exchange = _Exchange(environ.get("PATH_INFO", ""), time.monotonic())
-        try:
-            route = self._route(exchange.path, environ.get("REQUEST_METHOD", ""))
-            body = _decode(_wsgi_body(environ))
-            exchange.took(body)
-            exchange.reply(route.answer(body, None))
-        except Exception as exc:  # noqa: BLE001 - every exception becomes an Err reply
-            exchange.failed(exc)
-        start_response(_STATUS_LINES.get(exchange.status, f"{exchange.status} Error"),
-                       [*_HEADERS, ("Content-Length", str(len(exchange.data)))])
-        exchange.log()
-        return [exchange.data]
-
-    async def asgi(self, scope: dict, receive: Callable[[], Awaitable[dict]],
-                   send: Callable[[dict], Awaitable[None]]) -> None:
-        """The ASGI 3 app (asgi.readthedocs.io, HTTP connection scope): at_once on the event loop, the rest in
-        the loop's default executor (a thread pool); the connection's socket from the scope's PEER_SOCKET."""
-        if scope["type"] != "http":
-            return
-        exchange = _Exchange(scope["path"], time.monotonic())
-        try:
-            route = self._route(exchange.path, scope["method"])
-            body = _decode(await _asgi_body(receive))
-            exchange.took(body)
-            sock = scope.get("extensions", {}).get(PEER_SOCKET)
-            reply = route.at_once(body, sock) if route.at_once else LATER
-            if reply is LATER:
-                reply = await asyncio.get_running_loop().run_in_executor(None, route.answer, body, sock)
-            exchange.reply(reply)
-        except Exception as exc:  # noqa: BLE001 - every exception becomes an Err reply
-            exchange.failed(exc)
-        await send({"type": "http.response.start", "status": exchange.status,
-                    "headers": [*_ASGI_HEADERS, (b"content-length", b"%d" % len(exchange.data))]})
-        await send({"type": "http.response.body", "body": exchange.data})
-        exchange.log()
-
-    def test_client(self) -> Client:
-        """A werkzeug test client on the app (tests: requests without a server; werkzeug comes with Flask)."""
-        from werkzeug.test import Client
-        from werkzeug.wrappers import Response
-
-        return Client(self, Response)
-
-
-def create_app(settings: Settings | None = None, volumes: VolumeDriver | None = None) -> DriverApp:
-    """The driver's app: settings from the environment unless given; one store per process."""
+def create_app(settings: Settings | None = None, volumes: VolumeDriver | None = None) -> Flask:
+    """The driver's Flask app: settings from the environment unless given; one store per process (a worker)."""
     settings = settings or from_env()
-    return DriverApp(volumes or Volumes(settings, Store(settings.db_path)))
+    driver: VolumeDriver = volumes or Volumes(settings, Store(settings.db_path))
+    app = Flask("ownvol.driver")
+    app.extensions["ownvol.volumes"] = driver
+    views = _views(driver) | (_own_views(driver) if isinstance(driver, Volumes) else {})
+    for path, view in views.items():
+        # POST only: no automatic OPTIONS (a 405 like any other method)
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"], provide_automatic_options=False)
+    app.before_request(_started)
+    app.after_request(_log_request)
+    app.register_error_handler(PluginError, _plugin_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    return app

@@ -1,6 +1,7 @@
-"""Serve the driver on its unix socket, in the foreground: gunicorn's arbiter (the socket, socket activation,
-workers, graceful shutdown) with uvicorn's workers (an event loop each: uvloop, the httptools parser) running the
-ASGI face of app.py."""
+"""Serve the driver on its unix socket, in the foreground: gunicorn (the socket, socket activation, workers and
+their restarts, graceful shutdown) running app.py's Flask app in its threaded workers (gthread): each worker
+answers up to THREADS requests at once, so a Mount that walks a large tree keeps no other request
+waiting, and keeps a connection open between requests as dockerd keeps it."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ import logging
 import os
 import socket
 
-import httptools
 from gunicorn.app.base import BaseApplication
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn_worker import UvicornWorker
 
+from . import orphans
 from .activation import ActivationError, listening_socket
-from .app import PEER_SOCKET
 from .settings import Settings
 from .store import Store
 from .volumes import Volumes
 
 log = logging.getLogger("ownvol.plugin")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+GRACEFUL_TIMEOUT = 30  # seconds a stopping worker gives the requests in progress
+# requests a worker answers at once (gunicorn's gthread threads): a Mount that walks holds one, the other answers
+# meanwhile; more threads add no throughput under the GIL and lengthen the tail (bench: mount_p99_ms, 2 vs 4)
+THREADS = 2
 
 
 class AlreadyServing(RuntimeError):
@@ -53,59 +55,6 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.sock_path)
 
 
-# A request's head, as gunicorn limits it (its limit_request_line, limit_request_field_size, limit_request_fields
-# defaults: docs.gunicorn.org settings); httptools itself sets none.
-LIMIT_REQUEST_LINE = 4094
-LIMIT_FIELD_SIZE = 8190
-LIMIT_FIELDS = 100
-
-
-class RequestHeadRefused(httptools.HttpParserError):
-    pass
-
-
-class DriverProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol on httptools, with gunicorn's limits on a request's head (over them: uvicorn's
-    400, before the app) and the connection's socket in each request's scope (extension PEER_SOCKET): Activate
-    learns its caller with SO_PEERCRED (liveness.peer)."""
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope["extensions"] = {PEER_SOCKET: self.transport.get_extra_info("socket")}
-
-    def eof_received(self) -> bool:  # type: ignore[override]  # uvicorn says None; asyncio.Protocol allows a bool
-        """The client shut its side after a whole request (asyncio.Protocol: True keeps the transport open): the
-        reply still goes out, then the connection closes, as gunicorn did. A request cut short is a disconnect."""
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            return False
-        if cycle.more_body:
-            cycle.disconnected = True
-            cycle.message_event.set()
-            return False
-        cycle.keep_alive = False
-        return True
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > LIMIT_REQUEST_LINE:
-            raise RequestHeadRefused(f"request line longer than {LIMIT_REQUEST_LINE} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > LIMIT_FIELD_SIZE or len(self.headers) >= LIMIT_FIELDS:
-            raise RequestHeadRefused(f"a header over {LIMIT_FIELD_SIZE} bytes, or over {LIMIT_FIELDS} headers")
-        super().on_header(name, value)
-
-
-class DriverWorker(UvicornWorker):
-    """gunicorn's worker running uvicorn (uvicorn-worker): uvloop, DriverProtocol, no lifespan; kept-alive
-    connections as gunicorn's keepalive says; on SIGTERM the requests in progress finish within
-    graceful_timeout."""
-
-    CONFIG_KWARGS = {"loop": "uvloop", "http": DriverProtocol, "interface": "asgi3", "lifespan": "off",
-                     "server_header": False, "proxy_headers": False, "timeout_graceful_shutdown": 30}
-
-
 class _Gunicorn(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -116,19 +65,22 @@ class _Gunicorn(BaseApplication):
         for key, value in {
             "bind": [f"unix:{s.socket}"],
             "workers": s.workers,
-            # dockerd keeps a connection open between requests (Go's http.Transport; moby pkg/plugins/client.go):
-            # an event loop holds the idle ones for nothing, and answers the quick requests without a thread's
-            # hand-off (bench: mount_cpu_ms_per_pair); app.py sends the long ones to the loop's threads.
-            "worker_class": f"{__name__}.DriverWorker",
+            # gthread: a pool of threads per worker answers the requests (a walking Mount holds one of them), and
+            # a connection is kept open between requests, as dockerd's plugin client keeps it (Go's
+            # http.Transport; moby pkg/plugins/client.go); idle ones wait in the worker's poller, not in a thread.
+            "worker_class": "gthread",
+            "threads": THREADS,
             "keepalive": 30,
             "umask": 0o077,  # the socket is born 0600: root only
-            "timeout": 600,  # the workers' heartbeat; the loop keeps beating while a thread walks
-            "graceful_timeout": DriverWorker.CONFIG_KWARGS["timeout_graceful_shutdown"],
+            "timeout": 600,  # the workers' heartbeat; the worker's main loop keeps beating while a thread walks
+            "graceful_timeout": GRACEFUL_TIMEOUT,
             "loglevel": s.log_level.lower(),
             "errorlog": "-",
             "accesslog": None,
             "proc_name": f"ownvol-plugin-{s.driver_name}",
             "when_ready": lambda server: os.chmod(s.socket, 0o600),
+            # a worker stops when its arbiter dies (SIGKILL of the arbiter alone), instead of serving unsupervised
+            "post_fork": lambda server, worker: orphans.die_with_parent(server.pid),
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every instance on the host
             "control_socket_disable": True,
         }.items():
@@ -138,14 +90,15 @@ class _Gunicorn(BaseApplication):
     def load(self):
         from .app import create_app
 
-        return create_app(self.settings).asgi
+        return create_app(self.settings)
 
 
 def serve(settings: Settings) -> None:
     """Recover interrupted work once, then serve until SIGTERM/SIGINT: on the socket systemd passed (socket
     activation, see activation.py; it must be settings.socket) or else on one of its own.
 
-    Raises AlreadyServing when another plugin answers on the socket, ActivationError for an unusable passed one.
+    Raises AlreadyServing when another live plugin answers on the socket (workers whose arbiter died are stopped
+    instead: orphans.py), ActivationError for an unusable passed one.
     """
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     # A line per request: no caller's frame, thread or process name is looked up for a format that shows none
@@ -155,7 +108,7 @@ def serve(settings: Settings) -> None:
     logging.logMultiprocessing = False
     inherited = listening_socket()
     if inherited is None and answers(settings.socket):
-        raise AlreadyServing(f"a plugin already answers on {settings.socket}; stop it first")
+        _take_over(settings.socket)
     if inherited is not None and not _same_file(inherited, settings.socket):
         raise ActivationError(f"systemd passed the socket {inherited} but the settings name {settings.socket} "
                               "(OWNVOL_SOCKET, OWNVOL_DRIVER_NAME): make ListenStream= and them agree")
@@ -165,9 +118,23 @@ def serve(settings: Settings) -> None:
     for line in Volumes(settings, store).recover():
         log.info("recover: %s", line)
     store.close()
-    log.info("driver %s on %s%s (root %s, mount root %s, %d workers)", settings.driver_name, settings.socket,
-             " (socket activation)" if inherited else "", settings.root, settings.mount_root or "-", settings.workers)
+    log.info("driver %s on %s%s (root %s, mount root %s, %d workers of %d threads)", settings.driver_name,
+             settings.socket, " (socket activation)" if inherited else "", settings.root, settings.mount_root or "-",
+             settings.workers, THREADS)
     _Gunicorn(settings).run()
+
+
+def _take_over(sock_path: str) -> None:
+    """The socket answers: stop the workers of a dead arbiter serving it (orphans.py); AlreadyServing when a
+    live driver does."""
+    left = orphans.orphans(sock_path)
+    if left is None:
+        raise AlreadyServing(f"a plugin already answers on {sock_path}; stop it first")
+    if not left:
+        return
+    log.warning("event=orphans-stopped pids=%s: they served %s after their arbiter died",
+                ",".join(map(str, sorted(left))), sock_path)
+    orphans.stop(left)
 
 
 def _same_file(a: str, b: str) -> bool:

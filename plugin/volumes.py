@@ -1,7 +1,11 @@
 """The volumes service: create, mount, unmount, remove, get, list. It knows nothing of HTTP.
 
 Volumes implements protocol.VolumeDriver: it receives requests that parsed (names and option strings
-already checked) and returns the protocol's responses or raises a PluginError.
+already checked) and returns the protocol's responses or raises a PluginError. It holds the volumes' lifecycle
+(create, remove, rebind, recover, what Get and List show) and hands the rest to its parts: Mounts (mounts.py:
+the references, the check and walk of a Mount, the binds, liveness), EngineIdentity (engine.py: the engine
+that activated the driver, its epoch and user namespaces) and DataDirs (datadir.py: is the data directory still
+the one the volume was created with).
 
 Every change on disk follows one pattern: the intent is committed to the store first
 ('creating', 'removing'), then the disk is changed, then the row is finished. `recover`
@@ -14,17 +18,17 @@ import builtins
 import logging
 import os
 import shutil
-import stat
 import uuid
-from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
 
-from ownvol import ownership, userns
+from ownvol import ownership
 from ownvol.beneath import beneath, symlink_in
 from ownvol.status import LastRepair, VolumeStatus
 
 from . import binds, liveness
+from .datadir import DataDirs, identity_of
+from .engine import EngineIdentity
 from .errors import FilesystemRefused, InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
+from .mounts import Mounts, describe_repair, no_walk, now
 from .options import VolumeSpec, volume_spec
 from .protocol import (
     CapabilitiesResponse,
@@ -50,49 +54,11 @@ class _NotOurs(PluginError):
     """The data directory was there before this create: a refusal must leave it as it was."""
 
 
-def now() -> str:
-    """This instant in UTC as RFC 3339 with seconds and a Z (the CreatedAt Docker shows)."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _describe(spec: VolumeSpec) -> str:
     text = f"uid={spec.uid} gid={spec.gid} mode={spec.mode:04o} policy={spec.policy}"
     if spec.profile:
         text += f" profile={spec.profile}"
     return text + (f" path={spec.path}" if spec.path else "")
-
-
-def identity_of(path: str, table: list[binds.MountEntry] | None = None) -> DataIdentity:
-    """What identifies the data directory at path now: its filesystem as this process sees it, and its inode."""
-    fs, _ = binds.filesystem_of(path, table)
-    return DataIdentity(fs.mount_point, fs.fstype, fs.source, os.lstat(path).st_ino)
-
-
-def _moved(recorded: DataIdentity, now_: DataIdentity) -> str:
-    """What changed between the identity recorded and the one found, in words."""
-    if (recorded.fstype, recorded.source) != (now_.fstype, now_.source):
-        return (f"it was on {recorded.fstype} {recorded.source} mounted at {recorded.mount}, it is now on "
-                f"{now_.fstype} {now_.source} mounted at {now_.mount} (the filesystem is not mounted?)")
-    return f"it was inode {recorded.inode}, it is now inode {now_.inode} (replaced by another directory?)"
-
-
-def _reach(record: VolumeRecord) -> AbstractContextManager[str]:
-    """The data directory's path for ownership's walk: an adopted one reached from / by descriptor (its
-    components are not the plugin's), a managed one as it is (below the plugin's own root)."""
-    return beneath("/", record.path) if record.adopted else nullcontext(record.path)
-
-
-def _describe_repair(found: str, report: ownership.RepairReport) -> str:
-    result = f"{found}; walked {report.visited} entries, changed {report.changed}"
-    if report.skipped_hardlinks:
-        result += f", left {report.skipped_hardlinks} hard-linked"
-    if report.errors:
-        result += f", {len(report.errors)} errors (first: {report.errors[0]})"
-    return result
-
-
-class _WalkDue(Exception):
-    """A Mount asked to answer without a walk needs one (mount_now)."""
 
 
 class Volumes:
@@ -103,12 +69,12 @@ class Volumes:
         self.settings = settings
         self.store = store
         self.trash = os.path.join(settings.root, "trash")
-        self._seen_on: dict[str, tuple[int, int]] = {}  # volume -> (st_dev, st_ino) last found to be its data
+        self.engine = EngineIdentity(settings.userns, store)
+        self.data = DataDirs()
+        self.mounts = Mounts(settings, store, self.engine, self.data)
 
     def _mountpoint(self, record: VolumeRecord) -> str:
-        if self.settings.mount_root:
-            return os.path.join(self.settings.mount_root, record.name)
-        return record.path
+        return self.mounts.mountpoint(record)
 
     def _ready(self, name: str) -> VolumeRecord:
         record = self.store.get(name)
@@ -121,7 +87,7 @@ class Volumes:
 
     def create(self, req: CreateRequest) -> None:
         name = req.name
-        self._userns_pending()
+        self.engine.userns_pending()
         try:
             spec = volume_spec(req.options, self.settings.defaults, self.settings.allowed_roots, self._own_trees())
         except ValueError as exc:
@@ -146,7 +112,7 @@ class Volumes:
             except BaseException:
                 self._undo_create(name)
                 raise
-            self._seen_on.pop(name, None)
+            self.data.forget(name)
             with self.store.transaction():
                 self.store.set_identity(name, identity)
                 self.store.set_state(name, "ready")
@@ -181,8 +147,8 @@ class Volumes:
         """Managed: a new directory with the owner and mode. Adopted: made if absent, else repaired whole
         (policy never: looked at, not touched). Returns the check to record, if any.
         A refusal of the filesystem is a FilesystemRefused naming the path and operation."""
-        uid, gid = self._host_owner(spec)
-        owner = f"{self._owner_text(spec)} mode {spec.mode:04o}"
+        uid, gid = self.engine.host_owner(spec)
+        owner = f"{self.engine.owner_text(spec)} mode {spec.mode:04o}"
         step = f"creating {path}"
         try:
             if spec.path is None:
@@ -197,12 +163,12 @@ class Volumes:
                 os.mkdir(path, 0o700)
             elif spec.policy == "never":
                 with beneath("/", path) as reach:
-                    return self._no_walk(spec, ownership.inspect_root(reach, uid, gid, spec.mode))
+                    return no_walk(spec, ownership.inspect_root(reach, uid, gid, spec.mode))
             else:
                 step = f"giving (policy {spec.policy}) to {owner}:"
                 with beneath("/", path) as reach:
                     report = ownership.repair(reach, uid, gid, spec.mode, walk=True)
-                return _describe_repair("adopted", report)
+                return describe_repair("adopted", report)
             step = f"giving to {owner}:"
             ownership.repair(path, uid, gid, spec.mode, walk=False)
         except ownership.OwnershipError as exc:
@@ -242,7 +208,7 @@ class Volumes:
                 return
             self._settle(name)
             if self.store.refs(name):
-                self.drop_stale(name, "Remove")
+                self.mounts.drop_stale(name, "Remove")
             with self.store.transaction():
                 record = self.store.get(name)
                 if record is None:
@@ -250,183 +216,44 @@ class Volumes:
                 refs = self.store.mount_ids(name)
                 if refs:
                     raise VolumeInUse(f"volume {name} is in use: mounted {sum(refs.values())} time(s) "
-                                      f"(mount IDs {', '.join(sorted(refs))}); {self._who_holds(record)}")
+                                      f"(mount IDs {', '.join(sorted(refs))}); {self.mounts.who_holds(record)}")
                 self.store.set_state(name, "removing")
             self._finish_remove(record)
 
-    # -- references that are true
-
-    def _not_at(self, record: VolumeRecord) -> tuple[str, ...]:
-        return (self._mountpoint(record),) if self.settings.mount_root else ()
-
-    def liveness_known(self) -> bool:
-        """Whether the driver sees the processes of the engine that activated it (see liveness)."""
-        text = self.store.meta("engine")
-        if not text:
-            return False
-        pid, started, command = text.split(":", 2)
-        return command == "dockerd" and liveness.alive(liveness.Engine(int(pid), int(started), command))
-
-    def holders(self, record: VolumeRecord) -> list[liveness.Holder] | None:
-        """The mount namespaces holding this volume now; None when the driver cannot tell."""
-        if not self.liveness_known() or self._data_problem(record):
-            return None
-        return liveness.holders(record.path, self._not_at(record))
-
-    def _who_holds(self, record: VolumeRecord) -> str:
-        found = self.holders(record)
-        if found is None:
-            return "stop the containers using it first (the driver cannot see the engine's processes to check)"
-        shown = ", ".join(f"pid {h.pid} ({h.command}) at {h.mount_point}" for h in found[:3])
-        return f"held by {shown}; stop the containers using it first"
-
-    def drop_stale(self, name: str, why: str) -> int:
-        """Forget the references of a volume that no live mount stands for (none when liveness is unknown or
-        some mount namespace holds it); how many mount IDs were dropped. Logs each drop."""
-        record = self.store.get(name)
-        if record is None:
-            return 0
-        found = self.holders(record)
-        if found is None or found:
-            return 0
-        with self.store.transaction(durable=False):
-            refs = self.store.mount_ids(name)
-            dropped = self.store.drop_refs(name)
-        if dropped:
-            log.warning("event=references-dropped volume=%s ids=%s why=%s: no mount namespace holds %s "
-                        "(an engine that died never sent their Unmount)", name, ",".join(sorted(refs)), why,
-                        record.path)
-            if self.settings.mount_root:
-                binds.unbind(self._mountpoint(record))
-        return dropped
+    # -- the engine, and the references a live mount stands for (mounts.py, engine.py)
 
     def activate(self, engine: liveness.Engine | None) -> None:
         """Plugin.Activate: an engine not seen before starts a new epoch, and the references the dead one left
         that no live mount stands for are dropped. A caller that is not dockerd (a health check) changes nothing."""
-        if engine is None or (engine.pid and not engine.is_dockerd):
-            return
-        key = f"{engine.pid}:{engine.started}:{engine.command}"
-        with self.store.transaction():
-            if engine.pid and self.store.meta("engine") == key:
-                return
-            self.store.set_meta("engine", key)
-            self.store.set_meta("epoch", str(self.store.epoch() + 1))
-        log.info("event=engine-activated pid=%s epoch=%d", engine.pid or "unseen", self.store.epoch())
-        if engine.pid:
-            self._learn_userns(engine)
-        for name in sorted({r.volume for r in self.store.references()}):
-            self.drop_stale(name, "engine restarted")
-
-    def _learn_userns(self, engine: liveness.Engine) -> None:
-        """Ask the engine that activated the driver whether it remaps user namespaces (OWNVOL_USERNS=auto)."""
-        if self.settings.userns != "auto":
-            return
-        try:
-            found = userns.from_engine(liveness.engine_info(engine.pid))
-            text = str(found) if found else ""
-        except userns.UnknownMapping as exc:
-            text = f"!{exc}"
-        except (OSError, ValueError) as exc:
-            # dockerd activates plugins while it restores, before its API listens: ask again at the next request
-            with self.store.transaction():
-                self.store.set_meta("userns_pending", str(engine.pid))
-            log.info("event=userns-pending pid=%s why=%s", engine.pid, exc)
-            return
-        with self.store.transaction():
-            self.store.set_meta("userns", text)
-            self.store.set_meta("userns_pending", "")
-        log.info("event=userns-learned mapping=%s", text or "none")
-
-    def _userns_due(self) -> int | None:
-        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due."""
-        if self.settings.userns != "auto":
-            return None
-        pid = self.store.meta("userns_pending")
-        return int(pid) if pid and liveness.process_start(int(pid)) is not None else None
-
-    def _userns_pending(self) -> None:
-        """Before Create and Mount (outside any transaction): if the engine could not be asked at its activation,
-        ask it now; until it answers, the mapping learned before stays."""
-        pid = self._userns_due()
-        if pid is not None:
-            self._learn_userns(liveness.Engine(pid, 0, "dockerd"))
-
-    def idmap(self) -> userns.IdMap | None:
-        """The engine's user-namespace mapping (None: ids are host ids); PluginError when it remaps and the host
-        ids cannot be told (nothing is done then)."""
-        if self.settings.userns == "off":
-            return None
-        text = self.settings.userns if self.settings.userns != "auto" else (self.store.meta("userns") or "")
-        if text.startswith("!"):
-            raise PluginError(f"the engine remaps user namespaces, but ownvol cannot tell to which host ids: "
-                              f"{text[1:]}; set the plugin's OWNVOL_USERNS (docs/driver.md, User namespaces)")
-        return userns.IdMap.parse(text) if text else None
-
-    def _host_owner(self, spec: VolumeSpec) -> tuple[int, int]:
-        """The host uid:gid that are spec's uid:gid inside the engine's containers."""
-        mapping = self.idmap()
-        if mapping is None:
-            return spec.uid, spec.gid
-        try:
-            return mapping.host_ids(spec.uid, spec.gid)
-        except userns.UnknownMapping as exc:
-            raise PluginError(f"uid:gid {spec.uid}:{spec.gid}: {exc} ({mapping.describe()})") from None
-
-    def _status_host_owner(self, spec: VolumeSpec) -> str:
-        try:
-            uid, gid = self._host_owner(spec)
-        except PluginError as exc:
-            return f"unknown: {exc}"
-        return f"{uid}:{gid}"
-
-    def _owner_text(self, spec: VolumeSpec) -> str:
-        uid, gid = self._host_owner(spec)
-        return f"{spec.uid}:{spec.gid}" + (f" (host {uid}:{gid})" if (uid, gid) != (spec.uid, spec.gid) else "")
+        if self.engine.activate(engine):
+            for name in sorted({r.volume for r in self.store.references()}):
+                self.mounts.drop_stale(name, "engine restarted")
 
     def release(self, name: str) -> int:
         """`ownvol volumes --release`: forget every reference of a volume no container really uses.
         VolumeInUse while some mount namespace holds it; how many mount IDs were dropped."""
         with self.store.name_lock(name):
-            record = self._ready(name)
-            found = self.holders(record)
-            if found:
-                raise VolumeInUse(f"volume {name} is in use: {self._who_holds(record)}")
-            with self.store.transaction(durable=False):
-                refs = self.store.mount_ids(name)
-                dropped = self.store.drop_refs(name)
-            log.warning("event=references-released volume=%s ids=%s liveness=%s", name, ",".join(sorted(refs)),
-                        "checked" if found is not None else "unknown")
-            if self.settings.mount_root:
-                binds.unbind(self._mountpoint(record))
-            return dropped
+            return self.mounts.release(self._ready(name))
+
+    def references(self) -> builtins.list[dict]:
+        """Every ready volume with its references, their age and whether a live mount stands for them."""
+        return self.mounts.references()
+
 
     def rebind(self, name: str) -> DataIdentity:
         """`ownvol volumes --rebind`: take the directory now at the volume's path as its data (it was moved,
         restored, or its disk replaced on purpose). The next Mount checks and repairs it as usual."""
         with self.store.name_lock(name):
             record = self._ready(name)
-            if why := self._data_problem(record, identity=False):
+            if why := self.data.problem(record, identity=False):
                 raise PluginError(f"volume {name} cannot be re-bound: {why}")
             identity = identity_of(record.path)
-            self._seen_on.pop(name, None)
+            self.data.forget(name)
             with self.store.transaction():
                 self.store.set_identity(name, identity)
             log.warning("event=rebound volume=%s was=%s now=%s", name,
                         record.identity.describe() if record.identity else "-", identity.describe())
             return identity
-
-    def references(self) -> list[dict]:
-        """Every ready volume with its references, their age and whether a live mount stands for them."""
-        known = self.liveness_known()
-        out = []
-        for record in self.store.all(state="ready"):
-            refs = self.store.references(record.name)
-            found = self.holders(record) if refs and known else None
-            out.append({"name": record.name, "path": record.path, "references": [
-                {"id": r.id, "count": r.count, "since": r.since, "last": r.last_at, "epoch": r.epoch} for r in refs],
-                "live": None if found is None else [f"pid {h.pid} ({h.command}) at {h.mount_point}" for h in found],
-                "state": self._data_problem(record) or "ok"})
-        return out
 
     def _finish_remove(self, record: VolumeRecord) -> None:
         if self.settings.mount_root:
@@ -437,167 +264,22 @@ class Volumes:
             self.store.delete(record.name)
 
     def mount(self, req: MountRequest) -> MountResponse:
-        """Count the reference, then check (and per policy repair) the data directory before the daemon uses it;
-        a volume other live mounts hold gets its root checked only."""
+        """Count the reference, then check (and per policy repair) the data directory before the daemon uses it
+        (Mounts.mount); a volume still being created by a worker that died is settled first."""
         name, mount_id = req.name, req.id
-        self._userns_pending()
+        self.engine.userns_pending()
         try:
-            return MountResponse(self._mount(name, mount_id))
+            return MountResponse(self.mounts.mount(self._ready, name, mount_id))
         except NoSuchVolume:
             if self.store.get(name) is None:
                 raise
             with self.store.name_lock(name):
                 self._settle(name)
-            return MountResponse(self._mount(name, mount_id))
-
-    def mount_now(self, req: MountRequest) -> MountResponse | None:
-        """The common Mount, answered without a walk; None, with nothing changed, when it needs more (a walk or its
-        liveness look across /proc, a volume still being created, the engine's user namespaces to learn): then
-        `mount` does it all, where a walk keeps no other request waiting (the server's worker thread)."""
-        if self._userns_due():
-            return None
-        try:
-            return MountResponse(self._mount(req.name, req.id, walk=False))
-        except (NoSuchVolume, _WalkDue):
-            return None
-
-    def _mount(self, name: str, mount_id: str, walk: bool = True) -> str:
-        with self.store.transaction(durable=False):
-            record = self._ready(name)
-            problem = self._data_problem(record)
-            if not problem:
-                held, checked = self._count_mount(record, mount_id, walk)
-        if problem:
-            self.store.record_check(name, now(), f"refused: {problem}")
-            raise PluginError(f"volume {name} cannot be mounted: {problem}")
-        if not checked and held and self._held_live(record):
-            return self._mountpoint(record)
-        if not checked:
-            try:
-                self._preflight(record)
-            except BaseException:
-                self.unmount(UnmountRequest(name, mount_id))
-                raise
-        return self._mountpoint(record)
-
-    def _count_mount(self, record: VolumeRecord, mount_id: str, walk: bool) -> tuple[int, bool]:
-        """Inside Mount's transaction: count the reference, check the root, bind. (References other mounts
-        held before this one, whether the check is done without a walk.) _WalkDue, before the bind, when a walk is
-        due and not allowed."""
-        if record.identity is None:  # a volume made before identities were recorded learns its own now
-            self.store.set_identity(record.name, identity_of(record.path))
-        held = self.store.refs(record.name, self.store.epoch())
-        self.store.add_ref(record.name, mount_id, now())
-        checked = self._check_only(record)
-        if not (checked or walk):
-            raise _WalkDue(record.name)  # the transaction rolls the reference back
-        if self.settings.mount_root:
-            self._ensure_bound(record)
-        return held, checked
-
-    def _held_live(self, record: VolumeRecord) -> bool:
-        """A walk is due but other mounts hold the volume: if one is live (or that cannot be told), a server may
-        be running on it. Check the root only and change nothing; the walk waits for the first holder's Mount."""
-        found = self.holders(record)
-        if found is not None and not found:
-            return False  # references nothing stands for (dropped at Remove or activation, not here: a container
-            # whose Mount was answered may not have made its own mount yet)
-        spec = record.spec
-        try:
-            with _reach(record) as path:
-                state = ownership.inspect_root(path, *self._host_owner(spec), spec.mode)
-        except ownership.OwnershipError:
-            return False
-        who = "a live mount" if found else "other mounts (liveness unknown)"
-        result = f"ok (held by {who}: root checked only)" if state.ok else \
-            f"mismatch, not repaired (held by {who}): {'; '.join(state.problems)}"
-        self.store.record_check(record.name, now(), result)
-        return True
-
-    def _data_problem(self, record: VolumeRecord, identity: bool = True,
-                      table: list[binds.MountEntry] | None = None) -> str | None:
-        try:
-            st = os.lstat(record.path)
-        except FileNotFoundError:
-            return f"its data directory {record.path} is missing (deleted by hand?)"
-        if not stat.S_ISDIR(st.st_mode):
-            return f"its data directory {record.path} is not a directory"
-        if record.adopted and (why := symlink_in(record.path)):
-            return why
-        if identity and record.identity is not None and self._seen_on.get(record.name) != (st.st_dev, st.st_ino):
-            found = identity_of(record.path, table)
-            if not found.same_data(record.identity):
-                return (f"its data directory {record.path} is not the one it was created with: "
-                        f"{_moved(record.identity, found)}; nothing was changed. Mount the data back, or, if the "
-                        f"data really moved here, `ownvol volumes --rebind {record.name}`")
-            # the mount table is read again only when the directory's device or inode changes (hot path: Mount)
-            self._seen_on[record.name] = (st.st_dev, st.st_ino)
-        return None
-
-    def _ensure_bound(self, record: VolumeRecord) -> None:
-        target = self._mountpoint(record)
-        if not binds.is_mounted(target):
-            binds.bind(record.path, target)
-
-    @staticmethod
-    def _no_walk(spec: VolumeSpec, state: ownership.RootState) -> str | None:
-        """The check's result when the policy wants no walk for this root; None when it wants one."""
-        if spec.policy == "never" or (spec.policy == "on-root-mismatch" and state.ok):
-            return "ok" if state.ok else f"mismatch, not repaired (policy never): {'; '.join(state.problems)}"
-        return None
-
-    def _check_only(self, record: VolumeRecord) -> bool:
-        """The common Mount, inside its own transaction: one lstat, and when no walk is due the check
-        is recorded with the reference (one commit instead of two; bench: mount_pairs_per_s)."""
-        spec = record.spec
-        try:
-            with _reach(record) as path:
-                state = ownership.inspect_root(path, *self._host_owner(spec), spec.mode)
-        except ownership.OwnershipError:
-            return False  # _preflight records and reports it
-        result = self._no_walk(spec, state)
-        if result is not None:
-            self.store.set_check(record.name, now(), result)
-        return result is not None
-
-    def _preflight(self, record: VolumeRecord) -> None:
-        """Check the root; per policy walk and repair. Never returns with the root still wrong (unless policy never)."""
-        spec = record.spec
-        try:
-            uid, gid = self._host_owner(spec)
-            with _reach(record) as path:
-                state = ownership.inspect_root(path, uid, gid, spec.mode)
-                result = self._no_walk(spec, state)
-                if result is None:
-                    report = ownership.repair(path, uid, gid, spec.mode, walk=True)
-                    after = ownership.inspect_root(path, uid, gid, spec.mode)
-            if result is not None:
-                self.store.record_check(record.name, now(), result)
-                return
-        except ownership.OwnershipError as exc:
-            self.store.record_check(record.name, now(), f"failed: {exc}")
-            raise PluginError(f"volume {record.name}: {exc}") from None
-        except OSError as exc:
-            refused = FilesystemRefused(f"giving to {self._owner_text(spec)} mode {spec.mode:04o}:", record.path, exc)
-            self.store.record_check(record.name, now(), f"failed: {refused}")
-            raise PluginError(f"volume {record.name}: {refused}") from None
-        result = _describe_repair("ok" if state.ok else "; ".join(state.problems), report)
-        self.store.record_check(record.name, now(), result)
-        self.store.record_repair(record.name, now(), report.changed, round(report.seconds, 6))
-        log.info("volume=%s repaired: %s", record.name, result)
-        if not after.ok:
-            raise PluginError(f"volume {record.name}: could not repair its root: {'; '.join(after.problems)}")
+            return MountResponse(self.mounts.mount(self._ready, name, mount_id))
 
     def unmount(self, req: UnmountRequest) -> None:
         """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
-        name, mount_id = req.name, req.id
-        with self.store.transaction(durable=False):
-            record = self.store.get(name)
-            if record is None:
-                return
-            known, left = self.store.drop_ref(name, mount_id)
-            if known and left == 0 and self.settings.mount_root:
-                binds.unbind(self._mountpoint(record))
+        self.mounts.unmount(req.name, req.id)
 
     def path(self, req: PathRequest) -> PathResponse:
         return PathResponse(self._mountpoint(self._ready(req.name)))
@@ -632,9 +314,9 @@ class Volumes:
             last_check_result=record.last_check_result or "",
             last_repair=repair,
             mounts=self.store.refs(record.name),
-            state=self._data_problem(record) or "ok",
+            state=self.data.problem(record) or "ok",
             data=record.identity.describe() if record.identity else "",
-            host_owner=self._status_host_owner(spec),
+            host_owner=self.engine.host_owner_text(spec),
         )
         return Volume(record.name, self._mountpoint(record), record.created_at, status)
 
@@ -649,7 +331,7 @@ class Volumes:
         if self.settings.mount_root:
             for record in self.store.all(state="ready"):
                 mounted = binds.is_mounted(self._mountpoint(record))
-                if self.store.refs(record.name) and not mounted and not self._data_problem(record):
+                if self.store.refs(record.name) and not mounted and not self.data.problem(record):
                     binds.bind(record.path, self._mountpoint(record))
                     done.append(f"bound {record.name} again at {self._mountpoint(record)}")
                 elif not self.store.refs(record.name) and mounted:

@@ -118,7 +118,7 @@ clean_engine() {
 
 stop_daemons() {  # make up's driver and hook run from .venv: stopped before it goes
     local name
-    for name in hook plugin; do
+    for name in hook driver plugin; do  # plugin: a driver started by make up before it was named driver
         if scripts/daemon.sh status "$name" >/dev/null 2>&1; then
             if [ -n "$DRY" ]; then
                 say "would stop make up's $name (it runs from $TREE/.venv)"

@@ -89,7 +89,8 @@ install() {
     fi
     build_rootfs "$PLUGIN_DIR"
     if [ "$name" = ownvol ]; then
-        scripts/daemon.sh stop plugin
+        scripts/daemon.sh stop driver
+        scripts/daemon.sh stop plugin  # make up's driver from before it was named driver
     fi
     if exists "$name"; then
         drop='^$'

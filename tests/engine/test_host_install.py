@@ -168,7 +168,7 @@ def test_install_and_uninstall_below_a_root_leave_the_state_alone(wheels, scratc
     example = Layout(root).render((UNITS_DIR / "ownvol.env").read_text())
     assert env_path.read_text() == example
     service = unit(root / "etc/systemd/system/ownvol-plugin.service")["Service"]
-    assert service["ExecStart"] == [f"{opt}/current/bin/ownvol plugin"]
+    assert service["ExecStart"] == [f"{opt}/current/bin/ownvol driver"]
     assert service["EnvironmentFile"] == [f"-{root}/etc/ownvol/ownvol.env"]
     verify = subprocess.run(["systemd-analyze", "verify", *UNITS], cwd=root / "etc/systemd/system",
                             capture_output=True, text=True)
@@ -212,6 +212,8 @@ def test_upgrade_from_the_previous_release_under_running_containers(wheels, scra
         "OWNVOL_ALLOWED_ROOTS": "", "OWNVOL_HOOK_STATE": f"{root}/var/lib/ownvol/hook"}.items()))
     settings = env_path.read_bytes()
     unit_path = root / "etc/systemd/system/ownvol-plugin.service"
+    # this tree's installer wrote this tree's unit; the previous release names the command `ownvol plugin`
+    unit_path.write_text(unit_path.read_text().replace("/bin/ownvol driver", "/bin/ownvol plugin"))
     activation = SocketActivation(sock, driver_command(unit_path), env_file(env_path), scratch / "driver.log")
     try:
         activation.arm()
@@ -235,6 +237,7 @@ def test_upgrade_from_the_previous_release_under_running_containers(wheels, scra
         assert env_path.read_bytes() == settings
         activation.stop(signal.SIGTERM)  # systemctl restart ownvol-plugin.service: the socket stays
         activation.command = driver_command(unit_path)
+        assert activation.command[-1] == "driver", "the upgrade wrote this release's unit"
         activation.arm()
 
         container.reload()

@@ -1,4 +1,4 @@
-"""Fixtures for the driver: the real plugin (`ownvol plugin`, gunicorn) on an engine of its own.
+"""Fixtures for the driver: the real plugin (`ownvol driver`, gunicorn) on an engine of its own.
 
 A legacy plugin's socket in /run/docker/plugins is seen by every dockerd on the host, and a
 dockerd remembers every legacy driver it ever used: once the test plugin is gone, each lookup
@@ -76,7 +76,7 @@ class PluginEngine(PrivateEngine):
 
 
 class PluginProcess:
-    """One `ownvol plugin` process in an engine's namespace (or, engine None, on a socket no engine
+    """One `ownvol driver` process in an engine's namespace (or, engine None, on a socket no engine
     looks at): start, stop, restart, raw requests."""
 
     def __init__(self, engine: PluginEngine | None, mount_root: bool = False, **env: str) -> None:
@@ -105,7 +105,7 @@ class PluginProcess:
     def start(self, timeout: float = 30) -> PluginProcess:
         with open(self.log_path, "ab") as log:
             prefix = self.engine._namespace() if self.engine else []
-            self.proc = subprocess.Popen([*prefix, OWNVOL, "plugin"], env=self.env, stdout=log,
+            self.proc = subprocess.Popen([*prefix, OWNVOL, "driver"], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout,

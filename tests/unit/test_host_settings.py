@@ -59,7 +59,7 @@ def test_the_units_run_the_installed_command_with_the_environment_file_in_docker
     hook = unit(UNITS_DIR / "ownvol-hook.service")
     assert socket["Socket"]["ListenStream"] == [from_env({}).socket]
     assert socket["Socket"]["SocketMode"] == ["0600"]
-    assert plugin["Service"]["ExecStart"] == [f"{HOST_OWNVOL} plugin"]
+    assert plugin["Service"]["ExecStart"] == [f"{HOST_OWNVOL} driver"]
     assert hook["Service"]["ExecStart"] == [f"{HOST_OWNVOL} watch"]
     for service in (plugin, hook):
         assert service["Service"]["EnvironmentFile"] == ["-/etc/ownvol/ownvol.env"]

@@ -52,8 +52,9 @@ def installed(tmp_path_factory) -> Path:
 def test_the_wheel_installs_and_ownvol_help_runs(installed):
     result = _run(installed / "bin" / "ownvol", "--help", cwd=installed)
     assert result.returncode == 0, result.stderr
-    for command in ("plugin", "watch", "status", "doctor", "repair", "history"):
+    for command in ("driver", "volumes", "watch", "status", "doctor", "repair", "history"):
         assert f"  {command} " in result.stdout, result.stdout
+    assert "  plugin " not in result.stdout  # the driver's former name: a hidden alias
 
 
 @pytest.mark.parametrize("name", ["plugin", "hooks"])

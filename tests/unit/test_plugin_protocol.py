@@ -170,6 +170,31 @@ def test_policy_always_walks_every_mount(driver):
     assert driver.ok("Get", Name="v")["Volume"]["Status"]["last_repair"]["changed"] == 1
 
 
+def test_a_mount_looks_at_the_root_once_whether_it_walks_or_not(driver, monkeypatch):
+    """One inspect_root per Mount: a Mount with nothing to do, one that walks and repairs, and one of a volume
+    other mounts hold (liveness unknown: root checked only) each look at the root once."""
+    from ownvol import ownership
+
+    looks = []
+    real = ownership.inspect_root
+    monkeypatch.setattr(ownership, "inspect_root", lambda *a, **k: looks.append(a[0]) or real(*a, **k))
+    driver.ok("Create", Name="v")
+    path = driver.settings.volumes_dir + "/v"
+    looks.clear()
+    driver.ok("Mount", Name="v", ID="m1")
+    assert len(looks) == 1
+    os.chown(path, 0, 0)
+    driver.ok("Mount", Name="v", ID="m2")  # held by m1 (liveness unknown): checked only
+    assert len(looks) == 2 and os.stat(path).st_uid == 0
+    assert "not repaired (held by other mounts (liveness unknown))" in \
+        driver.ok("Get", Name="v")["Volume"]["Status"]["last_check_result"]
+    for mid in ("m1", "m2"):
+        driver.ok("Unmount", Name="v", ID=mid)
+    driver.ok("Mount", Name="v", ID="m3")  # walks and repairs
+    assert len(looks) == 3 and os.stat(path).st_uid == 999
+    assert driver.ok("Get", Name="v")["Volume"]["Status"]["last_repair"]["changed"] == 1
+
+
 def test_a_data_directory_deleted_by_hand(driver):
     driver.ok("Create", Name="v")
     os.rmdir(driver.settings.volumes_dir + "/v")

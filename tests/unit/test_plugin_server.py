@@ -1,10 +1,11 @@
-"""The real server (`ownvol plugin`, gunicorn with several workers) on a socket no engine looks at."""
+"""The real server (`ownvol driver`, gunicorn with several workers) on a socket no engine looks at."""
 
 from __future__ import annotations
 
 import json
 import os
 import select
+import signal
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,8 +25,9 @@ def test_a_second_server_on_the_same_socket_is_refused(bare_plugin):
     import subprocess
 
     plugin = bare_plugin()
-    second = subprocess.run([".venv/bin/ownvol", "plugin"], env=plugin.env, capture_output=True, text=True, timeout=60)
-    assert second.returncode != 0 and "already answers" in second.stderr
+    for name in ("driver", "plugin"):  # plugin: the hidden alias of its former name
+        second = subprocess.run([".venv/bin/ownvol", name], env=plugin.env, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0 and "already answers" in second.stderr
     plugin.call("List")
 
 
@@ -112,3 +114,99 @@ def test_a_mount_that_walks_keeps_no_other_request_waiting(bare_plugin):
     assert mount_waiting, "the Get was answered only after the walk"
     assert os.stat(data / "d19" / "f999").st_uid == 999
     assert plugin.call("Get", Name="big")["Volume"]["Status"]["last_repair"]["changed"] >= 20_000
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(p) for p in f.read().split()}
+    except OSError:
+        return set()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_do_not_outlive_their_arbiter_and_a_driver_started_after_takes_over(bare_plugin):
+    """The arbiter alone killed (SIGKILL): its workers stop within seconds instead of serving the socket
+    unsupervised, and a driver started at once serves it (issue 27, defect 3)."""
+    from ownvol.driver.serve import answers
+    from tests.support.engine import wait_for
+
+    plugin = bare_plugin()
+    plugin.call("Create", Name="kept", Opts={})
+    arbiter = plugin.proc.pid
+    workers = wait_for(lambda: len(_children(arbiter)) == 2 and _children(arbiter), 30, what="two workers")
+    os.kill(arbiter, signal.SIGKILL)
+    plugin.proc.wait()
+    plugin.proc = None
+    plugin.start()  # answered at once while orphans serve: the new driver's own start is waited for below
+    wait_for(lambda: not any(_running(pid) for pid in workers), 5, what="the dead arbiter's workers to stop")
+    wait_for(lambda: plugin.proc.poll() is None and len(_children(plugin.proc.pid)) == 2 and answers(plugin.socket),
+             30, what="the new driver")
+    assert [v["Name"] for v in plugin.call("List")["Volumes"]] == ["kept"]
+    assert _children(plugin.proc.pid).isdisjoint(workers)
+
+
+_ORPHAN = """
+import os, socket, sys
+listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listening.bind(sys.argv[1])
+listening.listen(8)
+child = os.fork()
+if child:  # the arbiter that listened dies; its worker serves on
+    print(child, flush=True)
+    os._exit(0)
+devnull = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(devnull, fd)
+body = b'{"Implements": ["VolumeDriver"], "Err": ""}'
+head = b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body)
+while True:  # one request a connection (a head, then Content-Length bytes), answered 200 whatever it asks
+    conn, _ = listening.accept()
+    with conn, conn.makefile("rb") as reader:
+        length = 0
+        try:
+            for line in iter(reader.readline, b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                if line == b"\\r\\n":
+                    reader.read(length)
+                    conn.sendall(head + body)
+                    break
+        except OSError:
+            pass
+"""
+
+
+def test_a_driver_takes_over_a_socket_that_only_orphans_serve(bare_plugin):
+    """A socket answered by a process whose listener died (a worker of a killed arbiter, of any version) is
+    taken over: the orphan is stopped and the new driver serves. A live driver is still refused (above)."""
+    import subprocess
+    import sys
+
+    from ownvol.driver.serve import answers
+    from tests.support.engine import wait_for
+
+    plugin = bare_plugin()
+    plugin.stop()
+    if os.path.exists(plugin.socket):
+        os.unlink(plugin.socket)
+    started = subprocess.run([sys.executable, "-c", _ORPHAN, plugin.socket], capture_output=True, text=True,
+                             timeout=30, check=True)
+    orphan = int(started.stdout)
+    try:
+        assert answers(plugin.socket) and _running(orphan)
+        plugin.start()  # answered at once by the orphan: the new driver's own start is waited for below
+        wait_for(lambda: not _running(orphan), 30, what="the orphan to be stopped")
+        wait_for(lambda: plugin.proc.poll() is None and answers(plugin.socket), 30, what="the new driver")
+        assert plugin.call("List")["Volumes"] == []
+        assert "event=orphans-stopped" in plugin.log()
+    finally:
+        if _running(orphan):
+            os.kill(orphan, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""`ownvol plugin`: the volume driver in the foreground. `ownvol volumes`: its volumes and references."""
+"""The driver's commands: `ownvol driver` serves the volume driver in the foreground (`ownvol plugin`, its
+former name, is a hidden alias); `ownvol volumes` shows its volumes and references."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from ownvol.dockertime import ago, state_time
 from .settings import SettingsError, from_env
 
 
-@click.command("plugin")
-def plugin_command() -> None:
+@click.command("driver")
+def driver_command() -> None:
     """Serve the ownvol volume driver on its unix socket, or on one systemd passed (settings: OWNVOL_* variables)."""
     from .activation import ActivationError
     from .serve import AlreadyServing, serve
@@ -98,4 +99,8 @@ def volumes_command(socket_path: str, release: str | None, rebind: str | None, y
                        f"last {_age(r['last'])} ago, epoch {r['epoch']}")
 
 
-commands: list[click.Command] = [plugin_command, volumes_command]
+# `ownvol plugin`, the driver command's name before round three: kept for units and scripts that still say it.
+plugin_alias = click.Command("plugin", callback=driver_command.callback, hidden=True,
+                             help="The former name of `ownvol driver`.")
+
+commands: list[click.Command] = [driver_command, plugin_alias, volumes_command]

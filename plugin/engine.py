@@ -1,0 +1,118 @@
+"""The engine the driver serves: which dockerd activated it (its epoch of mount references), whether the driver
+can see its processes, and how it maps user namespaces (the host uid:gid a volume's owner is)."""
+
+from __future__ import annotations
+
+import logging
+
+from ownvol import userns
+
+from . import liveness
+from .errors import PluginError
+from .options import VolumeSpec
+from .store import Store
+
+log = logging.getLogger("ownvol.plugin")
+
+
+class EngineIdentity:
+    """What the driver knows of its engine, kept in the store's meta rows: engine (pid:started:command of the
+    dockerd that activated it), epoch, userns (the mapping learned, `!why` when it cannot be told) and
+    userns_pending (the pid to ask again)."""
+
+    def __init__(self, userns_setting: str, store: Store) -> None:
+        self.userns_setting = userns_setting  # auto | off | an IdMap's text (settings.userns)
+        self.store = store
+
+    def activate(self, engine: liveness.Engine | None) -> bool:
+        """Plugin.Activate by engine: whether a new epoch began (an engine not seen before, or one whose pid
+        the driver cannot see); then the references the dead one left may be stale. A caller that is not
+        dockerd (a health check) changes nothing."""
+        if engine is None or (engine.pid and not engine.is_dockerd):
+            return False
+        key = f"{engine.pid}:{engine.started}:{engine.command}"
+        with self.store.transaction():
+            if engine.pid and self.store.meta("engine") == key:
+                return False
+            self.store.set_meta("engine", key)
+            self.store.set_meta("epoch", str(self.store.epoch() + 1))
+        log.info("event=engine-activated pid=%s epoch=%d", engine.pid or "unseen", self.store.epoch())
+        if engine.pid:
+            self._learn_userns(engine)
+        return True
+
+    def liveness_known(self) -> bool:
+        """Whether the driver sees the processes of the engine that activated it (see liveness)."""
+        text = self.store.meta("engine")
+        if not text:
+            return False
+        pid, started, command = text.split(":", 2)
+        return command == "dockerd" and liveness.alive(liveness.Engine(int(pid), int(started), command))
+
+    def _learn_userns(self, engine: liveness.Engine) -> None:
+        """Ask the engine that activated the driver whether it remaps user namespaces (OWNVOL_USERNS=auto)."""
+        if self.userns_setting != "auto":
+            return
+        try:
+            found = userns.from_engine(liveness.engine_info(engine.pid))
+            text = str(found) if found else ""
+        except userns.UnknownMapping as exc:
+            text = f"!{exc}"
+        except (OSError, ValueError) as exc:
+            # dockerd activates plugins while it restores, before its API listens: ask again at the next request
+            with self.store.transaction():
+                self.store.set_meta("userns_pending", str(engine.pid))
+            log.info("event=userns-pending pid=%s why=%s", engine.pid, exc)
+            return
+        with self.store.transaction():
+            self.store.set_meta("userns", text)
+            self.store.set_meta("userns_pending", "")
+        log.info("event=userns-learned mapping=%s", text or "none")
+
+    def _userns_due(self) -> int | None:
+        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due."""
+        if self.userns_setting != "auto":
+            return None
+        pid = self.store.meta("userns_pending")
+        return int(pid) if pid and liveness.process_start(int(pid)) is not None else None
+
+    def userns_pending(self) -> None:
+        """Before Create and Mount (outside any transaction): if the engine could not be asked at its activation,
+        ask it now; until it answers, the mapping learned before stays."""
+        pid = self._userns_due()
+        if pid is not None:
+            self._learn_userns(liveness.Engine(pid, 0, "dockerd"))
+
+    def idmap(self) -> userns.IdMap | None:
+        """The engine's user-namespace mapping (None: ids are host ids); PluginError when it remaps and the host
+        ids cannot be told (nothing is done then)."""
+        if self.userns_setting == "off":
+            return None
+        text = self.userns_setting if self.userns_setting != "auto" else (self.store.meta("userns") or "")
+        if text.startswith("!"):
+            raise PluginError(f"the engine remaps user namespaces, but ownvol cannot tell to which host ids: "
+                              f"{text[1:]}; set the plugin's OWNVOL_USERNS (docs/driver.md, User namespaces)")
+        return userns.IdMap.parse(text) if text else None
+
+    def host_owner(self, spec: VolumeSpec) -> tuple[int, int]:
+        """The host uid:gid that are spec's uid:gid inside the engine's containers; PluginError (idmap)."""
+        mapping = self.idmap()
+        if mapping is None:
+            return spec.uid, spec.gid
+        try:
+            return mapping.host_ids(spec.uid, spec.gid)
+        except userns.UnknownMapping as exc:
+            raise PluginError(f"uid:gid {spec.uid}:{spec.gid}: {exc} ({mapping.describe()})") from None
+
+    def host_owner_text(self, spec: VolumeSpec) -> str:
+        """host_owner as Get's status shows it: `uid:gid`, or `unknown: why`."""
+        try:
+            uid, gid = self.host_owner(spec)
+        except PluginError as exc:
+            return f"unknown: {exc}"
+        return f"{uid}:{gid}"
+
+    def owner_text(self, spec: VolumeSpec) -> str:
+        """spec's owner for a message: `uid:gid`, with the host's ids when the engine maps them."""
+        uid, gid = self.host_owner(spec)
+        return f"{spec.uid}:{spec.gid}" + (f" (host {uid}:{gid})" if (uid, gid) != (spec.uid, spec.gid) else "")

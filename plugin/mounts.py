@@ -1,0 +1,254 @@
+"""Mounts: a volume's mount references, the check (and per policy the walk) a Mount does before the daemon uses
+the data, the MOUNT_ROOT binds, and which references a live mount really stands for.
+
+A Mount looks at the data directory's root once (ownership.inspect_root) and from that one look plans what it
+does: record the check and answer (no walk due), check only (other live mounts hold the volume), or walk and
+repair in the request's own thread (gunicorn's gthread worker: the worker's other threads answer meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ownvol import ownership
+
+from . import binds, liveness
+from .datadir import DataDirs, identity_of, reach
+from .engine import EngineIdentity
+from .errors import FilesystemRefused, PluginError, VolumeInUse
+from .options import VolumeSpec
+from .settings import Settings
+from .store import Store, VolumeRecord
+
+log = logging.getLogger("ownvol.plugin")
+Ready = Callable[[str], VolumeRecord]  # a ready volume's record by name; NoSuchVolume else
+
+
+def now() -> str:
+    """This instant in UTC as RFC 3339 with seconds and a Z (the CreatedAt Docker shows)."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def mountpoint(settings: Settings, record: VolumeRecord) -> str:
+    """Where the daemon finds the volume: its bind below MOUNT_ROOT, or else its data directory."""
+    if settings.mount_root:
+        return os.path.join(settings.mount_root, record.name)
+    return record.path
+
+
+def no_walk(spec: VolumeSpec, state: ownership.RootState) -> str | None:
+    """The check's result when the policy wants no walk for this root; None when it wants one."""
+    if spec.policy == "never" or (spec.policy == "on-root-mismatch" and state.ok):
+        return "ok" if state.ok else f"mismatch, not repaired (policy never): {'; '.join(state.problems)}"
+    return None
+
+
+def describe_repair(found: str, report: ownership.RepairReport) -> str:
+    result = f"{found}; walked {report.visited} entries, changed {report.changed}"
+    if report.skipped_hardlinks:
+        result += f", left {report.skipped_hardlinks} hard-linked"
+    if report.errors:
+        result += f", {len(report.errors)} errors (first: {report.errors[0]})"
+    return result
+
+
+@dataclass
+class MountPlan:
+    """What one look at a volume's root (the Mount's only inspect_root) says the Mount must do: uid:gid on the
+    host, the root found (or why it cannot be looked at), and the check's result when no walk is due."""
+
+    uid: int
+    gid: int
+    state: ownership.RootState | None = None
+    error: ownership.OwnershipError | None = None
+    result: str | None = None
+
+    @property
+    def walk_due(self) -> bool:
+        return self.result is None
+
+
+class Mounts:
+    """The volumes' mount references and what a Mount checks and repairs. mount and unmount take names that
+    parsed; every refusal is a PluginError whose message is the Err."""
+
+    def __init__(self, settings: Settings, store: Store, engine: EngineIdentity, data: DataDirs) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.data = data
+
+    def mountpoint(self, record: VolumeRecord) -> str:
+        return mountpoint(self.settings, record)
+
+    # -- Mount and Unmount
+
+    def mount(self, record_of: Ready, name: str, mount_id: str) -> str:
+        """Count the reference, then check (and per policy repair) the data directory before the daemon uses it;
+        a volume other live mounts hold gets its root checked only. The mountpoint; NoSuchVolume (record_of)
+        or a PluginError."""
+        with self.store.transaction(durable=False):
+            record = record_of(name)
+            problem = self.data.problem(record)
+            if not problem:
+                plan = self._plan(record)
+                held = self._count(record, mount_id, plan)
+        if problem:
+            self.store.record_check(name, now(), f"refused: {problem}")
+            raise PluginError(f"volume {name} cannot be mounted: {problem}")
+        if plan.walk_due and not (held and self._held_live(record, plan)):
+            try:
+                self._walk(record, plan)
+            except BaseException:
+                self.unmount(name, mount_id)
+                raise
+        return self.mountpoint(record)
+
+    def _plan(self, record: VolumeRecord) -> MountPlan:
+        """The Mount's one look at the root. PluginError when the engine's user namespaces cannot be told."""
+        spec = record.spec
+        plan = MountPlan(*self.engine.host_owner(spec))
+        try:
+            with reach(record) as path:
+                plan.state = ownership.inspect_root(path, plan.uid, plan.gid, spec.mode)
+        except ownership.OwnershipError as exc:
+            plan.error = exc  # _walk records and reports it
+            return plan
+        plan.result = no_walk(spec, plan.state)
+        return plan
+
+    def _count(self, record: VolumeRecord, mount_id: str, plan: MountPlan) -> int:
+        """Inside Mount's transaction: count the reference, record the check when no walk is due (one commit
+        instead of two; bench: mount_pairs_per_s), bind. The references other mounts held before this one."""
+        if record.identity is None:  # a volume made before identities were recorded learns its own now
+            self.store.set_identity(record.name, identity_of(record.path))
+        held = self.store.refs(record.name, self.store.epoch())
+        self.store.add_ref(record.name, mount_id, now())
+        if plan.result is not None:
+            self.store.set_check(record.name, now(), plan.result)
+        if self.settings.mount_root:
+            target = self.mountpoint(record)
+            if not binds.is_mounted(target):
+                binds.bind(record.path, target)
+        return held
+
+    def _held_live(self, record: VolumeRecord, plan: MountPlan) -> bool:
+        """A walk is due but other mounts hold the volume: if one is live (or that cannot be told), a server may
+        be running on it. Record the root's check only and change nothing; the walk waits for the first holder's
+        Mount."""
+        found = self.holders(record)
+        if found is not None and not found:
+            return False  # references nothing stands for (dropped at Remove or activation, not here: a container
+            # whose Mount was answered may not have made its own mount yet)
+        if plan.state is None:
+            return False
+        who = "a live mount" if found else "other mounts (liveness unknown)"
+        result = f"ok (held by {who}: root checked only)" if plan.state.ok else \
+            f"mismatch, not repaired (held by {who}): {'; '.join(plan.state.problems)}"
+        self.store.record_check(record.name, now(), result)
+        return True
+
+    def _walk(self, record: VolumeRecord, plan: MountPlan) -> None:
+        """Walk and repair the data per policy, in this thread. Never returns with the root still wrong."""
+        spec = record.spec
+        try:
+            if plan.error is not None:
+                raise plan.error
+            with reach(record) as path:
+                report = ownership.repair(path, plan.uid, plan.gid, spec.mode, walk=True)
+        except ownership.OwnershipError as exc:
+            self.store.record_check(record.name, now(), f"failed: {exc}")
+            raise PluginError(f"volume {record.name}: {exc}") from None
+        except OSError as exc:
+            refused = FilesystemRefused(f"giving to {self.engine.owner_text(spec)} mode {spec.mode:04o}:",
+                                        record.path, exc)
+            self.store.record_check(record.name, now(), f"failed: {refused}")
+            raise PluginError(f"volume {record.name}: {refused}") from None
+        found = "ok" if plan.state is None or plan.state.ok else "; ".join(plan.state.problems)
+        result = describe_repair(found, report)
+        self.store.record_check(record.name, now(), result)
+        self.store.record_repair(record.name, now(), report.changed, round(report.seconds, 6))
+        log.info("volume=%s repaired: %s", record.name, result)
+        if report.root is not None and not report.root.ok:
+            raise PluginError(f"volume {record.name}: could not repair its root: {'; '.join(report.root.problems)}")
+
+    def unmount(self, name: str, mount_id: str) -> None:
+        """Count one Unmount; an unknown ID (or volume) is not an error, the daemon may repeat itself."""
+        with self.store.transaction(durable=False):
+            record = self.store.get(name)
+            if record is None:
+                return
+            known, left = self.store.drop_ref(name, mount_id)
+            if known and left == 0 and self.settings.mount_root:
+                binds.unbind(self.mountpoint(record))
+
+    # -- references that are true
+
+    def _not_at(self, record: VolumeRecord) -> tuple[str, ...]:
+        return (self.mountpoint(record),) if self.settings.mount_root else ()
+
+    def holders(self, record: VolumeRecord) -> list[liveness.Holder] | None:
+        """The mount namespaces holding this volume now; None when the driver cannot tell."""
+        if not self.engine.liveness_known() or self.data.problem(record):
+            return None
+        return liveness.holders(record.path, self._not_at(record))
+
+    def who_holds(self, record: VolumeRecord) -> str:
+        found = self.holders(record)
+        if found is None:
+            return "stop the containers using it first (the driver cannot see the engine's processes to check)"
+        shown = ", ".join(f"pid {h.pid} ({h.command}) at {h.mount_point}" for h in found[:3])
+        return f"held by {shown}; stop the containers using it first"
+
+    def drop_stale(self, name: str, why: str) -> int:
+        """Forget the references of a volume that no live mount stands for (none when liveness is unknown or
+        some mount namespace holds it); how many mount IDs were dropped. Logs each drop."""
+        record = self.store.get(name)
+        if record is None:
+            return 0
+        found = self.holders(record)
+        if found is None or found:
+            return 0
+        with self.store.transaction(durable=False):
+            refs = self.store.mount_ids(name)
+            dropped = self.store.drop_refs(name)
+        if dropped:
+            log.warning("event=references-dropped volume=%s ids=%s why=%s: no mount namespace holds %s "
+                        "(an engine that died never sent their Unmount)", name, ",".join(sorted(refs)), why,
+                        record.path)
+            if self.settings.mount_root:
+                binds.unbind(self.mountpoint(record))
+        return dropped
+
+    def release(self, record: VolumeRecord) -> int:
+        """`ownvol volumes --release` (with the name's lock held): forget every reference of a volume no
+        container really uses. VolumeInUse while some mount namespace holds it; how many mount IDs were dropped."""
+        found = self.holders(record)
+        if found:
+            raise VolumeInUse(f"volume {record.name} is in use: {self.who_holds(record)}")
+        with self.store.transaction(durable=False):
+            refs = self.store.mount_ids(record.name)
+            dropped = self.store.drop_refs(record.name)
+        log.warning("event=references-released volume=%s ids=%s liveness=%s", record.name, ",".join(sorted(refs)),
+                    "checked" if found is not None else "unknown")
+        if self.settings.mount_root:
+            binds.unbind(self.mountpoint(record))
+        return dropped
+
+    def references(self) -> list[dict]:
+        """Every ready volume with its references, their age and whether a live mount stands for them."""
+        known = self.engine.liveness_known()
+        out = []
+        for record in self.store.all(state="ready"):
+            refs = self.store.references(record.name)
+            found = self.holders(record) if refs and known else None
+            out.append({"name": record.name, "path": record.path, "references": [
+                {"id": r.id, "count": r.count, "since": r.since, "last": r.last_at, "epoch": r.epoch} for r in refs],
+                "live": None if found is None else [f"pid {h.pid} ({h.command}) at {h.mount_point}" for h in found],
+                "state": self.data.problem(record) or "ok"})
+        return out
+
