@@ -70,7 +70,11 @@ def test_a_killed_hooks_leftover_helper_is_removed_and_a_live_hooks_is_not(hook,
     sweeper = hook()
     removed = [e["helper"] for e in sweeper.of("helper-removed")]
     kept = {e["helper"]: e["why"] for e in sweeper.of("helper-kept")}
-    assert left in removed and live not in removed, sweeper.events
+    # Every hook sweeps the engine's helpers at its start, whatever its selector: on this shared engine a hook that
+    # another test started meanwhile may have removed the leftover first (a CI run, two workers). Either way it is
+    # gone and the live hook's helper is not.
+    assert left in removed or not docker_client.containers.list(all=True, filters={"name": left}), sweeper.events
+    assert live not in removed, sweeper.events
     assert f"its hook (pid {stopped.proc.pid}) runs" == kept[live]
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(left)
