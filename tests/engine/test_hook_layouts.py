@@ -70,7 +70,8 @@ def bitnami_image(docker_client):
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     tag = f"bitnamilegacy/redis:ownvol-{SESSION}"
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="none", rm=True, forcerm=True)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="none", rm=True,
+                               forcerm=True)
     yield tag
     docker_client.images.remove(tag, noprune=True)
 
