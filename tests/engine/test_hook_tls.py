@@ -55,7 +55,8 @@ def test_a_start_up_failure_on_an_engine_reached_over_tls_is_read_through_the_st
         certs, hook, private_engine, redis_image, host_dir, port, tmp_path):
     engine = private_engine
     env = engine.serve_tls(certs, free_port())
-    engine.extra_args.append("--debug")  # dockerd logs each API call it serves ("Calling GET /...")
+    engine.extra_args.append("--debug")  # dockerd logs each API call it serves ("Calling GET /..." up to 26.1;
+    # 28.5: msg="handling GET request" ... request-url=/...)
     client = engine.start()
     engine.load_image(redis_image)
     # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, where set (this machine sets them), replace the CA the
@@ -79,7 +80,7 @@ def test_a_start_up_failure_on_an_engine_reached_over_tls_is_read_through_the_st
     # the hook reaches the engine by TCP alone (DOCKER_HOST): every request dockerd served on its logs endpoint
     # without an API version in the path is a log stream of hooks/follow.py (the SDK's paths carry one)
     served = Path(engine.log_path).read_text(errors="replace")
-    streams = re.findall(rf"Calling GET /containers/{c.id}/logs", served)
+    streams = re.findall(rf"(?:Calling GET |handling GET request.* request-url=\"?)/containers/{c.id}/logs", served)
     assert streams, "no log stream asked of the engine"
 
     # the same streams, run here with the hook's settings: the failure in the multiplexed frames, a TTY's raw
