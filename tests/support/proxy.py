@@ -52,11 +52,8 @@ class FailingProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(self.upstream)
-        except OSError:
-            client.close()
+        upstream = _upstream_for(client, self.upstream)
+        if upstream is None:
             return
         threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
         self._pipe(client, upstream, True)
@@ -128,11 +125,8 @@ class EventsAsOf152:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(self.upstream)
-            except OSError:
-                client.close()
+            upstream = _upstream_for(client, self.upstream)
+            if upstream is None:
                 continue
             events_next = threading.Event()
             threading.Thread(target=self._requests, args=(client, upstream, events_next), daemon=True).start()
@@ -217,6 +211,18 @@ class EventsAsOf152:
             os.rmdir(self.dir)
         except OSError:
             pass
+
+
+def _upstream_for(client: socket.socket, path: str) -> socket.socket | None:
+    """A connection to the engine's socket for one client; None (the client closed) when the engine refuses."""
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError:
+        upstream.close()
+        client.close()
+        return None
+    return upstream
 
 
 def _pipe_raw(reader, dst: socket.socket) -> None:
