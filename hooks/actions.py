@@ -115,10 +115,12 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
     source = mount.name if mount.type == "volume" else mount.source
     path = posixpath.join(HELPER_DEST, mount.subpath) if mount.subpath else HELPER_DEST
     modes = ",".join(f"{m:04o}" for m in t.data_modes)
+    uid, gid = t.engine_ids or (t.uid, t.gid)
     helper = ctx.client.containers.run(
-        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid), "--modes", modes],
+        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(uid), "--gid", str(gid), "--modes", modes],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
-        # host ids under userns-remap: only a helper outside the remapping may give them (docker run --userns)
+        # remapped: the helper runs in the engine's own user namespace (docker run --userns=host), where
+        # engine_ids are the ids to give: the host's under userns-remap, the container's under rootless
         **({"userns_mode": "host"} if t.remapped else {}),
         volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
         environment={PROGRESS_ENV: "1"} if ctx.progress else {},

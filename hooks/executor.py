@@ -17,10 +17,11 @@ from ownvol.userns import IdMap
 
 from . import actions
 from .actions import SWARM_TASK, Context
+from .connection import UnsupportedHost, endpoint
 from .health import owner_of, saving
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
-from .targets import FactCache, LastRun, engine_paths_reachable, facts
+from .targets import FactCache, LastRun, engine_paths_reachable, facts, process_ids
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
@@ -52,6 +53,8 @@ class DockerExecutor:
         self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
+        self._rootless = False  # docker info: name=rootless (userns.rootless), as idmap() last asked
+        self._maps: dict[str, IdMap] = {}  # container id -> the kernel's map of its processes, as last read
         # container id -> (its labels, its restart policy's name) as the last target() inspected them: a
         # verification reads them there instead of asking again (dockerd answers an inspect only once that
         # container's start is done: 20 crash-looping containers made each such question wait)
@@ -66,7 +69,7 @@ class DockerExecutor:
         if len(self._seen) >= FactCache.LIMIT:
             self._seen.clear()
         self._seen[container_id] = (target.labels, target.restart_policy)
-        return container, self._in_host_ids(target)
+        return container, self._in_host_ids(target, (container.attrs.get("State") or {}).get("Pid"))
 
     def sharers(self, container_id: str) -> list[dict]:
         """The other containers, in any state, with a mount of the same source as this one's data mount: for a
@@ -97,7 +100,9 @@ class DockerExecutor:
         now = time.monotonic()
         if self._idmap_at is None or now - self._idmap_at > IDMAP_TTL:
             try:
-                self._idmap = userns.from_engine(self.client().info())
+                info = self.client().info()
+                self._rootless = userns.rootless(info)
+                self._idmap = userns.from_engine(info)
             except userns.UnknownMapping as exc:
                 self._idmap = exc
             self._idmap_at = now
@@ -105,23 +110,89 @@ class DockerExecutor:
             raise self._idmap
         return self._idmap
 
-    def _in_host_ids(self, target: Target) -> Target:
+    def _kernel_map(self, container_id: str, pid: int | None) -> IdMap | None:
+        """The map the kernel applies to the container's processes (userns.IdMap.from_process of its main pid,
+        State.Pid, when this process sees the engine's processes), kept per container for the times it is down
+        (a crash loop); else, for a rootless engine, the engine's own (its containers share its namespace); None
+        when neither can be read here."""
+        if pid and engine_paths_reachable():
+            try:
+                found = IdMap.from_process(pid)
+            except userns.UnknownMapping:
+                pass
+            else:
+                if len(self._maps) >= FactCache.LIMIT:
+                    self._maps.clear()
+                self._maps[container_id] = found
+        if container_id in self._maps:
+            return self._maps[container_id]
+        if self._rootless and engine_paths_reachable():
+            try:
+                path = endpoint().unix_path
+            except (UnsupportedHost, docker.errors.DockerException):
+                path = None
+            engine_pid = userns.listener_pid(path) if path else None
+            if engine_pid:
+                try:
+                    return IdMap.from_process(engine_pid)
+                except userns.UnknownMapping:
+                    return None
+        return None
+
+    def _in_host_ids(self, target: Target, pid: int | None = None) -> Target:
+        """target with uid:gid in this host's ids, and remapped, when the engine maps ids (the kernel's map of the
+        container, pid its State.Pid; else `docker info` for --userns-remap); uid:gid None, with a note saying
+        why, when the engine maps ids and the host ids cannot be told: nothing is repaired then."""
         if target.uid is None or target.gid is None:
             return target
         try:
-            mapping = self.idmap()
-            if mapping is None:
+            configured = self.idmap()
+            kernel = self._kernel_map(target.id, pid)
+            if self._rootless and configured is not None:
+                raise userns.UnknownMapping("docker info says both rootless and userns-remap")
+            if kernel is not None and kernel.identity:
+                return target
+            if kernel is not None:
+                return self._kernel_host_ids(target, kernel)
+            if self._rootless:
+                raise userns.UnknownMapping(
+                    "the engine is rootless (docker info: name=rootless), so its containers' ids are subordinate "
+                    "host ids, and neither the container's nor the engine's /proc/PID/uid_map can be read from here")
+            if configured is None:
                 return target
             if target.owner_source == "process":  # the engine's host process table (docker top, /proc): host ids
                 return replace(target, owner_source="process (host ids under userns-remap)",
                                remapped=True)
-            uid, gid = mapping.host_ids(target.uid, target.gid)
+            uid, gid = configured.host_ids(target.uid, target.gid)
         except userns.UnknownMapping as exc:
             return replace(target, uid=None, gid=None, owner_source="unknown under userns-remap",
                            notes=[*target.notes, f"the engine remaps user namespaces: {exc}; nothing is repaired"])
         return replace(target, uid=uid, gid=gid, owner_source=f"{target.owner_source}, host ids of "
                                                               f"{target.uid}:{target.gid} under userns-remap",
                        remapped=True)
+
+    def _kernel_host_ids(self, target: Target, kernel: IdMap) -> Target:
+        """target's owner through the kernel's map: a configured owner is container ids, mapped; a process's
+        owner is read again from its /proc/PID/status, which gives this host's ids (`docker top` gives the
+        engine's, which are not this host's under a rootless engine). engine_ids: what a root helper in the
+        engine's own namespace gives (rootless: the container's ids; --userns-remap: the host's)."""
+        assert target.uid is not None and target.gid is not None
+        why = "rootless" if self._rootless else "userns-remap"
+        if target.owner_source == "process":
+            seen = process_ids(target.server_pid) if target.server_pid and engine_paths_reachable() else None
+            if seen is None:
+                raise userns.UnknownMapping(f"the server's ids come from the engine's process table, and its "
+                                            f"/proc/{target.server_pid}/status cannot be read here to tell them "
+                                            "in host ids")
+            uid, gid = seen
+            inside = kernel.inside_ids(uid, gid)
+            source = f"process (host ids of {inside[0]}:{inside[1]} under {why}, {kernel.describe()})"
+        else:
+            inside = (target.uid, target.gid)
+            uid, gid = kernel.host_ids(target.uid, target.gid)
+            source = f"{target.owner_source}, host ids of {target.uid}:{target.gid} under {why} ({kernel.describe()})"
+        return replace(target, uid=uid, gid=gid, owner_source=source, remapped=True,
+                       engine_ids=inside if self._rootless else (uid, gid))
 
     def context(self, target: Target, incident: Incident | None = None) -> Context:
         """The actions' Context for target, with this executor's repair route, helper image and progress callback,

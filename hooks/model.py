@@ -113,7 +113,10 @@ class Target:
     conflict: dict | None = None
     server_pid: int | None = None
     data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
-    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
+    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap or rootless (executor.py)
+    # what a root helper in the engine's own user namespace gives for uid/gid (`docker run --userns=host`):
+    # the host's ids under userns-remap, the container's under a rootless engine; None: uid/gid themselves
+    engine_ids: tuple[int, int] | None = None
     persists: bool | None = None  # the server writes to its data dir on its own (Settings.persists)
 
     def as_dict(self) -> dict:

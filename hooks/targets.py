@@ -316,6 +316,16 @@ def server_process(container, service: Service, pid: int | None = None, proc: st
         return None
 
 
+def process_ids(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
+    """(effective uid, effective gid) of process pid in this process's ids (proc(5) Uid/Gid lines: real,
+    effective, saved, filesystem, each shown in the reader's user namespace); None when it cannot be read."""
+    try:
+        fields = dict(line.split(":", 1) for line in open(f"{proc}/{pid}/status").read().splitlines() if ":" in line)
+        return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+
+
 def process_argv(raw: bytes) -> tuple[str, ...]:
     """A process's argv from its /proc/PID/cmdline (proc(5): the arguments, each ended by a NUL); () for a
     zombie or a kernel thread (empty)."""
