@@ -101,6 +101,12 @@ def repair_ownership(ctx: Context) -> ActionResult:
         except (docker.errors.DockerException, RuntimeError, ValueError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     if report.get("error") or report.get("errors"):
+        if route == "helper" and t.engine_ids and t.engine_ids != (t.uid, t.gid) and \
+                "Operation not permitted" in str(report.get("error") or report.get("errors")):
+            base["why"] = (f"the repair helper is root in the rootless engine's user namespace, which may change only "
+                           f"files whose owner is mapped there; {t.mount.host_path} belongs to a host id outside "
+                           f"the engine's map (as a directory of the host's root does): give it to {t.uid}:{t.gid} "
+                           "as the host's root, or run the hook on the host (--repair-via local)")
         return ActionResult("failed", {**base, **report})
     return ActionResult("ok", {**base, **report})
 

@@ -21,7 +21,7 @@ from .connection import UnsupportedHost, endpoint
 from .health import owner_of, saving
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
-from .targets import FactCache, LastRun, engine_paths_reachable, facts, process_ids
+from .targets import FactCache, LastRun, engine_paths_reachable, facts
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
@@ -173,18 +173,16 @@ class DockerExecutor:
 
     def _kernel_host_ids(self, target: Target, kernel: IdMap) -> Target:
         """target's owner through the kernel's map: a configured owner is container ids, mapped; a process's
-        owner is read again from its /proc/PID/status, which gives this host's ids (`docker top` gives the
-        engine's, which are not this host's under a rootless engine). engine_ids: what a root helper in the
-        engine's own namespace gives (rootless: the container's ids; --userns-remap: the host's)."""
+        owner is already this host's ids (read from this host's /proc/PID/status: `docker top` gives the engine's,
+        which are not this host's under a rootless engine), checked against the map. engine_ids: what a root
+        helper in the engine's own namespace gives (rootless: the container's ids; --userns-remap: the host's)."""
         assert target.uid is not None and target.gid is not None
         why = "rootless" if self._rootless else "userns-remap"
         if target.owner_source == "process":
-            seen = process_ids(target.server_pid) if target.server_pid and engine_paths_reachable() else None
-            if seen is None:
-                raise userns.UnknownMapping(f"the server's ids come from the engine's process table, and its "
-                                            f"/proc/{target.server_pid}/status cannot be read here to tell them "
-                                            "in host ids")
-            uid, gid = seen
+            if not engine_paths_reachable():
+                raise userns.UnknownMapping("the server's ids come from the engine's process table, in the engine's "
+                                            "own ids, and this host's /proc cannot tell them in host ids")
+            uid, gid = target.uid, target.gid  # read from this host's /proc (targets._look_for_server)
             inside = kernel.inside_ids(uid, gid)
             source = f"process (host ids of {inside[0]}:{inside[1]} under {why}, {kernel.describe()})"
         else:

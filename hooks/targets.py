@@ -554,6 +554,11 @@ def _look_for_server(cached: StartFacts, container, proc: str | None, now: float
     reach = proc or ("/proc" if engine_paths_reachable() else None)
     pid = (container.attrs.get("State") or {}).get("Pid")
     cached.process = server_process(container, cached.service, pid, reach or "/nonexistent")
+    if cached.process and reach:
+        # `docker top` shows ids as the engine sees them, which a rootless engine's namespace makes its own:
+        # /proc read here gives this host's, the ids a repair here gives (executor.py maps the others)
+        ids = process_ids(cached.process[0], reach)
+        cached.process = (cached.process[0], *ids) if ids else None
     cached.process_tries += 1
     cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
     if cached.process and reach and not cached.service.runs_server(container.attrs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -164,19 +165,21 @@ def test_a_rootless_containers_configured_owner_is_mapped_through_the_kernels_ma
     assert host.owner_source.startswith("user, host ids of 999:999 under rootless")
 
 
-def test_a_rootless_servers_process_owner_is_read_in_host_ids(monkeypatch):
-    """`docker top` gives the engine's ids; /proc/PID/status read here gives the host's. This process is the
-    server: its host ids are 0:0, which no id inside a rootless engine is, so the owner is unknown, never 0."""
+def test_a_rootless_servers_process_owner_is_in_host_ids_and_checked_against_the_map(monkeypatch):
+    """A process's ids are read from this host's /proc (targets._look_for_server): host ids, not mapped again;
+    host ids no id inside is (0:0 here) make the owner unknown, never 0."""
     kernel = IdMap(parse_map(ROOTLESS), parse_map(ROOTLESS))
     executor = _rootless_executor(monkeypatch, kernel)
-    seen = executor._in_host_ids(TARGET.__class__(**{**TARGET.__dict__, "owner_source": "process",
-                                                      "server_pid": os.getpid()}))
-    assert (seen.uid, seen.gid, seen.remapped) == (None, None, False)
-    assert "host uid 0 is unmapped" in seen.notes[-1] and "nothing is repaired" in seen.notes[-1]
-    identity = _rootless_executor(monkeypatch, IdMap(parse_map("0 0 1000"), parse_map("0 0 1000")))
-    ran = identity._in_host_ids(TARGET.__class__(**{**TARGET.__dict__, "owner_source": "process",
-                                                     "server_pid": os.getpid()}))
-    assert (ran.uid, ran.gid, ran.engine_ids) == (0, 0, (0, 0))
+    process = replace(TARGET, owner_source="process", uid=100998, gid=100998, server_pid=4242)
+    seen = executor._in_host_ids(process)
+    assert (seen.uid, seen.gid, seen.remapped, seen.engine_ids) == (100998, 100998, True, (999, 999))
+    assert seen.owner_source.startswith("process (host ids of 999:999 under rootless")
+    unmapped = executor._in_host_ids(replace(process, uid=0, gid=0))
+    assert (unmapped.uid, unmapped.gid, unmapped.remapped) == (None, None, False)
+    assert "host uid 0 is unmapped" in unmapped.notes[-1] and "nothing is repaired" in unmapped.notes[-1]
+    monkeypatch.setattr(executor_module, "engine_paths_reachable", lambda: False)
+    unseen = executor._in_host_ids(process)
+    assert unseen.uid is None and "this host's /proc cannot tell them" in unseen.notes[-1]
 
 
 def test_a_rootless_engine_whose_map_cannot_be_read_repairs_nothing(monkeypatch):
