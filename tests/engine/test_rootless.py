@@ -8,12 +8,19 @@ containers run with `--network none` and Redis answers on a unix socket in a sha
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
+import docker
 import pytest
 import redis
 
+from ownvol.driver.serve import answers
+from tests.support.common import ROOT
+from tests.support.driver import status
+from tests.support.engine import wait_for
 from tests.support.fixtures_hook import heal_report
+from tests.support.process import stop_child
 from tests.support.rootless import SUBIDS, RootlessEngine, missing
 
 pytestmark = pytest.mark.engine
@@ -132,3 +139,66 @@ def test_the_helper_gives_the_users_own_dir_and_refuses_the_hosts_roots(rootless
         assert (roots.stat().st_uid, roots.stat().st_gid) == (0, 0)
     finally:
         server.remove(force=True)
+
+
+@pytest.fixture
+def driver(rootless):
+    """`ownvol driver` as the host's root, its socket given to the engine's user (OWNVOL_SOCKET_OWNER) in a host
+    directory that is the engine's /run/docker/plugins (where a rootless engine looks for plugin sockets: its own
+    mount namespace's /run, a copy rootlesskit makes; a bind mount made there as the namespace's root), its
+    volumes under the engine's directory: (name, its root, its process)."""
+    name = f"ovrld{os.getpid() % 100000}x{next(_count)}"
+    root, plugins = rootless.base_dir / name, rootless.base_dir / f"{name}.plugins"
+    plugins.mkdir(mode=0o700)
+    os.chown(plugins, rootless.uid, rootless.gid)
+    subprocess.run(["nsenter", "-t", str(rootless.dockerd_pid()), "-U", "-m", "--", "sh", "-c",
+                    f"mkdir -p /run/docker/plugins && mount --bind {plugins} /run/docker/plugins"], check=True)
+    env = {**os.environ, "OWNVOL_DRIVER_NAME": name, "OWNVOL_ROOT": str(root), "OWNVOL_WORKERS": "2",
+           "OWNVOL_ALLOWED_ROOTS": str(rootless.base_dir / "adopt"), "OWNVOL_MOUNT_ROOT": "",
+           "OWNVOL_SOCKET": str(plugins / f"{name}.sock"), "OWNVOL_SOCKET_OWNER": f"{rootless.uid}:{rootless.gid}"}
+    log_path = rootless.base_dir / f"{name}.log"
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ownvol"), "driver"], env=env,
+                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or answers(env["OWNVOL_SOCKET"]), 30, what=f"driver {name}")
+        assert proc.poll() is None, log_path.read_text()
+        st = os.stat(env["OWNVOL_SOCKET"])
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (rootless.uid, rootless.gid, 0o600)
+        yield name, root, proc
+    finally:
+        client = rootless.client()
+        for c in client.containers.list(all=True):
+            c.remove(force=True)
+        for v in client.volumes.list(filters={"driver": name}):
+            v.remove(force=True)
+        stop_child(proc, timeout=30, kill_group=True)
+        print(log_path.read_text()[-3000:])
+
+
+def test_the_driver_owns_a_volume_by_the_mapped_host_ids_and_refuses_unmapped_ones(rootless, driver):
+    """The engine activates the driver; the driver reads the engine's own uid_map (dockerd runs in rootlesskit's
+    user namespace, which its containers share) and owns a Redis volume by 999's subordinate host id: Redis as
+    999 writes its AOF there. An owner outside the map is refused, with why; nothing is made."""
+    name, root, _ = driver
+    host = (rootless.subordinate(999), rootless.subordinate(999))
+    client = rootless.client()
+    client.volumes.create("v1", driver=name, driver_opts={"profile": "redis"})
+    assert status(client, "v1")["host_owner"] == f"{host[0]}:{host[1]}"
+    data = root / "volumes" / "v1"
+    assert (data.stat().st_uid, data.stat().st_gid) == host
+    client.containers.run(
+        "ownvol/redis:7", ["redis-server", "--dir", "/data", "--appendonly", "yes", "--port", "0",
+                           "--unixsocket", "/data/redis.sock", "--unixsocketperm", "777"],
+        user="999:999", network_mode="none", detach=True,
+        mounts=[docker.types.Mount("/data", "v1", type="volume", no_copy=True)])
+    r = redis.Redis(unix_socket_path=str(data / "redis.sock"), socket_timeout=3)
+    wait_for(r.ping, 30, what="Redis on the rootless engine's ownvol volume")
+    assert r.set("k", "v") and r.bgrewriteaof()
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0, 30, what="the AOF rewrite")
+    info = r.info("persistence")
+    assert (info["aof_last_bgrewrite_status"], info["aof_last_write_status"]) == ("ok", "ok")
+    assert (data / "appendonlydir").stat().st_uid == host[0]
+
+    with pytest.raises(docker.errors.APIError, match="uid 70000 is unmapped"):
+        client.volumes.create("v2", driver=name, driver_opts={"uid": "70000", "gid": "70000"})
+    assert not (root / "volumes" / "v2").exists()
