@@ -54,7 +54,8 @@ class DockerExecutor:
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
         self._rootless = False  # docker info: name=rootless (userns.rootless), as idmap() last asked
-        self._maps: dict[str, IdMap] = {}  # container id -> the kernel's map of its processes, as last read
+        # container id -> (the pid it was read from, the kernel's map of its processes): read once per start
+        self._maps: dict[str, tuple[int, IdMap]] = {}
         # container id -> (its labels, its restart policy's name) as the last target() inspected them: a
         # verification reads them there instead of asking again (dockerd answers an inspect only once that
         # container's start is done: 20 crash-looping containers made each such question wait)
@@ -115,7 +116,8 @@ class DockerExecutor:
         State.Pid, when this process sees the engine's processes), kept per container for the times it is down
         (a crash loop); else, for a rootless engine, the engine's own (its containers share its namespace); None
         when neither can be read here."""
-        if pid and engine_paths_reachable():
+        known = self._maps.get(container_id)
+        if pid and (known is None or known[0] != pid) and engine_paths_reachable():
             try:
                 found = IdMap.from_process(pid)
             except userns.UnknownMapping:
@@ -123,9 +125,9 @@ class DockerExecutor:
             else:
                 if len(self._maps) >= FactCache.LIMIT:
                     self._maps.clear()
-                self._maps[container_id] = found
-        if container_id in self._maps:
-            return self._maps[container_id]
+                self._maps[container_id] = known = (pid, found)
+        if known is not None:
+            return known[1]
         if self._rootless and engine_paths_reachable():
             try:
                 path = endpoint().unix_path

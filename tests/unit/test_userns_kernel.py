@@ -149,7 +149,7 @@ def test_the_listener_of_a_unix_socket(tmp_path):
 def _rootless_executor(monkeypatch, kernel: IdMap) -> DockerExecutor:
     executor = DockerExecutor(client=lambda: None)
     executor._idmap, executor._idmap_at, executor._rootless = None, time.monotonic(), True
-    executor._maps["c0ffee"] = kernel
+    executor._maps["c0ffee"] = (4242, kernel)
     monkeypatch.setattr(executor_module, "engine_paths_reachable", lambda: True)
     return executor
 
