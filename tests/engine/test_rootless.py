@@ -107,6 +107,10 @@ def test_case25_the_hook_gives_a_root_owned_bind_to_the_mapped_host_id(rootless,
         assert r.set("k", "v") and r.get("k") == b"v"
         assert (data / "appendonlydir").stat().st_uid == host[0]
         heal_report("case 25 rootless, hook local", recovered["ts"] - detected["ts"])
+        doctor = subprocess.run([str(ROOT / ".venv" / "bin" / "ownvol"), "doctor", server.name], capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "DOCKER_HOST": rootless.host})
+        assert doctor.returncode == 0, doctor.stderr
+        assert f"owner wanted: {host[0]}:{host[1]} (process (host ids of 999:999 under rootless" in doctor.stdout
     finally:
         server.remove(force=True)
 

@@ -194,3 +194,19 @@ def test_a_rootless_engine_whose_map_cannot_be_read_repairs_nothing(monkeypatch)
 def test_an_engine_whose_kernel_map_is_the_identity_keeps_the_ids(monkeypatch):
     executor = _rootless_executor(monkeypatch, IdMap.identity_map())
     assert executor._in_host_ids(TARGET) == TARGET
+
+
+def test_a_rootless_container_never_seen_running_takes_the_engines_own_map(monkeypatch):
+    """Down between restarts (State.Pid 0) and never read: a rootless engine's containers share its namespace, so
+    the map of dockerd, the listener on the engine's socket (SO_PEERCRED), is theirs."""
+    kernel = IdMap(parse_map(ROOTLESS), parse_map(ROOTLESS))
+    executor = _rootless_executor(monkeypatch, kernel)
+    executor._maps.clear()
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1001/docker.sock")
+    asked: list = []
+    monkeypatch.setattr(executor_module.userns, "listener_pid", lambda path: asked.append(path) or 777)
+    monkeypatch.setattr(executor_module.IdMap, "from_process",
+                        staticmethod(lambda pid, proc="/proc": asked.append(pid) or kernel))
+    host = executor._in_host_ids(TARGET, pid=0)
+    assert asked == ["/run/user/1001/docker.sock", 777]
+    assert (host.uid, host.gid, host.engine_ids) == (100998, 100998, (999, 999))
