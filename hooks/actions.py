@@ -71,7 +71,9 @@ def repair_ownership(ctx: Context) -> ActionResult:
     if t.mount is None:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None or t.gid is None:
-        return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
+        mapped = [n for n in t.notes if n.startswith("the engine maps ids")]
+        return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"
+                                               + (f" ({mapped[-1]})" if mapped else "")})
     if t.uid == 0 and t.owner_source != "label":
         return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
                                                "root server, and ownvol gives data to root only when labelled "

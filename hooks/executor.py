@@ -167,8 +167,9 @@ class DockerExecutor:
                                remapped=True)
             uid, gid = configured.host_ids(target.uid, target.gid)
         except userns.UnknownMapping as exc:
-            return replace(target, uid=None, gid=None, owner_source="unknown under userns-remap",
-                           notes=[*target.notes, f"the engine remaps user namespaces: {exc}; nothing is repaired"])
+            why = "rootless" if self._rootless else "userns-remap"
+            return replace(target, uid=None, gid=None, owner_source=f"unknown under {why}",
+                           notes=[*target.notes, f"the engine maps ids ({why}): {exc}; nothing is repaired"])
         return replace(target, uid=uid, gid=gid, owner_source=f"{target.owner_source}, host ids of "
                                                               f"{target.uid}:{target.gid} under userns-remap",
                        remapped=True)

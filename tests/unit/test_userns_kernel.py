@@ -9,7 +9,9 @@ from dataclasses import replace
 import pytest
 
 from ownvol.hook import executor as executor_module
+from ownvol.hook.actions import Context, repair_ownership
 from ownvol.hook.executor import DockerExecutor
+from ownvol.hook.model import DataMount
 from ownvol.hook.targets import Target
 from ownvol.userns import ALL_IDS, IdMap, UnknownMapping, listener_pid, parse_map, rootless
 
@@ -187,8 +189,11 @@ def test_a_rootless_engine_whose_map_cannot_be_read_repairs_nothing(monkeypatch)
     executor._maps.clear()
     monkeypatch.setattr(executor_module, "engine_paths_reachable", lambda: False)
     seen = executor._in_host_ids(TARGET)
-    assert (seen.uid, seen.gid) == (None, None)
+    assert (seen.uid, seen.gid, seen.owner_source) == (None, None, "unknown under rootless")
     assert "rootless (docker info: name=rootless)" in seen.notes[-1]
+    skipped = repair_ownership(Context(None, replace(seen, mount=DataMount("bind", "/srv/x", "/data", ""))))
+    assert skipped.result == "skipped" and "never repairs to a guess (the engine maps ids (rootless): the engine " \
+        "is rootless" in skipped.detail["why"]
 
 
 def test_an_engine_whose_kernel_map_is_the_identity_keeps_the_ids(monkeypatch):
