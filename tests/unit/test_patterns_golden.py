@@ -119,7 +119,8 @@ def test_explain_prints_each_failure_and_its_json():
 
 
 def test_the_path_each_captured_path_failure_names():
-    expected = {"paths-sentinel-config": ("/etc/ov/sentinel.conf", ""), "paths-cluster-lock": ("/node-conf/nodes.conf", ""),
+    expected = {"paths-sentinel-config": ("/etc/ov/sentinel.conf", ""),
+                "paths-cluster-lock": ("/node-conf/nodes.conf", ""),
                 "paths-aclfile": ("/acl/users.acl", ""), "paths-include": ("/inc/extra.conf", ""),
                 "paths-unixsocket": (None, "unixsocket"), "paths-sentinel-save": (None, "configfile"),
                 "paths-cluster-save": (None, "cluster-config-file")}
