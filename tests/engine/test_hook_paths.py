@@ -1,0 +1,236 @@
+"""Issue 24 kind A on the real engine and servers: the path a server cannot write is not its data dir.
+
+- case 15: Redis Sentinel with its config dir on a root-owned bind: refused at start (`Sentinel config file ...
+  is not writable`) and healed within 3 s of that line; at run time (the file its own, the directory root's: `Could
+  not create tmp config file`) healed within 1 s; with its config a single-file bind, diagnosed (mount the
+  directory, not the file), nothing touched;
+- case 16: a cluster node's nodes.conf on its own root-owned bind: that mount is repaired, the data dir untouched;
+- a log file and a unix socket on binds of their own; a socket path in the image's own directories: diagnosed;
+- a healthy Sentinel and a healthy cluster node: never touched.
+
+Times are from the first failing line of the container's log (the engine's timestamp) to the `recovered` event.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.common import ROOT, SESSION, server_image
+from tests.support.engine import wait_for
+from tests.support.fixtures_hook import fast_strategies, heal_report
+
+from .test_hook_layouts import by, first_line_at
+
+pytestmark = pytest.mark.engine
+
+STARTUP_WITHIN = 3.0  # seconds from the first failing line to recovered, a start-up failure (issue 24)
+RUNTIME_WITHIN = 1.0  # the same for a failure of a running server
+OFFICIAL = "ownvol/redis:7-official"  # root start, the entrypoint drops to 999 (docker-library's way)
+
+
+@pytest.fixture(scope="module")
+def official(docker_client):
+    """The official-style image under a `redis:` reference of this session's own, as users run the official image
+    (`redis:7`: the hook knows its user from its profile while the crash-looping server is never seen running)."""
+    tag = f"redis:ownvol-paths-{SESSION}"
+    docker_client.images.get(server_image(docker_client, OFFICIAL)).tag(tag)
+    yield tag
+    docker_client.images.remove(tag, noprune=True)
+
+
+def owned_dir(parent: Path, name: str, uid: int = 0, mode: int = 0o755) -> Path:
+    d = parent / name
+    d.mkdir()
+    os.chown(d, uid, uid)
+    d.chmod(mode)
+    return d
+
+
+def sentinel_conf(directory: Path, port: int, uid: int) -> Path:
+    conf = directory / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {port + 1} 1\n"
+                    "sentinel down-after-milliseconds mymaster 5000\n")
+    os.chown(conf, uid, uid)
+    conf.chmod(0o644)
+    return conf
+
+
+def stat_of(path: Path) -> tuple:
+    st = os.stat(path)
+    return st.st_uid, st.st_gid, st.st_mode, st.st_mtime_ns, st.st_ctime_ns
+
+
+def doctor(name: str) -> str:
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "ownvol"), "doctor", name], capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def repair_of(h, name: str) -> dict:
+    return next(e for e in h.of("action", name) if e["action"] == "repair-ownership" and e["result"] == "ok")
+
+
+def test_case_15_a_sentinel_refused_at_start_is_healed_on_its_config_dir(hook, tracked, official, tmp_path, port):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    conf_dir = owned_dir(tmp_path, "conf")
+    sentinel_conf(conf_dir, port, 0)
+    c = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
+                    network_mode="host", labels=h.labels, restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                    volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "the Sentinel to be healed")
+    failed_at = first_line_at(c, "is not writable: Permission denied")
+    heal_report("case 15: Sentinel refused at start, config dir on a root-owned bind", recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= STARTUP_WITHIN
+    repair = repair_of(h, c.name)
+    assert repair["detail"]["path"] == str(conf_dir) and repair["detail"]["for"] == "/etc/ov/sentinel.conf"
+    assert repair["detail"]["owner"] == "999:999" and (conf_dir.stat().st_uid, conf_dir.stat().st_gid) == (999, 999)
+    s = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, decode_responses=True)
+    assert s.execute_command("SENTINEL", "FLUSHCONFIG") == "OK"
+    assert "sentinel myid" in (conf_dir / "sentinel.conf").read_text()
+
+
+def test_case_15_a_sentinel_that_cannot_save_at_run_time_is_healed_within_a_second(hook, tracked, official,
+                                                                                  tmp_path, port):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    conf_dir = owned_dir(tmp_path, "conf")
+    sentinel_conf(conf_dir, port, 999)
+    c = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
+                    network_mode="host", labels=h.labels, restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                    volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "the Sentinel's save to be healed")
+    failed_at = first_line_at(c, "Could not create tmp config file")
+    heal_report("case 15: Sentinel cannot save at run time, config dir root-owned", recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= RUNTIME_WITHIN
+    assert repair_of(h, c.name)["detail"]["path"] == str(conf_dir)
+    c.reload()
+    assert c.status == "running" and c.attrs["RestartCount"] == 0  # healed in place, never restarted
+    assert "sentinel myid" in (conf_dir / "sentinel.conf").read_text()
+    assert not [e for e in h.of("health", c.name) if e["state"] == "latent" and e["ts"] > recovered["ts"] + 0.5]
+
+
+@pytest.mark.parametrize("owner", [1000, 999], ids=["refused-at-start", "cannot-save"])
+def test_case_15_a_sentinel_config_that_is_a_single_file_bind_is_diagnosed_not_touched(hook, tracked, official,
+                                                                                       tmp_path, port, owner):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    conf_dir = owned_dir(tmp_path, "conf", uid=1000)
+    conf = sentinel_conf(conf_dir, port, owner)
+    before = stat_of(conf), stat_of(conf_dir)
+    c = tracked.run(official,
+                    ["redis-server", "/usr/local/etc/redis/sentinel.conf", "--sentinel"], network_mode="host",
+                    labels=h.labels, volumes={str(conf): {"bind": "/usr/local/etc/redis/sentinel.conf", "mode": "rw"}})
+    diagnosis = h.wait_event(by(c.name, "diagnosis"), 60, "the single-file bind to be diagnosed")
+    assert diagnosis["message"].startswith("mount the directory, not the file"), diagnosis
+    assert "Sentinel writes a temp file beside its config" in diagnosis["message"]
+    assert diagnosis["path"] == "/usr/local/etc/redis/sentinel.conf" and diagnosis["target"] == "/usr/local/etc/redis"
+    gave_up = h.wait_event(by(c.name, "gave-up"), 10, "the incident to end with the diagnosis")
+    assert gave_up["actions"] == [] and "diagnosis, nothing done" in gave_up["why"]
+    time.sleep(2)
+    assert not h.of("action", c.name)
+    assert (stat_of(conf), stat_of(conf_dir)) == before
+    out = doctor(c.name)
+    assert "path: /usr/local/etc/redis/sentinel.conf" in out and "mount the directory, not the file" in out, out
+
+
+def test_case_16_nodes_conf_on_its_own_root_owned_bind_is_healed_the_data_dir_untouched(hook, tracked, docker_client,
+                                                                                       tmp_path, port):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    data = owned_dir(tmp_path, "data", uid=999)
+    node_conf = owned_dir(tmp_path, "node-conf")
+    before = stat_of(data)
+    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                     "--cluster-config-file", "/node-conf/nodes.conf", "--appendonly", "yes", "--dir", "/data"],
+                    user="999:999", network_mode="host", labels=h.labels,
+                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                    volumes={str(data): {"bind": "/data", "mode": "rw"},
+                             str(node_conf): {"bind": "/node-conf", "mode": "rw"}})
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "the cluster node to be healed")
+    failed_at = first_line_at(c, "in order to acquire a lock: Permission denied")
+    heal_report("case 16: nodes.conf on its own root-owned bind", recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= STARTUP_WITHIN
+    repairs = [e for e in h.of("action", c.name) if e["action"] == "repair-ownership"]
+    assert [e["detail"]["path"] for e in repairs] == [str(node_conf)], repairs
+    assert repairs[0]["detail"]["for"] == "/node-conf/nodes.conf"
+    assert (node_conf.stat().st_uid, node_conf.stat().st_gid) == (999, 999)
+    assert stat_of(data)[:3] == before[:3]  # owner and mode as they were: never repaired
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, decode_responses=True)
+    assert r.cluster("info")["cluster_state"] in ("fail", "ok")
+    assert (node_conf / "nodes.conf").exists()
+
+
+@pytest.mark.parametrize("setting,directory,line", [
+    ("--logfile", "logs", "Can't open the log file"),
+    ("--unixsocket", "sock", "Failed opening Unix socket"),
+], ids=["logfile", "unixsocket"])
+def test_a_log_file_or_socket_dir_on_its_own_root_owned_bind_is_healed(hook, tracked, docker_client, tmp_path, port,
+                                                                       setting, directory, line):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    data = owned_dir(tmp_path, "data", uid=999)
+    own = owned_dir(tmp_path, directory)
+    before = stat_of(data)
+    name = "redis.log" if setting == "--logfile" else "redis.sock"
+    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
+                     setting, f"/{directory}/{name}"],
+                    user="999:999", network_mode="host", labels=h.labels,
+                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                    volumes={str(data): {"bind": "/data", "mode": "rw"}, str(own): {"bind": f"/{directory}",
+                                                                                       "mode": "rw"}})
+    recovered = h.wait_event(by(c.name, "recovered"), 60, f"the {directory} dir to be healed")
+    failed_at = first_line_at(c, line)
+    heal_report(f"{directory} dir on its own root-owned bind", recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= STARTUP_WITHIN
+    repair = repair_of(h, c.name)
+    assert repair["detail"]["path"] == str(own) and repair["detail"]["for"] == f"/{directory}/{name}"
+    assert own.stat().st_uid == 999 and stat_of(data)[:3] == before[:3]
+    assert (own / name).exists()
+
+
+def test_a_socket_path_in_the_image_s_own_directories_is_only_diagnosed(hook, tracked, docker_client, tmp_path, port):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    data = owned_dir(tmp_path, "data", uid=999)
+    before = stat_of(data)
+    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
+                     "--unixsocket", "/usr/local/redis.sock"],
+                    user="999:999", network_mode="host", labels=h.labels,
+                    volumes={str(data): {"bind": "/data", "mode": "rw"}})
+    diagnosis = h.wait_event(by(c.name, "diagnosis"), 60, "the socket path to be diagnosed")
+    assert diagnosis["target"] == "/usr/local" and "the image's own directory" in diagnosis["message"]
+    assert "999:999" in diagnosis["message"]
+    h.wait_event(by(c.name, "gave-up"), 10, "the incident to end with the diagnosis")
+    assert not h.of("action", c.name) and stat_of(data) == before
+    out = doctor(c.name)
+    assert "path: /usr/local/redis.sock" in out and "on no mount" in out and "nothing done" in out, out
+
+
+def test_a_healthy_sentinel_and_a_healthy_cluster_node_are_never_touched(hook, tracked, official, docker_client,
+                                                                        tmp_path, port):
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    conf_dir = owned_dir(tmp_path, "conf", uid=999)
+    sentinel_conf(conf_dir, port, 999)
+    node_conf = owned_dir(tmp_path, "node-conf", uid=999)
+    data = owned_dir(tmp_path, "data", uid=999)
+    cluster_port = port + 2
+    s = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
+                    network_mode="host", labels=h.labels, volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
+    n = tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                    ["redis-server", "--port", str(cluster_port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                     "--cluster-config-file", "/node-conf/nodes.conf", "--dir", "/data"],
+                    user="999:999", network_mode="host", labels=h.labels,
+                    volumes={str(data): {"bind": "/data", "mode": "rw"},
+                             str(node_conf): {"bind": "/node-conf", "mode": "rw"}})
+    for c in (s, n):
+        h.wait_event(lambda e, c=c: e["event"] == "health" and e.get("container") == c.name and e["state"] == "healthy",
+                     30, f"{c.name} healthy")
+    before = [stat_of(p)[:3] for p in (conf_dir, node_conf, data)]
+    time.sleep(5)
+    for c in (s, n):
+        assert not h.of("incident", c.name) and not h.of("action", c.name) and not h.of("diagnosis", c.name)
+    assert [stat_of(p)[:3] for p in (conf_dir, node_conf, data)] == before
+    wait_for(lambda: "sentinel myid" in (conf_dir / "sentinel.conf").read_text(), 5, what="the Sentinel's own save")
