@@ -161,7 +161,9 @@ def path_of_detection(detail: dict, paths: dict[str, str]) -> tuple[str, str, st
     needs = detail.get("needs") or ("create" if context.get("path") else "")
     setting = detail.get("path_of") or ""
     if context.get("path"):
-        return context["path"], needs or "create", setting
+        named = context["path"]
+        setting = setting or next((k for k, v in paths.items() if v == named), "")
+        return named, needs or "create", setting
     if setting and paths.get(setting):
         return paths[setting], needs or "create", setting
     return None

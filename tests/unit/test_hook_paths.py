@@ -90,6 +90,8 @@ def test_the_path_of_a_detection_from_its_context_or_the_setting_it_names():
     assert paths.path_of_detection({"context": {}, "path_of": "configfile", "needs": "create"}, settings) == (
         "/etc/ov/sentinel.conf", "create", "configfile")
     assert paths.path_of_detection({"context": {"path": "/x/binlog.index"}}, {}) == ("/x/binlog.index", "create", "")
+    assert paths.path_of_detection({"context": {"path": "/etc/ov/sentinel.conf"}}, settings) == (
+        "/etc/ov/sentinel.conf", "create", "configfile")  # the setting that holds it, for the diagnosis's words
     assert paths.path_of_detection({"context": {"dir": "/data"}}, settings) is None
     assert paths.path_of_detection({"context": {}, "path_of": "logfile"}, settings) is None
 
