@@ -45,6 +45,11 @@ class Runs(Protocol):
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
 
 
+def _inside(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/") or "/"
+    return path == directory or directory == "/" or path.startswith(directory + "/")
+
+
 class DockerExecutor:
     """The recovery's Executor on a real engine: actions from the registry (actions.ACTIONS), verification by probes
     (each service's probe, hooks/services). client is called for the engine's client each time (made once, lazily, by
@@ -151,7 +156,8 @@ class DockerExecutor:
         (hooks/paths.py: the mount of the container's own table that holds it, its subpath cut to the nearest
         existing directory when the engine's paths are local; data_dir the container path repaired), and the
         plan in path_plan; target as it is when the detection names no such path. A plan that diagnoses
-        leaves the mount as it is: repair_ownership skips with the diagnosis."""
+        leaves the mount as it is: repair_ownership skips with the diagnosis. A path inside the data dir leaves
+        the repair as it always was, the whole data dir (its mount and modes)."""
         found = paths.path_of_detection(detail, target.paths)
         if found is None:
             return target
@@ -161,6 +167,11 @@ class DockerExecutor:
                           self._source_is_dir if local else paths.volume_is_dir)
         if plan.mount is None:
             return replace(target, path_plan=plan.as_dict())
+        if target.mount is not None and _inside(plan.target, target.data_dir) and \
+                (plan.mount.type, plan.mount.destination) == (target.mount.type, target.mount.destination):
+            # in the data dir: repaired as the data dir always is (the whole of it, its modes)
+            return replace(target, path_plan={**plan.as_dict(), "target": target.data_dir,
+                                              "mount": target.mount.as_dict()})
         mount = plan.mount
         if mount.type == "volume" and not mount.source:
             mount = replace(mount, source=volume_mountpoint(self.client(), mount.name))

@@ -94,17 +94,21 @@ def test_case_15_a_sentinel_refused_at_start_is_healed_on_its_config_dir(hook, t
     assert "sentinel myid" in (conf_dir / "sentinel.conf").read_text()
 
 
+@pytest.mark.parametrize("family", ["redis", "valkey"])
 def test_case_15_a_sentinel_that_cannot_save_at_run_time_is_healed_within_a_second(hook, tracked, official,
-                                                                                  tmp_path, port):
+                                                                                  docker_client, tmp_path, port,
+                                                                                  family):
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     conf_dir = owned_dir(tmp_path, "conf")
     sentinel_conf(conf_dir, port, 999)
-    c = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
+    image = official if family == "redis" else server_image(docker_client, "ownvol/valkey:8.1-official")
+    c = tracked.run(image, [f"{family}-server", "/etc/ov/sentinel.conf", "--sentinel"],
                     network_mode="host", labels=h.labels, restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
                     volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
     recovered = h.wait_event(by(c.name, "recovered"), 60, "the Sentinel's save to be healed")
     failed_at = first_line_at(c, "Could not create tmp config file")
-    heal_report("case 15: Sentinel cannot save at run time, config dir root-owned", recovered["ts"] - failed_at)
+    heal_report(f"case 15: {family} Sentinel cannot save at run time, config dir root-owned",
+                recovered["ts"] - failed_at)
     assert recovered["ts"] - failed_at <= RUNTIME_WITHIN
     assert repair_of(h, c.name)["detail"]["path"] == str(conf_dir)
     c.reload()

@@ -108,3 +108,80 @@ def test_redis_settings_carry_the_config_socket_log_acl_and_cluster_paths_and_se
                                                      "aclfile": "/a/u.acl"}
     sentinel = redis.configured(_View(attrs(args=["redis-sentinel", "/etc/s.conf"]), {"/etc/s.conf": "port 26379\n"}))
     assert sentinel.role == "sentinel" and sentinel.paths["configfile"] == "/etc/s.conf"
+
+
+def _target(mount, data_dir="/data", mounts=(DATA, NODES), **kw):
+    from ownvol.hook.model import Target
+    return Target(id="c1", name="c", image="redis:7", status="exited", labels={}, redis_url=None, password=None,
+                  data_dir=data_dir, mount=mount, uid=999, gid=999, owner_source="user", aof_fallback=False,
+                  data_modes=(0o755,), mounts=tuple(mounts), **kw)
+
+
+def test_the_executor_aims_the_repair_at_the_mount_that_holds_the_path():
+    from ownvol.hook.executor import DockerExecutor
+    from ownvol.hook.model import DataMount
+    data = DataMount("bind", "/srv/c/data", "/data", "")
+    executor = DockerExecutor(lambda: None, repair_via="helper")
+    aimed = executor.for_path(_target(data), {"context": {"path": "/node-conf/nodes.conf"}, "needs": "create"})
+    assert aimed.mount.source == "/srv/c/node-conf" and aimed.data_dir == "/node-conf"
+    assert aimed.data_modes == () and aimed.path_plan["plan"] == "repair"
+    # a path in the data dir: repaired as the data dir always is (its whole mount, its modes)
+    inside = executor.for_path(_target(data), {"context": {"path": "nodes-6379.conf"}, "needs": "create"})
+    assert inside.mount == data and inside.data_modes == (0o755,) and inside.data_dir == "/data"
+    deeper = executor.for_path(_target(data), {"context": {"path": "/data/sub/x.ibd"}})
+    assert deeper.mount == data and deeper.data_dir == "/data"
+    # no path named: the target as it is
+    assert executor.for_path(_target(data), {"context": {"dir": "appendonlydir"}}) == _target(data)
+    # on no mount: the plan is a diagnosis and the mount is left as it is
+    socket = executor.for_path(_target(data, paths={"unixsocket": "/run/r.sock"}),
+                               {"context": {}, "path_of": "unixsocket", "needs": "create"})
+    assert socket.mount == data and socket.path_plan["plan"] == "diagnose"
+
+
+def test_an_incident_the_executor_diagnoses_ends_with_the_diagnosis_and_no_action(tmp_path):
+    from tests.support.fakes import FakeExecutor, engine, events
+
+    class Diagnosing(FakeExecutor):
+        def diagnosis(self, cid, detail):
+            return {"path": "/run/r.sock", "target": "/run", "where": "", "plan": "diagnose",
+                    "diagnosis": "mount a directory at /run"} if detail.get("path_of") else None
+
+    ex = Diagnosing(heals="repair-ownership")
+    rec, out = engine(tmp_path, ex)
+    inc = rec.report("c1", "r", "persistence-failed", "log", {"path_of": "unixsocket", "context": {}},
+                     background=False)
+    assert ex.ran == [] and rec.journal.incident(inc.id).status == "gave-up"
+    seen = events(out)
+    diagnosis = next(e for e in seen if e["event"] == "diagnosis")
+    assert diagnosis["message"] == "mount a directory at /run" and diagnosis["path"] == "/run/r.sock"
+    assert "diagnosis, nothing done" in seen[-1]["why"] and seen[-1]["actions"] == []
+    # a detection with a plan to run is recovered as before
+    other = rec.report("c2", "r", "persistence-failed", "log", {}, background=False)
+    assert ex.ran == ["repair-ownership"] and rec.journal.incident(other.id).status == "resolved"
+
+
+def test_a_single_file_bind_is_repaired_as_that_file_alone(tmp_path):
+    import os
+
+    from ownvol.hook import actions
+    from ownvol.hook.model import DataMount
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default on nopass ~* +@all\n")
+    os.chown(acl, 0, 0)
+    acl.chmod(0o600)
+    sibling = tmp_path / "other"
+    sibling.write_text("x")
+    os.chown(sibling, 0, 0)
+    mount = DataMount("bind", str(acl), "/etc/redis/users.acl", "", file=True)
+    target = _target(mount, path_plan={"path": "/etc/redis/users.acl", "plan": "repair", "target":
+                                       "/etc/redis/users.acl"})
+    result = actions.repair_ownership(actions.Context(None, target, repair_via="local"))
+    assert result.ok and result.detail["file"] and result.detail["changed"] == 1, result.detail
+    assert result.detail["path"] == str(acl) and result.detail["for"] == "/etc/redis/users.acl"
+    assert (acl.stat().st_uid, acl.stat().st_gid, acl.stat().st_mode & 0o777) == (999, 999, 0o600)
+    assert (sibling.stat().st_uid, sibling.stat().st_gid) == (0, 0)
+    again = actions.repair_ownership(actions.Context(None, target, repair_via="local"))
+    assert again.detail["changed"] == 0
+    diagnosed = actions.repair_ownership(actions.Context(None, _target(mount, path_plan={
+        "plan": "diagnose", "diagnosis": "mount the directory, not the file"}), repair_via="local"))
+    assert diagnosed.result == "skipped" and diagnosed.detail["why"] == "mount the directory, not the file"
