@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.common import ROOT, SESSION, server_image
+from tests.support.common import ROOT, SESSION, free_port, server_image
 from tests.support.engine import wait_for
 from tests.support.fixtures_hook import fast_strategies, heal_report
 
@@ -42,6 +42,12 @@ def official(docker_client):
     docker_client.images.get(server_image(docker_client, OFFICIAL)).tag(tag)
     yield tag
     docker_client.images.remove(tag, noprune=True)
+
+
+def node_port() -> int:
+    """A free port a cluster node can have: its bus is 10000 above it and must be a port too (src/cluster_legacy.c:
+    a port above 55535 is refused)."""
+    return wait_for(lambda: (p := free_port()) <= 55535 and p, 10, what="a free port below 55536")
 
 
 def owned_dir(parent: Path, name: str, uid: int = 0, mode: int = 0o755) -> Path:
@@ -141,7 +147,8 @@ def test_case_15_a_sentinel_config_that_is_a_single_file_bind_is_diagnosed_not_t
 
 
 def test_case_16_nodes_conf_on_its_own_root_owned_bind_is_healed_the_data_dir_untouched(hook, tracked, docker_client,
-                                                                                       tmp_path, port):
+                                                                                       tmp_path):
+    port = node_port()
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     data = owned_dir(tmp_path, "data", uid=999)
     node_conf = owned_dir(tmp_path, "node-conf")
@@ -220,7 +227,7 @@ def test_a_healthy_sentinel_and_a_healthy_cluster_node_are_never_touched(hook, t
     sentinel_conf(conf_dir, port, 999)
     node_conf = owned_dir(tmp_path, "node-conf", uid=999)
     data = owned_dir(tmp_path, "data", uid=999)
-    cluster_port = port + 2
+    cluster_port = node_port()
     s = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
                     network_mode="host", labels=h.labels, volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
     n = tracked.run(server_image(docker_client, "ownvol/redis:7"),
