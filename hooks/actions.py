@@ -57,7 +57,7 @@ def repair_route(ctx: Context) -> str:
     if ctx.repair_via in ("local", "helper"):
         return ctx.repair_via
     mount = ctx.target.mount
-    if mount and engine_paths_reachable() and os.path.isdir(mount.host_path):
+    if mount and engine_paths_reachable() and (os.path.isfile if mount.file else os.path.isdir)(mount.host_path):
         return "local"
     return "helper"
 

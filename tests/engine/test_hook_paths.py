@@ -245,3 +245,33 @@ def test_a_healthy_sentinel_and_a_healthy_cluster_node_are_never_touched(hook, t
         assert not h.of("incident", c.name) and not h.of("action", c.name) and not h.of("diagnosis", c.name)
     assert [stat_of(p)[:3] for p in (conf_dir, node_conf, data)] == before
     wait_for(lambda: "sentinel myid" in (conf_dir / "sentinel.conf").read_text(), 5, what="the Sentinel's own save")
+
+
+def test_an_acl_file_given_as_a_single_file_bind_is_repaired_as_that_file_alone(hook, tracked, docker_client,
+                                                                                 tmp_path, port):
+    """The server only reads its ACL file: on a single-file bind, that host file is the fix, and the only thing
+    changed (its directory and a file beside it are not touched); the event says so."""
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    data = owned_dir(tmp_path, "data", uid=999)
+    host = owned_dir(tmp_path, "etc")
+    acl = host / "users.acl"
+    acl.write_text("user default on nopass ~* +@all\n")
+    acl.chmod(0o600)
+    beside = host / "other.acl"
+    beside.write_text("x\n")
+    before = stat_of(host), stat_of(beside)
+    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
+                     "--aclfile", "/etc/redis/users.acl"],
+                    user="999:999", network_mode="host", labels=h.labels,
+                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                    volumes={str(data): {"bind": "/data", "mode": "rw"},
+                             str(acl): {"bind": "/etc/redis/users.acl", "mode": "rw"}})
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "the ACL file to be repaired")
+    failed_at = first_line_at(c, "Error loading ACLs, opening file")
+    heal_report("ACL file, a single-file bind the server only reads", recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= STARTUP_WITHIN
+    repair = repair_of(h, c.name)
+    assert repair["detail"]["path"] == str(acl) and repair["detail"]["file"] and repair["detail"]["changed"] == 1
+    assert (acl.stat().st_uid, acl.stat().st_gid, acl.stat().st_mode & 0o777) == (999, 999, 0o600)
+    assert (stat_of(host), stat_of(beside)) == before
