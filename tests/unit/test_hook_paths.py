@@ -185,3 +185,17 @@ def test_a_single_file_bind_is_repaired_as_that_file_alone(tmp_path):
     diagnosed = actions.repair_ownership(actions.Context(None, _target(mount, path_plan={
         "plan": "diagnose", "diagnosis": "mount the directory, not the file"}), repair_via="local"))
     assert diagnosed.result == "skipped" and diagnosed.detail["why"] == "mount the directory, not the file"
+
+
+def test_doctor_shows_the_path_the_mount_and_the_plan(capsys):
+    from ownvol.hook.commands import _echo_path_plan
+    repair = paths.plan([DATA, NODES], "/node-conf/nodes.conf", "create", "/data", 999, 999)
+    _echo_path_plan(repair.as_dict(), "999:999")
+    diagnose = paths.plan([DATA], "/usr/local/redis.sock", "create", "/data", 999, 999, "unixsocket")
+    _echo_path_plan(diagnose.as_dict(), "999:999")
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "path: /node-conf/nodes.conf (the server must create files in /node-conf), on the mount /node-conf",
+        "path plan: repair /srv/c/node-conf (bind /srv/c/node-conf at /node-conf) for 999:999",
+        "path: /usr/local/redis.sock (the server must create files in /usr/local), on no mount",
+        f"path plan: nothing done; {diagnose.diagnosis}"]

@@ -161,3 +161,18 @@ def test_a_block_never_swallows_the_line_or_block_after_it():
     bad = ["*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***", "Reading the configuration file, at line 2",
            ">>> 'appendonly maybe'", "argument must be 'yes' or 'no'"]
     assert [(n, d.pattern.id) for n, d in patterns.read_log([*bad, after])] == [(5, "cluster-config-lock")]
+
+
+def test_explain_says_which_path_a_failure_is_about():
+    from click.testing import CliRunner
+
+    from ownvol.hook.commands import explain
+
+    lock = CliRunner().invoke(explain, [str(GOLDEN / "redis-7.0" / "paths-cluster-lock.log")])
+    assert "cluster-config-lock" in lock.output and "path: /node-conf/nodes.conf; the hook repairs the directory " \
+                                                    "that holds it" in lock.output
+    save = CliRunner().invoke(explain, [str(GOLDEN / "valkey-8.1" / "paths-sentinel-save.log")])
+    assert "path: the server's `configfile` setting" in save.output
+    acl = CliRunner().invoke(explain, ["--json", str(GOLDEN / "redis-8.0" / "paths-aclfile.log")])
+    found = [json.loads(line) for line in acl.output.splitlines()]
+    assert [(f["pattern"], f["context"]["path"], f["needs"]) for f in found] == [("acl-file", "/acl/users.acl", "read")]
