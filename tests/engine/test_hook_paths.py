@@ -181,6 +181,40 @@ def test_case_16_nodes_conf_on_its_own_root_owned_bind_is_healed_the_data_dir_un
     assert (node_conf / "nodes.conf").exists()
 
 
+def test_case_16_a_cluster_node_that_cannot_save_nodes_conf_at_run_time_is_healed(hook, tracked, docker_client,
+                                                                                 tmp_path):
+    """nodes.conf's directory given to root under a running node: its next save (`CLUSTER ADDSLOTS`) fails and
+    the node exits (`Fatal: can't update cluster config file.`, clusterSaveConfigOrDie); the directory is given
+    back and the node runs again with the slot it was given."""
+    port = node_port()
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    data = owned_dir(tmp_path, "data", uid=999)
+    node_conf = owned_dir(tmp_path, "node-conf", uid=999)
+    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                     "--cluster-config-file", "/node-conf/nodes.conf", "--dir", "/data"],
+                    user="999:999", network_mode="host", labels=h.labels,
+                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
+                    volumes={str(data): {"bind": "/data", "mode": "rw"},
+                             str(node_conf): {"bind": "/node-conf", "mode": "rw"}})
+    h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 30, "the node healthy")
+    for entry in (node_conf, node_conf / "nodes.conf"):
+        os.chown(entry, 0, 0)
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, decode_responses=True)
+    try:
+        r.execute_command("CLUSTER", "ADDSLOTS", "1")  # replied, or the node exits first
+    except redis.exceptions.ConnectionError:
+        pass
+    recovered = h.wait_event(by(c.name, "recovered"), 60, "the node to be healed")
+    failed_at = first_line_at(c, "Fatal: can't update cluster config file.")
+    heal_report("case 16: nodes.conf's dir given to root at run time (the node exits)", recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= STARTUP_WITHIN, timeline(h, c.name, failed_at)
+    repair = repair_of(h, c.name)
+    assert repair["detail"]["path"] == str(node_conf) and repair["detail"]["for"] == "/node-conf/nodes.conf"
+    assert node_conf.stat().st_uid == 999 and (node_conf / "nodes.conf").stat().st_uid == 999
+    wait_for(lambda: r.execute_command("CLUSTER", "COUNTKEYSINSLOT", "1") == 0, 10, what="the node answering")
+
+
 @pytest.mark.parametrize("setting,directory,line", [
     ("--logfile", "logs", "Can't open the log file"),
     ("--unixsocket", "sock", "Failed opening Unix socket"),
