@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ def repair_route(ctx: Context) -> str:
     if ctx.repair_via in ("local", "helper"):
         return ctx.repair_via
     mount = ctx.target.mount
-    if mount and engine_paths_reachable() and os.path.isdir(mount.host_path):
+    if mount and engine_paths_reachable() and (os.path.isfile if mount.file else os.path.isdir)(mount.host_path):
         return "local"
     return "helper"
 
@@ -68,6 +69,9 @@ def repair_ownership(ctx: Context) -> ActionResult:
     mode changed ("modes": `PATH OLD->NEW`, "." the data dir itself). Skipped (with why) without a mount or a known
     owner, or on a bind mount of the host's own directories."""
     t = ctx.target
+    plan = t.path_plan or {}
+    if plan.get("plan") == "diagnose":
+        return ActionResult("skipped", {"why": plan["diagnosis"], "path_plan": plan})
     if t.mount is None:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None or t.gid is None:
@@ -86,6 +90,11 @@ def repair_ownership(ctx: Context) -> ActionResult:
                                "owner_source": t.owner_source}
     if t.conflict:
         base["conflict"] = t.conflict
+    if plan:
+        base["for"] = plan["path"]  # the path the server could not use; "path" is what is repaired
+        base["target"] = t.data_dir
+    if t.mount.file:
+        return _repair_file(ctx, route, base)
     if route == "local":
         try:
             with data_path(t.mount) as path:
@@ -111,6 +120,41 @@ def repair_ownership(ctx: Context) -> ActionResult:
                            "as the host's root, or run the hook on the host (--repair-via local)")
         return ActionResult("failed", {**base, **report})
     return ActionResult("ok", {**base, **report})
+
+
+def _repair_file(ctx: Context, route: str, base: dict) -> ActionResult:
+    """A single-file bind's host file given to the server's uid:gid, and u+r (u+rw when it was writable by
+    someone) when its owner could not read it; only from the engine's host (no helper mounts a file), never
+    through a link (O_NOFOLLOW). ok's detail says the file alone was changed: `changed` 0 or 1, `modes`."""
+    t = ctx.target
+    assert t.mount is not None and t.uid is not None and t.gid is not None
+    if route != "local":
+        return ActionResult("skipped", {**base, "why": "a single-file bind is repaired only where the engine's "
+                                                       "files are this process's (no repair helper mounts a file)"})
+    try:
+        fd = os.open(t.mount.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return ActionResult("failed", {**base, "error": str(exc)})
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return ActionResult("skipped", {**base, "why": f"{t.mount.source} is not a regular file"})
+        changed, modes = 0, []
+        base["found"] = f"{st.st_uid}:{st.st_gid}"
+        if (st.st_uid, st.st_gid) != (t.uid, t.gid):
+            os.fchown(fd, t.uid, t.gid)
+            changed = 1
+        old = stat.S_IMODE(st.st_mode)
+        new = old | stat.S_IRUSR | (stat.S_IWUSR if old & 0o222 else 0)
+        if new != old:
+            os.fchmod(fd, new)
+            modes.append(f". {old:04o}->{new:04o}")
+            changed = 1
+    except OSError as exc:
+        return ActionResult("failed", {**base, "error": str(exc)})
+    finally:
+        os.close(fd)
+    return ActionResult("ok", {**base, "file": True, "changed": changed, "visited": 1, "modes": modes})
 
 
 def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
@@ -210,6 +254,8 @@ def persist_again(ctx: Context) -> ActionResult:
     client = _redis_or_skip(ctx)
     if isinstance(client, ActionResult):
         return client
+    if ctx.target.role == "sentinel":
+        return _flush_sentinel(client)
     if blocked := data_dir_blocked(ctx):
         client.close()
         return ActionResult("skipped", {"why": f"{blocked}: a BGSAVE there would fail and make Redis refuse writes "
@@ -234,6 +280,18 @@ def persist_again(ctx: Context) -> ActionResult:
     if after.get("aof_enabled") == 1 and after.get("aof_last_write_status") == "err":
         failed.append("aof_last_write_status")
     return ActionResult("failed" if failed else "ok", {"commands": done, "still_err": failed})
+
+
+def _flush_sentinel(client: redis.Redis) -> ActionResult:
+    """SENTINEL FLUSHCONFIG: a Sentinel's only persistence is its config file (src/sentinel.c; an error since
+    Redis 7.0 when it cannot save)."""
+    try:
+        client.execute_command("SENTINEL", "FLUSHCONFIG")
+    except redis.exceptions.RedisError as exc:
+        return ActionResult("failed", {"commands": ["SENTINEL FLUSHCONFIG"], "error": str(exc)})
+    finally:
+        client.close()
+    return ActionResult("ok", {"commands": ["SENTINEL FLUSHCONFIG"]})
 
 
 def unpersisted_writes(ctx: Context) -> bool:

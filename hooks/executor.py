@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,13 +16,21 @@ from ownvol import userns
 from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
-from . import actions
+from . import actions, paths
 from .actions import SWARM_TASK, Context
 from .connection import UnsupportedHost, endpoint
 from .health import owner_of, saving
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
-from .targets import FactCache, LastRun, engine_paths_reachable, facts
+from .targets import (
+    FactCache,
+    LastRun,
+    engine_paths_reachable,
+    facts,
+    host_dir_state,
+    nearest_existing,
+    volume_mountpoint,
+)
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
@@ -35,6 +44,11 @@ class Runs(Protocol):
     def last_run(self, container_id: str) -> tuple[int, int] | None: ...
 
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
+
+
+def _inside(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/") or "/"
+    return path == directory or directory == "/" or path.startswith(directory + "/")
 
 
 class DockerExecutor:
@@ -198,6 +212,8 @@ class DockerExecutor:
     def context(self, target: Target, incident: Incident | None = None) -> Context:
         """The actions' Context for target, with this executor's repair route, helper image and progress callback,
         and the incident acted on (when it opened, whether its server was answering then)."""
+        if incident is not None:
+            target = self.for_path(target, incident.detail)
         ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
                       start_stopped=self.start_stopped)
         if incident is not None:
@@ -206,6 +222,72 @@ class DockerExecutor:
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
+
+    def for_path(self, target: Target, detail: dict) -> Target:
+        """target with its repair aimed at the path an incident's detection names beside the data dir
+        (hooks/paths.py: the mount of the container's own table that holds it, its subpath cut to the nearest
+        existing directory when the engine's paths are local; data_dir the container path repaired), and the
+        plan in path_plan; target as it is when the detection names no such path. A plan that diagnoses
+        leaves the mount as it is: repair_ownership skips with the diagnosis. A path inside the data dir leaves
+        the repair as it always was, the whole data dir (its mount and modes)."""
+        found = paths.path_of_detection(detail, target.paths)
+        if found is None:
+            return target
+        path, needs, setting = found
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        plan = paths.plan(target.mounts, path, needs, self._cwd(target, local), target.uid, target.gid, setting,
+                          self._source_is_dir if local else paths.volume_is_dir)
+        if plan.mount is None:
+            return replace(target, path_plan=plan.as_dict())
+        if target.mount is not None and _inside(plan.target, target.data_dir) and \
+                (plan.mount.type, plan.mount.destination) == (target.mount.type, target.mount.destination):
+            # in the data dir: repaired as the data dir always is (the whole of it, its modes)
+            return replace(target, path_plan={**plan.as_dict(), "target": target.data_dir,
+                                              "mount": target.mount.as_dict()})
+        mount = plan.mount
+        if mount.type == "volume" and not mount.source:
+            mount = replace(mount, source=volume_mountpoint(self.client(), mount.name))
+        if local and mount.source and not mount.file:
+            mount = nearest_existing(mount, host_dir_state(mount.source))
+        same = target.mount is not None and (mount.source, mount.subpath) == (target.mount.source,
+                                                                            target.mount.subpath)
+        data_dir = posixpath.join(mount.destination, mount.subpath) if mount.subpath else mount.destination
+        return replace(target, mount=mount, data_dir=data_dir, data_modes=target.data_modes if same else (),
+                       conflict=target.conflict if same else None,
+                       path_plan={**plan.as_dict(), "mount": mount.as_dict()})
+
+    @staticmethod
+    def _cwd(target: Target, local: bool) -> str:
+        """The server process's working directory (/proc/PID/cwd, a container path) when it can be read here,
+        else its data dir (Redis chdir()s there at start)."""
+        if local and target.server_pid:
+            try:
+                return os.readlink(f"/proc/{target.server_pid}/cwd")
+            except OSError:
+                pass
+        return target.data_dir
+
+    @staticmethod
+    def _source_is_dir(entry: dict) -> bool | None:
+        """Whether a Mounts entry's source is a directory on the engine's host (a volume always is)."""
+        if entry.get("Type") == "volume":
+            return True
+        try:
+            return os.path.isdir(entry.get("Source") or "")
+        except OSError:
+            return None
+
+    def diagnosis(self, container_id: str, detail: dict) -> dict | None:
+        """The path plan of an incident's detection when it is a diagnosis (hooks/paths.py: nothing the hook may
+        touch would fix it), else None."""
+        if paths.path_of_detection(detail, {}) is None and not detail.get("path_of"):
+            return None
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        plan = self.for_path(target, detail).path_plan
+        return plan if plan and plan.get("plan") == "diagnose" else None
 
     def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult:
         """Run the registry's action on the container (for incident, when one is open): its ActionResult; skipped when

@@ -105,7 +105,7 @@ def nearest_existing(mount: DataMount, exists: Callable[[str], bool | None]) -> 
     return mount
 
 
-def _host_dir_state(source: str) -> Callable[[str], bool | None]:
+def host_dir_state(source: str) -> Callable[[str], bool | None]:
     """exists() for nearest_existing on the engine's host: lstat of source/relative, no link followed."""
     def state(relative: str) -> bool | None:
         try:
@@ -243,7 +243,7 @@ def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -
     return volume_owner(status)
 
 
-def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:
+def volume_mountpoint(client: docker.DockerClient, name: str) -> str:
     """A volume's Mountpoint (`docker volume inspect`): a plugin's volume has no Source in the container's
     Mounts (moby's container inspect leaves it empty for volumes of a driver other than local)."""
     try:
@@ -530,7 +530,8 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         service=cached.service.family, origins=origins, files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
-        persists=settings.persists)
+        persists=settings.persists, paths=dict(settings.paths), role=settings.role,
+        mounts=tuple(attrs.get("Mounts") or ()))
 
 
 def _start_facts(container, cache: FactCache | None) -> StartFacts:
@@ -582,7 +583,7 @@ def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, 
     mount = data_mount(attrs, directory)
     if mount and mount.type == "volume" and not mount.source:
         if cached.volume_path is None:
-            cached.volume_path = _volume_mountpoint(client, mount.name)
+            cached.volume_path = volume_mountpoint(client, mount.name)
         mount = dataclasses.replace(mount, source=cached.volume_path)
     return mount
 
@@ -608,7 +609,7 @@ def _only_mount_instead(client: docker.DockerClient, attrs: dict, cached: StartF
 
 def _nearest_on_mount(mount: DataMount, directory: str, origins: dict[str, str]) -> DataMount:
     """nearest_existing of mount on the engine's host, with origins["mount"] saying why when it is not mount."""
-    nearest = nearest_existing(mount, _host_dir_state(mount.source))
+    nearest = nearest_existing(mount, host_dir_state(mount.source))
     if nearest != mount:
         inside = posixpath.join(mount.destination, nearest.subpath) if nearest.subpath else mount.destination
         origins["mount"] = (f"{directory} does not exist yet: {inside}, its nearest existing directory on "
