@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
         before = _loadavg()
         print(f"bench: {name} ... (load {before})", flush=True)
         results.extend(groups[name]())
-        loads[name] = {"before": before, "after": _loadavg(), "seconds": round(time.monotonic() - started)}
+        loads[name] = {"before": before, "after": _loadavg(), "seconds": round(time.monotonic() - started),
+                       "kernel": platform.release()}  # a group rerun later may run on another machine
         print(f"bench: {name} took {time.monotonic() - started:.0f} s (load {loads[name]['after']})", flush=True)
     print()
     print_table(results)
