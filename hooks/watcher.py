@@ -30,7 +30,7 @@ import requests
 from ownvol.dockertime import state_time_ns, timestamp_ns
 
 from . import patterns
-from .executor import DockerExecutor
+from .executor import DockerExecutor, InspectCache
 from .follow import LogStreams
 from .jsonfile import TAIL, JsonFiles, readable
 from .model import Health
@@ -175,6 +175,8 @@ class Watcher:
         self.recovery = recovery
         self.telemetry = telemetry
         self.executor = executor
+        # the probes' kept inspects, forgotten on each event (an executor without them, a test's, inspects each time)
+        self.inspects: InspectCache | None = getattr(executor, "inspects", None)
         self.interval = interval
         self.watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
@@ -206,6 +208,8 @@ class Watcher:
                 self.telemetry.emit("engine-connected", reconnect=connected_once)
                 connected_once, backoff = True, 0.5
                 self.log_root = self._files_root(client)
+                if self.inspects is not None:
+                    self.inspects.clear()  # events between the streams were not seen
                 # the events are asked for from the whole second (since=int(since)) and replayed from there, and a
                 # start event's log is read from 2 s before it (_follow_from): the logs of the containers running now
                 # are read from the same point, or a failure logged between the replayed start and this connection
@@ -303,6 +307,8 @@ class Watcher:
         held each other's detection for seconds (bench: burst20_detect_p99_ms)."""
         cid = event.get("id") or (event.get("Actor") or {}).get("ID")
         if cid:
+            if self.inspects is not None:
+                self.inspects.forget(cid)
             self.events.submit(cid, lambda: self._handle(cid, event))
 
     def _handle(self, cid: str, event: dict) -> None:
@@ -553,7 +559,7 @@ class Watcher:
     def check(self, w: Watched) -> None:
         """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a
         healthy one and turn its AOF back on when due."""
-        health = self.executor.health(w.id)
+        health = self.executor.health(w.id, kept=True) if self.inspects is not None else self.executor.health(w.id)
         if health.container == "gone":
             return
         if w.file_followed and health.container == "running" and not os.path.exists(w.log_file):
