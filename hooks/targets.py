@@ -520,7 +520,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         service=cached.service.family, origins=origins, files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
-        persists=settings.persists)
+        persists=settings.persists, writes=dict(settings.writes), links=dict(settings.links))
 
 
 def _start_facts(container, cache: FactCache | None) -> StartFacts:

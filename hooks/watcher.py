@@ -35,7 +35,7 @@ from .follow import LogStreams
 from .jsonfile import TAIL, JsonFiles, readable
 from .model import Health
 from .recovery import Recovery
-from .services import service_for
+from .services import by_family, service_for
 from .targets import engine_paths_reachable, is_watched
 from .telemetry import Telemetry
 
@@ -482,10 +482,29 @@ class Watcher:
 
     def _report(self, w: Watched, error_type: str, detail: dict, detected_at: float) -> None:
         try:
+            detail = self._located(w, detail)
             self.recovery.report(w.id, w.name, error_type, "log", detail, detected_at=detected_at)
         except Exception as exc:  # noqa: BLE001 - a report that raises must not stop the container's next
             self.telemetry.emit("report-failed", container=w.name, type=error_type,
                                 error=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def _located(self, w: Watched, detail: dict) -> dict:
+        """detail with its context's `path` absolute in the container (Service.locate with the container's
+        facts) when the line named a relative one, or none and its service knows the setting it is about;
+        detail as it is otherwise, or when the facts cannot be read."""
+        context = detail.get("context") or {}
+        path = context.get("path") or ""
+        try:
+            service = by_family(w.service)
+        except KeyError:
+            return detail
+        if path.startswith("/") or (not path and detail.get("pattern") not in service.path_settings):
+            return detail
+        try:
+            _, target = self.executor.target(w.id)
+        except docker.errors.DockerException:
+            return detail
+        return {**detail, "context": service.locate(detail.get("pattern", ""), context, target)}
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
         """A start-up crash no known line explained: an incident when the data mount is not owned by the

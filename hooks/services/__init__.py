@@ -10,7 +10,9 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
   files read from inside the container, its command line, its defaults) and `live(settings, container_id)`
   asks the running server (None when it does not answer); both give `Settings`, each fact with its origin;
 - its messages: `catalogue`, the patterns of hooks/patterns.py its log lines are matched against, and
-  `log_prefix`, how its lines begin (stripped before matching);
+  `log_prefix`, how its lines begin (stripped before matching); `locate` makes the path a message names
+  (context `path`) absolute in the container, through the links and settings the server writes by
+  (Settings.writes, links), and `path_settings` names the setting a line that names no path is about;
 - its probe: `probe(target, container_status, local_paths)` -> hooks.model.Health;
 - its plan: `plan(error_type)` -> the actions to try, or None for hooks/strategies.yaml's (the watcher puts
   the family in every incident's detail as "service"; hooks/recovery.py Recovery.plan_for asks plan_of).
@@ -30,7 +32,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from ..model import Health, ServerProcess, Settings, Target
+from ..model import Health, ServerProcess, Settings, Target, resolve
 from ..patterns import Pattern
 
 
@@ -75,6 +77,9 @@ class Service(ABC):
     # Seconds after its container started during which a server that does not answer yet is starting (an
     # initdb, a recovery), not stuck: it is never restarted then. 0: no such phase worth waiting for.
     startup_grace: float = 0.0
+    # pattern id -> the Settings.writes key whose directory its line is about, for a line that names no path
+    # (MariaDB's "Bind on unix socket: Permission denied": the socket's is on the next line)
+    path_settings: dict[str, str] = {}
 
     def runs_server(self, attrs: dict) -> bool:
         """An argument of the container's command runs one of `commands` (after an entrypoint, `sh -c`...)."""
@@ -116,6 +121,20 @@ class Service(ABC):
     @abstractmethod
     def probe(self, target: Target, container_status: str, local_paths: bool) -> Health:
         """Health of the server of target (see hooks/health.py STATES)."""
+
+    def locate(self, pattern_id: str, context: dict, target: Target) -> dict:
+        """context with `path` the absolute path in the container that the message is about: the one it names,
+        a relative one taken from target's data dir through its links (model.resolve: PostgreSQL's
+        "pg_wal/..." is where pg_wal points), or, for a line that names none, the directory of the setting
+        path_settings gives (with `path_from` saying so); context itself when none of these is known."""
+        path = context.get("path")
+        if path:
+            found = resolve(path, target.data_dir, target.links)
+            return context if found == path else {**context, "path": found, "named": path}
+        setting = self.path_settings.get(pattern_id)
+        if setting and target.writes.get(setting):
+            return {**context, "path": target.writes[setting], "path_from": f"setting {setting}"}
+        return context
 
     def restart_hazard(self, target: Target) -> str | None:
         """Why a restart of the running server now could lose data (in recovery, writes not yet durable);
