@@ -508,7 +508,9 @@ class Watcher:
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
         """A start-up crash no known line explained: an incident when the data mount is not owned by the
-        service's uid (the owner as the target's facts give it while the server is down)."""
+        service's uid, or a writable mount a setting of the server names (a log, socket or WAL directory) is not
+        writable by it (executor.crash_evidence: the facts as while the server is down; the incident's context
+        names that directory); mounts no setting names are reported, never repaired."""
         try:
             container.reload()
         except docker.errors.DockerException:
@@ -528,18 +530,28 @@ class Watcher:
         if started and w.last_detection_ns >= started:
             return  # a known line of this run already opened (or joined) an incident
         owner = self.executor.crash_evidence(w.id)
+        if owner and owner.get("unneeded"):
+            self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
+                                unneeded=owner["unneeded"],
+                                why="no known line matched; mounts no setting of the server names cannot be "
+                                    "written by it: reported, never repaired")
         if not owner or owner.get("ok", True):
             return
         when = f"{uptime:.1f}s after start" if uptime is not None else "at start"
-        message = (f"exited with code {code} {when} (restarts {restarts}); data mount {owner.get('path')}: "
+        where = (f"mount {owner['mount']} ({', '.join(owner.get('needed_by') or [])}) {owner.get('path')}"
+                 if owner.get("mount") else f"data mount {owner.get('path')}")
+        message = (f"exited with code {code} {when} (restarts {restarts}); {where}: "
                    f"{owner.get('problem')}; no known line matched")
         if state.get("Error"):
             message += f"; engine: {state['Error'][:200]}"
+        why = ("no known line matched; a mount the server's settings name is not writable by its uid"
+               if owner.get("mount") else "no known line matched; the data mount is not owned by the service")
         self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
-                            owner=owner, why="no known line matched; the data mount is not owned by the service")
-        self.recovery.report(w.id, w.name, "permission-denied", "exit", {"message": message, "exit_code": code,
-                                                                        "owner": owner, "matched": None,
-                                                                        "service": w.service})
+                            owner=owner, why=why)
+        detail = {"message": message, "exit_code": code, "owner": owner, "matched": None, "service": w.service}
+        if owner.get("context"):
+            detail["context"] = owner["context"]
+        self.recovery.report(w.id, w.name, "permission-denied", "exit", detail)
 
     # --- health ---------------------------------------------------------------------------------
     def probe_soon(self, container_id: str) -> None:
