@@ -246,3 +246,18 @@ def test_a_setting_s_directory_not_made_yet_is_judged_at_its_nearest_existing_on
     [verdict] = mount_verdicts(t, m, True)
     assert (verdict["path"], verdict["ok"]) == ("/srv/logs", False)
     assert verdict["host_path"] == str(tmp_path / "srv" / "logs")
+
+
+def test_explain_classifies_every_captured_failing_log_with_its_family_s_catalogue():
+    from click.testing import CliRunner
+
+    from ownvol.hook.commands import explain
+
+    expected = json.loads((GOLDEN / "expected.json").read_text())
+    for name, entry in expected.items():
+        if entry["origin"] != "captured" or not entry["detections"]:
+            continue
+        out = CliRunner().invoke(explain, ["--json", str(GOLDEN / name)])
+        found = [json.loads(line) for line in out.output.splitlines()]
+        assert [[f["line_number"], f["pattern"], f["error_type"]] for f in found] == entry["detections"], name
+        assert {f["service"] for f in found} <= {entry.get("service", "redis")}, name
