@@ -193,6 +193,18 @@ class DockerExecutor:
             return {**(owner or {}), "ok": True, "unneeded": unneeded}
         return owner
 
+    def unwritable(self, container_id: str) -> dict[str, str]:
+        """setting -> the directory checked (in the container) of each setting of the server ("data dir",
+        Settings.writes) on a writable mount where its uid cannot create entries now (health.mount_verdicts);
+        {} when nothing is found or it cannot be checked from here."""
+        try:
+            container, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return {}
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        return {name: v["path"] for v in mount_verdicts(target, container.attrs.get("Mounts") or [], local)
+                if not v["ok"] for name in v["needed_by"]}
+
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""
         if health.container not in ("exited", "created", "dead", "gone"):

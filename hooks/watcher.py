@@ -504,7 +504,9 @@ class Watcher:
             _, target = self.executor.target(w.id)
         except docker.errors.DockerException:
             return detail
-        return {**detail, "context": service.locate(detail.get("pattern", ""), context, target)}
+        several = len(service.path_settings.get(detail.get("pattern", ""), ())) > 1
+        unwritable = self.executor.unwritable(w.id) if several and not path else None
+        return {**detail, "context": service.locate(detail.get("pattern", ""), context, target, unwritable)}
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
         """A start-up crash no known line explained: an incident when the data mount is not owned by the

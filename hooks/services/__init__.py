@@ -77,9 +77,11 @@ class Service(ABC):
     # Seconds after its container started during which a server that does not answer yet is starting (an
     # initdb, a recovery), not stuck: it is never restarted then. 0: no such phase worth waiting for.
     startup_grace: float = 0.0
-    # pattern id -> the Settings.writes key whose directory its line is about, for a line that names no path
-    # (MariaDB's "Bind on unix socket: Permission denied": the socket's is on the next line)
-    path_settings: dict[str, str] = {}
+    # pattern id -> the Settings.writes keys whose directory its line is about, for a line that names no path:
+    # one (MariaDB's "Bind on unix socket: Permission denied": the socket's), or several, of which the first
+    # whose directory the server's uid cannot write (InnoDB's "Operating system error number 13": its redo
+    # log's, undo or system tablespace's directory, when one is on a mount of its own)
+    path_settings: dict[str, tuple[str, ...]] = {}
 
     def runs_server(self, attrs: dict) -> bool:
         """An argument of the container's command runs one of `commands` (after an entrypoint, `sh -c`...)."""
@@ -122,18 +124,24 @@ class Service(ABC):
     def probe(self, target: Target, container_status: str, local_paths: bool) -> Health:
         """Health of the server of target (see hooks/health.py STATES)."""
 
-    def locate(self, pattern_id: str, context: dict, target: Target) -> dict:
+    def locate(self, pattern_id: str, context: dict, target: Target, unwritable: dict[str, str] | None = None
+               ) -> dict:
         """context with `path` the absolute path in the container that the message is about: the one it names,
         a relative one taken from target's data dir through its links (model.resolve: PostgreSQL's
         "pg_wal/..." is where pg_wal points), or, for a line that names none, the directory of the setting
-        path_settings gives (with `path_from` saying so); context itself when none of these is known."""
+        path_settings gives, of the first of several in unwritable (setting -> directory its uid cannot
+        write, executor.unwritable), with `path_from` saying which; context itself when none is known."""
         path = context.get("path")
         if path:
             found = resolve(path, target.data_dir, target.links)
             return context if found == path else {**context, "path": found, "named": path}
-        setting = self.path_settings.get(pattern_id)
-        if setting and target.writes.get(setting):
-            return {**context, "path": target.writes[setting], "path_from": f"setting {setting}"}
+        settings = self.path_settings.get(pattern_id, ())
+        if len(settings) == 1 and target.writes.get(settings[0]):
+            return {**context, "path": target.writes[settings[0]], "path_from": f"setting {settings[0]}"}
+        for setting in settings if len(settings) > 1 else ():
+            if (unwritable or {}).get(setting):
+                return {**context, "path": (unwritable or {})[setting],
+                        "path_from": f"setting {setting}, a directory the server's uid cannot write"}
         return context
 
     def restart_hazard(self, target: Target) -> str | None:

@@ -95,8 +95,10 @@ CATALOGUE = (
                            r"Relay_log_info::init\(\)\. Error: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"",
       "relay-log", "runtime", False, VERSIONS, note="CHANGE MASTER TO (or a replica's start) opening its relay log"),
 )
-# Patterns whose line names no path, and the setting (Settings.writes) whose directory it is about
-PATH_SETTINGS = {"mariadb-socket-bind": "socket"}
+# Patterns whose line names no path, and the settings (Settings.writes) whose directory it is about (Service.locate)
+PATH_SETTINGS = {"mariadb-socket-bind": ("socket",),
+                 "innodb-os-error-13": ("innodb-log-group-home-dir", "innodb-undo-directory", "innodb-data-home-dir",
+                                        "tmpdir", "innodb-tmpdir")}
 
 
 class MariaDBService(ExecProbed):

@@ -1,6 +1,7 @@
 """Paths a database writes beside its data dir (issue 24 kind A), on the real engine with the real servers: the
-MariaDB binary log on its own root-owned bind (case 20), PostgreSQL's unix socket directory and pg_wal
-(initdb --waldir) on their own binds, an undo directory that crashes MariaDB with no known line.
+MariaDB binary log on its own root-owned bind (case 20), its redo log (a line that names no file) and undo
+directory (a crash with no known line) on theirs, PostgreSQL's unix socket directory and pg_wal (initdb
+--waldir) on their own binds.
 
 Each case has two halves: the hook names the right path, absolute in the container (the detection's or the
 crash evidence's context `path`: what this branch builds), and the heal, where the repair acts on the mount
@@ -190,6 +191,42 @@ def test_a_crash_with_no_known_line_is_healed_on_the_undo_directory_s_mount(hook
     recovered = h.wait_event(by(c.name, "recovered"), 150, "MariaDB to be recovered")
     heal_report("MariaDB undo directory on a root-owned bind, no known line", recovered["ts"] - started)
     assert {(p.stat().st_uid, p.stat().st_gid) for p in [undo, *undo.iterdir()]} == {(999, 999)}
+    wait_for(lambda: mariadb_ready(c), 60, what="MariaDB to answer")
+    assert mariadb_run(c, "select count(*) from kept.t") == (0, "3")
+
+
+def redo_on_its_own_bind(hook, tracked, image, host_dir, port, tmp_path):
+    """An initialised MariaDB whose redo log was moved to a bind of its own (innodb-log-group-home-dir) and
+    given to root: InnoDB's 'Operating system error number 13 in a file operation.', which names no file."""
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    initialised_mariadb(tracked, image, port, host_dir, h.labels, rows=3)
+    redo = root_dir(tmp_path / "redo")
+    shutil.move(str(host_dir / "ib_logfile0"), str(redo / "ib_logfile0"))
+    os.chown(redo / "ib_logfile0", 0, 0)
+    started = time.time()
+    c = run_mariadb_with(tracked, image, port, host_dir, h.labels, {redo: "/srv/redo"},
+                         ("--innodb-log-group-home-dir=/srv/redo",),
+                         restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
+    return h, c, redo, started
+
+
+def test_innodb_error_13_naming_no_file_is_about_the_redo_log_s_unwritable_directory(hook, tracked, mariadb,
+                                                                                     host_dir, port, tmp_path):
+    h, c, _, _ = redo_on_its_own_bind(hook, tracked, mariadb, host_dir, port, tmp_path)
+    detected = h.wait_event(lambda e: by(c.name, "detected")(e) and e["pattern"] == "innodb-os-error-13", 60,
+                            "InnoDB's error 13 to be recognised")
+    assert "path" not in detected["context"]
+    incident = h.wait_event(by(c.name, "incident"), 30, "an incident")
+    assert incident["detail"]["context"]["path"] == "/srv/redo"
+    assert incident["detail"]["context"]["path_from"].startswith("setting innodb-log-group-home-dir")
+
+
+def test_the_redo_log_s_mount_is_healed(hook, tracked, mariadb, host_dir, port, tmp_path):
+    """Needs the path-to-mount repair (hooks/targets.py, actions.py)."""
+    h, c, redo, started = redo_on_its_own_bind(hook, tracked, mariadb, host_dir, port, tmp_path)
+    recovered = h.wait_event(by(c.name, "recovered"), 150, "MariaDB to be recovered")
+    heal_report("MariaDB redo log on a root-owned bind", recovered["ts"] - started)
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [redo, *redo.iterdir()]} == {(999, 999)}
     wait_for(lambda: mariadb_ready(c), 60, what="MariaDB to answer")
     assert mariadb_run(c, "select count(*) from kept.t") == (0, "3")
 

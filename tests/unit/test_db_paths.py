@@ -207,6 +207,11 @@ def test_locate_makes_a_relative_path_absolute_and_fills_a_setting_s_directory()
     socket = db.locate("mariadb-socket-bind", {"errno": "Permission denied"}, target(writes={"socket": "/run/m"}))
     assert socket == {"errno": "Permission denied", "path": "/run/m", "path_from": "setting socket"}
     assert db.locate("innodb-os-error-13", {}, target(writes={"socket": "/run/m"})) == {}
+    redo = target(writes={"innodb-log-group-home-dir": "/redo", "tmpdir": "/tmp"})
+    assert db.locate("innodb-os-error-13", {"errnum": "13"}, redo, {"innodb-log-group-home-dir": "/redo"}) == {
+        "errnum": "13", "path": "/redo",
+        "path_from": "setting innodb-log-group-home-dir, a directory the server's uid cannot write"}
+    assert db.locate("innodb-os-error-13", {}, redo, {"data dir": "/var/lib/mysql"}) == {}
 
 
 def mounts(tmp_path: Path, spec: dict[str, tuple[int, int, bool]]) -> list[dict]:
