@@ -149,6 +149,30 @@ if [ "$family" = mariadb ]; then
             "$image" "${server[@]}"
     fi
 
+    # start-up: InnoDB's redo log (innodb-log-group-home-dir) on its own bind, given to root between runs:
+    # "Operating system error number 13", no file named
+    if want startup-redo-dir-root-owned; then
+        initialised "$work/redo"
+        mkdir -p "$work/redo-log"
+        mv "$work/redo/ib_logfile0" "$work/redo-log/"
+        chown -R 0:0 "$work/redo-log"
+        run startup-redo-dir-root-owned "$work/redo" -v "$work/redo-log:/var/lib/mysql-redo" --user 999:999 \
+            "$image" "${server[@]}" --innodb-log-group-home-dir=/var/lib/mysql-redo
+    fi
+
+    # start-up: the undo tablespaces (innodb-undo-directory; 11.x makes three by default, 10.11 none) on their
+    # own bind, given to root: "Failed to open the undo tablespace", said of a missing file too (no errno)
+    if want startup-undo-dir-root-owned; then
+        initialised "$work/undo"
+        if compgen -G "$work/undo/undo0*" >/dev/null; then
+            mkdir -p "$work/undo-dir"
+            mv "$work"/undo/undo0* "$work/undo-dir/"
+            chown -R 0:0 "$work/undo-dir"
+            run startup-undo-dir-root-owned "$work/undo" -v "$work/undo-dir:/var/lib/mysql-undo" --user 999:999 \
+                "$image" "${server[@]}" --innodb-undo-directory=/var/lib/mysql-undo
+        fi
+    fi
+
     # run time: a replica's relay log (--relay-log) in /var/log/mysql: CHANGE MASTER TO opens it
     if want runtime-relay-log-root-owned; then
         initialised "$work/relay"

@@ -42,6 +42,14 @@ def test_mariadb_captured_lines_name_the_path_beside_the_data_dir(version):
         ("mariadb-socket-bind", None, "Permission denied")]
     assert [(p, c["path"], c["errno"]) for _, p, c in detections(f"{version}/runtime-relay-log-root-owned.log")] == [
         ("mariadb-relay-log", "/var/log/mysql/relay-bin", "Permission denied")]
+    redo = detections(f"{version}/startup-redo-dir-root-owned.log")
+    assert [(p, "path" in c) for _, p, c in redo] == [("innodb-os-error-13", False)]
+
+
+def test_mariadb_undo_tablespaces_it_cannot_open_are_no_known_line():
+    """'Failed to open the undo tablespace undo002' is said of a missing file too, and names no errno: the
+    crash check judges the mounts instead (executor.crash_evidence)."""
+    assert detections("mariadb-11.8/startup-undo-dir-root-owned.log") == []
 
 
 def test_mariadb_existing_patterns_carry_the_path_as_well_as_the_file_or_dir():
