@@ -500,12 +500,12 @@ class Watcher:
             return detail
         if path.startswith("/") or (not path and detail.get("pattern") not in service.path_settings):
             return detail
+        several = len(service.path_settings.get(detail.get("pattern", ""), ())) > 1
         try:
             _, target = self.executor.target(w.id)
-        except docker.errors.DockerException:
-            return detail
-        several = len(service.path_settings.get(detail.get("pattern", ""), ())) > 1
-        unwritable = self.executor.unwritable(w.id) if several and not path else None
+            unwritable = self.executor.unwritable(w.id) if several and not path else None
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return detail  # the incident is reported all the same, with the path as the line gave it
         return {**detail, "context": service.locate(detail.get("pattern", ""), context, target, unwritable)}
 
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
