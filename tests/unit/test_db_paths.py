@@ -274,3 +274,83 @@ def test_explain_classifies_every_captured_failing_log_with_its_family_s_catalog
         found = [json.loads(line) for line in out.output.splitlines()]
         assert [[f["line_number"], f["pattern"], f["error_type"]] for f in found] == entry["detections"], name
         assert {f["service"] for f in found} <= {entry.get("service", "redis")}, name
+
+
+class _Stopped:
+    def __init__(self) -> None:
+        self.attrs = {"State": {"ExitCode": 1, "StartedAt": "2026-11-30T01:00:00.000000000Z",
+                                "FinishedAt": "2026-11-30T01:00:01.000000000Z", "Error": ""}, "RestartCount": 1}
+
+    def reload(self) -> None:
+        pass
+
+
+class _Recovery:
+    def __init__(self) -> None:
+        self.reports: list[tuple] = []
+
+    def busy(self, cid):
+        return False
+
+    def report(self, *args, **kw):
+        self.reports.append(args)
+
+
+class _Executor:
+    def __init__(self, evidence: dict | None, t: Target | None = None, unwritable: dict | None = None) -> None:
+        self.evidence, self.t, self.unwritable_dirs = evidence, t, unwritable or {}
+
+    def crash_evidence(self, cid):
+        return self.evidence
+
+    def target(self, cid):
+        return None, self.t
+
+    def unwritable(self, cid):
+        return self.unwritable_dirs
+
+
+def watcher_with(executor):
+    from ownvol.hook.telemetry import Telemetry
+    from ownvol.hook.watcher import Watcher
+
+    out = io.StringIO()
+    recovery = _Recovery()
+    return Watcher(lambda: None, {}, recovery, Telemetry(out=out), executor), recovery, out
+
+
+def test_a_crash_on_a_setting_s_mount_is_reported_with_its_directory():
+    from ownvol.hook.watcher import Watched
+
+    evidence = {"path": "/host/undo", "ok": False, "problem": "owner 0:0 mode 0755: 999:999 cannot write there",
+                "mount": "/srv/undo", "context": {"path": "/srv/undo"}, "needed_by": ["innodb-undo-directory"]}
+    watcher, recovery, _ = watcher_with(_Executor(evidence))
+    watcher.crashed(_Stopped(), Watched("c1", "db", service="mariadb"), "1")
+    [report] = recovery.reports
+    assert report[2:4] == ("permission-denied", "exit") and report[4]["context"] == {"path": "/srv/undo"}
+    assert "mount /srv/undo (innodb-undo-directory) /host/undo: owner 0:0" in report[4]["message"]
+
+
+def test_a_crash_on_a_mount_no_setting_names_is_reported_never_repaired():
+    from ownvol.hook.watcher import Watched
+
+    unneeded = [{"destination": "/etc/mysql/conf.d", "ok": False, "candidate": False, "needed_by": []}]
+    watcher, recovery, out = watcher_with(_Executor({"ok": True, "unneeded": unneeded}))
+    watcher.crashed(_Stopped(), Watched("c1", "db", service="mariadb"), "1")
+    assert recovery.reports == []
+    [event] = [json.loads(line) for line in out.getvalue().splitlines() if '"crash-evidence"' in line]
+    assert event["unneeded"] == unneeded and "never repaired" in event["why"]
+
+
+def test_the_watcher_locates_a_relative_path_and_a_line_that_names_none():
+    from ownvol.hook.watcher import Watched
+
+    t = target(data_dir="/pg", links={"pg_wal": "/wal"}, writes={"innodb-log-group-home-dir": "/redo"})
+    watcher, _, _ = watcher_with(_Executor(None, t, {"innodb-log-group-home-dir": "/redo"}))
+    pg = watcher._located(Watched("c1", "pg", service="postgres"),
+                          {"pattern": "pg-missing-dir", "context": {"path": "pg_wal/archive_status"}})
+    assert pg["context"] == {"path": "/wal/archive_status", "named": "pg_wal/archive_status"}
+    db = watcher._located(Watched("c1", "db", service="mariadb"), {"pattern": "innodb-os-error-13", "context": {}})
+    assert db["context"]["path"] == "/redo"
+    absolute = {"pattern": "mariadb-file-open", "context": {"path": "/var/log/mysql/mariadb-bin.index"}}
+    assert watcher._located(Watched("c1", "db", service="mariadb"), absolute) is absolute
