@@ -22,13 +22,16 @@ follows them). A message names a file of these relative to the data dir ("pg_wal
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import posixpath
 import re
 import tarfile
 from dataclasses import replace
 
 import docker
+import requests
 
 from ..model import Health, Settings, writes_of
 from . import ContainerView, register
@@ -234,31 +237,48 @@ def _writes(data_dir: str, args: list[str], guc: dict[str, str], from_file: dict
     return {**writes_of(data_dir, paths, directories), **links}
 
 
-LINKS_MAX = 1 << 20  # bytes of pg_tblspc's tar read at most (links only: a few hundred bytes each)
+LINKS_MAX = 1 << 20  # bytes of pg_tblspc's tar kept at most (links only: a few hundred bytes each)
+
+
+def _path_stat(container, path: str) -> dict | None:
+    """A path's stat in the container as the engine gives it without its content (HEAD
+    /containers/ID/archive: the X-Docker-Container-Path-Stat header, name, size, mode, linkTarget); None when
+    it does not exist or the engine does not say. A GET of pg_wal would stream every WAL segment (16 MB each),
+    and one left unread holds the container's lock in dockerd: every other request about it waits."""
+    try:
+        api = container.client.api
+        reply = api.head(api._url("/containers/{0}/archive", container.id), params={"path": path}, timeout=10)
+        header = reply.headers.get("X-Docker-Container-Path-Stat") if reply.ok else None
+        return json.loads(base64.b64decode(header)) if header else None
+    except (AttributeError, ValueError, requests.exceptions.RequestException):
+        return None
 
 
 def _links(view: ContainerView, data_dir: str) -> dict[str, str]:
-    """The data dir's links the server writes through, read from the container (its archive API gives a link
-    as a link, running or not): pg_wal -> its target, pg_tblspc/OID -> each tablespace's location; {} where
-    the view cannot read them (no container) or they are plain directories."""
+    """The data dir's links the server writes through, read from the container (the engine's archive API gives
+    a link as a link, running or not): pg_wal -> its target, pg_tblspc/OID -> each tablespace's location; {}
+    where the view cannot read them (no container) or they are plain directories."""
     container = getattr(view, "container", None)
     if container is None:
         return {}
     found = {}
-    for name in ("pg_wal", "pg_tblspc"):
-        try:
-            stream, _ = container.get_archive(posixpath.join(data_dir, name))
-            data = bytearray()
-            for chunk in stream:
+    wal = _path_stat(container, posixpath.join(data_dir, "pg_wal")) or {}
+    if str(wal.get("linkTarget") or "").startswith("/"):
+        found["pg_wal"] = posixpath.normpath(wal["linkTarget"])
+    if not _path_stat(container, posixpath.join(data_dir, "pg_tblspc")):
+        return found
+    try:
+        stream, _ = container.get_archive(posixpath.join(data_dir, "pg_tblspc"))
+        data = bytearray()
+        for chunk in stream:  # read to its end, whatever is kept: see _path_stat
+            if len(data) <= LINKS_MAX:
                 data += chunk
-                if len(data) > LINKS_MAX:
-                    break
-            with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r|") as tar:
-                for member in tar:
-                    if member.issym() and member.linkname.startswith("/"):
-                        found[member.name] = posixpath.normpath(member.linkname)
-        except (docker.errors.APIError, tarfile.TarError, KeyError):
-            continue
+        with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r|") as tar:
+            for member in tar:
+                if member.issym() and member.linkname.startswith("/"):
+                    found[member.name] = posixpath.normpath(member.linkname)
+    except (docker.errors.APIError, tarfile.TarError, KeyError):
+        pass
     return found
 
 

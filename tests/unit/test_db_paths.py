@@ -5,11 +5,13 @@ of a container judged against the server's uid (health.mount_verdicts)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -153,10 +155,25 @@ def test_mariadb_path_flags_and_the_live_answer():
 
 
 class Archive:
-    """A container whose archive API gives links, as the engine's does for a path that is a link."""
+    """A container whose engine answers HEAD and GET of its archive API as dockerd does: a path's stat (a link's
+    linkTarget) in a header, and a directory's links as links."""
 
-    def __init__(self, links: dict[str, dict[str, str]]) -> None:
-        self.links = links
+    id = "c" * 64
+
+    def __init__(self, stats: dict[str, str], links: dict[str, dict[str, str]]) -> None:
+        self.stats, self.links = stats, links  # path -> linkTarget ("" for a directory); dir -> its links
+        self.client = SimpleNamespace(api=self)
+
+    def _url(self, pathfmt: str, *args) -> str:
+        return pathfmt.format(*args)
+
+    def head(self, url: str, params: dict, timeout: float):
+        path = params["path"]
+        if path not in self.stats:
+            return SimpleNamespace(ok=False, headers={})
+        stat = {"name": path.rsplit("/", 1)[-1], "linkTarget": self.stats[path]}
+        return SimpleNamespace(ok=True, headers={"X-Docker-Container-Path-Stat":
+                                                 base64.b64encode(json.dumps(stat).encode()).decode()})
 
     def get_archive(self, path: str):
         import docker
@@ -176,8 +193,8 @@ class Archive:
 
 def test_postgres_settings_list_sockets_log_dir_and_the_data_dir_s_links():
     pg = by_family("postgres")
-    container = Archive({"/pg/pg_wal": {"pg_wal": "/wal"},
-                         "/pg/pg_tblspc": {"pg_tblspc": "", "pg_tblspc/16385": "/srv/ts"}})
+    container = Archive({"/pg/pg_wal": "/wal", "/pg/pg_tblspc": ""},
+                        {"/pg/pg_tblspc": {"pg_tblspc": "", "pg_tblspc/16385": "/srv/ts"}})
     conf = {"/pg/postgresql.conf": "unix_socket_directories = '/run/a, @abstract, /run/b'\nlog_directory = 'log'\n"}
     settings = pg.configured(View(attrs("postgres", ["-D", "/pg"]), conf, container))
     assert settings.links == {"pg_wal": "/wal", "pg_tblspc/16385": "/srv/ts"}
@@ -186,6 +203,8 @@ def test_postgres_settings_list_sockets_log_dir_and_the_data_dir_s_links():
     plain = pg.configured(View(attrs("postgres", ["-k", "/sock", "-c", "log_directory=/logs"], ["PGDATA=/d"])))
     assert (plain.writes, plain.links) == ({"unix_socket_directories": "/sock", "log_directory": "/logs"}, {})
     assert pg.configured(View(attrs("postgres"))).writes == {"unix_socket_directories": "/var/run/postgresql"}
+    in_place = Archive({"/pg/pg_wal": ""}, {})  # pg_wal a directory: never read (it streams every segment)
+    assert pg.configured(View(attrs("postgres", ["-D", "/pg"]), {}, in_place)).links == {}
 
 
 def test_redis_settings_list_its_logfile_socket_and_cluster_config():
