@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,6 +35,15 @@ class Runs(Protocol):
     def last_run(self, container_id: str) -> tuple[int, int] | None: ...
 
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
+
+
+def _crash_context(checked: str, wanted: str) -> dict:
+    """An incident's context for a directory the server's uid cannot write (in the container): the entry it
+    must create there when the setting's directory does not exist yet (its next component), else the
+    directory itself, marked `directory` (a path the server writes in, not a file it creates)."""
+    if wanted != checked and wanted.startswith(checked.rstrip("/") + "/"):
+        return {"path": posixpath.join(checked, wanted[len(checked.rstrip("/")) + 1:].split("/")[0])}
+    return {"path": checked, "directory": True}
 
 
 class DockerExecutor:
@@ -186,7 +196,7 @@ class DockerExecutor:
             first = needed[0]
             return {"path": first["host_path"], "ok": False, "problem": first["problem"],
                     **{k: first[k] for k in ("uid", "gid", "mode") if k in first},
-                    "mount": first["destination"], "context": {"path": first["path"]},
+                    "mount": first["destination"], "context": _crash_context(first["path"], first["wanted"]),
                     "needed_by": first["needed_by"], "mounts": failing}
         unneeded = [v for v in failing if not v["candidate"]]
         if unneeded:

@@ -199,7 +199,8 @@ def mount_verdicts(target: Target, mounts: list[dict], local: bool) -> list[dict
     root, each {"destination", "source", "type", "needed_by" (the settings; [] for a mount no setting names),
     "candidate" (needed_by is not empty: only such a mount is the server's to write, and may be repaired),
     "path" (the directory checked, in the container: the deepest existing one on the way to the setting's, where
-    the server must create the rest), "host_path", "uid", "gid", "mode", "ok", "problem"}.
+    the server must create the rest), "wanted" (the setting's directory, or the mount's root), "host_path",
+    "uid", "gid", "mode", "ok", "problem"}.
     [] when not checkable from here (not local, no uid:gid known, or root, which no owner stops)."""
     if not local or target.uid is None or target.gid is None or target.uid == 0:
         return []
@@ -234,7 +235,8 @@ def _verdict(target: Target, m: dict, dest: str, directory: str, names: list[str
         existing.append(part)
     mount = DataMount(m["Type"], m["Source"], dest, "/".join(existing), m.get("Name") or "", m.get("Driver") or "")
     base = {"destination": dest, "source": m["Source"], "type": m["Type"], "needed_by": names,
-            "candidate": bool(names), "path": posixpath.join(dest, *existing), "host_path": mount.host_path}
+            "candidate": bool(names), "path": posixpath.join(dest, *existing), "wanted": directory,
+            "host_path": mount.host_path}
     try:
         with data_path(mount) as reach:
             state = inspect_root(reach, target.uid, target.gid)

@@ -130,17 +130,19 @@ class Service(ABC):
         a relative one taken from target's data dir through its links (model.resolve: PostgreSQL's
         "pg_wal/..." is where pg_wal points), or, for a line that names none, the directory of the setting
         path_settings gives, of the first of several in unwritable (setting -> directory its uid cannot
-        write, executor.unwritable), with `path_from` saying which; context itself when none is known."""
+        write, executor.unwritable), with `path_from` saying which and `directory` (the path is a directory
+        the server writes in, not a file it creates); context itself when none is known."""
         path = context.get("path")
         if path:
             found = resolve(path, target.data_dir, target.links)
             return context if found == path else {**context, "path": found, "named": path}
         settings = self.path_settings.get(pattern_id, ())
         if len(settings) == 1 and target.writes.get(settings[0]):
-            return {**context, "path": target.writes[settings[0]], "path_from": f"setting {settings[0]}"}
+            return {**context, "path": target.writes[settings[0]], "directory": True,
+                    "path_from": f"setting {settings[0]}"}
         for setting in settings if len(settings) > 1 else ():
             if (unwritable or {}).get(setting):
-                return {**context, "path": (unwritable or {})[setting],
+                return {**context, "path": (unwritable or {})[setting], "directory": True,
                         "path_from": f"setting {setting}, a directory the server's uid cannot write"}
         return context
 

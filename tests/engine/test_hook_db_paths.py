@@ -178,9 +178,9 @@ def test_a_crash_with_no_known_line_names_the_undo_directory_s_mount(hook, track
     evidence = h.wait_event(by(c.name, "crash-evidence"), 90, "the crash to be judged")
     assert evidence["owner"]["mount"] == "/srv/undo"
     assert evidence["owner"]["needed_by"] == ["innodb-undo-directory"]
-    assert evidence["owner"]["context"] == {"path": "/srv/undo"}
+    assert evidence["owner"]["context"] == {"path": "/srv/undo", "directory": True}
     incident = h.wait_event(by(c.name, "incident"), 30, "an incident")
-    assert incident["origin"] == "exit" and incident["detail"]["context"] == {"path": "/srv/undo"}
+    assert incident["origin"] == "exit" and incident["detail"]["context"] == {"path": "/srv/undo", "directory": True}
     assert "mount /srv/undo (innodb-undo-directory)" in incident["detail"]["message"]
 
 

@@ -232,11 +232,12 @@ def test_locate_makes_a_relative_path_absolute_and_fills_a_setting_s_directory()
         "path": "/wal/archive_status", "named": "pg_wal/archive_status"}
     assert pg.locate("pg-file", {"path": "/run/x.lock"}, t) == {"path": "/run/x.lock"}
     socket = db.locate("mariadb-socket-bind", {"errno": "Permission denied"}, target(writes={"socket": "/run/m"}))
-    assert socket == {"errno": "Permission denied", "path": "/run/m", "path_from": "setting socket"}
+    assert socket == {"errno": "Permission denied", "path": "/run/m", "directory": True,
+                      "path_from": "setting socket"}
     assert db.locate("innodb-os-error-13", {}, target(writes={"socket": "/run/m"})) == {}
     redo = target(writes={"innodb-log-group-home-dir": "/redo", "tmpdir": "/tmp"})
     assert db.locate("innodb-os-error-13", {"errnum": "13"}, redo, {"innodb-log-group-home-dir": "/redo"}) == {
-        "errnum": "13", "path": "/redo",
+        "errnum": "13", "path": "/redo", "directory": True,
         "path_from": "setting innodb-log-group-home-dir, a directory the server's uid cannot write"}
     assert db.locate("innodb-os-error-13", {}, redo, {"data dir": "/var/lib/mysql"}) == {}
 
@@ -276,8 +277,15 @@ def test_a_setting_s_directory_not_made_yet_is_judged_at_its_nearest_existing_on
     os.chown(tmp_path / "srv" / "logs", 0, 0)
     t = target(data_dir="/data", writes={"log_directory": "/srv/logs/pg/new"})
     [verdict] = mount_verdicts(t, m, True)
-    assert (verdict["path"], verdict["ok"]) == ("/srv/logs", False)
+    assert (verdict["path"], verdict["wanted"], verdict["ok"]) == ("/srv/logs", "/srv/logs/pg/new", False)
     assert verdict["host_path"] == str(tmp_path / "srv" / "logs")
+
+
+def test_the_crash_context_names_what_the_server_must_create_or_the_directory_it_writes_in():
+    from ownvol.hook.executor import _crash_context
+
+    assert _crash_context("/srv/logs", "/srv/logs/pg/new") == {"path": "/srv/logs/pg"}
+    assert _crash_context("/srv/undo", "/srv/undo") == {"path": "/srv/undo", "directory": True}
 
 
 def test_explain_classifies_every_captured_failing_log_with_its_family_s_catalogue():
