@@ -28,7 +28,7 @@ from .executor import DockerExecutor
 from .journal import Journal
 from .model import ActionRecord, Incident
 from .recovery import Recovery
-from .services import by_family, plan_of
+from .services import by_family, plan_of, services
 from .shared import advice, recurring
 from .strategies import StrategyError, load
 from .targets import engine_node, engine_paths_reachable
@@ -406,11 +406,18 @@ def history(state_dir, db, limit, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per failure, a line each.")
 def explain(file, as_json) -> None:
     """What the hook makes of a server's log (FILE, or - for stdin, as `docker logs` prints it): each failure
-    it recognises, with its pattern, error type, phase and the versions that print it. Changes nothing."""
-    found = patterns.read_log(file.read().splitlines())
+    it recognises, with its pattern, error type, phase and the versions that print it, read with the catalogue
+    of the first family (hooks/services, Redis's first) that recognises any. Changes nothing."""
+    lines = file.read().splitlines()
+    found, family = [], ""
+    for service in services():
+        found = patterns.read_log(lines, service.catalogue)
+        if found:
+            family = service.family
+            break
     if as_json:
         for number, d in found:
-            click.echo(json.dumps({**d.as_dict(), "line": d.line, "line_number": number}))
+            click.echo(json.dumps({**d.as_dict(), "service": family, "line": d.line, "line_number": number}))
         return
     if not found:
         click.echo("no known failure in this log")

@@ -20,7 +20,7 @@ from ownvol.userns import IdMap
 from . import actions, paths
 from .actions import SWARM_TASK, Context
 from .connection import UnsupportedHost, endpoint
-from .health import owner_of, saving
+from .health import mount_verdicts, owner_of, saving
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
 from .targets import (
@@ -106,6 +106,15 @@ class InspectCache:
         with self._lock:
             self._kept.clear()
             self._epoch += 1
+
+
+def _crash_context(checked: str, wanted: str) -> dict:
+    """An incident's context for a directory the server's uid cannot write (in the container): the entry it
+    must create there when the setting's directory does not exist yet (its next component), else the
+    directory itself, marked `directory` (a path the server writes in, not a file it creates)."""
+    if wanted != checked and wanted.startswith(checked.rstrip("/") + "/"):
+        return {"path": posixpath.join(checked, wanted[len(checked.rstrip("/")) + 1:].split("/")[0])}
+    return {"path": checked, "directory": True}
 
 
 class DockerExecutor:
@@ -381,14 +390,46 @@ class DockerExecutor:
         return health
 
     def crash_evidence(self, container_id: str) -> dict | None:
-        """The data mount's owner against the service's uid:gid (facts as while it is down), for a crash no
-        line explained; None when it cannot be checked from here or no owner is known."""
+        """For a crash no line explained, with the facts as while it is down: the data mount's owner against
+        the service's uid:gid (owner_of) when it is wrong; else the first writable mount that a setting of the
+        server names (health.mount_verdicts: its binary log's, its sockets' directory...) and its uid cannot
+        write, as owner_of's shape ("path" on the host, "ok", "problem", "uid", "gid", "mode") with "mount"
+        (its destination), "context" ({"path": the directory in the container}), "needed_by" (the settings) and
+        "mounts" (every failing verdict); else, when only mounts no setting names fail, {"ok": True,
+        "unneeded": those verdicts} (reported, never repaired); else the data mount's owner, or None when
+        nothing can be checked from here or no owner is known."""
         try:
-            _, target = self.target(container_id)
+            container, target = self.target(container_id)
         except docker.errors.DockerException:
             return None
         local = self.repair_via != "helper" and engine_paths_reachable()
-        return owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
+        owner = owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
+        if owner and not owner.get("ok", True):
+            return owner
+        failing = [v for v in mount_verdicts(target, container.attrs.get("Mounts") or [], local) if not v["ok"]]
+        needed = [v for v in failing if set(v["needed_by"]) - {"data dir"}]
+        if needed:
+            first = needed[0]
+            return {"path": first["host_path"], "ok": False, "problem": first["problem"],
+                    **{k: first[k] for k in ("uid", "gid", "mode") if k in first},
+                    "mount": first["destination"], "context": _crash_context(first["path"], first["wanted"]),
+                    "needed_by": first["needed_by"], "mounts": failing}
+        unneeded = [v for v in failing if not v["candidate"]]
+        if unneeded:
+            return {**(owner or {}), "ok": True, "unneeded": unneeded}
+        return owner
+
+    def unwritable(self, container_id: str) -> dict[str, str]:
+        """setting -> the directory checked (in the container) of each setting of the server ("data dir",
+        Settings.writes) on a writable mount where its uid cannot create entries now (health.mount_verdicts);
+        {} when nothing is found or it cannot be checked from here."""
+        try:
+            container, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return {}
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        return {name: v["path"] for v in mount_verdicts(target, container.attrs.get("Mounts") or [], local)
+                if not v["ok"] for name in v["needed_by"]}
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""

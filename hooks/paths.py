@@ -7,6 +7,8 @@ the innermost mount there). What must be usable there depends on what the server
 - create: it makes a file in the directory that holds the path (Sentinel's and the cluster's temp file beside
   their config: src/config.c rewriteConfigOverwriteFile, clusterSaveConfig; the log file; the unix socket), so
   that directory is what is repaired;
+- write-in: the path is itself a directory the server creates files in (a setting's directory, named when a
+  line names no file or a crash names no line: the context's `directory`), so the path itself is repaired;
 - read: it only reads the path (an ACL file, an included config): the directory holding it on a directory mount,
   the file itself on a single-file bind (the one case where a host file is given to the container's user: it is
   the fix, and the event says the file alone was changed).
@@ -28,7 +30,7 @@ from ownvol.system_paths import system_area
 
 from .model import DataMount
 
-NEEDS = ("create", "read")
+NEEDS = ("create", "write-in", "read")
 SENTINEL_TEMP = "Sentinel writes a temp file beside its config and renames it over the file"
 WHY_CREATE = {
     "configfile": SENTINEL_TEMP,
@@ -122,7 +124,7 @@ def plan(mounts: tuple | list, path: str, needs: str, cwd: str, uid: int | None,
     if at_target is None or at_target.get("Type") not in ("bind", "volume"):
         kind = f"a {at_target.get('Type')} mount" if at_target else "the image's own directory, on no bind mount " \
                                                                    "or volume"
-        doing = "create files in" if needs == "create" else "read"
+        doing = "read" if needs == "read" else "create files in"
         return PathPlan(full, needs, target, None, where=(at_target or {}).get("Destination", ""),
                         diagnosis=f"{who} cannot {doing} {target}: it is {kind}, which the hook never "
                                   f"changes (a change there would not outlive the container). Mount a host "
@@ -163,7 +165,7 @@ def path_of_detection(detail: dict, paths: dict[str, str]) -> tuple[str, str, st
     if context.get("path"):
         named = context["path"]
         setting = setting or next((k for k, v in paths.items() if v == named), "")
-        return named, needs or "create", setting
+        return named, "write-in" if context.get("directory") else needs or "create", setting
     if setting and paths.get(setting):
         return paths[setting], needs or "create", setting
     return None

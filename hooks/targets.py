@@ -531,7 +531,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
         persists=settings.persists, paths=dict(settings.paths), role=settings.role,
-        mounts=tuple(attrs.get("Mounts") or ()))
+        mounts=tuple(attrs.get("Mounts") or ()), writes=dict(settings.writes), links=dict(settings.links))
 
 
 def _start_facts(container, cache: FactCache | None) -> StartFacts:

@@ -35,7 +35,7 @@ from .follow import LogStreams
 from .jsonfile import TAIL, JsonFiles, readable
 from .model import Health
 from .recovery import Recovery
-from .services import service_for
+from .services import by_family, service_for
 from .targets import engine_paths_reachable, is_watched
 from .telemetry import Telemetry
 
@@ -488,14 +488,37 @@ class Watcher:
 
     def _report(self, w: Watched, error_type: str, detail: dict, detected_at: float) -> None:
         try:
+            detail = self._located(w, detail)
             self.recovery.report(w.id, w.name, error_type, "log", detail, detected_at=detected_at)
         except Exception as exc:  # noqa: BLE001 - a report that raises must not stop the container's next
             self.telemetry.emit("report-failed", container=w.name, type=error_type,
                                 error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
+    def _located(self, w: Watched, detail: dict) -> dict:
+        """detail with its context's `path` absolute in the container (Service.locate with the container's
+        facts) when the line named a relative one, or none and its service knows the setting it is about;
+        detail as it is otherwise, or when the facts cannot be read."""
+        context = detail.get("context") or {}
+        path = context.get("path") or ""
+        try:
+            service = by_family(w.service)
+        except KeyError:
+            return detail
+        if path.startswith("/") or (not path and detail.get("pattern") not in service.path_settings):
+            return detail
+        several = len(service.path_settings.get(detail.get("pattern", ""), ())) > 1
+        try:
+            _, target = self.executor.target(w.id)
+            unwritable = self.executor.unwritable(w.id) if several and not path else None
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return detail  # the incident is reported all the same, with the path as the line gave it
+        return {**detail, "context": service.locate(detail.get("pattern", ""), context, target, unwritable)}
+
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
         """A start-up crash no known line explained: an incident when the data mount is not owned by the
-        service's uid (the owner as the target's facts give it while the server is down)."""
+        service's uid, or a writable mount a setting of the server names (a log, socket or WAL directory) is not
+        writable by it (executor.crash_evidence: the facts as while the server is down; the incident's context
+        names that directory); mounts no setting names are reported, never repaired."""
         try:
             container.reload()
         except docker.errors.DockerException:
@@ -515,18 +538,28 @@ class Watcher:
         if started and w.last_detection_ns >= started:
             return  # a known line of this run already opened (or joined) an incident
         owner = self.executor.crash_evidence(w.id)
+        if owner and owner.get("unneeded"):
+            self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
+                                unneeded=owner["unneeded"],
+                                why="no known line matched; mounts no setting of the server names cannot be "
+                                    "written by it: reported, never repaired")
         if not owner or owner.get("ok", True):
             return
         when = f"{uptime:.1f}s after start" if uptime is not None else "at start"
-        message = (f"exited with code {code} {when} (restarts {restarts}); data mount {owner.get('path')}: "
+        where = (f"mount {owner['mount']} ({', '.join(owner.get('needed_by') or [])}) {owner.get('path')}"
+                 if owner.get("mount") else f"data mount {owner.get('path')}")
+        message = (f"exited with code {code} {when} (restarts {restarts}); {where}: "
                    f"{owner.get('problem')}; no known line matched")
         if state.get("Error"):
             message += f"; engine: {state['Error'][:200]}"
+        why = ("no known line matched; a mount the server's settings name is not writable by its uid"
+               if owner.get("mount") else "no known line matched; the data mount is not owned by the service")
         self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
-                            owner=owner, why="no known line matched; the data mount is not owned by the service")
-        self.recovery.report(w.id, w.name, "permission-denied", "exit", {"message": message, "exit_code": code,
-                                                                        "owner": owner, "matched": None,
-                                                                        "service": w.service})
+                            owner=owner, why=why)
+        detail = {"message": message, "exit_code": code, "owner": owner, "matched": None, "service": w.service}
+        if owner.get("context"):
+            detail["context"] = owner["context"]
+        self.recovery.report(w.id, w.name, "permission-denied", "exit", detail)
 
     # --- health ---------------------------------------------------------------------------------
     def probe_soon(self, container_id: str) -> None:

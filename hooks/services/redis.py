@@ -13,13 +13,17 @@ import redis
 
 from .. import patterns, redisconf
 from ..health import probe
-from ..model import ServerProcess, Settings
+from ..model import ServerProcess, Settings, writes_of
 from . import ContainerView, Service, command_of, register
 
 URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
 PASSWORD_ENV = "REDIS_PASSWORD"
-LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly", "save")
+LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly", "save", "logfile",
+             "cluster-enabled", "cluster-config-file")
+# What the server writes beside its dir (Settings.writes): its log file ("" is stdout), its unix socket, and a
+# cluster node's config file (src/config.c; a relative path is taken from `dir`, which the server chdirs to)
+WRITES_KEYS = ("logfile", "unixsocket", "cluster-config-file")
 # bind entries that put the server on IPv4 loopback: any address, or loopback itself ("-" marks an optional one)
 _LOOPBACK_REACHES = ("", "*", "0.0.0.0", "127.0.0.1", "localhost")
 
@@ -102,7 +106,8 @@ class RedisService(Service):
                         origins, tuple(problems),
                         persists=False if sentinel else _persists(conf.get("appendonly") or "no",
                                                                   None if save is None else " ".join(save)),
-                        paths=_paths(argv, cwd, conf), role="sentinel" if sentinel else "")
+                        paths=_paths(argv, cwd, conf), role="sentinel" if sentinel else "",
+                        writes=_writes(data_dir, {k: conf.get(k) or "" for k in (*WRITES_KEYS, "cluster-enabled")}))
 
     def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
@@ -125,8 +130,9 @@ class RedisService(Service):
         origins = {**settings.origins, **{k: "CONFIG GET" for k in got}}
         files = {**settings.files, **{k: got[k] for k in ("appenddirname", "dbfilename") if got.get(k)}}
         persists = _persists(got["appendonly"], got["save"]) if "appendonly" in got and "save" in got else None
+        writes = _writes(got["dir"], got) if "logfile" in got else settings.writes
         return Settings(got["dir"], settings.address, settings.password, files, origins, settings.problems,
-                        persists=persists, paths=settings.paths, role=settings.role)
+                        persists=persists, paths=settings.paths, role=settings.role, writes=writes)
 
     def probe(self, target, container_status: str, local_paths: bool):
         return probe(target, container_status, local_paths)
@@ -165,6 +171,15 @@ def _paths(argv: list[str], cwd: str, conf: redisconf.RedisConfig) -> dict[str, 
     if (conf.get("cluster-enabled") or "no").lower() == "yes":
         found["cluster-config-file"] = conf.get("cluster-config-file") or "nodes.conf"
     return found
+
+
+def _writes(data_dir: str, values: dict[str, str]) -> dict[str, str]:
+    """Settings.writes of WRITES_KEYS' values (CONFIG GET's or the config's); the cluster config file only
+    when cluster-enabled is yes."""
+    paths = {k: values.get(k) or "" for k in WRITES_KEYS}
+    if (values.get("cluster-enabled") or "no").lower() != "yes":
+        paths.pop("cluster-config-file")
+    return writes_of(data_dir, paths)
 
 
 def _persists(appendonly: str, save: str | None) -> bool:

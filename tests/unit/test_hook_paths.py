@@ -32,6 +32,15 @@ def test_a_file_the_server_creates_repairs_the_directory_that_holds_it_on_its_ow
     assert deeper.mount.subpath == "a/b" and deeper.mount.host_path == "/srv/c/node-conf/a/b"
 
 
+def test_a_directory_the_server_writes_in_is_repaired_itself_not_its_parent():
+    detail = {"context": {"path": "/node-conf/wal", "directory": True}, "needs": "create"}
+    assert paths.path_of_detection(detail, {}) == ("/node-conf/wal", "write-in", "")
+    plan = paths.plan([DATA, NODES], "/node-conf/wal", "write-in", "/data", 999, 999)
+    assert plan.repairs and plan.target == "/node-conf/wal" and plan.mount.subpath == "wal"
+    unmounted = paths.plan([DATA], "/var/log/mysql", "write-in", "/data", 999, 999)
+    assert not unmounted.repairs and "create files in" in unmounted.diagnosis
+
+
 def test_a_relative_path_is_resolved_against_the_server_cwd():
     plan = paths.plan([DATA, NODES], "nodes-6379.conf", "create", "/data", 999, 999)
     assert plan.path == "/data/nodes-6379.conf" and plan.mount.source == "/srv/c/data" and plan.mount.subpath == ""
