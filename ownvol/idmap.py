@@ -289,3 +289,15 @@ def root_shown(target: str) -> tuple[int, int]:
     """The owner the mount at target shows for its root (stat through the mount)."""
     st = os.stat(target)
     return st.st_uid, st.st_gid
+
+
+def mount_options(target: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The per-mount options (mountinfo's sixth field: rw,nosuid,nodev,relatime,idmapped...) of every mount at
+    target, the last mounted last; [] when nothing is mounted there (proc_pid_mountinfo(5))."""
+    found = []
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].replace("\\040", " ") == target:
+                found.append(fields[5])
+    return found
