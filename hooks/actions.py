@@ -72,6 +72,11 @@ def repair_ownership(ctx: Context) -> ActionResult:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None or t.gid is None:
         return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
+    if t.idmapped:
+        return ActionResult("skipped", {"why": f"{t.idmapped}: ownvol never chowns the data of an idmapped "
+                                               f"volume; the container runs as {t.uid}:{t.gid}: if that is not "
+                                               "the owner it shows, the map is wrong: recreate the volume (or a "
+                                               f"view-of it) with -o uid={t.uid} -o gid={t.gid}"})
     if t.uid == 0 and t.owner_source != "label":
         return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
                                                "root server, and ownvol gives data to root only when labelled "

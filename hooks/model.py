@@ -115,6 +115,7 @@ class Target:
     data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
     remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
     persists: bool | None = None  # the server writes to its data dir on its own (Settings.persists)
+    idmapped: str | None = None  # an ownvol volume shown through an idmapped mount, in words: never chowned
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
@@ -123,7 +124,7 @@ class Target:
                 "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
                 "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
                 "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
-                "persists": self.persists, "notes": self.notes}
+                "persists": self.persists, "idmapped": self.idmapped, "notes": self.notes}
 
 
 def _redact(url: str | None) -> str | None:
