@@ -263,9 +263,9 @@ def idmap_supported(path: str) -> tuple[bool, str]:
             os.close(tree)
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        detail = exc.strerror if isinstance(exc, IdmapError) else f"{exc.strerror}: {path}"
+        detail = exc.strerror if isinstance(exc, IdmapError) else f"{exc.strerror} [{name}]: {path}"
         hint = " (this filesystem does not support idmapped mounts)" if exc.errno == errno.EINVAL else ""
-        return False, f"idmapped mount refused on {fstype} at {path}: {detail} [{name}]{hint}"
+        return False, f"idmapped mount refused on {fstype} at {path}: {detail}{hint}"
     return True, fstype
 
 
