@@ -301,3 +301,48 @@ def mount_options(target: str, mountinfo: str = "/proc/self/mountinfo") -> list[
             if fields[4].replace("\\040", " ") == target:
                 found.append(fields[5])
     return found
+
+
+# statmount(2) (Linux 6.8; the maps since 6.15): include/uapi/linux/mount.h
+STATMOUNT_MNT_UIDMAP = 0x2000
+STATMOUNT_MNT_GIDMAP = 0x4000
+STATX_MNT_ID_UNIQUE = 0x4000  # include/uapi/linux/stat.h, Linux 6.8
+_STATX_MNT_ID = 144  # offset of stx_mnt_id in struct statx
+_SM_MASK, _SM_UIDMAP, _SM_STR = 8, 152, 512  # offsets in struct statmount: mask, mnt_uidmap_num.., str[]
+_libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+
+
+def unique_mount_id(target: str) -> int:
+    """The 64-bit mount ID (never reused) of the mount whose root target is: statx(STATX_MNT_ID_UNIQUE)."""
+    buf = ctypes.create_string_buffer(256)
+    if _libc.statx(AT_FDCWD, os.fsencode(target), 0x100, STATX_MNT_ID_UNIQUE, buf) != 0:
+        err = ctypes.get_errno()
+        raise IdmapError(err, f"statx({target}): {os.strerror(err)}")
+    return int(struct.unpack_from("=Q", buf.raw, _STATX_MNT_ID)[0])
+
+
+def mount_maps(target: str) -> tuple[list[str], list[str]] | None:
+    """The uid and gid map of the mount at target as statmount(STATMOUNT_MNT_UIDMAP|GIDMAP) gives them: lines
+    `inside outside count` as seen from this process's user namespace; None where the kernel cannot say (before
+    6.15: EINVAL or no such bits in the mask). IdmapError for other refusals."""
+    mnt_id = unique_mount_id(target)
+    req = struct.pack("=IIQQ", 24, 0, mnt_id, STATMOUNT_MNT_UIDMAP | STATMOUNT_MNT_GIDMAP)
+    size = 1 << 16
+    buf = ctypes.create_string_buffer(size)
+    try:
+        _syscall("statmount", ctypes.create_string_buffer(req, len(req)), buf, ctypes.c_size_t(size),
+                 ctypes.c_uint(0))
+    except IdmapError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS):
+            return None
+        raise
+    mask = struct.unpack_from("=Q", buf.raw, _SM_MASK)[0]
+    if not mask & STATMOUNT_MNT_UIDMAP or not mask & STATMOUNT_MNT_GIDMAP:
+        return None
+    uid_num, uid_off, gid_num, gid_off = struct.unpack_from("=IIII", buf.raw, _SM_UIDMAP)
+
+    def strings(count: int, offset: int) -> list[str]:
+        raw = buf.raw[_SM_STR + offset:]
+        return [part.decode() for part in raw.split(b"\0")[:count]]
+
+    return strings(uid_num, uid_off), strings(gid_num, gid_off)

@@ -425,8 +425,7 @@ class Volumes:
 
     def _recover_mapped(self) -> builtins.list[str]:
         """At start: put idmapped mounts back in line with the references, and check the map of every live one
-        (its root seen through the mount as the volume's uid:gid, the mount idmapped, nosuid and nodev: from
-        mountinfo). What was found is logged and recorded as the volume's check (Status)."""
+        (check_map). What was found is logged and recorded as the volume's check (Status)."""
         done = []
         for record in self.store.all(state="ready"):
             if not record.mapped:
@@ -449,9 +448,21 @@ class Volumes:
                 done.append(f"idmap check of {record.name}: {found}")
         return done
 
+    @staticmethod
+    def _maps_of(target: str) -> tuple[tuple[builtins.list[str], builtins.list[str]] | None, str]:
+        """The mount's uid and gid maps by statmount (Linux 6.15+), and how they were found, in words."""
+        try:
+            maps = idmap.mount_maps(target)
+        except OSError as exc:
+            return None, f"unread (statmount: {exc})"
+        if maps is None:
+            return None, "unread (statmount without STATMOUNT_MNT_UIDMAP: kernel before 6.15)"
+        return maps, "uid " + ",".join(maps[0]) + " gid " + ",".join(maps[1]) + " (statmount)"
+
     def check_map(self, record: VolumeRecord) -> str:
-        """What the live idmapped mount of a volume shows, in words ("ok: ..." or "wrong: ..."); recorded as the
-        volume's check and logged."""
+        """What the live idmapped mount of a volume shows, in words ("ok: ..." or "wrong: ..."): mountinfo's
+        options, the root's owner through it, and its maps by statmount where the kernel gives them (6.15+)
+        against the swap map of the root's owner on disk; recorded as the volume's check and logged."""
         target = self._mountpoint(record)
         want = self.engine.host_owner(record.spec)
         found = idmap.mount_options(target)
@@ -463,12 +474,15 @@ class Volumes:
             result = f"wrong: cannot stat {target}: {exc}"
         else:
             missing = [o for o in ("idmapped", "nosuid", "nodev") if o not in options.split(",")]
-            if shown != want or missing:
+            maps, how = self._maps_of(target)
+            expected = ([" ".join(map(str, line)) for line in idmap.swap_map(disk.st_uid, want[0])],
+                        [" ".join(map(str, line)) for line in idmap.swap_map(disk.st_gid, want[1])])
+            if shown != want or missing or (maps is not None and maps != expected):
                 result = (f"wrong: the root shows as {shown[0]}:{shown[1]} (want {want[0]}:{want[1]}; on disk "
-                          f"{disk.st_uid}:{disk.st_gid}), mount options {options or '-'}: remount it (last Unmount,"
-                          " then Mount)")
+                          f"{disk.st_uid}:{disk.st_gid}), mount options {options or '-'}, maps {how}: remount it "
+                          "(last Unmount, then Mount)")
             else:
-                result = f"ok: on-disk {disk.st_uid}:{disk.st_gid} shown as {want[0]}:{want[1]}, {options}"
+                result = f"ok: on-disk {disk.st_uid}:{disk.st_gid} shown as {want[0]}:{want[1]}, {options}, maps {how}"
         self.store.record_check(record.name, now(), f"idmap check at start: {result}")
         log.log(logging.INFO if result.startswith("ok") else logging.WARNING, "event=idmap-checked volume=%s %s",
                 record.name, result)

@@ -193,9 +193,23 @@ def test_a_restarted_driver_checks_and_restores_its_idmapped_mounts(driver: Driv
     assert idmap.root_shown(w) == (999, 999)
     status = again.ok("Get", Name="v")["Volume"]["Status"]
     assert status["last_check_result"].startswith("idmap check at start: ok"), status
+    assert "maps uid 0 70 1,1 1 69,70 0 1,71 71 4294967224 gid 0 71 1,1 1 70,71 0 1,72 72 4294967223 (statmount)" \
+        in status["last_check_result"], status
     again.ok("Unmount", Name="v", ID="m")
     again.ok("Unmount", Name="w", ID="m")
     assert not binds.is_mounted(v) and not binds.is_mounted(w)
+
+
+def test_a_wrong_map_is_reported(driver: Driver, env: dict[str, str]) -> None:
+    driver.ok("Create", Name="v", Opts={"ownership": "idmap"})
+    target = driver.ok("Mount", Name="v", ID="m")["Mountpoint"]
+    os.chown(Path(driver.settings.volumes_dir) / "v", 5, 5)  # the root's owner on disk changed under the map
+    again = Driver(from_env(env))
+    done = again.volumes.recover()
+    assert any(line.startswith("idmap check of v: wrong: the root shows as 5:5 (want 999:999; on disk 5:5)")
+               for line in done), done
+    again.ok("Unmount", Name="v", ID="m")
+    assert not binds.is_mounted(target)
 
 
 def test_default_ownership_setting(env: dict[str, str]) -> None:
