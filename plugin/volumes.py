@@ -28,7 +28,7 @@ from . import binds, liveness
 from .datadir import DataDirs, identity_of
 from .engine import EngineIdentity
 from .errors import FilesystemRefused, InvalidRequest, NoSuchVolume, PluginError, VolumeInUse
-from .mounts import Mounts, describe_repair, no_walk, now
+from .mounts import Mounts, describe_repair, idmap_dir, no_walk, now
 from .options import VolumeSpec, volume_spec
 from .protocol import (
     CapabilitiesResponse,
@@ -427,6 +427,12 @@ class Volumes:
         """At start: put idmapped mounts back in line with the references, and check the map of every live one
         (check_map). What was found is logged and recorded as the volume's check (Status)."""
         done = []
+        ours = {self._mountpoint(r) for r in self.store.all(state="ready") if r.mapped}
+        top = idmap_dir(self.settings)
+        for point in sorted(binds.mountpoints()):
+            if os.path.dirname(point) == top and point not in ours:
+                binds.unbind(point)
+                done.append(f"unmounted {point}: an idmapped mount of no volume")
         for record in self.store.all(state="ready"):
             if not record.mapped:
                 continue

@@ -186,8 +186,12 @@ def test_a_restarted_driver_checks_and_restores_its_idmapped_mounts(driver: Driv
     v = driver.ok("Mount", Name="v", ID="m")["Mountpoint"]
     w = driver.ok("Mount", Name="w", ID="m")["Mountpoint"]
     binds.unbind(w)  # gone while referenced (a reboot, a hand's umount): mounted again at start
+    stray = os.path.join(driver.settings.root, "idmap", "gone")
+    idmap.idmapped_bind(str(Path(driver.settings.volumes_dir) / "v"), stray, idmap.Mapping(0, 0, 5, 5))
     again = Driver(from_env(env))
     done = again.volumes.recover()
+    assert f"unmounted {stray}: an idmapped mount of no volume" in done, done
+    assert not binds.is_mounted(stray)
     assert any(line.startswith("idmap check of v: ok: on-disk 0:0 shown as 70:71") for line in done), done
     assert any(line.startswith("mounted w again") for line in done), done
     assert idmap.root_shown(w) == (999, 999)
