@@ -153,3 +153,17 @@ def test_reachable_by_others(open_base: Path) -> None:
     assert idmap.reachable_by_others(str(inner))
     os.chmod(open_base / "a", 0o700)
     assert idmap.reachable_by_others(str(inner)) is None
+
+
+@needs_root
+def test_a_user_namespace_is_kept_per_map_and_reused() -> None:
+    lines = idmap.swap_map(0, 4242)
+    with idmap.kept_userns(lines, lines) as first:
+        pass
+    with idmap.kept_userns(lines, lines) as again:
+        assert again == first
+    other = idmap.swap_map(0, 4243)
+    with idmap.kept_userns(other, other) as second:
+        assert second != first
+        assert os.readlink(f"/proc/self/fd/{second}") != os.readlink(f"/proc/self/fd/{first}")
+        assert Path(f"/proc/self/fd/{second}").exists()
