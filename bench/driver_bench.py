@@ -425,8 +425,9 @@ def mount_idmap(files: int = IDMAP_FILES, runs: int = 30) -> list[Result]:
         return [Result(
             f"mount_idmap_{label}_ms", value, "ms", "the walk (chown) of the same tree, ms", _ms(walk_s), "<= 10",
             f"median wall time of {runs} Mount requests of an ownership=idmap volume adopted over a root-owned tree "
-            f"of {files} files (each makes the idmapped mount: a user namespace by a child process, open_tree, "
-            f"mount_setattr, move_mount); p90 {_ms(percentile(samples, 90))} ms; the tree left 0:0 on disk: "
+            f"of {files} files (each makes the idmapped mount: open_tree, mount_setattr with the user namespace "
+            f"of its map, made once per worker by a child process and kept, move_mount); p90 "
+            f"{_ms(percentile(samples, 90))} ms; the tree left 0:0 on disk: "
             f"{untouched}; last check '{check['last_check_result']}'; anchor: one policy=always Create adopting "
             f"the same tree walked it in {walk_s:.1f} s; {before}", value <= 10 and untouched)]
     finally:

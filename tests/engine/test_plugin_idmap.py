@@ -157,6 +157,30 @@ def test_postgres_takes_an_idmapped_root_owned_data_dir_as_its_own(ownvol_plugin
     assert status(engine_client, name)["last_repair"] is None
 
 
+def test_mariadb_takes_an_idmapped_root_owned_data_dir(ownvol_plugin, engine_client, ptracked, plugin_engine,
+                                                       docker_client, unique_name, port):
+    image = loaded(plugin_engine, docker_client, "ownvol/mariadb:11.8")
+    name = unique_name("mdi")
+    tree = ownvol_plugin.adopt / name
+    tree.mkdir(mode=0o755)
+    create(engine_client, ownvol_plugin, ptracked, name, ownership="idmap", path=str(tree), profile="mariadb")
+    run = {"user": "999:999", "network_mode": "host", "environment": {"MARIADB_ROOT_PASSWORD": "ownvol-test"},
+           "labels": NO_HOOK, "volumes": {name: {"bind": "/var/lib/mysql", "mode": "rw,nocopy"}}}
+    sql = ["mariadb", "-uroot", "-pownvol-test", "-h127.0.0.1", f"-P{port}", "-e"]
+    first = ptracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], **run)
+    wait_for(lambda: first.exec_run([*sql, "create database if not exists p; create table if not exists p.t(i int) "
+                                           "engine=innodb; insert into p.t values (1)"]).exit_code == 0, 120,
+             what="MariaDB on an idmapped root-owned data dir to take a write")
+    first.stop(timeout=30)
+    again = ptracked.run(image, ["mariadbd", f"--port={port}", "--bind-address=127.0.0.1"], **run)
+    wait_for(lambda: again.exec_run([*sql, "select count(*) from p.t"]).output.split()[-1:] == [b"1"], 120,
+             what="MariaDB started again on the same idmapped volume")
+    again.stop(timeout=30)
+    assert (tree / "mysql").is_dir()
+    assert {v[:2] for v in stats(tree).values()} == {(0, 0)}
+    assert status(engine_client, name)["last_repair"] is None
+
+
 @pytest.fixture
 def killable(redis_image):
     """A plugin engine of the test's own (it gets SIGKILLed) with a legacy plugin in its namespace."""
