@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +169,15 @@ def test_a_user_namespace_is_kept_per_map_and_reused() -> None:
         assert second != first
         assert os.readlink(f"/proc/self/fd/{second}") != os.readlink(f"/proc/self/fd/{first}")
         assert Path(f"/proc/self/fd/{second}").exists()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("capsh") is None, reason="capsh (libcap2-bin) is not installed")
+def test_without_cap_setuid_and_cap_setgid_the_probe_says_so(tmp_path: Path) -> None:
+    """What a unit without CAP_SETUID and CAP_SETGID (the driver's before issue 25) gets at Create."""
+    code = f"from ownvol import idmap; print(idmap.idmap_supported({str(tmp_path)!r}))"
+    out = subprocess.run(["capsh", "--drop=cap_setuid,cap_setgid", "--", "-c",
+                          f"{sys.executable} -c {shlex.quote(code)}"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (f"(False, 'idmapped mount refused on {idmap.fstype_of(str(tmp_path))} at "
+                                  f"{tmp_path}: writing uid_map: Operation not permitted (EPERM); the driver needs "
+                                  "CAP_SETUID and CAP_SETGID')"), out
