@@ -320,6 +320,7 @@ class Mounts:
             out.append({"name": record.name, "path": record.path, "references": [
                 {"id": r.id, "count": r.count, "since": r.since, "last": r.last_at, "epoch": r.epoch} for r in refs],
                 "live": None if found is None else [f"pid {h.pid} ({h.command}) at {h.mount_point}" for h in found],
-                "state": self.data.problem(record) or "ok"})
+                "state": self.data.problem(record) or "ok", "ownership": "idmap" if record.mapped else "walk",
+                "ownership_note": record.ownership_note or "", "view_of": record.spec.view_of or ""})
         return out
 

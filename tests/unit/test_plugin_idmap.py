@@ -122,6 +122,8 @@ def test_overlay_is_refused_for_idmap_and_falls_back_for_auto(driver: Driver, ov
     assert (status["ownership"], status["ownership_asked"]) == ("walk", "auto")
     assert "auto fell back to the walk" in status["ownership_note"] and "overlay" in status["ownership_note"]
     assert overlay.stat().st_uid == 999  # the walk, as ownership=walk does
+    listed = {v["name"]: v for v in driver.volumes.references()}  # `ownvol volumes`
+    assert listed["o"]["ownership"] == "walk" and "auto fell back" in listed["o"]["ownership_note"]
 
 
 def test_auto_takes_idmap_where_it_can(driver: Driver) -> None:
@@ -148,6 +150,9 @@ def test_views_show_one_dataset_to_several_owners(driver: Driver) -> None:
     driver.ok("Create", Name="view", Opts={"view-of": "base", "uid": "1001", "gid": "1001"})
     status = driver.ok("Get", Name="view")["Volume"]["Status"]
     assert (status["ownership"], status["view_of"]) == ("idmap", "base")
+    listed = {v["name"]: v for v in driver.volumes.references()}  # `ownvol volumes`
+    assert (listed["view"]["ownership"], listed["view"]["view_of"], listed["base"]["ownership"]) == \
+        ("idmap", "base", "idmap")
     a = driver.ok("Mount", Name="base", ID="a")["Mountpoint"]
     b = driver.ok("Mount", Name="view", ID="b")["Mountpoint"]
     assert idmap.root_shown(a) == (999, 999) and idmap.root_shown(b) == (1001, 1001)
