@@ -115,3 +115,17 @@ def test_an_adopted_directory_whose_way_became_a_symlink_is_not_mounted(tmp_path
         volumes.mount(MountRequest("v", "m1"))
     assert os.stat(adopt / "elsewhere" / "data").st_uid == 5
     assert volumes.store.refs("v") == 0
+
+
+def test_the_status_page_shows_how_a_volume_shows_its_owner(monkeypatch):
+    from ownvol.hook.board import DriverVolumes
+
+    statuses = {"m": {"uid": 999, "gid": 999, "ownership": "idmap", "ownership_note": "idmapped mount on ext4"},
+                "w": {"uid": 999, "gid": 999, "ownership": "walk", "ownership_note": "auto fell back to the walk: x"},
+                "old": {"uid": 999, "gid": 999}}
+    api = SimpleNamespace(volumes=lambda: {"Volumes": [{"Name": n, "Driver": "ownvol"} for n in statuses]},
+                          inspect_volume=lambda name: {"Name": name, "Status": statuses[name]})
+    volumes, error = DriverVolumes(lambda: SimpleNamespace(api=api), "ownvol").read()
+    assert error is None
+    assert [(v["name"], v["ownership"], v["ownership_note"]) for v in volumes] == [
+        ("m", "idmap", "idmapped mount on ext4"), ("old", "walk", ""), ("w", "walk", "auto fell back to the walk: x")]
