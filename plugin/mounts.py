@@ -157,11 +157,7 @@ class Mounts:
             return target
         source = self.data_of(record).path
         try:
-            mapping = self.mapping(record)
-            if not self.settings.mount_root:
-                os.makedirs(idmap_dir(self.settings), mode=0o700, exist_ok=True)
-                os.chmod(idmap_dir(self.settings), 0o700)
-            idmap.idmapped_bind(source, target, mapping)
+            mapping = self.attach_mapped(record)
         except OSError as exc:
             why = f"idmapped mount of {source} at {target} failed: {exc}"
             raise PluginError(f"volume {record.name} cannot be mounted: {why}") from None
@@ -169,6 +165,16 @@ class Mounts:
         log.info("event=idmap-mounted volume=%s source=%s target=%s map=%s", record.name, source, target,
                  mapping.describe().replace(" ", "_"))
         return target
+
+    def attach_mapped(self, record: VolumeRecord) -> idmap.Mapping:
+        """Attach the idmapped mount of a mapped volume at its mountpoint (below ROOT/idmap, made 0700 first, or
+        MOUNT_ROOT); the map it was given. OSError (IdmapError) when refused."""
+        mapping = self.mapping(record)
+        if not self.settings.mount_root:
+            os.makedirs(idmap_dir(self.settings), mode=0o700, exist_ok=True)
+            os.chmod(idmap_dir(self.settings), 0o700)
+        idmap.idmapped_bind(self.data_of(record).path, self.mountpoint(record), mapping)
+        return mapping
 
     def unmount_own(self, record: VolumeRecord) -> None:
         """Unmount what the driver mounted for the volume (its MOUNT_ROOT bind or idmapped mount)."""

@@ -441,8 +441,7 @@ class Volumes:
             refs = self.store.refs(record.name)
             if refs and not mounted and not self.mounts.data_problem(record) and not self.data.problem(record):
                 try:
-                    mapping = self.mounts.mapping(record)
-                    idmap.idmapped_bind(self.mounts.data_of(record).path, target, mapping)
+                    mapping = self.mounts.attach_mapped(record)
                     done.append(f"mounted {record.name} again at {target} ({mapping.describe()})")
                 except OSError as exc:
                     done.append(f"could not mount {record.name} again at {target}: {exc}")

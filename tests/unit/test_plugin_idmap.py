@@ -209,6 +209,18 @@ def test_a_restarted_driver_checks_and_restores_its_idmapped_mounts(driver: Driv
     assert not binds.is_mounted(v) and not binds.is_mounted(w)
 
 
+def test_after_a_reboot_the_idmapped_mounts_come_back_below_a_0700_directory(driver: Driver,
+                                                                             env: dict[str, str]) -> None:
+    driver.ok("Create", Name="w", Opts={"ownership": "idmap"})
+    w = driver.ok("Mount", Name="w", ID="m")["Mountpoint"]
+    binds.unbind(w)
+    shutil.rmtree(os.path.dirname(w))  # a reboot: no mounts, and say a fresh ROOT/idmap
+    done = Driver(from_env(env)).volumes.recover()
+    assert any(line.startswith(f"mounted w again at {w}") for line in done), done
+    assert os.stat(os.path.dirname(w)).st_mode & 0o777 == 0o700 and idmap.root_shown(w) == (999, 999)
+    driver.ok("Unmount", Name="w", ID="m")
+
+
 def test_a_wrong_map_is_reported(driver: Driver, env: dict[str, str]) -> None:
     driver.ok("Create", Name="v", Opts={"ownership": "idmap"})
     target = driver.ok("Mount", Name="v", ID="m")["Mountpoint"]
