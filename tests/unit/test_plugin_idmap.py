@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,26 @@ def test_default_ownership_setting(env: dict[str, str]) -> None:
     assert d.ok("Get", Name="v")["Volume"]["Status"]["ownership_asked"] == "auto"
     with pytest.raises(ValueError, match="option ownership"):
         from_env({**env, "OWNVOL_DEFAULT_OWNERSHIP": "chown"})
+
+
+def test_with_a_mount_root_the_idmapped_mount_is_there(env: dict[str, str], tmp_path: Path) -> None:
+    """The managed plugin's case: OWNVOL_MOUNT_ROOT (its propagated mount) holds the idmapped mount itself, and a
+    walk volume beside it keeps its plain bind."""
+    d = Driver(replace(from_env(env), mount_root=str(tmp_path / "mnt")))
+    try:
+        d.ok("Create", Name="m", Opts={"ownership": "idmap"})
+        d.ok("Create", Name="p")
+        target = d.ok("Mount", Name="m", ID="1")["Mountpoint"]
+        plain = d.ok("Mount", Name="p", ID="1")["Mountpoint"]
+        assert (target, plain) == (str(tmp_path / "mnt" / "m"), str(tmp_path / "mnt" / "p"))
+        assert {"idmapped", "nosuid", "nodev"} <= options_at(target) and "idmapped" not in options_at(plain)
+        assert idmap.root_shown(target) == (999, 999) and os.stat(Path(d.settings.volumes_dir) / "m").st_uid == 0
+        assert not os.path.exists(os.path.join(d.settings.root, "idmap"))
+        done = Driver(replace(from_env(env), mount_root=str(tmp_path / "mnt"))).volumes.recover()
+        assert any(line.startswith("idmap check of m: ok") for line in done), done
+        d.ok("Unmount", Name="m", ID="1")
+        d.ok("Unmount", Name="p", ID="1")
+        assert not binds.is_mounted(target) and not binds.is_mounted(plain)
+    finally:
+        for entry in (tmp_path / "mnt").iterdir() if (tmp_path / "mnt").exists() else ():
+            binds.unbind(str(entry))
