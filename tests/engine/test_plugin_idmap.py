@@ -16,6 +16,7 @@ from tests.engine.test_plugin_databases import loaded
 from tests.support.common import new_name
 from tests.support.driver import NO_HOOK, create, redis_answers, run_redis, status
 from tests.support.engine import redis_cmd, wait_for
+from tests.support.fixtures_hook import fast_strategies
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
 
 pytestmark = pytest.mark.engine
@@ -287,3 +288,33 @@ def test_a_setuid_file_made_through_the_map_gives_a_host_user_nothing(ownvol_plu
     assert reach.returncode != 0 and "Permission denied" in reach.stderr, reach
     holder.stop(timeout=1)
     assert not ownvol_plugin.is_mounted(target)
+
+
+def test_the_hook_never_chowns_an_idmapped_volume_and_names_the_wrong_map(hook, ownvol_plugin, plugin_engine,
+                                                                          engine_client, ptracked, redis_image,
+                                                                          unique_name, port, tmp_path):
+    """Case 03 on an idmapped volume: `--user 1000:1000` where the map shows the data as 999:999. Redis cannot
+    write; the hook never repairs by a chown, names the map to fix, and gives up: the disk keeps every owner and
+    mode."""
+    name = unique_name("hmap")
+    tree = root_owned_tree(ownvol_plugin.adopt / name)
+    create(engine_client, ownvol_plugin, ptracked, name, ownership="idmap", path=str(tree), profile="redis")
+    before = stats(tree)
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"), env={"DOCKER_HOST": plugin_engine.host})
+    c = ptracked.run(redis_image, redis_cmd(port, data_dir="/bound"), user="1000:1000", network_mode="host",
+                     labels=h.labels, volumes={name: {"bind": "/bound", "mode": "rw"}},
+                     restart_policy={"Name": "unless-stopped"})
+
+    def of_c(kind: str):
+        return lambda e: e.get("event") == kind and e.get("container") in (c.name, c.id[:12])
+
+    gave_up = h.wait_event(of_c("gave-up"), 240, "the hook to give up")
+    assert "repair-ownership:skipped" in gave_up["actions"], gave_up
+    repairs = [e for e in h.of("action", c.name) if e["action"] == "repair-ownership"]
+    assert repairs and not [e for e in repairs if e["result"] != "skipped"], repairs
+    why = repairs[0]["detail"]["why"]
+    assert why.startswith(f"ownvol volume {name} is an idmapped mount showing its data as 999:999: ownvol never "
+                          "chowns the data of an idmapped volume; the container runs as 1000:1000"), why
+    assert "-o uid=1000 -o gid=1000" in why, why
+    after = stats(tree)
+    assert {p: v[:3] for p, v in after.items() if p in before} == {p: v[:3] for p, v in before.items()}
