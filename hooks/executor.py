@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,12 +16,21 @@ from ownvol import userns
 from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
-from . import actions
+from . import actions, paths
 from .actions import SWARM_TASK, Context
+from .connection import UnsupportedHost, endpoint
 from .health import owner_of, saving
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
-from .targets import FactCache, LastRun, engine_paths_reachable, facts
+from .targets import (
+    FactCache,
+    LastRun,
+    engine_paths_reachable,
+    facts,
+    host_dir_state,
+    nearest_existing,
+    volume_mountpoint,
+)
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
 
@@ -34,6 +44,11 @@ class Runs(Protocol):
     def last_run(self, container_id: str) -> tuple[int, int] | None: ...
 
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
+
+
+def _inside(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/") or "/"
+    return path == directory or directory == "/" or path.startswith(directory + "/")
 
 
 class DockerExecutor:
@@ -52,6 +67,9 @@ class DockerExecutor:
         self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
+        self._rootless = False  # docker info: name=rootless (userns.rootless), as idmap() last asked
+        # container id -> (the pid it was read from, the kernel's map of its processes): read once per start
+        self._maps: dict[str, tuple[int, IdMap]] = {}
         # container id -> (its labels, its restart policy's name) as the last target() inspected them: a
         # verification reads them there instead of asking again (dockerd answers an inspect only once that
         # container's start is done: 20 crash-looping containers made each such question wait)
@@ -66,7 +84,7 @@ class DockerExecutor:
         if len(self._seen) >= FactCache.LIMIT:
             self._seen.clear()
         self._seen[container_id] = (target.labels, target.restart_policy)
-        return container, self._in_host_ids(target)
+        return container, self._in_host_ids(target, (container.attrs.get("State") or {}).get("Pid"))
 
     def sharers(self, container_id: str) -> list[dict]:
         """The other containers, in any state, with a mount of the same source as this one's data mount: for a
@@ -97,7 +115,9 @@ class DockerExecutor:
         now = time.monotonic()
         if self._idmap_at is None or now - self._idmap_at > IDMAP_TTL:
             try:
-                self._idmap = userns.from_engine(self.client().info())
+                info = self.client().info()
+                self._rootless = userns.rootless(info)
+                self._idmap = userns.from_engine(info)
             except userns.UnknownMapping as exc:
                 self._idmap = exc
             self._idmap_at = now
@@ -105,27 +125,95 @@ class DockerExecutor:
             raise self._idmap
         return self._idmap
 
-    def _in_host_ids(self, target: Target) -> Target:
+    def _kernel_map(self, container_id: str, pid: int | None) -> IdMap | None:
+        """The map the kernel applies to the container's processes (userns.IdMap.from_process of its main pid,
+        State.Pid, when this process sees the engine's processes), kept per container for the times it is down
+        (a crash loop); else, for a rootless engine, the engine's own (its containers share its namespace); None
+        when neither can be read here."""
+        known = self._maps.get(container_id)
+        if pid and (known is None or known[0] != pid) and engine_paths_reachable():
+            try:
+                found = IdMap.from_process(pid)
+            except userns.UnknownMapping:
+                pass
+            else:
+                if len(self._maps) >= FactCache.LIMIT:
+                    self._maps.clear()
+                self._maps[container_id] = known = (pid, found)
+        if known is not None:
+            return known[1]
+        if self._rootless and engine_paths_reachable():
+            try:
+                path = endpoint().unix_path
+            except (UnsupportedHost, docker.errors.DockerException):
+                path = None
+            engine_pid = userns.listener_pid(path) if path else None
+            if engine_pid:
+                try:
+                    return IdMap.from_process(engine_pid)
+                except userns.UnknownMapping:
+                    return None
+        return None
+
+    def _in_host_ids(self, target: Target, pid: int | None = None) -> Target:
+        """target with uid:gid in this host's ids, and remapped, when the engine maps ids (the kernel's map of the
+        container, pid its State.Pid; else `docker info` for --userns-remap); uid:gid None, with a note saying
+        why, when the engine maps ids and the host ids cannot be told: nothing is repaired then."""
         if target.uid is None or target.gid is None:
             return target
         try:
-            mapping = self.idmap()
-            if mapping is None:
+            configured = self.idmap()
+            kernel = self._kernel_map(target.id, pid)
+            if self._rootless and configured is not None:
+                raise userns.UnknownMapping("docker info says both rootless and userns-remap")
+            if kernel is not None and kernel.identity:
+                return target
+            if kernel is not None:
+                return self._kernel_host_ids(target, kernel)
+            if self._rootless:
+                raise userns.UnknownMapping(
+                    "the engine is rootless (docker info: name=rootless), so its containers' ids are subordinate "
+                    "host ids, and neither the container's nor the engine's /proc/PID/uid_map can be read from here")
+            if configured is None:
                 return target
             if target.owner_source == "process":  # the engine's host process table (docker top, /proc): host ids
                 return replace(target, owner_source="process (host ids under userns-remap)",
                                remapped=True)
-            uid, gid = mapping.host_ids(target.uid, target.gid)
+            uid, gid = configured.host_ids(target.uid, target.gid)
         except userns.UnknownMapping as exc:
-            return replace(target, uid=None, gid=None, owner_source="unknown under userns-remap",
-                           notes=[*target.notes, f"the engine remaps user namespaces: {exc}; nothing is repaired"])
+            why = "rootless" if self._rootless else "userns-remap"
+            return replace(target, uid=None, gid=None, owner_source=f"unknown under {why}",
+                           notes=[*target.notes, f"the engine maps ids ({why}): {exc}; nothing is repaired"])
         return replace(target, uid=uid, gid=gid, owner_source=f"{target.owner_source}, host ids of "
                                                               f"{target.uid}:{target.gid} under userns-remap",
                        remapped=True)
 
+    def _kernel_host_ids(self, target: Target, kernel: IdMap) -> Target:
+        """target's owner through the kernel's map: a configured owner is container ids, mapped; a process's
+        owner is already this host's ids (read from this host's /proc/PID/status: `docker top` gives the engine's,
+        which are not this host's under a rootless engine), checked against the map. engine_ids: what a root
+        helper in the engine's own namespace gives (rootless: the container's ids; --userns-remap: the host's)."""
+        assert target.uid is not None and target.gid is not None
+        why = "rootless" if self._rootless else "userns-remap"
+        if target.owner_source == "process":
+            if not engine_paths_reachable():
+                raise userns.UnknownMapping("the server's ids come from the engine's process table, in the engine's "
+                                            "own ids, and this host's /proc cannot tell them in host ids")
+            uid, gid = target.uid, target.gid  # read from this host's /proc (targets._look_for_server)
+            inside = kernel.inside_ids(uid, gid)
+            source = f"process (host ids of {inside[0]}:{inside[1]} under {why}, {kernel.describe()})"
+        else:
+            inside = (target.uid, target.gid)
+            uid, gid = kernel.host_ids(target.uid, target.gid)
+            source = f"{target.owner_source}, host ids of {target.uid}:{target.gid} under {why} ({kernel.describe()})"
+        return replace(target, uid=uid, gid=gid, owner_source=source, remapped=True,
+                       engine_ids=inside if self._rootless else (uid, gid))
+
     def context(self, target: Target, incident: Incident | None = None) -> Context:
         """The actions' Context for target, with this executor's repair route, helper image and progress callback,
         and the incident acted on (when it opened, whether its server was answering then)."""
+        if incident is not None:
+            target = self.for_path(target, incident.detail)
         ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
                       start_stopped=self.start_stopped)
         if incident is not None:
@@ -134,6 +222,72 @@ class DockerExecutor:
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
+
+    def for_path(self, target: Target, detail: dict) -> Target:
+        """target with its repair aimed at the path an incident's detection names beside the data dir
+        (hooks/paths.py: the mount of the container's own table that holds it, its subpath cut to the nearest
+        existing directory when the engine's paths are local; data_dir the container path repaired), and the
+        plan in path_plan; target as it is when the detection names no such path. A plan that diagnoses
+        leaves the mount as it is: repair_ownership skips with the diagnosis. A path inside the data dir leaves
+        the repair as it always was, the whole data dir (its mount and modes)."""
+        found = paths.path_of_detection(detail, target.paths)
+        if found is None:
+            return target
+        path, needs, setting = found
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        plan = paths.plan(target.mounts, path, needs, self._cwd(target, local), target.uid, target.gid, setting,
+                          self._source_is_dir if local else paths.volume_is_dir)
+        if plan.mount is None:
+            return replace(target, path_plan=plan.as_dict())
+        if target.mount is not None and _inside(plan.target, target.data_dir) and \
+                (plan.mount.type, plan.mount.destination) == (target.mount.type, target.mount.destination):
+            # in the data dir: repaired as the data dir always is (the whole of it, its modes)
+            return replace(target, path_plan={**plan.as_dict(), "target": target.data_dir,
+                                              "mount": target.mount.as_dict()})
+        mount = plan.mount
+        if mount.type == "volume" and not mount.source:
+            mount = replace(mount, source=volume_mountpoint(self.client(), mount.name))
+        if local and mount.source and not mount.file:
+            mount = nearest_existing(mount, host_dir_state(mount.source))
+        same = target.mount is not None and (mount.source, mount.subpath) == (target.mount.source,
+                                                                            target.mount.subpath)
+        data_dir = posixpath.join(mount.destination, mount.subpath) if mount.subpath else mount.destination
+        return replace(target, mount=mount, data_dir=data_dir, data_modes=target.data_modes if same else (),
+                       conflict=target.conflict if same else None,
+                       path_plan={**plan.as_dict(), "mount": mount.as_dict()})
+
+    @staticmethod
+    def _cwd(target: Target, local: bool) -> str:
+        """The server process's working directory (/proc/PID/cwd, a container path) when it can be read here,
+        else its data dir (Redis chdir()s there at start)."""
+        if local and target.server_pid:
+            try:
+                return os.readlink(f"/proc/{target.server_pid}/cwd")
+            except OSError:
+                pass
+        return target.data_dir
+
+    @staticmethod
+    def _source_is_dir(entry: dict) -> bool | None:
+        """Whether a Mounts entry's source is a directory on the engine's host (a volume always is)."""
+        if entry.get("Type") == "volume":
+            return True
+        try:
+            return os.path.isdir(entry.get("Source") or "")
+        except OSError:
+            return None
+
+    def diagnosis(self, container_id: str, detail: dict) -> dict | None:
+        """The path plan of an incident's detection when it is a diagnosis (hooks/paths.py: nothing the hook may
+        touch would fix it), else None."""
+        if paths.path_of_detection(detail, {}) is None and not detail.get("path_of"):
+            return None
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        plan = self.for_path(target, detail).path_plan
+        return plan if plan and plan.get("plan") == "diagnose" else None
 
     def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult:
         """Run the registry's action on the container (for incident, when one is open): its ActionResult; skipped when

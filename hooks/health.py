@@ -201,11 +201,76 @@ def disk_usage(target: Target, local: bool) -> dict | None:
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     """Probe target now: health from the container status, PING and INFO persistence (Redis's own fields, redis.io INFO
     docs) and, when local_paths and the mount is reachable here, the mount's root owner and its filesystem's space;
-    the facts used (target.as_dict()) ride along for the status page."""
+    the facts used (target.as_dict()) ride along for the status page. A Sentinel (target.role) is asked
+    Sentinel's questions (sentinel_probe)."""
+    if target.role == "sentinel":
+        health = sentinel_probe(target, container_status, local_paths)
+        health.target = target.as_dict()
+        return health
     health = _probe(target, container_status, local_paths)
     health.target = target.as_dict()
     health.disk = disk_usage(target, local_paths)
     return health
+
+
+SENTINEL_SAVE = {"path_of": "configfile", "needs": "create", "subject": "sentinel-config"}
+
+
+def sentinel_probe(target: Target, container_status: str, local_paths: bool) -> Health:
+    """A Redis Sentinel's health, by Sentinel's own questions: PING, `SENTINEL MASTERS` (it is a Sentinel and
+    answers about what it monitors) and `SENTINEL FLUSHCONFIG`, which saves its config and, since Redis 7.0,
+    replies `ERR Failed to save config file` when it cannot (6.2 replies OK either way: src/sentinel.c); with
+    the engine's paths local, also whether its process's uid can create files in the directory that holds its
+    config (through /proc/PID/root, the container's own view). A Sentinel that cannot save is `latent`: it
+    runs, and loses its id, epochs and failovers at the next start. Health.about says which path it is about."""
+    if container_status != "running":
+        state, reasons = evaluate(container_status, "", {}, None)
+        return Health(state, reasons, container_status, "")
+    client = probe_client(target)
+    if client is None:
+        return Health("unreachable", [NO_ADDRESS], container_status, "")
+    ping = ping_text(client)
+    if ping != "PONG":
+        state, reasons = evaluate(container_status, ping, {}, None)
+        return Health(state, reasons, container_status, ping)
+    try:
+        masters = client.execute_command("SENTINEL", "MASTERS")
+    except redis.exceptions.RedisError as exc:
+        return Health("unreachable", [f"SENTINEL MASTERS: {exc}"], container_status, ping)
+    problem = None
+    try:
+        client.execute_command("SENTINEL", "FLUSHCONFIG")
+    except redis.exceptions.ResponseError as exc:
+        problem = f"SENTINEL FLUSHCONFIG: {exc}"
+    except redis.exceptions.RedisError as exc:
+        return Health("unreachable", [f"SENTINEL FLUSHCONFIG: {exc}"], container_status, ping)
+    if problem is None and local_paths:
+        problem = _config_dir_blocked(target)
+    memory = {"sentinel_masters": len(masters or [])}
+    if problem:
+        config = target.paths.get("configfile", "its config file")
+        health = Health("latent", [f"Sentinel cannot save {config}: {problem}"], container_status, ping,
+                        memory=memory)
+        health.about = dict(SENTINEL_SAVE)
+        return health
+    return Health("healthy", [], container_status, ping, memory=memory)
+
+
+def _config_dir_blocked(target: Target, proc: str = "/proc") -> str | None:
+    """Why the server's process uid cannot create files beside its config file (the directory as the container
+    sees it, through /proc/PID/root), None when it can or it cannot be told (no process, not found)."""
+    config = target.paths.get("configfile")
+    if not config or not target.server_pid or target.uid is None or target.gid is None or target.uid == 0:
+        return None
+    directory = os.path.dirname(config)
+    try:
+        st = os.stat(f"{proc}/{target.server_pid}/root{directory}")
+    except OSError:
+        return None
+    if can_write(st.st_uid, st.st_gid, st.st_mode & 0o7777, target.uid, target.gid):
+        return None
+    return f"{directory} owner {st.st_uid}:{st.st_gid} mode {st.st_mode & 0o7777:04o}: " \
+           f"{target.uid}:{target.gid} cannot create files there"
 
 
 def _probe(target: Target, container_status: str, local_paths: bool) -> Health:

@@ -105,7 +105,7 @@ def nearest_existing(mount: DataMount, exists: Callable[[str], bool | None]) -> 
     return mount
 
 
-def _host_dir_state(source: str) -> Callable[[str], bool | None]:
+def host_dir_state(source: str) -> Callable[[str], bool | None]:
     """exists() for nearest_existing on the engine's host: lstat of source/relative, no link followed."""
     def state(relative: str) -> bool | None:
         try:
@@ -260,7 +260,7 @@ def _ownvol_idmap(client: docker.DockerClient, mount: DataMount | None) -> str |
             f"{status.get('gid')}{view}")
 
 
-def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:
+def volume_mountpoint(client: docker.DockerClient, name: str) -> str:
     """A volume's Mountpoint (`docker volume inspect`): a plugin's volume has no Source in the container's
     Mounts (moby's container inspect leaves it empty for volumes of a driver other than local)."""
     try:
@@ -330,6 +330,16 @@ def server_process(container, service: Service, pid: int | None = None, proc: st
     try:
         return pid, int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
     except (KeyError, IndexError, ValueError):
+        return None
+
+
+def process_ids(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
+    """(effective uid, effective gid) of process pid in this process's ids (proc(5) Uid/Gid lines: real,
+    effective, saved, filesystem, each shown in the reader's user namespace); None when it cannot be read."""
+    try:
+        fields = dict(line.split(":", 1) for line in open(f"{proc}/{pid}/status").read().splitlines() if ":" in line)
+        return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+    except (OSError, KeyError, IndexError, ValueError):
         return None
 
 
@@ -544,7 +554,8 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         service=cached.service.family, origins=origins, files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
-        persists=settings.persists, idmapped=cached.volume_idmap)
+        persists=settings.persists, paths=dict(settings.paths), role=settings.role,
+        mounts=tuple(attrs.get("Mounts") or ()), idmapped=cached.volume_idmap)
 
 
 def _start_facts(container, cache: FactCache | None) -> StartFacts:
@@ -568,6 +579,11 @@ def _look_for_server(cached: StartFacts, container, proc: str | None, now: float
     reach = proc or ("/proc" if engine_paths_reachable() else None)
     pid = (container.attrs.get("State") or {}).get("Pid")
     cached.process = server_process(container, cached.service, pid, reach or "/nonexistent")
+    if cached.process and reach:
+        # `docker top` shows ids as the engine sees them, which a rootless engine's namespace makes its own:
+        # /proc read here gives this host's, the ids a repair here gives (executor.py maps the others)
+        ids = process_ids(cached.process[0], reach)
+        cached.process = (cached.process[0], *ids) if ids else None
     cached.process_tries += 1
     cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
     if cached.process and reach and not cached.service.runs_server(container.attrs):
@@ -591,7 +607,7 @@ def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, 
     mount = data_mount(attrs, directory)
     if mount and mount.type == "volume" and not mount.source:
         if cached.volume_path is None:
-            cached.volume_path = _volume_mountpoint(client, mount.name)
+            cached.volume_path = volume_mountpoint(client, mount.name)
         mount = dataclasses.replace(mount, source=cached.volume_path)
     return mount
 
@@ -617,7 +633,7 @@ def _only_mount_instead(client: docker.DockerClient, attrs: dict, cached: StartF
 
 def _nearest_on_mount(mount: DataMount, directory: str, origins: dict[str, str]) -> DataMount:
     """nearest_existing of mount on the engine's host, with origins["mount"] saying why when it is not mount."""
-    nearest = nearest_existing(mount, _host_dir_state(mount.source))
+    nearest = nearest_existing(mount, host_dir_state(mount.source))
     if nearest != mount:
         inside = posixpath.join(mount.destination, nearest.subpath) if nearest.subpath else mount.destination
         origins["mount"] = (f"{directory} does not exist yet: {inside}, its nearest existing directory on "

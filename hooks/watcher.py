@@ -580,7 +580,7 @@ class Watcher:
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
                                             "message": "; ".join(health.reasons), "service": w.service,
-                                            "running_at_open": True})
+                                            "running_at_open": True, **(health.about or {})})
 
     def status(self) -> dict:
         """The watched containers as /status shows them."""

@@ -14,7 +14,7 @@ from gunicorn.app.base import BaseApplication
 
 from . import orphans
 from .activation import ActivationError, listening_socket
-from .settings import Settings
+from .settings import Settings, open_to_engine
 from .store import Store
 from .volumes import Volumes
 
@@ -78,7 +78,7 @@ class _Gunicorn(BaseApplication):
             "errorlog": "-",
             "accesslog": None,
             "proc_name": f"ownvol-plugin-{s.driver_name}",
-            "when_ready": lambda server: os.chmod(s.socket, 0o600),
+            "when_ready": lambda server: _own_socket(s),
             # a worker stops when its arbiter dies (SIGKILL of the arbiter alone), instead of serving unsupervised
             "post_fork": lambda server, worker: orphans.die_with_parent(server.pid),
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every instance on the host
@@ -91,6 +91,14 @@ class _Gunicorn(BaseApplication):
         from .app import create_app
 
         return create_app(self.settings)
+
+
+def _own_socket(s: Settings) -> None:
+    """The socket 0600, root's, or OWNVOL_SOCKET_OWNER's: a rootless engine connects as its user (a root that its
+    user namespace gives no right over a file of the host's root, user_namespaces(7))."""
+    os.chmod(s.socket, 0o600)
+    if s.socket_owner:
+        os.chown(s.socket, *s.socket_owner)
 
 
 def serve(settings: Settings) -> None:
@@ -114,6 +122,7 @@ def serve(settings: Settings) -> None:
                               "(OWNVOL_SOCKET, OWNVOL_DRIVER_NAME): make ListenStream= and them agree")
     os.makedirs(os.path.dirname(settings.socket), mode=0o755, exist_ok=True)
     os.makedirs(settings.root, mode=0o700, exist_ok=True)
+    open_to_engine(settings.root, settings)
     store = Store(settings.db_path)
     for line in Volumes(settings, store).recover():
         log.info("recover: %s", line)

@@ -44,7 +44,7 @@ from .protocol import (
     UnmountRequest,
     Volume,
 )
-from .settings import Settings
+from .settings import Settings, open_to_engine
 from .store import DataIdentity, Store, VolumeRecord
 
 log = logging.getLogger("ownvol.plugin")
@@ -79,7 +79,7 @@ class Volumes:
         self.settings = settings
         self.store = store
         self.trash = os.path.join(settings.root, "trash")
-        self.engine = EngineIdentity(settings.userns, store)
+        self.engine = EngineIdentity(settings.userns, store, rootless_only=settings.socket_owner is not None)
         self.data = DataDirs()
         self.mounts = Mounts(settings, store, self.engine, self.data)
 
@@ -209,6 +209,7 @@ class Volumes:
         try:
             if spec.path is None:
                 os.makedirs(self.settings.volumes_dir, mode=0o700, exist_ok=True)
+                open_to_engine(self.settings.volumes_dir, self.settings)
                 try:
                     os.mkdir(path, 0o700)
                 except FileExistsError:
