@@ -62,6 +62,22 @@ def repair_route(ctx: Context) -> str:
     return "helper"
 
 
+def _never_repaired(t: Target) -> str | None:
+    """Why a mount with a known owner is never given to it (an idmapped ownvol volume, root, the host's own
+    directories); None when it may be."""
+    assert t.mount is not None
+    if t.idmapped:
+        return (f"{t.idmapped}: ownvol never chowns the data of an idmapped volume; the container runs as "
+                f"{t.uid}:{t.gid}: if that is not the owner it shows, the map is wrong: recreate the volume (or a "
+                f"view-of it) with -o uid={t.uid} -o gid={t.gid}")
+    if t.uid == 0 and t.owner_source != "label":
+        return (f"the owner would be root ({t.owner_source}): ownership does not stop a root server, and ownvol "
+                "gives data to root only when labelled ownvol.uid=0")
+    if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
+        return f"{t.mount.host_path} {why}: ownvol never gives the host's own directories to a container's user"
+    return None
+
+
 def repair_ownership(ctx: Context) -> ActionResult:
     """Give the data mount back to the container's uid:gid with the core's symlink-safe walk, here or in a helper
     container, and the mode bits that stop that uid (ownvol.ownership.mode_for on the data dir: u+rwx, or the
@@ -78,13 +94,8 @@ def repair_ownership(ctx: Context) -> ActionResult:
         mapped = [n for n in t.notes if n.startswith("the engine maps ids")]
         return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"
                                                + (f" ({mapped[-1]})" if mapped else "")})
-    if t.uid == 0 and t.owner_source != "label":
-        return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
-                                               "root server, and ownvol gives data to root only when labelled "
-                                               "ownvol.uid=0"})
-    if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
-        return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
-                                               "directories to a container's user"})
+    if why := _never_repaired(t):
+        return ActionResult("skipped", {"why": why})
     route = repair_route(ctx)
     base: dict[str, object] = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}",
                                "owner_source": t.owner_source}

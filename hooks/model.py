@@ -173,6 +173,7 @@ class Target:
     path_plan: dict | None = None  # the plan for the path an incident names (hooks/paths.py PathPlan.as_dict)
     writes: dict = field(default_factory=dict)  # Settings.writes: setting -> directory it writes in
     links: dict = field(default_factory=dict)  # Settings.links: relative path in data_dir -> where it points
+    idmapped: str | None = None  # an ownvol volume shown through an idmapped mount, in words: never chowned
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
@@ -181,7 +182,8 @@ class Target:
                 "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
                 "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
                 "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
-                "persists": self.persists, "writes": self.writes, "links": self.links, "notes": self.notes,
+                "persists": self.persists, "writes": self.writes, "links": self.links, "idmapped": self.idmapped,
+                "notes": self.notes,
                 **({"paths": self.paths} if self.paths else {}), **({"role": self.role} if self.role else {}),
                 **({"path_plan": self.path_plan} if self.path_plan else {})}
 

@@ -229,9 +229,9 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
 OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (docs/driver.md)
 
 
-def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    """The uid:gid an ownvol volume is for: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver
-    whose Status carries all of ownvol's keys (a driver installed under another name); None otherwise."""
+def _ownvol_status(client: docker.DockerClient, mount: DataMount | None) -> dict | None:
+    """The Status of an ownvol volume: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver whose Status
+    carries all of ownvol's keys (a driver installed under another name); None otherwise."""
     if not mount or mount.type != "volume" or mount.driver in ("", "local"):
         return None
     try:
@@ -240,7 +240,24 @@ def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -
         return None
     if not is_driver(mount.driver, driver_name()) and not all(k in status for k in OWNVOL_STATUS):
         return None
-    return volume_owner(status)
+    return status
+
+
+def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
+    """The uid:gid an ownvol volume is for (its Status); None when the mount is no ownvol volume."""
+    status = _ownvol_status(client, mount)
+    return volume_owner(status) if status is not None else None
+
+
+def _ownvol_idmap(client: docker.DockerClient, mount: DataMount | None) -> str | None:
+    """What an ownvol volume shown through an idmapped mount is, in words (Status ownership "idmap", see
+    docs/driver.md); None for any other mount."""
+    status = _ownvol_status(client, mount)
+    if not status or status.get("ownership") != "idmap" or mount is None:
+        return None
+    view = f", a view of {status['view_of']}" if status.get("view_of") else ""
+    return (f"ownvol volume {mount.name} is an idmapped mount showing its data as {status.get('uid')}:"
+            f"{status.get('gid')}{view}")
 
 
 def volume_mountpoint(client: docker.DockerClient, name: str) -> str:
@@ -404,6 +421,8 @@ class StartFacts:
     process_tries: int = 0
     process_next: float = 0.0
     volume_path: str | None = None
+    volume_idmap: str | None = None
+    idmap_checked: bool = False
 
 
 class FactCache:
@@ -521,6 +540,11 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         notes.append(f"nothing to persist ({_persistence_origin(settings)}): the owner of {directory} is reported, "
                      "never repaired, while the server runs and keeps nothing there")
     conflict = _volume_conflict(client, mount, cached, uid, gid, source, notes)
+    if not cached.idmap_checked:
+        cached.volume_idmap, cached.idmap_checked = _ownvol_idmap(client, mount), True
+    if cached.volume_idmap:
+        notes.append(f"{cached.volume_idmap}: its owner is judged as the container sees it, and never repaired by "
+                     "a chown (a server that cannot write through it has a wrong map)")
     labels = config.get("Labels") or {}
     policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
     return Target(
@@ -531,7 +555,8 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
         persists=settings.persists, paths=dict(settings.paths), role=settings.role,
-        mounts=tuple(attrs.get("Mounts") or ()), writes=dict(settings.writes), links=dict(settings.links))
+        mounts=tuple(attrs.get("Mounts") or ()), writes=dict(settings.writes), links=dict(settings.links),
+        idmapped=cached.volume_idmap)
 
 
 def _start_facts(container, cache: FactCache | None) -> StartFacts:

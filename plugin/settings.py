@@ -41,6 +41,10 @@ class Settings:
         return os.path.join(self.root, "volumes")
 
     @property
+    def views_dir(self) -> str:
+        return os.path.join(self.root, "views")
+
+    @property
     def db_path(self) -> str:
         return os.path.join(self.root, "ownvol.db")
 
@@ -73,6 +77,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
             mode=env.get("OWNVOL_DEFAULT_MODE") or None,
             policy=env.get("OWNVOL_DEFAULT_POLICY") or None,
             profile=env.get("OWNVOL_DEFAULT_PROFILE") or None,
+            ownership=env.get("OWNVOL_DEFAULT_OWNERSHIP") or None,
         )
     except ValueError as exc:
         raise SettingsError(f"OWNVOL_DEFAULT_*: {exc}") from None
