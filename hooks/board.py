@@ -68,6 +68,7 @@ class DriverVolumes:
                         "last_check_result": status.get("last_check_result", ""),
                         "last_repair": repair.get("at", ""), "last_repair_changed": repair.get("changed"),
                         "ownership": status.get("ownership", "walk"),
+                        "ownership_asked": status.get("ownership_asked", "walk"),
                         "ownership_note": status.get("ownership_note", "")})
         return sorted(out, key=lambda v: v["name"])
 

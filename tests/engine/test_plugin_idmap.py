@@ -11,6 +11,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.engine.test_plugin_databases import loaded
 from tests.support.common import new_name
@@ -228,7 +229,8 @@ def test_driver_then_dockerd_sigkilled_under_a_live_map(killable, redis_image, p
 
 
 def test_overlayfs_is_refused_for_idmap_and_falls_back_for_auto(ownvol_plugin, engine_client, ptracked,
-                                                                unique_name):
+                                                                unique_name, hook, plugin_engine):
+    """...and the fallback is in the hook's metrics (ownvol_hook_volume_ownership), the reason in Status only."""
     base = ownvol_plugin.adopt / unique_name("ovl")
     dirs = [base / n for n in ("lower", "upper", "work", "merged")]
     for d in dirs:
@@ -250,6 +252,12 @@ def test_overlayfs_is_refused_for_idmap_and_falls_back_for_auto(ownvol_plugin, e
         st = status(engine_client, auto)
         assert (st["ownership"], st["ownership_asked"]) == ("walk", "auto")
         assert "auto fell back to the walk" in st["ownership_note"] and "overlay" in st["ownership_note"]
+        h = hook(env={"DOCKER_HOST": plugin_engine.host, "OWNVOL_DRIVER_NAME": ownvol_plugin.name})
+        family = next(f for f in text_string_to_metric_families(h.metrics())
+                      if f.name == "ownvol_hook_volume_ownership")
+        mine = [(s.labels["ownership"], s.labels["asked"], s.value) for s in family.samples
+                if s.labels["volume"] == auto]
+        assert mine == [("walk", "auto", 1.0)] and not any(name == s.labels["volume"] for s in family.samples)
         engine_client.volumes.get(auto).remove()
     finally:
         subprocess.run([*in_ns, "umount", "-l", str(dirs[3])], check=False)

@@ -129,3 +129,42 @@ def test_the_status_page_shows_how_a_volume_shows_its_owner(monkeypatch):
     assert error is None
     assert [(v["name"], v["ownership"], v["ownership_note"]) for v in volumes] == [
         ("m", "idmap", "idmapped mount on ext4"), ("old", "walk", ""), ("w", "walk", "auto fell back to the walk: x")]
+
+
+def test_the_hooks_metrics_say_how_each_volume_shows_its_owner_and_where_auto_fell_back():
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ownvol.hook.board import DriverVolumes
+    from ownvol.hook.telemetry import Metrics
+
+    statuses = {"m": {"uid": 999, "gid": 999, "ownership": "idmap", "ownership_asked": "auto",
+                      "ownership_note": "idmapped mount on ext4 (probed at create)"},
+                "w": {"uid": 999, "gid": 999, "ownership": "walk", "ownership_asked": "auto",
+                      "ownership_note": "auto fell back to the walk: idmapped mount refused on overlay"},
+                "i": {"uid": 999, "gid": 999, "ownership": "idmap", "ownership_asked": "idmap"},
+                "old": {"uid": 999, "gid": 999}}
+    engine_up = [True]
+
+    def volumes():
+        if not engine_up[0]:
+            raise OSError("engine gone")
+        return {"Volumes": [{"Name": n, "Driver": "ownvol"} for n in statuses] + [{"Name": "x", "Driver": "local"}]}
+
+    api = SimpleNamespace(volumes=volumes, inspect_volume=lambda name: {"Name": name, "Status": statuses[name]})
+    metrics = Metrics()
+    metrics.watch_volumes(DriverVolumes(lambda: SimpleNamespace(api=api), "ownvol", ttl=0).read)
+
+    def series() -> tuple[str, set[tuple[str, str, str, float]]]:
+        text = generate_latest(metrics.registry).decode()
+        family = next(f for f in text_string_to_metric_families(text) if f.name == "ownvol_hook_volume_ownership")
+        assert family.type == "gauge"
+        return text, {(s.labels["volume"], s.labels["ownership"], s.labels["asked"], s.value) for s in family.samples}
+
+    text, shown = series()
+    assert shown == {("m", "idmap", "auto", 1.0), ("w", "walk", "auto", 1.0), ("i", "idmap", "idmap", 1.0),
+                     ("old", "walk", "walk", 1.0)}
+    assert "refused on overlay" not in text  # the reason stays in Status: label values stay bounded
+    engine_up[0] = False
+    text, shown = series()
+    assert shown == set() and "# TYPE ownvol_hook_volume_ownership gauge" in text
