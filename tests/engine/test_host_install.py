@@ -37,8 +37,8 @@ from tests.support.systemd import (
 
 UNITS = ("ownvol-plugin.socket", "ownvol-plugin.service", "ownvol-hook.service")
 # linux/capability.h
-CAPABILITY_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_SYS_PTRACE": 19,
-                   "CAP_SYS_ADMIN": 21}
+CAPABILITY_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_SETGID": 6,
+                   "CAP_SETUID": 7, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21}
 
 
 def call(sock: str, method: str, **body) -> dict:

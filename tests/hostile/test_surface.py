@@ -52,10 +52,11 @@ def test_the_hooks_listener_is_loopback_by_default_and_the_webhook_off():
         server.server_close()
 
 
-def test_the_managed_plugin_asks_for_no_network_and_one_capability():
+def test_the_managed_plugin_asks_for_no_network_and_three_capabilities():
     config = json.loads((ROOT / "config.json").read_text())
     assert config["network"] == {"type": "none"}
-    assert config["linux"]["capabilities"] == ["CAP_SYS_ADMIN"]
+    # mount(2) and the mount API; the uid_map and gid_map of an idmapped mount's user namespace (docs/install.md)
+    assert sorted(config["linux"]["capabilities"]) == ["CAP_SETGID", "CAP_SETUID", "CAP_SYS_ADMIN"]
     assert not config["linux"].get("allowAllDevices") and not config["linux"].get("devices")
     assert {m["destination"] for m in config["mounts"]} == {"/var/lib/ownvol", "/srv"}
     assert config.get("ipchost") in (None, False) and config.get("pidhost") in (None, False)
