@@ -5,6 +5,7 @@ then the final checks (invariants.py), the table and the JSON, and the teardown 
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import signal
 import sys
@@ -63,18 +64,27 @@ def make_servers(stack: Stack, which: str) -> list[Server]:
     return servers
 
 
+STALL = 1.0  # seconds between two acknowledged writes of a server that count as writes not being accepted
+
+
 def writes_again(fault: Fault, started: float, writers: list[Writer]) -> tuple[float, str]:
-    """From t0 until the first acknowledged write after the last failed one in the fault's window (0: none
-    failed); (the longest over writers, that writer's server key)."""
+    """From t0 until the end of the last stall (no write acknowledged for more than STALL seconds, failed or
+    waiting) that overlaps the fault's window; 0 when none did. (The longest over writers, that writer's key.)"""
     end = fault.t0 + (fault.heal if fault.heal is not None else BOUND)
     worst, who = 0.0, ""
     for w in writers:
-        fails = [t for t in w.fail_times if started <= t <= end]
-        if fails:
-            after = next((t for t in w.ack_times if t > fails[-1]), end)
-            fault.writes_by_server[w.server.key] = round(after - fault.t0, 3)
-            if after - fault.t0 > worst:
-                worst, who = after - fault.t0, w.server.key
+        times = list(w.ack_times)
+        first = max(bisect.bisect_left(times, started) - 1, 0)
+        last = 0.0
+        for a, b in zip(times[first:], [*times[first + 1:], end], strict=True):
+            if a > end:
+                break
+            if b - a > STALL and b >= started:
+                last = b
+        if last:
+            fault.writes_by_server[w.server.key] = round(last - fault.t0, 3)
+            if last - fault.t0 > worst:
+                worst, who = last - fault.t0, w.server.key
     return round(max(worst, 0.0), 3), who
 
 
@@ -183,6 +193,11 @@ def main(argv: list[str]) -> int:
         for w in writers.values():
             w.stop()
         events = list(stack.hook.events) if stack.hook else []
+        path = args.json or ROOT / "build" / "chaos" / f"chaos-seed{args.seed}-{args.duration:.0f}s.json"
+        try:
+            stack.keep_logs(path.with_suffix(""))
+        except OSError as exc:
+            log(f"could not keep the logs: {exc}")
         stack.teardown()
         left = stack.leftovers()
         broken += [f"left behind: {x}" for x in left]
@@ -195,7 +210,6 @@ def main(argv: list[str]) -> int:
     total = sum(acks.values())
     log(f"{total} acknowledged writes checked ({acks}); supervisor restarts {stack.supervisor_restarts}; "
         f"load average {load[0]:.2f} -> {load[1]:.2f}")
-    path = args.json or ROOT / "build" / "chaos" / f"chaos-seed{args.seed}-{args.duration:.0f}s.json"
     counts: dict[str, int] = {}
     for e in events:
         counts[e["event"]] = counts.get(e["event"], 0) + 1
@@ -203,7 +217,7 @@ def main(argv: list[str]) -> int:
                              "faults": [f.as_dict() for f in done], "table": report.rows(done), "broken": broken,
                              "acknowledged": acks, "supervisor_restarts": stack.supervisor_restarts,
                              "hook_events": counts, "load_average": load})
-    log(f"JSON: {path}")
+    log(f"JSON: {path}; logs in {path.with_suffix('')}/")
     if broken:
         log(f"{len(broken)} broken invariants:")
         for b in broken:

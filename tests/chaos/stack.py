@@ -9,6 +9,7 @@ or dockerd after the faults that kill them, after RESTART_DELAY seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,19 @@ class Stack:
             self.engine.proc = None
             self.restart_dockerd()
         return died
+
+    def keep_logs(self, into: Path) -> None:
+        """Copy the dockerd's and the driver's logs, the hook's stderr and its events (JSON lines) into `into`."""
+        into.mkdir(parents=True, exist_ok=True)
+        copies = [(self.engine.log_path, "dockerd.log")]
+        if self.driver:
+            copies.append((str(self.driver.log_path), "driver.log"))
+        if self.hook:
+            copies.append((str(self.hook.state_dir / "hook.stderr"), "hook.stderr"))
+            (into / "hook-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in list(self.hook.events)))
+        for source, name in copies:
+            if os.path.exists(source):
+                shutil.copyfile(source, into / name)
 
     # teardown
 
