@@ -4,6 +4,7 @@ can see its processes, and how it maps user namespaces (the host uid:gid a volum
 from __future__ import annotations
 
 import logging
+import time
 
 from ownvol import userns
 
@@ -13,6 +14,14 @@ from .options import VolumeSpec
 from .store import Store
 
 log = logging.getLogger("ownvol.plugin")
+
+# A dockerd activates its plugins, and mounts the volumes of the containers it restarts, while it restores, before
+# its API serves: its socket listens but answers nothing until every restart is done (moby cmd/dockerd/daemon.go:
+# the API's Wait comes after NewDaemon, whose restore waits for restartContainers). A request that waits for GET /info
+# then holds that restore back by its whole wait, so the ask is short and, once it went unanswered, not repeated
+# by the requests of the next ASK_AGAIN seconds (they keep the mapping learned before, as after any failed ask).
+ASK_TIMEOUT = 2.0  # seconds; a serving dockerd answers /info in milliseconds
+ASK_AGAIN = 10.0  # seconds
 
 
 class EngineIdentity:
@@ -54,14 +63,15 @@ class EngineIdentity:
         if self.userns_setting != "auto":
             return
         try:
-            found = userns.from_engine(liveness.engine_info(engine.pid))
+            found = userns.from_engine(liveness.engine_info(engine.pid, timeout=ASK_TIMEOUT))
             text = str(found) if found else ""
         except userns.UnknownMapping as exc:
             text = f"!{exc}"
         except (OSError, ValueError) as exc:
-            # dockerd activates plugins while it restores, before its API listens: ask again at the next request
+            # unanswered (a dockerd still restoring: ASK_TIMEOUT): asked again by a request ASK_AGAIN seconds on
             with self.store.transaction():
                 self.store.set_meta("userns_pending", str(engine.pid))
+                self.store.set_meta("userns_ask_after", str(time.time() + ASK_AGAIN))
             log.info("event=userns-pending pid=%s why=%s", engine.pid, exc)
             return
         with self.store.transaction():
@@ -70,11 +80,14 @@ class EngineIdentity:
         log.info("event=userns-learned mapping=%s", text or "none")
 
     def _userns_due(self) -> int | None:
-        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due."""
+        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due (not within
+        ASK_AGAIN seconds of an ask it did not answer)."""
         if self.userns_setting != "auto":
             return None
         pid = self.store.meta("userns_pending")
-        return int(pid) if pid and liveness.process_start(int(pid)) is not None else None
+        if not pid or time.time() < float(self.store.meta("userns_ask_after") or 0):
+            return None
+        return int(pid) if liveness.process_start(int(pid)) is not None else None
 
     def userns_pending(self) -> None:
         """Before Create and Mount (outside any transaction): if the engine could not be asked at its activation,
