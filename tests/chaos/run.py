@@ -9,6 +9,7 @@ import bisect
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -172,12 +173,19 @@ def main(argv: list[str]) -> int:
         lost, acks = invariants.lost_writes(writers, "after settling")
         broken += lost
         broken += invariants.control_untouched(control, before, stack.hook.events if stack.hook else [])
+        log(f"faults done, every server settled, {sum(acks.values())} acknowledged writes all there; "
+            "restarting every server")
         assert stack.client is not None
-        for server in servers:
-            stack.client.containers.get(server.name).restart(timeout=30)
+        restarts = [threading.Thread(target=stack.client.containers.get(s.name).restart, kwargs={"timeout": 30})
+                    for s in servers]
+        for t in restarts:
+            t.start()
+        for t in restarts:
+            t.join()
         lost, _ = invariants.lost_writes(writers, "after a restart of every server")
         broken += lost
         broken += invariants.no_gave_up(stack.hook.events if stack.hook else [])
+        log("every acknowledged write there after the restarts; removing the containers and volumes")
         for server in servers:
             stack.client.containers.get(server.name).remove(force=True)
         broken += invariants.no_stuck_reference(stack.client, [s.source for s in servers if s.storage == "volume"])
@@ -198,6 +206,7 @@ def main(argv: list[str]) -> int:
             stack.keep_logs(path.with_suffix(""))
         except OSError as exc:
             log(f"could not keep the logs: {exc}")
+        log("tearing down")
         stack.teardown()
         left = stack.leftovers()
         broken += [f"left behind: {x}" for x in left]

@@ -128,11 +128,15 @@ class Stack:
                  ("engine", self.engine.destroy),
                  ("tmpfs", lambda: umount_below(str(self.small))),
                  ("dirs", lambda: shutil.rmtree(self.base, ignore_errors=True))]
+        took = []
         for what, step in steps:
+            started = time.monotonic()
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - the next steps still run
                 self.log(f"teardown {what}: {exc!r}")
+            took.append(f"{what} {time.monotonic() - started:.1f}s")
+        self.log(f"torn down: {', '.join(took)}")
         if os.path.exists(self.engine.log_path):
             os.unlink(self.engine.log_path)
 
