@@ -90,8 +90,8 @@ def writes_again(fault: Fault, started: float, writers: list[Writer]) -> tuple[f
 
 
 def run_faults(stack: Stack, servers: dict[str, Server], writers: dict[str, Writer], seed: int, duration: float,
-               broken: list[str]) -> list[Fault]:
-    done: list[Fault] = []
+               broken: list[str], done: list[Fault]) -> None:
+    """Inject the schedule's faults until duration is spent, each appended to done as it ends."""
     begin = time.monotonic()
     for step in schedule(seed, list(servers.values()), duration):
         if time.monotonic() - begin + step.pause > duration:
@@ -130,7 +130,6 @@ def run_faults(stack: Stack, servers: dict[str, Server], writers: dict[str, Writ
         heal = "NOT HEALED" if fault.heal is None else f"healed {fault.heal:.2f}s"
         log(f"+{fault.at:5.0f}s {step.kind} {step.target} {step.variant}: {heal}, writes again "
             f"{fault.writes_again:.2f}s {fault.note}")
-    return done
 
 
 def invariants_never() -> bool:
@@ -165,7 +164,7 @@ def main(argv: list[str]) -> int:
         control = next(s for s in servers if s.storage == "control")
         before = control.stamp()
         log(f"stack up: {len(servers)} servers, driver {stack.driver.name if stack.driver else '-'}; faults begin")
-        done = run_faults(stack, {s.key: s for s in servers}, writers, args.seed, args.duration, broken)
+        run_faults(stack, {s.key: s for s in servers}, writers, args.seed, args.duration, broken, done)
         broken += invariants.faults_healed(done)
         broken += invariants.settled(writers)
         for w in writers.values():
@@ -190,7 +189,7 @@ def main(argv: list[str]) -> int:
             stack.client.containers.get(server.name).remove(force=True)
         broken += invariants.no_stuck_reference(stack.client, [s.source for s in servers if s.storage == "volume"])
     except KeyboardInterrupt as exc:
-        broken.append(f"interrupted ({exc})")
+        broken.append(f"interrupted ({exc or 'SIGINT'})")
         code = 130
     except Exception as exc:  # noqa: BLE001 - reported, and the teardown still runs
         broken.append(f"the run failed: {exc!r}")
