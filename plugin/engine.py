@@ -18,10 +18,13 @@ log = logging.getLogger("ownvol.plugin")
 # A dockerd activates its plugins, and mounts the volumes of the containers it restarts, while it restores, before
 # its API serves: its socket listens but answers nothing until every restart is done (moby cmd/dockerd/daemon.go:
 # the API's Wait comes after NewDaemon, whose restore waits for restartContainers). A request that waits for GET /info
-# then holds that restore back by its whole wait, so the ask is short and, once it went unanswered, not repeated
-# by the requests of the next ASK_AGAIN seconds (they keep the mapping learned before, as after any failed ask).
+# then holds that restore back by its whole wait. So once a mapping was learned (from an earlier run of the engine),
+# the ask is short and, once it went unanswered, not repeated by the requests of the next ASK_AGAIN seconds: they keep
+# the mapping learned before, as after any failed ask. With none learned yet, each request still asks, waiting up to
+# FIRST_ASK_TIMEOUT: a volume is never made to a mapping that was never asked for.
 ASK_TIMEOUT = 2.0  # seconds; a serving dockerd answers /info in milliseconds
 ASK_AGAIN = 10.0  # seconds
+FIRST_ASK_TIMEOUT = 10.0  # seconds
 
 
 class EngineIdentity:
@@ -62,8 +65,10 @@ class EngineIdentity:
         """Ask the engine that activated the driver whether it remaps user namespaces (OWNVOL_USERNS=auto)."""
         if self.userns_setting != "auto":
             return
+        known = self.store.meta("userns") is not None
         try:
-            found = userns.from_engine(liveness.engine_info(engine.pid, timeout=ASK_TIMEOUT))
+            found = userns.from_engine(liveness.engine_info(engine.pid,
+                                                            timeout=ASK_TIMEOUT if known else FIRST_ASK_TIMEOUT))
             text = str(found) if found else ""
         except userns.UnknownMapping as exc:
             text = f"!{exc}"
@@ -71,7 +76,7 @@ class EngineIdentity:
             # unanswered (a dockerd still restoring: ASK_TIMEOUT): asked again by a request ASK_AGAIN seconds on
             with self.store.transaction():
                 self.store.set_meta("userns_pending", str(engine.pid))
-                self.store.set_meta("userns_ask_after", str(time.time() + ASK_AGAIN))
+                self.store.set_meta("userns_ask_after", str(time.time() + ASK_AGAIN) if known else "")
             log.info("event=userns-pending pid=%s why=%s", engine.pid, exc)
             return
         with self.store.transaction():
@@ -80,8 +85,8 @@ class EngineIdentity:
         log.info("event=userns-learned mapping=%s", text or "none")
 
     def _userns_due(self) -> int | None:
-        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due (not within
-        ASK_AGAIN seconds of an ask it did not answer)."""
+        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due (with a
+        mapping learned before, not within ASK_AGAIN seconds of an ask it did not answer)."""
         if self.userns_setting != "auto":
             return None
         pid = self.store.meta("userns_pending")

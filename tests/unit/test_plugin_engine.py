@@ -33,6 +33,7 @@ def this_process_as_dockerd() -> liveness.Engine:
 
 def test_an_engine_that_listens_but_does_not_answer_holds_no_request_for_long(identity, monkeypatch):
     ident, sock = identity
+    ident.store.set_meta("userns", "")  # learned from the engine's run before: no remapping
     monkeypatch.setattr(engine_mod, "ASK_TIMEOUT", 0.3)
     restoring = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     restoring.bind(sock)
@@ -79,3 +80,18 @@ def test_the_engine_is_asked_again_once_the_pause_is_over_and_its_answer_learned
         server.shutdown()
         server.server_close()
     assert ident.store.meta("userns_pending") == "" and ident.store.meta("userns") == ""
+
+
+def test_with_no_mapping_learned_yet_every_request_asks_and_waits_as_long_as_before(identity, monkeypatch):
+    ident, _ = identity
+    asked: list[float] = []
+
+    def unanswered(pid: int, timeout: float = 10.0) -> dict:
+        asked.append(timeout)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(liveness, "engine_info", unanswered)
+    ident.activate(this_process_as_dockerd())
+    ident.userns_pending()
+    ident.userns_pending()
+    assert asked == [engine_mod.FIRST_ASK_TIMEOUT] * 3 and ident.store.meta("userns") is None
