@@ -7,8 +7,8 @@ BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
 .PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
-	systemd-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench chaos \
-	clean-machine demo
+	systemd-tools rootless-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench \
+	chaos clean-machine demo
 # The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
 ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
 	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
@@ -90,6 +90,11 @@ uninstall: venv
 systemd-tools:
 	scripts/apt-tools.sh systemd-analyze=systemd systemd-socket-activate=systemd
 
+## rootless-tools: Debian's rootlesskit, slirp4netns and uidmap (newuidmap, newgidmap), for the rootless engine's test
+## (tests/engine/test_rootless.py runs docker.io's contrib/dockerd-rootless.sh as a user it adds; nothing started here)
+rootless-tools:
+	scripts/apt-tools.sh rootlesskit=rootlesskit slirp4netns=slirp4netns newuidmap=uidmap newgidmap=uidmap
+
 ## lint: ruff over the tree, mypy over the three packages as the tree holds them (ownvol/, plugin/, hooks/), shellcheck
 ## over every shell script of the tree (SHELL_SCRIPTS); seconds
 # Every shell script: files whose first line names sh or bash (*.sh, .ci/run), outside .git, .venv and build/.
@@ -110,7 +115,7 @@ shellcheck-tool:
 ENGINE ?= 20
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
-test: lint venv engine images systemd-tools tools
+test: lint venv engine images systemd-tools tools rootless-tools
 	$(BIN)/python -m pytest $(XDIST) --engine $(ENGINE) $(PYTEST_ARGS)
 
 ## test-swarm: examples/stack.yaml on three engines in their own namespaces, plugin and images from a registry

@@ -39,6 +39,23 @@ def _groups() -> dict[str, Callable[[], list[Result]]]:
     return groups
 
 
+def _loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages (os.getloadavg), rounded to 0.01."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ("" when it does not)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
 
@@ -64,23 +81,29 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark group(s) {unknown}; known: {sorted(groups)}", file=sys.stderr)
         return 2
     results: list[Result] = []
+    loads: dict[str, dict] = {}
     for name in wanted:
         started = time.monotonic()
-        print(f"bench: {name} ...", flush=True)
+        before = _loadavg()
+        print(f"bench: {name} ... (load {before})", flush=True)
         results.extend(groups[name]())
-        print(f"bench: {name} took {time.monotonic() - started:.0f} s", flush=True)
+        loads[name] = {"before": before, "after": _loadavg(), "seconds": round(time.monotonic() - started),
+                       "kernel": platform.release()}  # a group rerun later may run on another machine
+        print(f"bench: {name} took {time.monotonic() - started:.0f} s (load {loads[name]['after']})", flush=True)
     print()
     print_table(results)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     payload = [r.as_dict() for r in results]
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}", "when": when,
-            "groups": dict.fromkeys(wanted, when)}
+            "cpu": _cpu_model(), "kernel": f"{platform.release()} {platform.version()}",
+            "groups": dict.fromkeys(wanted, when), "loads": loads}
     if argv and RESULTS.exists():  # some groups: the other groups' lines stay, each group says when it ran
         ours = {r.name for r in results}
         payload = [line for line in json.loads(RESULTS.read_text()) if line["name"] not in ours] + payload
         machine = RESULTS.parent / "machine.json"
         before = json.loads(machine.read_text()) if machine.exists() else {}
         meta["groups"] = {**before.get("groups", {}), **meta["groups"]}
+        meta["loads"] = {**before.get("loads", {}), **loads}
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS.parent / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,9 +57,25 @@ def repair_route(ctx: Context) -> str:
     if ctx.repair_via in ("local", "helper"):
         return ctx.repair_via
     mount = ctx.target.mount
-    if mount and engine_paths_reachable() and os.path.isdir(mount.host_path):
+    if mount and engine_paths_reachable() and (os.path.isfile if mount.file else os.path.isdir)(mount.host_path):
         return "local"
     return "helper"
+
+
+def _never_repaired(t: Target) -> str | None:
+    """Why a mount with a known owner is never given to it (an idmapped ownvol volume, root, the host's own
+    directories); None when it may be."""
+    assert t.mount is not None
+    if t.idmapped:
+        return (f"{t.idmapped}: ownvol never chowns the data of an idmapped volume; the container runs as "
+                f"{t.uid}:{t.gid}: if that is not the owner it shows, the map is wrong: recreate the volume (or a "
+                f"view-of it) with -o uid={t.uid} -o gid={t.gid}")
+    if t.uid == 0 and t.owner_source != "label":
+        return (f"the owner would be root ({t.owner_source}): ownership does not stop a root server, and ownvol "
+                "gives data to root only when labelled ownvol.uid=0")
+    if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
+        return f"{t.mount.host_path} {why}: ownvol never gives the host's own directories to a container's user"
+    return None
 
 
 def repair_ownership(ctx: Context) -> ActionResult:
@@ -68,22 +85,27 @@ def repair_ownership(ctx: Context) -> ActionResult:
     mode changed ("modes": `PATH OLD->NEW`, "." the data dir itself). Skipped (with why) without a mount or a known
     owner, or on a bind mount of the host's own directories."""
     t = ctx.target
+    plan = t.path_plan or {}
+    if plan.get("plan") == "diagnose":
+        return ActionResult("skipped", {"why": plan["diagnosis"], "path_plan": plan})
     if t.mount is None:
         return ActionResult("skipped", {"why": f"{t.data_dir} is not on a bind mount or volume"})
     if t.uid is None or t.gid is None:
-        return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"})
-    if t.uid == 0 and t.owner_source != "label":
-        return ActionResult("skipped", {"why": f"the owner would be root ({t.owner_source}): ownership does not stop a "
-                                               "root server, and ownvol gives data to root only when labelled "
-                                               "ownvol.uid=0"})
-    if t.mount.type == "bind" and (why := system_area(posixpath.normpath(t.mount.host_path))):
-        return ActionResult("skipped", {"why": f"{t.mount.host_path} {why}: ownvol never gives the host's own "
-                                               "directories to a container's user"})
+        mapped = [n for n in t.notes if n.startswith("the engine maps ids")]
+        return ActionResult("skipped", {"why": "no uid:gid known; ownvol never repairs to a guess"
+                                               + (f" ({mapped[-1]})" if mapped else "")})
+    if why := _never_repaired(t):
+        return ActionResult("skipped", {"why": why})
     route = repair_route(ctx)
     base: dict[str, object] = {"route": route, "path": t.mount.host_path, "owner": f"{t.uid}:{t.gid}",
                                "owner_source": t.owner_source}
     if t.conflict:
         base["conflict"] = t.conflict
+    if plan:
+        base["for"] = plan["path"]  # the path the server could not use; "path" is what is repaired
+        base["target"] = t.data_dir
+    if t.mount.file:
+        return _repair_file(ctx, route, base)
     if route == "local":
         try:
             with data_path(t.mount) as path:
@@ -101,8 +123,49 @@ def repair_ownership(ctx: Context) -> ActionResult:
         except (docker.errors.DockerException, RuntimeError, ValueError) as exc:
             return ActionResult("failed", {**base, "error": str(exc)})
     if report.get("error") or report.get("errors"):
+        if route == "helper" and t.engine_ids and t.engine_ids != (t.uid, t.gid) and \
+                "Operation not permitted" in str(report.get("error") or report.get("errors")):
+            base["why"] = (f"the repair helper is root in the rootless engine's user namespace, which may change only "
+                           f"files whose owner is mapped there; {t.mount.host_path} belongs to a host id outside "
+                           f"the engine's map (as a directory of the host's root does): give it to {t.uid}:{t.gid} "
+                           "as the host's root, or run the hook on the host (--repair-via local)")
         return ActionResult("failed", {**base, **report})
     return ActionResult("ok", {**base, **report})
+
+
+def _repair_file(ctx: Context, route: str, base: dict) -> ActionResult:
+    """A single-file bind's host file given to the server's uid:gid, and u+r (u+rw when it was writable by
+    someone) when its owner could not read it; only from the engine's host (no helper mounts a file), never
+    through a link (O_NOFOLLOW). ok's detail says the file alone was changed: `changed` 0 or 1, `modes`."""
+    t = ctx.target
+    assert t.mount is not None and t.uid is not None and t.gid is not None
+    if route != "local":
+        return ActionResult("skipped", {**base, "why": "a single-file bind is repaired only where the engine's "
+                                                       "files are this process's (no repair helper mounts a file)"})
+    try:
+        fd = os.open(t.mount.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return ActionResult("failed", {**base, "error": str(exc)})
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return ActionResult("skipped", {**base, "why": f"{t.mount.source} is not a regular file"})
+        changed, modes = 0, []
+        base["found"] = f"{st.st_uid}:{st.st_gid}"
+        if (st.st_uid, st.st_gid) != (t.uid, t.gid):
+            os.fchown(fd, t.uid, t.gid)
+            changed = 1
+        old = stat.S_IMODE(st.st_mode)
+        new = old | stat.S_IRUSR | (stat.S_IWUSR if old & 0o222 else 0)
+        if new != old:
+            os.fchmod(fd, new)
+            modes.append(f". {old:04o}->{new:04o}")
+            changed = 1
+    except OSError as exc:
+        return ActionResult("failed", {**base, "error": str(exc)})
+    finally:
+        os.close(fd)
+    return ActionResult("ok", {**base, "file": True, "changed": changed, "visited": 1, "modes": modes})
 
 
 def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
@@ -115,10 +178,12 @@ def _repair_in_helper(ctx: Context, mount: DataMount) -> dict:
     source = mount.name if mount.type == "volume" else mount.source
     path = posixpath.join(HELPER_DEST, mount.subpath) if mount.subpath else HELPER_DEST
     modes = ",".join(f"{m:04o}" for m in t.data_modes)
+    uid, gid = t.engine_ids or (t.uid, t.gid)
     helper = ctx.client.containers.run(
-        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(t.uid), "--gid", str(t.gid), "--modes", modes],
+        ctx.helper_image, ["ownvol", "repair-mount", path, "--uid", str(uid), "--gid", str(gid), "--modes", modes],
         name=f"ownvol-repair-{t.id[:12]}-{time.time_ns() % 10**9}", detach=True, user="0:0", network_mode="none",
-        # host ids under userns-remap: only a helper outside the remapping may give them (docker run --userns)
+        # remapped: the helper runs in the engine's own user namespace (docker run --userns=host), where
+        # engine_ids are the ids to give: the host's under userns-remap, the container's under rootless
         **({"userns_mode": "host"} if t.remapped else {}),
         volumes={source: {"bind": HELPER_DEST, "mode": "rw"}},
         environment={PROGRESS_ENV: "1"} if ctx.progress else {},
@@ -200,6 +265,8 @@ def persist_again(ctx: Context) -> ActionResult:
     client = _redis_or_skip(ctx)
     if isinstance(client, ActionResult):
         return client
+    if ctx.target.role == "sentinel":
+        return _flush_sentinel(client)
     if blocked := data_dir_blocked(ctx):
         client.close()
         return ActionResult("skipped", {"why": f"{blocked}: a BGSAVE there would fail and make Redis refuse writes "
@@ -224,6 +291,18 @@ def persist_again(ctx: Context) -> ActionResult:
     if after.get("aof_enabled") == 1 and after.get("aof_last_write_status") == "err":
         failed.append("aof_last_write_status")
     return ActionResult("failed" if failed else "ok", {"commands": done, "still_err": failed})
+
+
+def _flush_sentinel(client: redis.Redis) -> ActionResult:
+    """SENTINEL FLUSHCONFIG: a Sentinel's only persistence is its config file (src/sentinel.c; an error since
+    Redis 7.0 when it cannot save)."""
+    try:
+        client.execute_command("SENTINEL", "FLUSHCONFIG")
+    except redis.exceptions.RedisError as exc:
+        return ActionResult("failed", {"commands": ["SENTINEL FLUSHCONFIG"], "error": str(exc)})
+    finally:
+        client.close()
+    return ActionResult("ok", {"commands": ["SENTINEL FLUSHCONFIG"]})
 
 
 def unpersisted_writes(ctx: Context) -> bool:

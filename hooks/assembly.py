@@ -105,7 +105,9 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
 
             watcher.on_probe.append(observe_drift)
             watcher.on_forget.append(watch.remove)
-    board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, DriverVolumes(client))
+    volumes = DriverVolumes(client)
+    telemetry.metrics.watch_volumes(volumes.read)
+    board = Board(journal, lambda: list(watcher.watched.values()), recovery.busy, space, volumes)
     return watcher, recovery, telemetry, board, drift
 
 

@@ -66,7 +66,10 @@ class DriverVolumes:
                         "policy": status.get("policy", ""), "references": int(status.get("mounts") or 0),
                         "state": status.get("state", ""), "last_check": status.get("last_check", ""),
                         "last_check_result": status.get("last_check_result", ""),
-                        "last_repair": repair.get("at", ""), "last_repair_changed": repair.get("changed")})
+                        "last_repair": repair.get("at", ""), "last_repair_changed": repair.get("changed"),
+                        "ownership": status.get("ownership", "walk"),
+                        "ownership_asked": status.get("ownership_asked", "walk"),
+                        "ownership_note": status.get("ownership_note", "")})
         return sorted(out, key=lambda v: v["name"])
 
 

@@ -28,7 +28,7 @@ from .executor import DockerExecutor
 from .journal import Journal
 from .model import ActionRecord, Incident
 from .recovery import Recovery
-from .services import by_family, plan_of
+from .services import by_family, plan_of, services
 from .shared import advice, recurring
 from .strategies import StrategyError, load
 from .targets import engine_node, engine_paths_reachable
@@ -166,7 +166,11 @@ def diagnose(executor: DockerExecutor, name: str, journal_path: str | None = Non
     if health.healthy or (engine_error and not seen):
         error_type = None  # never acted on while healthy; an engine that cannot start it is not ours to fix
     strategy = load().strategy(error_type or "persistence-failed", target.service, plan_of)
+    about = seen[-1] if seen and error_type else ({**health.about, "context": {}} if health.about and error_type
+                                                   else None)
+    path_plan = executor.for_path(target, about).path_plan if about else None
     return {"container": target.as_dict(), "node": engine_node(executor.client()), "health": health.as_dict(),
+            "path_plan": path_plan,
             "detections": seen[-10:], "engine_error": engine_error, "error_type": error_type,
             "repair_route": repair_route(executor.context(target)), "plan": list(strategy.actions),
             "drift_watch": _drift_watch(executor, target), "shared": _shared(executor, container.id, journal_path)}
@@ -259,7 +263,10 @@ def doctor(container, state_dir, db, repair_via, as_json) -> None:
         click.echo(f"seen since this start: [{d['error_type']}] {d['message']}")
     if report["engine_error"]:
         click.echo(f"engine: {report['engine_error']}")
-    if report["error_type"]:
+    plan = _echo_path_plan(report.get("path_plan"), t["owner"])
+    if report["error_type"] and plan and not plan["mount"]:
+        click.echo(f"diagnosis: {report['error_type']} on {plan['path']}; the hook changes nothing there (above)")
+    elif report["error_type"]:
         click.echo(f"diagnosis: {report['error_type']}; the hook would try: {', '.join(report['plan'])}")
     elif report["engine_error"] and not h["state"] == "healthy":
         click.echo("diagnosis: the engine could not start it (above); nothing ownvol repairs")
@@ -268,6 +275,24 @@ def doctor(container, state_dir, db, repair_via, as_json) -> None:
     else:
         click.echo(f"diagnosis: nothing the hook acts on while it is {h['state']} with no error of its own "
                    "in the current run's log")
+
+
+def _echo_path_plan(plan: dict | None, owner: str | None) -> dict | None:
+    """doctor's lines for the path a failure names beside the data dir (hooks/paths.py PathPlan.as_dict): the
+    path, the mount that holds it, and the repair or the diagnosis; plan as given."""
+    if not plan:
+        return plan
+    where = f"on the mount {plan['where']}" if plan["where"] else "on no mount"
+    doing = "create files in" if plan["needs"] == "create" else "read"
+    click.echo(f"path: {plan['path']} (the server must {doing} {plan['target']}), {where}")
+    if plan["mount"]:
+        m = plan["mount"]
+        host = posixpath.join(m["source"], m["subpath"]) if m["subpath"] else m["source"]
+        click.echo(f"path plan: repair {host} ({m['type']} {m['source']} at {m['destination']}"
+                   f"{', the file alone' if m.get('file') else ''}) for {owner}")
+    else:
+        click.echo(f"path plan: nothing done; {plan['diagnosis']}")
+    return plan
 
 
 @click.command("repair")
@@ -381,11 +406,18 @@ def history(state_dir, db, limit, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per failure, a line each.")
 def explain(file, as_json) -> None:
     """What the hook makes of a server's log (FILE, or - for stdin, as `docker logs` prints it): each failure
-    it recognises, with its pattern, error type, phase and the versions that print it. Changes nothing."""
-    found = patterns.read_log(file.read().splitlines())
+    it recognises, with its pattern, error type, phase and the versions that print it, read with the catalogue
+    of the first family (hooks/services, Redis's first) that recognises any. Changes nothing."""
+    lines = file.read().splitlines()
+    found, family = [], ""
+    for service in services():
+        found = patterns.read_log(lines, service.catalogue)
+        if found:
+            family = service.family
+            break
     if as_json:
         for number, d in found:
-            click.echo(json.dumps({**d.as_dict(), "line": d.line, "line_number": number}))
+            click.echo(json.dumps({**d.as_dict(), "service": family, "line": d.line, "line_number": number}))
         return
     if not found:
         click.echo("no known failure in this log")
@@ -396,6 +428,11 @@ def explain(file, as_json) -> None:
                    f"{'yes' if d.pattern.fatal else 'no':<5} {d.message[:100]}")
         context = ", ".join(f"{k}={v}" for k, v in d.context.items())
         click.echo(f"{'':>5} context: {context or '-'}; printed by {', '.join(d.pattern.versions)}")
+        if d.pattern.needs:
+            named = d.context.get("path") or f"the server's `{d.pattern.path_of}` setting"
+            what = "the directory that holds it" if d.pattern.needs == "create" else "it"
+            click.echo(f"{'':>5} path: {named}; the hook repairs {what} on the container mount that holds it "
+                       "(`ownvol doctor` names the mount), or says what to change when no mount it may touch does")
 
 
 commands: list[click.Command] = [watch, status, doctor, repair_cmd, history, explain]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import posixpath
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,14 +17,27 @@ from ownvol import userns
 from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
-from . import actions
+from . import actions, paths
 from .actions import SWARM_TASK, Context
-from .health import owner_of, saving
+from .connection import UnsupportedHost, endpoint
+from .health import mount_verdicts, owner_of, saving
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
-from .targets import FactCache, LastRun, engine_paths_reachable, facts
+from .targets import (
+    FactCache,
+    LastRun,
+    engine_paths_reachable,
+    facts,
+    host_dir_state,
+    nearest_existing,
+    volume_mountpoint,
+)
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
+# Seconds a container's inspect is kept for its probes while no engine event names it (InspectCache): every change
+# of what a probe reads from it (its state, restart count, pid, health, restart policy, name) is an event of moby's
+# (daemon/monitor.go, start.go, update.go, rename.go, health.go), so this only bounds what a lost event could hide.
+INSPECT_TTL = 300.0
 
 SWARM_RESTART_DELAY_NS = 5_000_000_000
 SWARM_START = 10.0  # seconds for a new Swarm task's container to be created and started on a busy node
@@ -34,6 +49,72 @@ class Runs(Protocol):
     def last_run(self, container_id: str) -> tuple[int, int] | None: ...
 
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
+
+
+def _inside(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/") or "/"
+    return path == directory or directory == "/" or path.startswith(directory + "/")
+
+
+class InspectCache:
+    """Each watched container's inspect (docker-py's model) as the last probe read it, until an engine event about
+    that container (forget), the event stream's reconnection (clear) or INSPECT_TTL seconds: an idle container's
+    probe asks the engine nothing (bench: watcher_cpu_pct_200, the inspect was 41 % of the hook's samples). A
+    generation per container keeps an inspect begun before an event from being stored after it. Bounded."""
+
+    LIMIT = 4096
+
+    def __init__(self, ttl: float = INSPECT_TTL) -> None:
+        self.ttl = ttl
+        self._kept: dict[str, tuple[Container, float]] = {}
+        self._generation: dict[str, int] = {}
+        self._epoch = 0
+        self._lock = threading.Lock()
+
+    def get(self, container_id: str, inspect: Callable[[str], Container]) -> Container:
+        """The kept model of container_id when fresh, else inspect(container_id), kept unless an event came
+        meanwhile; raises what inspect raises (docker.errors.NotFound: forgotten)."""
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(container_id)
+            if kept is not None and now - kept[1] < self.ttl:
+                return kept[0]
+            seen = (self._epoch, self._generation.get(container_id, 0))
+        try:
+            container = inspect(container_id)
+        except docker.errors.NotFound:
+            self.forget(container_id)
+            raise
+        with self._lock:
+            if seen == (self._epoch, self._generation.get(container_id, 0)):
+                if len(self._kept) >= self.LIMIT:
+                    self._kept.clear()
+                self._kept[container_id] = (container, now)
+        return container
+
+    def forget(self, container_id: str) -> None:
+        """An event about the container: its next probe inspects it again."""
+        with self._lock:
+            self._kept.pop(container_id, None)
+            if len(self._generation) >= self.LIMIT:
+                self._generation.clear()
+                self._epoch += 1
+            self._generation[container_id] = self._generation.get(container_id, 0) + 1
+
+    def clear(self) -> None:
+        """Events may have been missed (the stream reconnects): every probe inspects again."""
+        with self._lock:
+            self._kept.clear()
+            self._epoch += 1
+
+
+def _crash_context(checked: str, wanted: str) -> dict:
+    """An incident's context for a directory the server's uid cannot write (in the container): the entry it
+    must create there when the setting's directory does not exist yet (its next component), else the
+    directory itself, marked `directory` (a path the server writes in, not a file it creates)."""
+    if wanted != checked and wanted.startswith(checked.rstrip("/") + "/"):
+        return {"path": posixpath.join(checked, wanted[len(checked.rstrip("/")) + 1:].split("/")[0])}
+    return {"path": checked, "directory": True}
 
 
 class DockerExecutor:
@@ -48,25 +129,33 @@ class DockerExecutor:
         self.helper_image = helper_image
         self.runs = runs
         self.cache = FactCache()
+        self.inspects = InspectCache()  # the probes' inspects (health(kept=True)); the watcher forgets on events
         self.progress: Progress | None = None  # handed to each action's context: a repair reports to it
         self.start_stopped = False  # `ownvol repair`: a person asked, so a stopped container is started
         self._idmap: IdMap | userns.UnknownMapping | None = None
         self._idmap_at: float | None = None
+        self._rootless = False  # docker info: name=rootless (userns.rootless), as idmap() last asked
+        # container id -> (the pid it was read from, the kernel's map of its processes): read once per start
+        self._maps: dict[str, tuple[int, IdMap]] = {}
         # container id -> (its labels, its restart policy's name) as the last target() inspected them: a
         # verification reads them there instead of asking again (dockerd answers an inspect only once that
         # container's start is done: 20 crash-looping containers made each such question wait)
         self._seen: dict[str, tuple[dict, str]] = {}
 
-    def target(self, container_id: str) -> tuple[Container, Target]:
+    def target(self, container_id: str, kept: bool = False) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it, its owner in host ids when
-        the engine remaps user namespaces; raises docker.errors.NotFound."""
-        container = self.client().containers.get(container_id)
+        the engine remaps user namespaces; with kept, from the inspect the last probe kept (InspectCache) while no
+        event came about the container; raises docker.errors.NotFound."""
+        if kept:
+            container = self.inspects.get(container_id, self.client().containers.get)
+        else:
+            container = self.client().containers.get(container_id)
         last_run: LastRun | None = self.runs.last_run if self.runs else None
         target = facts(self.client(), container, self.cache, last_run)
         if len(self._seen) >= FactCache.LIMIT:
             self._seen.clear()
         self._seen[container_id] = (target.labels, target.restart_policy)
-        return container, self._in_host_ids(target)
+        return container, self._in_host_ids(target, (container.attrs.get("State") or {}).get("Pid"))
 
     def sharers(self, container_id: str) -> list[dict]:
         """The other containers, in any state, with a mount of the same source as this one's data mount: for a
@@ -97,7 +186,9 @@ class DockerExecutor:
         now = time.monotonic()
         if self._idmap_at is None or now - self._idmap_at > IDMAP_TTL:
             try:
-                self._idmap = userns.from_engine(self.client().info())
+                info = self.client().info()
+                self._rootless = userns.rootless(info)
+                self._idmap = userns.from_engine(info)
             except userns.UnknownMapping as exc:
                 self._idmap = exc
             self._idmap_at = now
@@ -105,27 +196,95 @@ class DockerExecutor:
             raise self._idmap
         return self._idmap
 
-    def _in_host_ids(self, target: Target) -> Target:
+    def _kernel_map(self, container_id: str, pid: int | None) -> IdMap | None:
+        """The map the kernel applies to the container's processes (userns.IdMap.from_process of its main pid,
+        State.Pid, when this process sees the engine's processes), kept per container for the times it is down
+        (a crash loop); else, for a rootless engine, the engine's own (its containers share its namespace); None
+        when neither can be read here."""
+        known = self._maps.get(container_id)
+        if pid and (known is None or known[0] != pid) and engine_paths_reachable():
+            try:
+                found = IdMap.from_process(pid)
+            except userns.UnknownMapping:
+                pass
+            else:
+                if len(self._maps) >= FactCache.LIMIT:
+                    self._maps.clear()
+                self._maps[container_id] = known = (pid, found)
+        if known is not None:
+            return known[1]
+        if self._rootless and engine_paths_reachable():
+            try:
+                path = endpoint().unix_path
+            except (UnsupportedHost, docker.errors.DockerException):
+                path = None
+            engine_pid = userns.listener_pid(path) if path else None
+            if engine_pid:
+                try:
+                    return IdMap.from_process(engine_pid)
+                except userns.UnknownMapping:
+                    return None
+        return None
+
+    def _in_host_ids(self, target: Target, pid: int | None = None) -> Target:
+        """target with uid:gid in this host's ids, and remapped, when the engine maps ids (the kernel's map of the
+        container, pid its State.Pid; else `docker info` for --userns-remap); uid:gid None, with a note saying
+        why, when the engine maps ids and the host ids cannot be told: nothing is repaired then."""
         if target.uid is None or target.gid is None:
             return target
         try:
-            mapping = self.idmap()
-            if mapping is None:
+            configured = self.idmap()
+            kernel = self._kernel_map(target.id, pid)
+            if self._rootless and configured is not None:
+                raise userns.UnknownMapping("docker info says both rootless and userns-remap")
+            if kernel is not None and kernel.identity:
+                return target
+            if kernel is not None:
+                return self._kernel_host_ids(target, kernel)
+            if self._rootless:
+                raise userns.UnknownMapping(
+                    "the engine is rootless (docker info: name=rootless), so its containers' ids are subordinate "
+                    "host ids, and neither the container's nor the engine's /proc/PID/uid_map can be read from here")
+            if configured is None:
                 return target
             if target.owner_source == "process":  # the engine's host process table (docker top, /proc): host ids
                 return replace(target, owner_source="process (host ids under userns-remap)",
                                remapped=True)
-            uid, gid = mapping.host_ids(target.uid, target.gid)
+            uid, gid = configured.host_ids(target.uid, target.gid)
         except userns.UnknownMapping as exc:
-            return replace(target, uid=None, gid=None, owner_source="unknown under userns-remap",
-                           notes=[*target.notes, f"the engine remaps user namespaces: {exc}; nothing is repaired"])
+            why = "rootless" if self._rootless else "userns-remap"
+            return replace(target, uid=None, gid=None, owner_source=f"unknown under {why}",
+                           notes=[*target.notes, f"the engine maps ids ({why}): {exc}; nothing is repaired"])
         return replace(target, uid=uid, gid=gid, owner_source=f"{target.owner_source}, host ids of "
                                                               f"{target.uid}:{target.gid} under userns-remap",
                        remapped=True)
 
+    def _kernel_host_ids(self, target: Target, kernel: IdMap) -> Target:
+        """target's owner through the kernel's map: a configured owner is container ids, mapped; a process's
+        owner is already this host's ids (read from this host's /proc/PID/status: `docker top` gives the engine's,
+        which are not this host's under a rootless engine), checked against the map. engine_ids: what a root
+        helper in the engine's own namespace gives (rootless: the container's ids; --userns-remap: the host's)."""
+        assert target.uid is not None and target.gid is not None
+        why = "rootless" if self._rootless else "userns-remap"
+        if target.owner_source == "process":
+            if not engine_paths_reachable():
+                raise userns.UnknownMapping("the server's ids come from the engine's process table, in the engine's "
+                                            "own ids, and this host's /proc cannot tell them in host ids")
+            uid, gid = target.uid, target.gid  # read from this host's /proc (targets._look_for_server)
+            inside = kernel.inside_ids(uid, gid)
+            source = f"process (host ids of {inside[0]}:{inside[1]} under {why}, {kernel.describe()})"
+        else:
+            inside = (target.uid, target.gid)
+            uid, gid = kernel.host_ids(target.uid, target.gid)
+            source = f"{target.owner_source}, host ids of {target.uid}:{target.gid} under {why} ({kernel.describe()})"
+        return replace(target, uid=uid, gid=gid, owner_source=source, remapped=True,
+                       engine_ids=inside if self._rootless else (uid, gid))
+
     def context(self, target: Target, incident: Incident | None = None) -> Context:
         """The actions' Context for target, with this executor's repair route, helper image and progress callback,
         and the incident acted on (when it opened, whether its server was answering then)."""
+        if incident is not None:
+            target = self.for_path(target, incident.detail)
         ctx = Context(self.client(), target, self.repair_via, progress=self.progress,
                       start_stopped=self.start_stopped)
         if incident is not None:
@@ -134,6 +293,72 @@ class DockerExecutor:
         if self.helper_image:
             ctx.helper_image = self.helper_image
         return ctx
+
+    def for_path(self, target: Target, detail: dict) -> Target:
+        """target with its repair aimed at the path an incident's detection names beside the data dir
+        (hooks/paths.py: the mount of the container's own table that holds it, its subpath cut to the nearest
+        existing directory when the engine's paths are local; data_dir the container path repaired), and the
+        plan in path_plan; target as it is when the detection names no such path. A plan that diagnoses
+        leaves the mount as it is: repair_ownership skips with the diagnosis. A path inside the data dir leaves
+        the repair as it always was, the whole data dir (its mount and modes)."""
+        found = paths.path_of_detection(detail, target.paths)
+        if found is None:
+            return target
+        path, needs, setting = found
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        plan = paths.plan(target.mounts, path, needs, self._cwd(target, local), target.uid, target.gid, setting,
+                          self._source_is_dir if local else paths.volume_is_dir)
+        if plan.mount is None:
+            return replace(target, path_plan=plan.as_dict())
+        if target.mount is not None and _inside(plan.target, target.data_dir) and \
+                (plan.mount.type, plan.mount.destination) == (target.mount.type, target.mount.destination):
+            # in the data dir: repaired as the data dir always is (the whole of it, its modes)
+            return replace(target, path_plan={**plan.as_dict(), "target": target.data_dir,
+                                              "mount": target.mount.as_dict()})
+        mount = plan.mount
+        if mount.type == "volume" and not mount.source:
+            mount = replace(mount, source=volume_mountpoint(self.client(), mount.name))
+        if local and mount.source and not mount.file:
+            mount = nearest_existing(mount, host_dir_state(mount.source))
+        same = target.mount is not None and (mount.source, mount.subpath) == (target.mount.source,
+                                                                            target.mount.subpath)
+        data_dir = posixpath.join(mount.destination, mount.subpath) if mount.subpath else mount.destination
+        return replace(target, mount=mount, data_dir=data_dir, data_modes=target.data_modes if same else (),
+                       conflict=target.conflict if same else None,
+                       path_plan={**plan.as_dict(), "mount": mount.as_dict()})
+
+    @staticmethod
+    def _cwd(target: Target, local: bool) -> str:
+        """The server process's working directory (/proc/PID/cwd, a container path) when it can be read here,
+        else its data dir (Redis chdir()s there at start)."""
+        if local and target.server_pid:
+            try:
+                return os.readlink(f"/proc/{target.server_pid}/cwd")
+            except OSError:
+                pass
+        return target.data_dir
+
+    @staticmethod
+    def _source_is_dir(entry: dict) -> bool | None:
+        """Whether a Mounts entry's source is a directory on the engine's host (a volume always is)."""
+        if entry.get("Type") == "volume":
+            return True
+        try:
+            return os.path.isdir(entry.get("Source") or "")
+        except OSError:
+            return None
+
+    def diagnosis(self, container_id: str, detail: dict) -> dict | None:
+        """The path plan of an incident's detection when it is a diagnosis (hooks/paths.py: nothing the hook may
+        touch would fix it), else None."""
+        if paths.path_of_detection(detail, {}) is None and not detail.get("path_of"):
+            return None
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        plan = self.for_path(target, detail).path_plan
+        return plan if plan and plan.get("plan") == "diagnose" else None
 
     def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult:
         """Run the registry's action on the container (for incident, when one is open): its ActionResult; skipped when
@@ -146,10 +371,11 @@ class DockerExecutor:
             return ActionResult("failed", {"error": f"engine: {exc}"})
         return actions.ACTIONS[action](self.context(target, incident))
 
-    def health(self, container_id: str) -> Health:
-        """One probe of the container: state, reasons, container status, PING reply, persistence, owner."""
+    def health(self, container_id: str, kept: bool = False) -> Health:
+        """One probe of the container: state, reasons, container status, PING reply, persistence, owner; with kept
+        (the watcher's steady probes), the container's inspect as target(kept=True) gives it."""
         try:
-            container, target = self.target(container_id)
+            container, target = self.target(container_id, kept)
         except docker.errors.NotFound:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
@@ -164,14 +390,46 @@ class DockerExecutor:
         return health
 
     def crash_evidence(self, container_id: str) -> dict | None:
-        """The data mount's owner against the service's uid:gid (facts as while it is down), for a crash no
-        line explained; None when it cannot be checked from here or no owner is known."""
+        """For a crash no line explained, with the facts as while it is down: the data mount's owner against
+        the service's uid:gid (owner_of) when it is wrong; else the first writable mount that a setting of the
+        server names (health.mount_verdicts: its binary log's, its sockets' directory...) and its uid cannot
+        write, as owner_of's shape ("path" on the host, "ok", "problem", "uid", "gid", "mode") with "mount"
+        (its destination), "context" ({"path": the directory in the container}), "needed_by" (the settings) and
+        "mounts" (every failing verdict); else, when only mounts no setting names fail, {"ok": True,
+        "unneeded": those verdicts} (reported, never repaired); else the data mount's owner, or None when
+        nothing can be checked from here or no owner is known."""
         try:
-            _, target = self.target(container_id)
+            container, target = self.target(container_id)
         except docker.errors.DockerException:
             return None
         local = self.repair_via != "helper" and engine_paths_reachable()
-        return owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
+        owner = owner_of(target, local and target.mount is not None and os.path.isdir(target.mount.host_path))
+        if owner and not owner.get("ok", True):
+            return owner
+        failing = [v for v in mount_verdicts(target, container.attrs.get("Mounts") or [], local) if not v["ok"]]
+        needed = [v for v in failing if set(v["needed_by"]) - {"data dir"}]
+        if needed:
+            first = needed[0]
+            return {"path": first["host_path"], "ok": False, "problem": first["problem"],
+                    **{k: first[k] for k in ("uid", "gid", "mode") if k in first},
+                    "mount": first["destination"], "context": _crash_context(first["path"], first["wanted"]),
+                    "needed_by": first["needed_by"], "mounts": failing}
+        unneeded = [v for v in failing if not v["candidate"]]
+        if unneeded:
+            return {**(owner or {}), "ok": True, "unneeded": unneeded}
+        return owner
+
+    def unwritable(self, container_id: str) -> dict[str, str]:
+        """setting -> the directory checked (in the container) of each setting of the server ("data dir",
+        Settings.writes) on a writable mount where its uid cannot create entries now (health.mount_verdicts);
+        {} when nothing is found or it cannot be checked from here."""
+        try:
+            container, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return {}
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        return {name: v["path"] for v in mount_verdicts(target, container.attrs.get("Mounts") or [], local)
+                if not v["ok"] for name in v["needed_by"]}
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
         """Stopped and no restart policy will bring it back: waiting cannot make it healthy."""

@@ -9,7 +9,9 @@ evaluate() is the pure rule that turns the Redis family's observations into a st
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
+import stat
 
 import redis
 from redis.backoff import NoBackoff
@@ -18,7 +20,7 @@ from redis.retry import Retry
 from ownvol.ownership import OwnershipError, inspect_root
 
 from .data_path import data_path
-from .model import Health, Target
+from .model import DataMount, Health, Target
 
 PERSISTENCE_FIELDS = ("loading", "aof_enabled", "aof_rewrite_in_progress", "rdb_bgsave_in_progress",
                       "aof_rewrite_scheduled", "aof_last_write_status", "aof_last_bgrewrite_status",
@@ -172,6 +174,80 @@ def write_blocked(target: Target, local: bool) -> str | None:
            f"{target.uid}:{target.gid} cannot write there"
 
 
+def writable_mounts(mounts: list[dict]) -> list[dict]:
+    """The container's writable binds and volumes (its inspect's Mounts entries of type bind or volume, RW, with
+    a Source): what the server may have to write in. A tmpfs is left out (the engine makes it anew at each
+    start, with the owner its options give), and so is a plugin's volume (no Source in the inspect)."""
+    return [m for m in mounts if m.get("Type") in ("bind", "volume") and m.get("RW", True) and m.get("Source")]
+
+
+def _holder(path: str, mounts: list[dict]) -> dict | None:
+    """The mount (a Mounts entry) that holds a path of the container: the longest Destination containing it."""
+    best = None
+    for m in mounts:
+        dest = (m.get("Destination") or "").rstrip("/") or "/"
+        if (path == dest or path.startswith(dest.rstrip("/") + "/")) and \
+                (best is None or len(dest) > len((best.get("Destination") or "").rstrip("/"))):
+            best = m
+    return best
+
+
+def mount_verdicts(target: Target, mounts: list[dict], local: bool) -> list[dict]:
+    """Every writable mount of the container (writable_mounts of its inspect's Mounts) against the server's
+    uid:gid: can it create entries where the server writes? One verdict per directory a setting names on a
+    mount (its data dir, Settings.writes: "log_bin", "unix_socket_directories"...), else one for the mount's
+    root, each {"destination", "source", "type", "needed_by" (the settings; [] for a mount no setting names),
+    "candidate" (needed_by is not empty: only such a mount is the server's to write, and may be repaired),
+    "path" (the directory checked, in the container: the deepest existing one on the way to the setting's, where
+    the server must create the rest), "wanted" (the setting's directory, or the mount's root), "host_path",
+    "uid", "gid", "mode", "ok", "problem"}.
+    [] when not checkable from here (not local, no uid:gid known, or root, which no owner stops)."""
+    if not local or target.uid is None or target.gid is None or target.uid == 0:
+        return []
+    rw = writable_mounts(mounts)
+    needs: dict[int, dict[str, list[str]]] = {}
+    for name, path in {"data dir": target.data_dir, **target.writes}.items():
+        holder = _holder(path, mounts) if path.startswith("/") else None
+        if holder is not None and any(holder is m for m in rw):
+            needs.setdefault(id(holder), {}).setdefault(posixpath.normpath(path), []).append(name)
+    verdicts: dict[tuple[str, str], dict] = {}
+    for m in rw:
+        dest = (m.get("Destination") or "").rstrip("/") or "/"
+        for directory, names in (needs.get(id(m)) or {dest: []}).items():
+            verdict = _verdict(target, m, dest, directory, names)
+            same = verdicts.setdefault((dest, verdict["path"]), verdict)
+            if same is not verdict:
+                same["needed_by"] = [*same["needed_by"], *names]
+    return list(verdicts.values())
+
+
+def _verdict(target: Target, m: dict, dest: str, directory: str, names: list[str]) -> dict:
+    assert target.uid is not None and target.gid is not None
+    relative = "" if directory == dest else posixpath.relpath(directory, dest)
+    existing: list[str] = []
+    for part in relative.split("/") if relative else []:
+        try:
+            st = os.lstat(os.path.join(m["Source"], *existing, part))
+        except OSError:
+            break
+        if not stat.S_ISDIR(st.st_mode):
+            break
+        existing.append(part)
+    mount = DataMount(m["Type"], m["Source"], dest, "/".join(existing), m.get("Name") or "", m.get("Driver") or "")
+    base = {"destination": dest, "source": m["Source"], "type": m["Type"], "needed_by": names,
+            "candidate": bool(names), "path": posixpath.join(dest, *existing), "wanted": directory,
+            "host_path": mount.host_path}
+    try:
+        with data_path(mount) as reach:
+            state = inspect_root(reach, target.uid, target.gid)
+    except (OwnershipError, OSError) as exc:
+        return {**base, "ok": False, "problem": str(exc)}
+    usable = can_write(state.uid, state.gid, state.mode, target.uid, target.gid)
+    return {**base, "uid": state.uid, "gid": state.gid, "mode": f"{state.mode:04o}", "ok": usable,
+            "problem": "" if usable else f"owner {state.uid}:{state.gid} mode {state.mode:04o}: "
+                                         f"{target.uid}:{target.gid} cannot write there"}
+
+
 def can_write(owner_uid: int, owner_gid: int, mode: int, uid: int, gid: int) -> bool:
     """Whether uid:gid may create entries in a directory owned owner_uid:owner_gid with mode (write and search
     permission by the owner, group or other bits, as the kernel picks them; supplementary groups and ACLs
@@ -201,11 +277,76 @@ def disk_usage(target: Target, local: bool) -> dict | None:
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     """Probe target now: health from the container status, PING and INFO persistence (Redis's own fields, redis.io INFO
     docs) and, when local_paths and the mount is reachable here, the mount's root owner and its filesystem's space;
-    the facts used (target.as_dict()) ride along for the status page."""
+    the facts used (target.as_dict()) ride along for the status page. A Sentinel (target.role) is asked
+    Sentinel's questions (sentinel_probe)."""
+    if target.role == "sentinel":
+        health = sentinel_probe(target, container_status, local_paths)
+        health.target = target.as_dict()
+        return health
     health = _probe(target, container_status, local_paths)
     health.target = target.as_dict()
     health.disk = disk_usage(target, local_paths)
     return health
+
+
+SENTINEL_SAVE = {"path_of": "configfile", "needs": "create", "subject": "sentinel-config"}
+
+
+def sentinel_probe(target: Target, container_status: str, local_paths: bool) -> Health:
+    """A Redis Sentinel's health, by Sentinel's own questions: PING, `SENTINEL MASTERS` (it is a Sentinel and
+    answers about what it monitors) and `SENTINEL FLUSHCONFIG`, which saves its config and, since Redis 7.0,
+    replies `ERR Failed to save config file` when it cannot (6.2 replies OK either way: src/sentinel.c); with
+    the engine's paths local, also whether its process's uid can create files in the directory that holds its
+    config (through /proc/PID/root, the container's own view). A Sentinel that cannot save is `latent`: it
+    runs, and loses its id, epochs and failovers at the next start. Health.about says which path it is about."""
+    if container_status != "running":
+        state, reasons = evaluate(container_status, "", {}, None)
+        return Health(state, reasons, container_status, "")
+    client = probe_client(target)
+    if client is None:
+        return Health("unreachable", [NO_ADDRESS], container_status, "")
+    ping = ping_text(client)
+    if ping != "PONG":
+        state, reasons = evaluate(container_status, ping, {}, None)
+        return Health(state, reasons, container_status, ping)
+    try:
+        masters = client.execute_command("SENTINEL", "MASTERS")
+    except redis.exceptions.RedisError as exc:
+        return Health("unreachable", [f"SENTINEL MASTERS: {exc}"], container_status, ping)
+    problem = None
+    try:
+        client.execute_command("SENTINEL", "FLUSHCONFIG")
+    except redis.exceptions.ResponseError as exc:
+        problem = f"SENTINEL FLUSHCONFIG: {exc}"
+    except redis.exceptions.RedisError as exc:
+        return Health("unreachable", [f"SENTINEL FLUSHCONFIG: {exc}"], container_status, ping)
+    if problem is None and local_paths:
+        problem = _config_dir_blocked(target)
+    memory = {"sentinel_masters": len(masters or [])}
+    if problem:
+        config = target.paths.get("configfile", "its config file")
+        health = Health("latent", [f"Sentinel cannot save {config}: {problem}"], container_status, ping,
+                        memory=memory)
+        health.about = dict(SENTINEL_SAVE)
+        return health
+    return Health("healthy", [], container_status, ping, memory=memory)
+
+
+def _config_dir_blocked(target: Target, proc: str = "/proc") -> str | None:
+    """Why the server's process uid cannot create files beside its config file (the directory as the container
+    sees it, through /proc/PID/root), None when it can or it cannot be told (no process, not found)."""
+    config = target.paths.get("configfile")
+    if not config or not target.server_pid or target.uid is None or target.gid is None or target.uid == 0:
+        return None
+    directory = os.path.dirname(config)
+    try:
+        st = os.stat(f"{proc}/{target.server_pid}/root{directory}")
+    except OSError:
+        return None
+    if can_write(st.st_uid, st.st_gid, st.st_mode & 0o7777, target.uid, target.gid):
+        return None
+    return f"{directory} owner {st.st_uid}:{st.st_gid} mode {st.st_mode & 0o7777:04o}: " \
+           f"{target.uid}:{target.gid} cannot create files there"
 
 
 def _probe(target: Target, container_status: str, local_paths: bool) -> Health:

@@ -43,7 +43,17 @@ class Settings:
     origins: fact -> "CONFIG GET" | "PATH:LINE" (a config file) | "command line" | "label" | "WORKDIR" | "default";
     problems: what could not be read (a missing config file, a syntax error), for `doctor`;
     persists: whether the server writes to its data dir on its own (False: it keeps nothing on disk, as a Redis
-    with `save ""` and `appendonly no`); None when the service does not say.
+    with `save ""` and `appendonly no`); None when the service does not say;
+    paths: the other paths it uses, by setting (e.g. {"configfile": "/etc/redis/sentinel.conf", "unixsocket":
+    "/run/redis/redis.sock"}: absolute, or relative to data_dir, as configured), which a log line may name
+    (hooks/patterns.py path_of);
+    role: what the server is beside a data server ("sentinel" for a Redis Sentinel; "" otherwise);
+    writes: the directories besides data_dir the server creates files in, by the setting that names them
+    (e.g. {"log_bin": "/var/log/mysql", "unix_socket_directories": "/var/run/postgresql"}), absolute paths in
+    the container (writes_of makes them); with data_dir, the only paths a repair may be for;
+    links: the links in data_dir the server writes through, as a path relative to data_dir -> where it points
+    (PostgreSQL's {"pg_wal": "/wal", "pg_tblspc/16385": "/srv/ts"}): what a message's relative path means
+    (resolve).
     """
     data_dir: str
     address: str | None = None
@@ -52,6 +62,44 @@ class Settings:
     origins: dict[str, str] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     persists: bool | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    role: str = ""
+    writes: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+
+def writes_of(data_dir: str, paths: dict[str, str], directories: tuple[str, ...] = ()) -> dict[str, str]:
+    """Settings.writes from a service's path settings (setting -> its value as configured): the directory the
+    server creates files in, which is the value itself for a setting in `directories` (tmpdir, a log directory)
+    and the directory that holds it for any other (a file, or a base name as MariaDB's log_bin); a relative
+    value is taken from data_dir, as the servers take it. Empty values, relative ones with no absolute
+    data_dir, and data_dir itself are left out."""
+    found = {}
+    for name, value in paths.items():
+        if not value:
+            continue
+        directory = value if name in directories else posixpath.dirname(value.rstrip("/")) or "."
+        if not directory.startswith("/"):
+            if not data_dir.startswith("/"):
+                continue
+            directory = posixpath.join(data_dir, directory)
+        directory = posixpath.normpath(directory)
+        if directory != posixpath.normpath(data_dir):
+            found[name] = directory
+    return found
+
+
+def resolve(path: str, data_dir: str, links: dict[str, str]) -> str:
+    """The absolute path in the container of a path a server's message names: a relative one is taken from
+    data_dir, through the links of Settings.links ("pg_wal/archive_status" with {"pg_wal": "/wal"} is
+    /wal/archive_status); path itself when it is absolute, or relative with data_dir not absolute."""
+    if path.startswith("/") or not data_dir.startswith("/"):
+        return path
+    clean = posixpath.normpath(path)
+    for link in sorted(links, key=len, reverse=True):
+        if clean == link or clean.startswith(link + "/"):
+            return posixpath.normpath(links[link] + clean[len(link):])
+    return posixpath.normpath(posixpath.join(data_dir, clean))
 
 
 @dataclass(frozen=True)
@@ -62,6 +110,7 @@ class DataMount:
     subpath: str  # the Redis dir relative to the mount's destination ("" when it is the destination)
     name: str = ""  # volume name
     driver: str = ""
+    file: bool = False  # subpath (or the mount itself, a single-file bind) names a file, not a directory
 
     @property
     def host_path(self) -> str:
@@ -69,7 +118,7 @@ class DataMount:
 
     def as_dict(self) -> dict:
         return {"type": self.type, "source": self.source, "destination": self.destination, "subpath": self.subpath,
-                "name": self.name, "driver": self.driver}
+                "name": self.name, "driver": self.driver, **({"file": True} if self.file else {})}
 
 
 @dataclass(frozen=True)
@@ -113,8 +162,18 @@ class Target:
     conflict: dict | None = None
     server_pid: int | None = None
     data_modes: tuple[int, ...] = ()  # the modes the server accepts on its data dir (Service.data_modes)
-    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap (executor.py)
+    remapped: bool = False  # uid/gid are host ids under the engine's userns-remap or rootless (executor.py)
+    # what a root helper in the engine's own user namespace gives for uid/gid (`docker run --userns=host`):
+    # the host's ids under userns-remap, the container's under a rootless engine; None: uid/gid themselves
+    engine_ids: tuple[int, int] | None = None
     persists: bool | None = None  # the server writes to its data dir on its own (Settings.persists)
+    paths: dict = field(default_factory=dict)  # its other paths by setting (Settings.paths)
+    role: str = ""  # Settings.role ("sentinel")
+    mounts: tuple = ()  # the container's own mount table (docker inspect Mounts), for a path a log line names
+    path_plan: dict | None = None  # the plan for the path an incident names (hooks/paths.py PathPlan.as_dict)
+    writes: dict = field(default_factory=dict)  # Settings.writes: setting -> directory it writes in
+    links: dict = field(default_factory=dict)  # Settings.links: relative path in data_dir -> where it points
+    idmapped: str | None = None  # an ownvol volume shown through an idmapped mount, in words: never chowned
 
     def as_dict(self) -> dict:
         return {"id": self.id[:12], "name": self.name, "image": self.image, "status": self.status,
@@ -123,7 +182,10 @@ class Target:
                 "owner": None if self.uid is None else f"{self.uid}:{self.gid}", "owner_source": self.owner_source,
                 "origins": self.origins, "files": self.files, "restart_policy": self.restart_policy,
                 "conflict": self.conflict, "server_pid": self.server_pid, "aof_fallback": self.aof_fallback,
-                "persists": self.persists, "notes": self.notes}
+                "persists": self.persists, "writes": self.writes, "links": self.links, "idmapped": self.idmapped,
+                "notes": self.notes,
+                **({"paths": self.paths} if self.paths else {}), **({"role": self.role} if self.role else {}),
+                **({"path_plan": self.path_plan} if self.path_plan else {})}
 
 
 def _redact(url: str | None) -> str | None:
@@ -150,6 +212,9 @@ class Health:
     at: float = field(default_factory=time.time)
     target: dict | None = None  # Target.as_dict() of the facts this probe used (the status page shows them)
     disk: dict | None = None  # health.disk_usage() of the data mount's source, when reachable from here
+    # what a fault the probe found is about beside the data dir, for the incident's detail ({"path_of":
+    # "configfile", "needs": "create"}: hooks/paths.py); None: the data dir
+    about: dict | None = None
 
     @property
     def healthy(self) -> bool:

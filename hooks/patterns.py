@@ -12,15 +12,25 @@ A log line's prefix is stripped in every format these servers write (src/server.
 `pid:role DD Mon YYYY HH:MM:SS.mmm L message` (all), Valkey 8.1's `log-timestamp-format iso8601`
 (`YYYY-MM-DDTHH:MM:SS.mmm+HH:MM`) and `milliseconds` (epoch ms), and its `log-format logfmt`
 (`pid=1 role=primary timestamp="..." level=warning message="..."`). The configuration loader's
-`*** FATAL CONFIG FILE ERROR ***` block (src/config.c loadServerConfigFromString) spans four lines
-written to stderr without a prefix: LogReader puts it together.
+`*** FATAL CONFIG FILE ERROR ***` block (src/config.c loadServerConfigFromString) is written to stderr
+without a prefix: the header, then (when the error is on a line) `Reading the configuration file, at line N`
+and `>>> 'directive'`, then the reason; 6.2 always writes the four lines, 7.0+ only the header and the reason
+for an error found after the last line (`Can't open the log file: Permission denied`, captured): LogReader
+puts either together, and a prefixed log line or another header ends a block, never joins it.
+
+Paths (issue 24, kind A): a pattern about a path other than the data dir carries the path its message names
+in the context key `path` (as the server printed it: absolute, or relative to its working directory, which is
+its data dir), or, when the message names none, `path_of`: the server setting that holds it (`configfile`,
+`unixsocket`, `logfile`, `cluster-config-file`; hooks/services/redis.py puts them in Settings.paths).
+`needs` says what the server does there: `create` (a file in the directory holding the path: Sentinel's and
+the cluster's temp file beside their config, the log file, the socket) or `read` (the file itself).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 _CLASSIC_TIME = r"\d{1,2} \w{3} \d{4} \d{2}:\d{2}:\d{2}\.\d{3}"
 _ISO_TIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(?:Z|[+-]\d{2}:?\d{2})?"
@@ -36,6 +46,10 @@ SINCE_7_0 = REDIS_VERSIONS[1:] + VALKEY_VERSIONS
 SINCE_7_2 = REDIS_VERSIONS[2:] + VALKEY_VERSIONS
 ONLY_6_2 = ("redis-6.2",)
 UNTIL_7_0 = ("redis-6.2", "redis-7.0")
+# Captured from the matrix's servers (tests/golden/*/paths-*.log); 7.2 and 7.4 are neither packaged here nor
+# in the from-source files for these messages: untagged, not claimed.
+CAPTURED = ("redis-6.2", "redis-7.0", "redis-8.0", "redis-8.2") + VALKEY_VERSIONS
+SINCE_8_0 = ("redis-8.0", "redis-8.2") + VALKEY_VERSIONS
 
 ERROR_TYPES = ("permission-denied", "read-only-filesystem", "no-space", "fork-failed", "io-error",
                "persistence-failed", "data-dir-in-use")
@@ -63,6 +77,8 @@ class Pattern:
     default_type: str = "persistence-failed"
     note: str = ""
     versions: tuple[str, ...] = ALL
+    path_of: str = ""  # the server setting that holds the path the message is about, when it names none
+    needs: str = ""  # create | read: what the server does at that path ("" for the data dir's own patterns)
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,9 @@ class Detection:
     def as_dict(self) -> dict:
         return {"pattern": self.pattern.id, "subject": self.pattern.subject, "phase": self.pattern.phase,
                 "fatal": self.pattern.fatal, "error_type": self.error_type, "context": self.context,
-                "message": self.message, "versions": list(self.pattern.versions)}
+                "message": self.message, "versions": list(self.pattern.versions),
+                **({"path_of": self.pattern.path_of} if self.pattern.path_of else {}),
+                **({"needs": self.pattern.needs} if self.pattern.needs else {})}
 
 
 def _p(id: str, regex: str, subject: str, phase: str, fatal: bool, **kw) -> Pattern:
@@ -167,6 +185,36 @@ CATALOGUE: tuple[Pattern, ...] = (
     _p("aof-rewrite-limited",
        r"^Background AOF rewrite has repeatedly failed and triggered the limit, will retry in "
        r"(?P<minutes>\d+) minutes?", "aof-rewrite", "runtime", False, versions=SINCE_7_0),
+    _p("sentinel-config-not-writable",
+       r"^Sentinel config file (?P<path>.+?) is not writable: (?P<errno>.+?)\. Exiting\.\.\.$",
+       "sentinel-config", "startup", True, needs="create", versions=CAPTURED,
+       note="src/sentinel.c sentinelCheckConfigFile: access(W_OK) of the config file; Sentinel then rewrites it "
+            "through a temp file beside it, so the directory holding it must be writable too"),
+    _p("config-temp-file", r"^Could not create tmp config file \((?P<errno>[^)]+)\)$", "sentinel-config",
+       "runtime", False, path_of="configfile", needs="create", versions=CAPTURED,
+       note="src/config.c rewriteConfigOverwriteFile: the temp file beside the config file (Sentinel's every "
+            "save, CONFIG REWRITE)"),
+    _p("sentinel-config-save",
+       r"^WARNING: Sentinel was not able to save the new configuration on disk!!!: (?P<errno>.+)$",
+       "sentinel-config", "runtime", False, path_of="configfile", needs="create", versions=CAPTURED,
+       note="src/sentinel.c sentinelFlushConfig; its state (myid, epochs, failovers) is lost at the next start"),
+    _p("cluster-config-lock", r"^Can't open (?P<path>.+?) in order to acquire a lock: (?P<errno>.+)$",
+       "cluster-config", "startup", True, needs="create", versions=CAPTURED,
+       note="src/cluster(_legacy).c clusterLockConfig: open(O_WRONLY|O_CREAT) of cluster-config-file, "
+            "relative to the data dir"),
+    _p("cluster-config-temp", r"^Could not open temp cluster config file: (?P<errno>.+)$", "cluster-config",
+       "runtime", False, path_of="cluster-config-file", needs="create", versions=SINCE_8_0,
+       note="clusterSaveConfig's temp file beside nodes.conf; followed by cluster-config-save, which exits"),
+    _p("cluster-config-save", r"^Fatal: can't update cluster config file\.$", "cluster-config", "runtime", True,
+       default_type="permission-denied", path_of="cluster-config-file", needs="create", versions=CAPTURED,
+       note="clusterSaveConfigOrDie: the node exits; 6.2 and 7.0 rewrite nodes.conf in place and say no errno"),
+    _p("unixsocket", r"^(?:Failed o|O)pening Unix socket: (?:(?P<call>[a-z]+): )?(?P<errno>.+)$", "unixsocket",
+       "startup", True, path_of="unixsocket", needs="create", versions=CAPTURED,
+       note="6.2 says 'Opening Unix socket: bind: %s', 7.0+ 'Failed opening Unix socket: %s'"),
+    _p("acl-file", r"^Aborting (?:Redis|Valkey) startup because of ACL errors: Error loading ACLs, opening file "
+                   r"'(?P<path>.+)': (?P<errno>.+)$", "acl-file", "startup", True, needs="read", versions=CAPTURED),
+    _p("config-file-open", r"^Fatal error, can't open config file '(?P<path>.+)': (?P<errno>.+)$", "config-file",
+       "startup", True, needs="read", versions=CAPTURED, note="the config file or one it includes"),
     _p("misconf", r"^-?MISCONF (?P<detail>.+?)(?:: (?P<errno>[A-Z][a-z ]+[a-z]))?$", "misconf", "runtime", False,
        note="a reply, not a log line: writes (and PING) are refused; Valkey's says 'Valkey is configured...'"),
 )
@@ -204,6 +252,8 @@ def match(line: str, catalogue: Iterable[Pattern] = CATALOGUE) -> Detection | No
 _BLOCK_LINE = re.compile(r"^Reading the configuration file, at line (?P<number>\d+)$")
 _BLOCK_DIRECTIVE = re.compile(r"^>>> '(?P<directive>.*)'$")
 BLOCK_LINES = 4
+# a block's reason that names a file the server could not open, with the setting that holds its path
+_BLOCK_REASONS = ((re.compile(r"^Can't open the log file: (?P<errno>.+)$"), "logfile"),)
 
 
 class LogReader:
@@ -216,15 +266,14 @@ class LogReader:
         self._header: tuple[Pattern, dict] | None = None
 
     def feed(self, line: str) -> Detection | None:
-        """The detection this line completes, else None."""
+        """The detection this line completes, else None. A block ends at its reason line; a line with a log
+        prefix, or another header, ends an unfinished block (never read as its reason) and is read itself."""
         message = message_of(line)
         if self._header is not None:
-            if not message.strip() and len(self._block) == 1:
-                return None
-            self._block.append(message)
-            if len(self._block) < BLOCK_LINES:
-                return None
-            return self._finish()
+            if _LOG_PREFIX.match(line) or _LOGFMT.match(line):
+                self._header, self._block = None, []
+            else:
+                return self._in_block(message)
         found = _search(message, self.catalogue)
         if found is None:
             return None
@@ -233,22 +282,58 @@ class LogReader:
             return None
         return Detection(found[0], message, found[1], line.rstrip("\r\n"))
 
+    def _in_block(self, message: str) -> Detection | None:
+        if not message.strip():
+            return None
+        header = _search(message, self.catalogue)
+        if header is not None and header[0].id == "config-fatal":
+            self._header, self._block = header, [message]
+            return None
+        self._block.append(message)
+        at_line = len(self._block) == 2 and _BLOCK_LINE.match(message.strip())
+        if at_line or (len(self._block) == 3 and _BLOCK_LINE.match(self._block[1].strip())):
+            return None
+        return self._finish()
+
     def _finish(self) -> Detection | None:
         assert self._header is not None
         (pattern, context), block = self._header, self._block
         self._header, self._block = None, []
-        reason = block[3].strip()
-        if reason.lower() not in _ERRNO_TYPES:
-            return None  # a configuration mistake (a bad directive), not the data's ownership or disk
-        context = {**context, "errno": reason}
-        if m := _BLOCK_LINE.match(block[1]):
-            context["config_line"] = m.group("number")
-        if m := _BLOCK_DIRECTIVE.match(block[2]):
-            context["directive"] = m.group("directive")
-            words = m.group("directive").split(None, 1)
-            if words and words[0].lower() == "dir" and len(words) > 1:
-                context["dir"] = words[1].strip('"\'')
-        return Detection(pattern, " / ".join(b.strip() for b in block), context, "\n".join(block))
+        reason = block[-1].strip()
+        context = dict(context)
+        if len(block) == BLOCK_LINES:
+            if m := _BLOCK_LINE.match(block[1].strip()):
+                context["config_line"] = m.group("number")
+            if m := _BLOCK_DIRECTIVE.match(block[2].strip()):
+                context["directive"] = m.group("directive")
+        words = context.get("directive", "").split(None, 1)
+        name = words[0].lower() if words else ""
+        value = words[1].strip().strip('"\'') if len(words) > 1 else ""
+        extra: dict = {}
+        if reason.lower() in _ERRNO_TYPES:
+            context["errno"] = reason
+            if name == "dir" and value:
+                context["dir"] = value
+        else:
+            for regex, setting in _BLOCK_REASONS:
+                if m := regex.match(reason):
+                    context["errno"] = m.group("errno")
+                    if name == setting and value:
+                        context["path"] = value
+                    else:
+                        extra["path_of"] = setting
+                    extra["needs"] = "create"
+                    break
+            else:
+                return None  # a configuration mistake (a bad directive), not the data's ownership or disk
+        detection = Detection(pattern, " / ".join(b.strip() for b in block), context, "\n".join(block))
+        return _with(detection, **extra) if extra else detection
+
+
+def _with(detection: Detection, path_of: str = "", needs: str = "") -> Detection:
+    """detection whose pattern says path_of and needs (a block's reason that names a path, not the pattern)."""
+    pattern = replace(detection.pattern, path_of=path_of or detection.pattern.path_of, needs=needs)
+    return replace(detection, pattern=pattern)
 
 
 def read_log(lines: Iterable[str], catalogue: Iterable[Pattern] = CATALOGUE) -> list[tuple[int, Detection]]:

@@ -63,6 +63,9 @@ class Executor(Protocol):
         """The other containers that mount the same source as this one's data mount ({"name", "status", ...})."""
         ...
 
+    # optional: diagnosis(container_id, detail) -> the path plan (hooks/paths.py PathPlan.as_dict) of an incident
+    # whose path no mount the hook may touch holds, else None (hooks/executor.py DockerExecutor.diagnosis)
+
 
 # (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
 # Service.plan; assembly.build passes services.plan_of)
@@ -125,6 +128,21 @@ class Recovery:
         if not background:
             self._supervised(incident)
         return incident
+
+    def _diagnosed(self, incident: Incident) -> Incident | None:
+        """An incident about a path nothing the hook may touch would fix (the executor's diagnosis: hooks/paths.py):
+        a `diagnosis` event saying what cannot be written, by whom and the one change that fixes it, and the
+        incident closed gave-up with it before any action; None when there is a plan to run."""
+        if self.journal.actions(incident.id):
+            return None
+        diagnose = getattr(self.executor, "diagnosis", None)
+        found = diagnose(incident.container_id, incident.detail) if diagnose else None
+        if not found:
+            return None
+        self.telemetry.emit("diagnosis", incident=incident.id, container=incident.container_name,
+                            path=found.get("path"), target=found.get("target"), where=found.get("where"),
+                            message=found.get("diagnosis"), why="no mount the hook may touch holds it: nothing done")
+        return self._give_up(incident, f"diagnosis, nothing done: {found.get('diagnosis')}", path_plan=found)
 
     def _suppress(self, gave_up: Incident, name: str, error_type: str, sighting: str) -> None:
         """Count a sighting after a gave-up; report the count at once the first time, then at most every
@@ -243,6 +261,8 @@ class Recovery:
         """Run the incident's plan from where the journal says it stopped, until a verification passes (resolved) or the
         plan or the breaker ends it (gave-up); the incident as closed."""
         self._seed_breaker(incident.container_id)
+        if (diagnosed := self._diagnosed(incident)) is not None:
+            return diagnosed
         strategy = self.plan_for(incident)
         plan = self._planned(incident, strategy)
         if not plan:

@@ -89,7 +89,8 @@ def command_line(argv: list[str]) -> tuple[str | None, list[Directive]]:
 
     Source: src/server.c main(): argv[1] is the config file unless it starts with "--"; then each "--name"
     begins a directive and other arguments are its values (Redis 7 also accepts a value starting with "--"
-    only right after an option name that takes one; ownvol reads it as a value there too).
+    only right after an option name that takes one; ownvol reads it as a value there too). `--sentinel`
+    is Sentinel mode's flag, not a directive.
     """
     config_file = None
     rest = list(argv)
@@ -99,6 +100,11 @@ def command_line(argv: list[str]) -> tuple[str | None, list[Directive]]:
     name: str | None = None
     values: list[str] = []
     for arg in rest:
+        if arg == "--sentinel":  # Sentinel mode's flag (src/server.c checkForSentinelMode): never takes a value
+            if name is not None:
+                directives.append(Directive(name, tuple(values), "command line"))
+            name, values = None, []
+            continue
         if arg.startswith("--") and len(arg) > 2 and (name is None or values):
             if name is not None:
                 directives.append(Directive(name, tuple(values), "command line"))

@@ -105,7 +105,7 @@ def nearest_existing(mount: DataMount, exists: Callable[[str], bool | None]) -> 
     return mount
 
 
-def _host_dir_state(source: str) -> Callable[[str], bool | None]:
+def host_dir_state(source: str) -> Callable[[str], bool | None]:
     """exists() for nearest_existing on the engine's host: lstat of source/relative, no link followed."""
     def state(relative: str) -> bool | None:
         try:
@@ -229,9 +229,9 @@ def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int] | None:
 OWNVOL_STATUS = ("uid", "gid", "mode", "policy")  # the Status keys ownvol's driver gives every volume (docs/driver.md)
 
 
-def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
-    """The uid:gid an ownvol volume is for: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver
-    whose Status carries all of ownvol's keys (a driver installed under another name); None otherwise."""
+def _ownvol_status(client: docker.DockerClient, mount: DataMount | None) -> dict | None:
+    """The Status of an ownvol volume: a volume of the driver (OWNVOL_DRIVER_NAME), or of any driver whose Status
+    carries all of ownvol's keys (a driver installed under another name); None otherwise."""
     if not mount or mount.type != "volume" or mount.driver in ("", "local"):
         return None
     try:
@@ -240,10 +240,27 @@ def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -
         return None
     if not is_driver(mount.driver, driver_name()) and not all(k in status for k in OWNVOL_STATUS):
         return None
-    return volume_owner(status)
+    return status
 
 
-def _volume_mountpoint(client: docker.DockerClient, name: str) -> str:
+def _ownvol_volume_owner(client: docker.DockerClient, mount: DataMount | None) -> tuple[int, int] | None:
+    """The uid:gid an ownvol volume is for (its Status); None when the mount is no ownvol volume."""
+    status = _ownvol_status(client, mount)
+    return volume_owner(status) if status is not None else None
+
+
+def _ownvol_idmap(client: docker.DockerClient, mount: DataMount | None) -> str | None:
+    """What an ownvol volume shown through an idmapped mount is, in words (Status ownership "idmap", see
+    docs/driver.md); None for any other mount."""
+    status = _ownvol_status(client, mount)
+    if not status or status.get("ownership") != "idmap" or mount is None:
+        return None
+    view = f", a view of {status['view_of']}" if status.get("view_of") else ""
+    return (f"ownvol volume {mount.name} is an idmapped mount showing its data as {status.get('uid')}:"
+            f"{status.get('gid')}{view}")
+
+
+def volume_mountpoint(client: docker.DockerClient, name: str) -> str:
     """A volume's Mountpoint (`docker volume inspect`): a plugin's volume has no Source in the container's
     Mounts (moby's container inspect leaves it empty for volumes of a driver other than local)."""
     try:
@@ -313,6 +330,16 @@ def server_process(container, service: Service, pid: int | None = None, proc: st
     try:
         return pid, int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
     except (KeyError, IndexError, ValueError):
+        return None
+
+
+def process_ids(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
+    """(effective uid, effective gid) of process pid in this process's ids (proc(5) Uid/Gid lines: real,
+    effective, saved, filesystem, each shown in the reader's user namespace); None when it cannot be read."""
+    try:
+        fields = dict(line.split(":", 1) for line in open(f"{proc}/{pid}/status").read().splitlines() if ":" in line)
+        return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+    except (OSError, KeyError, IndexError, ValueError):
         return None
 
 
@@ -394,6 +421,8 @@ class StartFacts:
     process_tries: int = 0
     process_next: float = 0.0
     volume_path: str | None = None
+    volume_idmap: str | None = None
+    idmap_checked: bool = False
 
 
 class FactCache:
@@ -511,6 +540,11 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         notes.append(f"nothing to persist ({_persistence_origin(settings)}): the owner of {directory} is reported, "
                      "never repaired, while the server runs and keeps nothing there")
     conflict = _volume_conflict(client, mount, cached, uid, gid, source, notes)
+    if not cached.idmap_checked:
+        cached.volume_idmap, cached.idmap_checked = _ownvol_idmap(client, mount), True
+    if cached.volume_idmap:
+        notes.append(f"{cached.volume_idmap}: its owner is judged as the container sees it, and never repaired by "
+                     "a chown (a server that cannot write through it has a wrong map)")
     labels = config.get("Labels") or {}
     policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
     return Target(
@@ -520,7 +554,9 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         service=cached.service.family, origins=origins, files=dict(settings.files),
         restart_policy=policy, start_opt_in=_truthy(labels.get(START_LABEL)), conflict=conflict,
         server_pid=cached.process[0] if cached.process else None, data_modes=data_modes,
-        persists=settings.persists)
+        persists=settings.persists, paths=dict(settings.paths), role=settings.role,
+        mounts=tuple(attrs.get("Mounts") or ()), writes=dict(settings.writes), links=dict(settings.links),
+        idmapped=cached.volume_idmap)
 
 
 def _start_facts(container, cache: FactCache | None) -> StartFacts:
@@ -544,6 +580,11 @@ def _look_for_server(cached: StartFacts, container, proc: str | None, now: float
     reach = proc or ("/proc" if engine_paths_reachable() else None)
     pid = (container.attrs.get("State") or {}).get("Pid")
     cached.process = server_process(container, cached.service, pid, reach or "/nonexistent")
+    if cached.process and reach:
+        # `docker top` shows ids as the engine sees them, which a rootless engine's namespace makes its own:
+        # /proc read here gives this host's, the ids a repair here gives (executor.py maps the others)
+        ids = process_ids(cached.process[0], reach)
+        cached.process = (cached.process[0], *ids) if ids else None
     cached.process_tries += 1
     cached.process_next = now + min(LIVE_RETRY * 2 ** cached.process_tries, RETRY_MAX)
     if cached.process and reach and not cached.service.runs_server(container.attrs):
@@ -567,7 +608,7 @@ def _data_mount_found(client: docker.DockerClient, attrs: dict, directory: str, 
     mount = data_mount(attrs, directory)
     if mount and mount.type == "volume" and not mount.source:
         if cached.volume_path is None:
-            cached.volume_path = _volume_mountpoint(client, mount.name)
+            cached.volume_path = volume_mountpoint(client, mount.name)
         mount = dataclasses.replace(mount, source=cached.volume_path)
     return mount
 
@@ -593,7 +634,7 @@ def _only_mount_instead(client: docker.DockerClient, attrs: dict, cached: StartF
 
 def _nearest_on_mount(mount: DataMount, directory: str, origins: dict[str, str]) -> DataMount:
     """nearest_existing of mount on the engine's host, with origins["mount"] saying why when it is not mount."""
-    nearest = nearest_existing(mount, _host_dir_state(mount.source))
+    nearest = nearest_existing(mount, host_dir_state(mount.source))
     if nearest != mount:
         inside = posixpath.join(mount.destination, nearest.subpath) if nearest.subpath else mount.destination
         origins["mount"] = (f"{directory} does not exist yet: {inside}, its nearest existing directory on "

@@ -7,13 +7,45 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .model import STATES
 
 WEBHOOK_EVENTS = ("incident", "recovered", "gave-up")
+VOLUME_OWNERSHIP = "ownvol_hook_volume_ownership"
+
+
+class VolumeOwnership(Collector):
+    """ownvol_hook_volume_ownership{volume, ownership, asked} 1 for each of the driver's volumes, read at each
+    scrape: how the container sees the owner (ownership: idmap or walk, the Status's `ownership`) beside what the
+    volume asked for (asked: walk, idmap or auto, the Status's `ownership_asked`). asked="auto" with
+    ownership="walk" is auto fallen back to the walk; why is in the volume's Status (`ownership_note`), not in a
+    label, to keep the labels' values bounded. read() is board.DriverVolumes.read: (volumes as dicts with name,
+    ownership and ownership_asked, None) or ([], why) when the engine could not be asked (then no series)."""
+
+    def __init__(self, read: Callable[[], tuple[list[dict], str | None]]) -> None:
+        self.read = read
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(VOLUME_OWNERSHIP, "1 for each of the driver's volumes: how its container sees its "
+                                 "owner (ownership: idmap or walk) and what it asked for (asked: walk, idmap or "
+                                 "auto); auto shown as walk fell back, the volume's Status says why",
+                                 labels=["volume", "ownership", "asked"])
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        volumes, _ = self.read()
+        for v in volumes:
+            family.add_metric([v["name"], v.get("ownership") or "walk", v.get("ownership_asked") or "walk"], 1)
+        yield family
 
 
 class Metrics:
@@ -47,6 +79,10 @@ class Metrics:
                                 "Seconds until a data mount is full at the last hour's growth (+Inf: not growing)",
                                 ["container"], registry=self.registry)
         self._space = (self.free_bytes, self.size_bytes, self.growth, self.until_full)
+
+    def watch_volumes(self, read: Callable[[], tuple[list[dict], str | None]]) -> None:
+        """Export the driver's volumes' ownership (VolumeOwnership) from read(), asked at each scrape."""
+        self.registry.register(VolumeOwnership(read))
 
     def set_health(self, container: str, state: str) -> None:
         """Set the container's health gauge: 1 for its state (model.STATES), 0 for the others."""

@@ -30,12 +30,12 @@ import requests
 from ownvol.dockertime import state_time_ns, timestamp_ns
 
 from . import patterns
-from .executor import DockerExecutor
+from .executor import DockerExecutor, InspectCache
 from .follow import LogStreams
 from .jsonfile import TAIL, JsonFiles, readable
 from .model import Health
 from .recovery import Recovery
-from .services import service_for
+from .services import by_family, service_for
 from .targets import engine_paths_reachable, is_watched
 from .telemetry import Telemetry
 
@@ -175,6 +175,8 @@ class Watcher:
         self.recovery = recovery
         self.telemetry = telemetry
         self.executor = executor
+        # the probes' kept inspects, forgotten on each event (an executor without them, a test's, inspects each time)
+        self.inspects: InspectCache | None = getattr(executor, "inspects", None)
         self.interval = interval
         self.watched: dict[str, Watched] = {}
         self._lock = threading.Lock()
@@ -206,6 +208,8 @@ class Watcher:
                 self.telemetry.emit("engine-connected", reconnect=connected_once)
                 connected_once, backoff = True, 0.5
                 self.log_root = self._files_root(client)
+                if self.inspects is not None:
+                    self.inspects.clear()  # events between the streams were not seen
                 # the events are asked for from the whole second (since=int(since)) and replayed from there, and a
                 # start event's log is read from 2 s before it (_follow_from): the logs of the containers running now
                 # are read from the same point, or a failure logged between the replayed start and this connection
@@ -303,6 +307,8 @@ class Watcher:
         held each other's detection for seconds (bench: burst20_detect_p99_ms)."""
         cid = event.get("id") or (event.get("Actor") or {}).get("ID")
         if cid:
+            if self.inspects is not None:
+                self.inspects.forget(cid)
             self.events.submit(cid, lambda: self._handle(cid, event))
 
     def _handle(self, cid: str, event: dict) -> None:
@@ -482,14 +488,37 @@ class Watcher:
 
     def _report(self, w: Watched, error_type: str, detail: dict, detected_at: float) -> None:
         try:
+            detail = self._located(w, detail)
             self.recovery.report(w.id, w.name, error_type, "log", detail, detected_at=detected_at)
         except Exception as exc:  # noqa: BLE001 - a report that raises must not stop the container's next
             self.telemetry.emit("report-failed", container=w.name, type=error_type,
                                 error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
+    def _located(self, w: Watched, detail: dict) -> dict:
+        """detail with its context's `path` absolute in the container (Service.locate with the container's
+        facts) when the line named a relative one, or none and its service knows the setting it is about;
+        detail as it is otherwise, or when the facts cannot be read."""
+        context = detail.get("context") or {}
+        path = context.get("path") or ""
+        try:
+            service = by_family(w.service)
+        except KeyError:
+            return detail
+        if path.startswith("/") or (not path and detail.get("pattern") not in service.path_settings):
+            return detail
+        several = len(service.path_settings.get(detail.get("pattern", ""), ())) > 1
+        try:
+            _, target = self.executor.target(w.id)
+            unwritable = self.executor.unwritable(w.id) if several and not path else None
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return detail  # the incident is reported all the same, with the path as the line gave it
+        return {**detail, "context": service.locate(detail.get("pattern", ""), context, target, unwritable)}
+
     def crashed(self, container, w: Watched, exit_code: str | int | None = None) -> None:
         """A start-up crash no known line explained: an incident when the data mount is not owned by the
-        service's uid (the owner as the target's facts give it while the server is down)."""
+        service's uid, or a writable mount a setting of the server names (a log, socket or WAL directory) is not
+        writable by it (executor.crash_evidence: the facts as while the server is down; the incident's context
+        names that directory); mounts no setting names are reported, never repaired."""
         try:
             container.reload()
         except docker.errors.DockerException:
@@ -509,18 +538,28 @@ class Watcher:
         if started and w.last_detection_ns >= started:
             return  # a known line of this run already opened (or joined) an incident
         owner = self.executor.crash_evidence(w.id)
+        if owner and owner.get("unneeded"):
+            self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
+                                unneeded=owner["unneeded"],
+                                why="no known line matched; mounts no setting of the server names cannot be "
+                                    "written by it: reported, never repaired")
         if not owner or owner.get("ok", True):
             return
         when = f"{uptime:.1f}s after start" if uptime is not None else "at start"
-        message = (f"exited with code {code} {when} (restarts {restarts}); data mount {owner.get('path')}: "
+        where = (f"mount {owner['mount']} ({', '.join(owner.get('needed_by') or [])}) {owner.get('path')}"
+                 if owner.get("mount") else f"data mount {owner.get('path')}")
+        message = (f"exited with code {code} {when} (restarts {restarts}); {where}: "
                    f"{owner.get('problem')}; no known line matched")
         if state.get("Error"):
             message += f"; engine: {state['Error'][:200]}"
+        why = ("no known line matched; a mount the server's settings name is not writable by its uid"
+               if owner.get("mount") else "no known line matched; the data mount is not owned by the service")
         self.telemetry.emit("crash-evidence", container=w.name, exit_code=code, uptime=uptime, restarts=restarts,
-                            owner=owner, why="no known line matched; the data mount is not owned by the service")
-        self.recovery.report(w.id, w.name, "permission-denied", "exit", {"message": message, "exit_code": code,
-                                                                        "owner": owner, "matched": None,
-                                                                        "service": w.service})
+                            owner=owner, why=why)
+        detail = {"message": message, "exit_code": code, "owner": owner, "matched": None, "service": w.service}
+        if owner.get("context"):
+            detail["context"] = owner["context"]
+        self.recovery.report(w.id, w.name, "permission-denied", "exit", detail)
 
     # --- health ---------------------------------------------------------------------------------
     def probe_soon(self, container_id: str) -> None:
@@ -553,7 +592,7 @@ class Watcher:
     def check(self, w: Watched) -> None:
         """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a
         healthy one and turn its AOF back on when due."""
-        health = self.executor.health(w.id)
+        health = self.executor.health(w.id, kept=True) if self.inspects is not None else self.executor.health(w.id)
         if health.container == "gone":
             return
         if w.file_followed and health.container == "running" and not os.path.exists(w.log_file):
@@ -580,7 +619,7 @@ class Watcher:
             self.recovery.report(w.id, w.name, "permission-denied" if wrong_owner else "persistence-failed",
                                  "health", {"state": health.state, "reasons": health.reasons,
                                             "message": "; ".join(health.reasons), "service": w.service,
-                                            "running_at_open": True})
+                                            "running_at_open": True, **(health.about or {})})
 
     def status(self) -> dict:
         """The watched containers as /status shows them."""

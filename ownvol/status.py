@@ -52,6 +52,10 @@ class VolumeStatus(TypedDict):
     state: str  # "ok", else what is wrong with the data directory
     host_owner: str  # uid:gid on the host: the same as uid:gid unless the engine remaps user namespaces
     data: str  # what identifies the data: its inode, filesystem type, source and mount point ("" before known)
+    ownership: str  # how the container sees its owner: "walk" (chowned on disk) or "idmap" (an idmapped mount)
+    ownership_asked: str  # the ownership= option: walk, idmap or auto
+    ownership_note: str  # why auto chose what it chose, or what the idmap check at start found
+    view_of: str  # the volume whose data a view shows ("" when not a view)
 
 
 def owner(status: Mapping[str, Any]) -> tuple[int, int] | None:

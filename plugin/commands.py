@@ -86,14 +86,19 @@ def volumes_command(socket_path: str, release: str | None, rebind: str | None, y
     if as_json:
         click.echo(json.dumps(volumes, indent=2))
         return
-    click.echo(f"{'VOLUME':<24} {'REFS':>4}  {'OLDEST':>6}  {'LIVE':<40} STATE")
+    click.echo(f"{'VOLUME':<24} {'REFS':>4}  {'OLDEST':>6}  {'LIVE':<40} {'OWNERSHIP':<9} STATE")
     for v in volumes:
         refs = v["references"]
         live = "unknown" if v["live"] is None else ("; ".join(v["live"]) or "no mount holds it")
         if not refs:
             live = "-"
         oldest = _age(min((r["since"] for r in refs), default=None))
-        click.echo(f"{v['name']:<24} {sum(r['count'] for r in refs):>4}  {oldest:>6}  {live:<40} {v['state']}")
+        click.echo(f"{v['name']:<24} {sum(r['count'] for r in refs):>4}  {oldest:>6}  {live:<40} "
+                   f"{v.get('ownership', 'walk'):<9} {v['state']}")
+        if v.get("view_of"):
+            click.echo(f"  a view of {v['view_of']}")
+        if v.get("ownership_note", "").startswith("auto fell back"):
+            click.echo(f"  {v['ownership_note']}")
         for r in refs:
             click.echo(f"  {r['id'][:20]:<22} x{r['count']}  since {r['since']} ({_age(r['since'])}), "
                        f"last {_age(r['last'])} ago, epoch {r['epoch']}")

@@ -32,9 +32,11 @@ class EngineIdentity:
     dockerd that activated it), epoch, userns (the mapping learned, `!why` when it cannot be told) and
     userns_pending (the pid to ask again)."""
 
-    def __init__(self, userns_setting: str, store: Store) -> None:
+    def __init__(self, userns_setting: str, store: Store, rootless_only: bool = False) -> None:
         self.userns_setting = userns_setting  # auto | off | an IdMap's text (settings.userns)
         self.store = store
+        # the socket is a user's (OWNVOL_SOCKET_OWNER): ids are given only through a map an engine showed
+        self.rootless_only = rootless_only
 
     def activate(self, engine: liveness.Engine | None) -> bool:
         """Plugin.Activate by engine: whether a new epoch began (an engine not seen before, or one whose pid
@@ -62,13 +64,26 @@ class EngineIdentity:
         return command == "dockerd" and liveness.alive(liveness.Engine(int(pid), int(started), command))
 
     def _learn_userns(self, engine: liveness.Engine) -> None:
-        """Ask the engine that activated the driver whether it remaps user namespaces (OWNVOL_USERNS=auto)."""
+        """Learn how the engine that activated the driver maps ids (OWNVOL_USERNS=auto): the map the kernel applies
+        to dockerd itself (its /proc/PID/uid_map and gid_map: a rootless engine's containers share its user
+        namespace), else, when that is the identity, its `docker info` (--userns-remap gives each container a
+        namespace of its own, dockerd none)."""
         if self.userns_setting != "auto":
             return
         known = self.store.meta("userns") is not None
         try:
-            found = userns.from_engine(liveness.engine_info(engine.pid,
-                                                            timeout=ASK_TIMEOUT if known else FIRST_ASK_TIMEOUT))
+            kernel: userns.IdMap | None = userns.IdMap.from_process(engine.pid)
+        except userns.UnknownMapping:
+            kernel = None
+        try:
+            if kernel is not None and not kernel.identity:
+                found: userns.IdMap | None = kernel
+            else:
+                info = liveness.engine_info(engine.pid, timeout=ASK_TIMEOUT if known else FIRST_ASK_TIMEOUT)
+                if kernel is None and userns.rootless(info):
+                    raise userns.UnknownMapping(f"the engine (pid {engine.pid}) is rootless, and its "
+                                                "/proc/PID/uid_map cannot be read from the driver")
+                found = userns.from_engine(info)
             text = str(found) if found else ""
         except userns.UnknownMapping as exc:
             text = f"!{exc}"
@@ -82,7 +97,8 @@ class EngineIdentity:
         with self.store.transaction():
             self.store.set_meta("userns", text)
             self.store.set_meta("userns_pending", "")
-        log.info("event=userns-learned mapping=%s", text or "none")
+        log.info("event=userns-learned mapping=%s source=%s", text or "none",
+                 "kernel" if kernel is not None and not kernel.identity else "docker-info")
 
     def _userns_due(self) -> int | None:
         """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due (with a
@@ -107,6 +123,10 @@ class EngineIdentity:
         if self.userns_setting == "off":
             return None
         text = self.userns_setting if self.userns_setting != "auto" else (self.store.meta("userns") or "")
+        if self.rootless_only and not text:
+            raise PluginError("the socket is given to a user (OWNVOL_SOCKET_OWNER), for a rootless engine: ids are "
+                              "given only through the map of an engine whose ids are mapped, and none has "
+                              "activated the driver (docs/driver.md, Rootless Docker)")
         if text.startswith("!"):
             raise PluginError(f"the engine remaps user namespaces, but ownvol cannot tell to which host ids: "
                               f"{text[1:]}; set the plugin's OWNVOL_USERNS (docs/driver.md, User namespaces)")

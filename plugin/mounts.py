@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ownvol import ownership
+from ownvol import idmap, ownership
 
 from . import binds, liveness
 from .datadir import DataDirs, identity_of, reach
@@ -34,10 +34,23 @@ def now() -> str:
 
 
 def mountpoint(settings: Settings, record: VolumeRecord) -> str:
-    """Where the daemon finds the volume: its bind below MOUNT_ROOT, or else its data directory."""
+    """Where the daemon finds the volume: its bind below MOUNT_ROOT, else its idmapped mount below
+    ROOT/idmap (a 0700 directory: other host users never reach it), else its data directory."""
     if settings.mount_root:
         return os.path.join(settings.mount_root, record.name)
+    if record.mapped:
+        return os.path.join(idmap_dir(settings), record.name)
     return record.path
+
+
+def idmap_dir(settings: Settings) -> str:
+    return os.path.join(settings.root, "idmap")
+
+
+def own_mount(settings: Settings, record: VolumeRecord) -> bool:
+    """Whether the driver mounts something of its own for the volume while it is referenced (a MOUNT_ROOT bind
+    or an idmapped mount), to be unmounted at the last Unmount."""
+    return bool(settings.mount_root) or record.mapped
 
 
 def no_walk(spec: VolumeSpec, state: ownership.RootState) -> str | None:
@@ -94,6 +107,10 @@ class Mounts:
         with self.store.transaction(durable=False):
             record = record_of(name)
             problem = self.data.problem(record)
+            if not problem and record.mapped:
+                problem = self.data_problem(record)
+                if not problem:
+                    return self._mount_mapped(record, mount_id)
             if not problem:
                 plan = self._plan(record)
                 held = self._count(record, mount_id, plan)
@@ -107,6 +124,62 @@ class Mounts:
                 self.unmount(name, mount_id)
                 raise
         return self.mountpoint(record)
+
+    def data_of(self, record: VolumeRecord) -> VolumeRecord:
+        """The record whose data directory the volume shows: its own, or for a view the viewed volume's."""
+        if record.spec.view_of:
+            target = self.store.get(record.spec.view_of)
+            if target is not None:
+                return target
+        return record
+
+    def data_problem(self, record: VolumeRecord) -> str | None:
+        """Why the data a mapped volume (or view) shows cannot be used now; None when it can."""
+        if record.spec.view_of:
+            target = self.store.get(record.spec.view_of)
+            if target is None or target.state != "ready":
+                return f"the volume it is a view of, {record.spec.view_of}, is gone"
+            return self.data.problem(target)
+        return None
+
+    def mapping(self, record: VolumeRecord) -> idmap.Mapping:
+        """The map of a mapped volume: its data root's owner on disk shown as the volume's uid:gid on the host."""
+        st = os.lstat(self.data_of(record).path)
+        uid, gid = self.engine.host_owner(record.spec)
+        return idmap.Mapping(st.st_uid, st.st_gid, uid, gid)
+
+    def _mount_mapped(self, record: VolumeRecord, mount_id: str) -> str:
+        """Inside Mount's transaction: count the reference and, at the first, attach the idmapped mount (nothing
+        on disk is changed). A refusal rolls the reference back with the transaction."""
+        target = self.mountpoint(record)
+        self.store.add_ref(record.name, mount_id, now())
+        if binds.is_mounted(target):
+            return target
+        source = self.data_of(record).path
+        try:
+            mapping = self.attach_mapped(record)
+        except OSError as exc:
+            why = f"idmapped mount of {source} at {target} failed: {exc}"
+            raise PluginError(f"volume {record.name} cannot be mounted: {why}") from None
+        self.store.set_check(record.name, now(), f"idmap: {mapping.describe()}")
+        log.info("event=idmap-mounted volume=%s source=%s target=%s map=%s", record.name, source, target,
+                 mapping.describe().replace(" ", "_"))
+        return target
+
+    def attach_mapped(self, record: VolumeRecord) -> idmap.Mapping:
+        """Attach the idmapped mount of a mapped volume at its mountpoint (below ROOT/idmap, made 0700 first, or
+        MOUNT_ROOT); the map it was given. OSError (IdmapError) when refused."""
+        mapping = self.mapping(record)
+        if not self.settings.mount_root:
+            os.makedirs(idmap_dir(self.settings), mode=0o700, exist_ok=True)
+            os.chmod(idmap_dir(self.settings), 0o700)
+        idmap.idmapped_bind(self.data_of(record).path, self.mountpoint(record), mapping)
+        return mapping
+
+    def unmount_own(self, record: VolumeRecord) -> None:
+        """Unmount what the driver mounted for the volume (its MOUNT_ROOT bind or idmapped mount)."""
+        if own_mount(self.settings, record):
+            binds.unbind(self.mountpoint(record))
 
     def _plan(self, record: VolumeRecord) -> MountPlan:
         """The Mount's one look at the root. PluginError when the engine's user namespaces cannot be told."""
@@ -183,19 +256,25 @@ class Mounts:
             if record is None:
                 return
             known, left = self.store.drop_ref(name, mount_id)
-            if known and left == 0 and self.settings.mount_root:
-                binds.unbind(self.mountpoint(record))
+            if known and left == 0:
+                self.unmount_own(record)
 
     # -- references that are true
 
     def _not_at(self, record: VolumeRecord) -> tuple[str, ...]:
-        return (self.mountpoint(record),) if self.settings.mount_root else ()
+        """The driver's own mounts of the data a volume shows: its own, and those of the volumes that show the
+        same data (the viewed volume and its views)."""
+        data = self.data_of(record)
+        shown = [data] + [v for name in self.store.views_of(data.name) if (v := self.store.get(name))]
+        return tuple(self.mountpoint(r) for r in shown if own_mount(self.settings, r))
 
     def holders(self, record: VolumeRecord) -> list[liveness.Holder] | None:
-        """The mount namespaces holding this volume now; None when the driver cannot tell."""
-        if not self.engine.liveness_known() or self.data.problem(record):
+        """The mount namespaces holding this volume now (for a view or a viewed volume: holding the data they
+        share, which liveness cannot tell apart); None when the driver cannot tell."""
+        data = self.data_of(record)
+        if not self.engine.liveness_known() or self.data.problem(data):
             return None
-        return liveness.holders(record.path, self._not_at(record))
+        return liveness.holders(data.path, self._not_at(record))
 
     def who_holds(self, record: VolumeRecord) -> str:
         found = self.holders(record)
@@ -220,8 +299,7 @@ class Mounts:
             log.warning("event=references-dropped volume=%s ids=%s why=%s: no mount namespace holds %s "
                         "(an engine that died never sent their Unmount)", name, ",".join(sorted(refs)), why,
                         record.path)
-            if self.settings.mount_root:
-                binds.unbind(self.mountpoint(record))
+            self.unmount_own(record)
         return dropped
 
     def release(self, record: VolumeRecord) -> int:
@@ -235,8 +313,7 @@ class Mounts:
             dropped = self.store.drop_refs(record.name)
         log.warning("event=references-released volume=%s ids=%s liveness=%s", record.name, ",".join(sorted(refs)),
                     "checked" if found is not None else "unknown")
-        if self.settings.mount_root:
-            binds.unbind(self.mountpoint(record))
+        self.unmount_own(record)
         return dropped
 
     def references(self) -> list[dict]:
@@ -249,6 +326,7 @@ class Mounts:
             out.append({"name": record.name, "path": record.path, "references": [
                 {"id": r.id, "count": r.count, "since": r.since, "last": r.last_at, "epoch": r.epoch} for r in refs],
                 "live": None if found is None else [f"pid {h.pid} ({h.command}) at {h.mount_point}" for h in found],
-                "state": self.data.problem(record) or "ok"})
+                "state": self.data.problem(record) or "ok", "ownership": "idmap" if record.mapped else "walk",
+                "ownership_note": record.ownership_note or "", "view_of": record.spec.view_of or ""})
         return out
 

@@ -24,7 +24,8 @@ COMPONENT_MAX = 255  # bytes, NAME_MAX
 PATH_DEPTH_MAX = 64  # components below /
 SHOWN_MAX = 48  # characters of a refused value quoted back in an Err
 POLICIES = ("on-root-mismatch", "always", "never")
-OPTIONS = ("gid", "mode", "path", "policy", "profile", "uid")
+OWNERSHIPS = ("walk", "idmap", "auto")  # how a volume shows its owner: a chown walk, an idmapped mount, or either
+OPTIONS = ("gid", "mode", "ownership", "path", "policy", "profile", "uid", "view-of")
 
 @dataclass(frozen=True)
 class Defaults:
@@ -35,11 +36,13 @@ class Defaults:
     mode: int = 0o755
     policy: str = "on-root-mismatch"
     profile: str | None = None
+    ownership: str = "walk"
 
 
 @dataclass(frozen=True)
 class VolumeSpec:
-    """What a volume is: who owns it, its root's mode, how mounts check it, where it lives if adopted."""
+    """What a volume is: who owns it, its root's mode, how mounts check it, where it lives if adopted, how it
+    shows its owner (ownership: walk, idmap or auto) and, for a view, the volume whose data it shows."""
 
     uid: int
     gid: int
@@ -47,6 +50,8 @@ class VolumeSpec:
     policy: str
     profile: str | None = None
     path: str | None = None
+    ownership: str = "walk"
+    view_of: str | None = None
 
 
 def _show(text: str) -> str:
@@ -91,6 +96,24 @@ def parse_policy(text: str) -> str:
     return text
 
 
+def parse_ownership(text: str) -> str:
+    """One of OWNERSHIPS; else ValueError listing them."""
+    if text not in OWNERSHIPS:
+        raise ValueError(f"option ownership: {_show(text)} is not an ownership; use one of {', '.join(OWNERSHIPS)}")
+    return text
+
+
+def parse_view_of(text: str) -> str:
+    """The name of the volume a view shows: a volume name of this driver, never a path; else ValueError."""
+    if "/" in text or ".." in text:
+        raise ValueError(f"option view-of: {_show(text)} is not a volume name: a view shows another volume of "
+                         "this driver, named without '/' or '..' (never a path)")
+    try:
+        return validate_name(text)
+    except ValueError as exc:
+        raise ValueError(f"option view-of: {exc}") from None
+
+
 def parse_profile(text: str):
     """The Profile named text (ownvol/profiles.py); else ValueError listing the known ones."""
     try:
@@ -101,7 +124,7 @@ def parse_profile(text: str):
 
 
 def parse_defaults(uid: str | None = None, gid: str | None = None, mode: str | None = None,
-                   policy: str | None = None, profile: str | None = None) -> Defaults:
+                   policy: str | None = None, profile: str | None = None, ownership: str | None = None) -> Defaults:
     """Plugin-wide defaults from their text; a default profile fills what uid, gid and mode leave unset."""
     base = Defaults()
     prof = parse_profile(profile) if profile else None
@@ -111,6 +134,7 @@ def parse_defaults(uid: str | None = None, gid: str | None = None, mode: str | N
         mode=parse_mode(mode) if mode is not None else (prof.mode if prof else base.mode),
         policy=parse_policy(policy) if policy is not None else base.policy,
         profile=prof.name if prof else None,
+        ownership=parse_ownership(ownership) if ownership is not None else base.ownership,
     )
 
 
@@ -176,6 +200,15 @@ def volume_spec(opts: Mapping[str, str], defaults: Defaults, allowed_roots: tupl
     prof = parse_profile(opts["profile"]) if "profile" in opts else None
     base = prof or defaults
     base_uid, base_gid, base_mode = base.uid, base.gid, base.mode
+    view_of = parse_view_of(opts["view-of"]) if "view-of" in opts else None
+    ownership = parse_ownership(opts["ownership"]) if "ownership" in opts else defaults.ownership
+    if view_of is not None:
+        if "ownership" in opts and ownership != "idmap":
+            raise ValueError(f"option view-of: a view is an idmapped mount of {view_of}'s data; ownership="
+                             f"{ownership} cannot make one (leave ownership out, or use ownership=idmap)")
+        if "path" in opts:
+            raise ValueError("option view-of: a view has no data of its own; it cannot also adopt a path=")
+        ownership = "idmap"
     return VolumeSpec(
         uid=parse_id("uid", opts["uid"]) if "uid" in opts else base_uid,
         gid=parse_id("gid", opts["gid"]) if "gid" in opts else base_gid,
@@ -183,4 +216,6 @@ def volume_spec(opts: Mapping[str, str], defaults: Defaults, allowed_roots: tupl
         policy=parse_policy(opts["policy"]) if "policy" in opts else defaults.policy,
         profile=prof.name if prof else defaults.profile,
         path=check_adoptable(opts["path"], allowed_roots, own_trees) if "path" in opts else None,
+        ownership=ownership,
+        view_of=view_of,
     )

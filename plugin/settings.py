@@ -32,10 +32,17 @@ class Settings:
     log_level: str
     workers: int
     userns: str = "auto"  # auto | off | an IdMap's text (see ownvol/userns.py)
+    # (uid, gid) the socket is given to, for a rootless engine run by that user (docs/driver.md, Rootless
+    # Docker); None: root's alone
+    socket_owner: tuple[int, int] | None = None
 
     @property
     def volumes_dir(self) -> str:
         return os.path.join(self.root, "volumes")
+
+    @property
+    def views_dir(self) -> str:
+        return os.path.join(self.root, "views")
 
     @property
     def db_path(self) -> str:
@@ -70,6 +77,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
             mode=env.get("OWNVOL_DEFAULT_MODE") or None,
             policy=env.get("OWNVOL_DEFAULT_POLICY") or None,
             profile=env.get("OWNVOL_DEFAULT_PROFILE") or None,
+            ownership=env.get("OWNVOL_DEFAULT_OWNERSHIP") or None,
         )
     except ValueError as exc:
         raise SettingsError(f"OWNVOL_DEFAULT_*: {exc}") from None
@@ -86,6 +94,10 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise SettingsError(f"OWNVOL_USERNS: {exc}; use auto, off, or uid ranges;gid ranges as "
                                 "start:host:count (0:100000:65536;0:100000:65536)") from None
+    owner_text = env.get("OWNVOL_SOCKET_OWNER") or ""
+    uid_text, _, gid_text = owner_text.partition(":")
+    if owner_text and not (uid_text.isdigit() and gid_text.isdigit() and int(uid_text) > 0):
+        raise SettingsError(f"OWNVOL_SOCKET_OWNER: {owner_text!r} is not uid:gid of a user other than root")
     return Settings(
         driver_name=name,
         socket=env.get("OWNVOL_SOCKET") or f"/run/docker/plugins/{name}.sock",
@@ -96,4 +108,14 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         log_level=log_level,
         workers=int(workers_text),
         userns=userns,
+        socket_owner=(int(uid_text), int(gid_text)) if owner_text else None,
     )
+
+
+def open_to_engine(path: str, settings: Settings) -> None:
+    """Let a rootless engine's user (OWNVOL_SOCKET_OWNER) pass through the driver's directory path to a volume's
+    data (dockerd bind-mounts it as that user, whose root in its namespace has no right over the host root's
+    files): group its gid, mode 0710 (pass through, never list or read). Nothing when the socket is root's."""
+    if settings.socket_owner is not None:
+        os.chown(path, 0, settings.socket_owner[1])
+        os.chmod(path, 0o710)

@@ -59,6 +59,12 @@ ALTER TABLE mounts ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE mounts ADD COLUMN last_at TEXT;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """,
+    3: """
+ALTER TABLE volumes ADD COLUMN ownership TEXT NOT NULL DEFAULT 'walk';
+ALTER TABLE volumes ADD COLUMN view_of TEXT;
+ALTER TABLE volumes ADD COLUMN mapped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN ownership_note TEXT;
+""",
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -96,6 +102,8 @@ class VolumeRecord:
     last_repair_changed: int | None = None
     last_repair_seconds: float | None = None
     identity: DataIdentity | None = None
+    mapped: bool = False  # shown through an idmapped mount (ownership idmap, or auto where the probe succeeded)
+    ownership_note: str | None = None  # why auto chose what it chose, or what the last map check found
 
 
 @dataclass(frozen=True)
@@ -190,7 +198,8 @@ class Store:
     @staticmethod
     def _record(row: sqlite3.Row) -> VolumeRecord:
         spec = VolumeSpec(uid=row["uid"], gid=row["gid"], mode=row["mode"], policy=row["policy"],
-                          profile=row["profile"], path=row["path"] if row["adopted"] else None)
+                          profile=row["profile"], path=row["path"] if row["adopted"] else None,
+                          ownership=row["ownership"], view_of=row["view_of"])
         identity = None
         if row["data_inode"] is not None:
             identity = DataIdentity(row["data_mount"], row["data_fstype"], row["data_source"], row["data_inode"])
@@ -198,7 +207,8 @@ class Store:
             name=row["name"], state=row["state"], spec=spec, path=row["path"], adopted=bool(row["adopted"]),
             created_at=row["created_at"], last_check=row["last_check"], last_check_result=row["last_check_result"],
             last_repair_at=row["last_repair_at"], last_repair_changed=row["last_repair_changed"],
-            last_repair_seconds=row["last_repair_seconds"], identity=identity,
+            last_repair_seconds=row["last_repair_seconds"], identity=identity, mapped=bool(row["mapped"]),
+            ownership_note=row["ownership_note"],
         )
 
     def get(self, name: str) -> VolumeRecord | None:
@@ -221,11 +231,22 @@ class Store:
     def insert(self, record: VolumeRecord) -> None:
         s = record.spec
         self.conn.execute(
-            "INSERT INTO volumes (name, state, uid, gid, mode, policy, profile, path, adopted, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO volumes (name, state, uid, gid, mode, policy, profile, path, adopted, created_at,"
+            " ownership, view_of, mapped, ownership_note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.name, record.state, s.uid, s.gid, s.mode, s.policy, s.profile, record.path,
-             int(record.adopted), record.created_at),
+             int(record.adopted), record.created_at, s.ownership, s.view_of, int(record.mapped),
+             record.ownership_note),
         )
+
+    def set_mapped(self, name: str, mapped: bool, note: str | None) -> None:
+        """Whether the volume is shown through an idmapped mount, and why (auto's choice, a map check)."""
+        self.conn.execute("UPDATE volumes SET mapped = ?, ownership_note = ? WHERE name = ?",
+                          (int(mapped), note, name))
+
+    def views_of(self, name: str) -> list[str]:
+        """The names of the views (view-of=name) of a volume, in name order."""
+        return [r[0] for r in self.conn.execute("SELECT name FROM volumes WHERE view_of = ? ORDER BY name",
+                                                (name,)).fetchall()]
 
     def set_identity(self, name: str, identity: DataIdentity) -> None:
         self.conn.execute("UPDATE volumes SET data_mount = ?, data_fstype = ?, data_source = ?, data_inode = ?"

@@ -7,7 +7,8 @@
 #   - this checkout's build outputs and its .venv (build/, run/, *.egg-info, .mypy_cache, .pytest_cache,
 #     .hypothesis, __pycache__), after stopping make up's driver and hook, which run from that venv
 #   - what the tests leave behind: private engines' data and exec roots (/var/lib/ownvol-test, /run/ovt-*),
-#     scratch directories (/var/tmp/ownvol-*, /var/tmp/ovsd-*, /tmp/ovproxy-*, /tmp/pytest-of-root), their locks;
+#     scratch directories (/var/tmp/ownvol-*, /var/tmp/ovsd-*, /tmp/ovproxy-*, /tmp/ovrl*, /tmp/pytest-of-root), their
+#     locks; a rootless engine's test user (ovrl<N>x<M>) and its subordinate ids;
 #     make up's logs and pid files (/var/log/ownvol, /run/ownvol)
 # It keeps apt packages, the engine, the managed plugin (make plugin), a host install (make uninstall removes it)
 # and every volume with its data (/var/lib/ownvol). A directory a live process still uses (a private dockerd of a
@@ -157,11 +158,26 @@ clean_tests() {
     remove_each /var/lib/ownvol-test
     remove_each /tmp/pytest-of-root
     shopt -s nullglob
-    for path in /run/ovt-* /var/tmp/ownvol-* /var/tmp/ovsd-* /tmp/ovproxy-* /var/lock/ownvol-test-image-*.lock \
+    for path in /run/ovt-* /var/tmp/ownvol-* /var/tmp/ovsd-* /tmp/ovproxy-* /tmp/ovrl* /var/lock/ownvol-test-image-*.lock \
         "${OWNVOL_LOGS:-/var/log/ownvol}" "${OWNVOL_RUN:-/run/ownvol}"; do
         remove_tree "$path"
     done
     shopt -u nullglob
+}
+
+# The user a rootless engine's test adds (tests/support/rootless.py, ovrl<N>x<M>) when the test was killed before
+# its teardown: the user, its group, and its own lines in /etc/subuid and /etc/subgid, once none of its processes runs.
+clean_rootless_users() {
+    local user users
+    users=$(awk -F: '$1 ~ /^ovrl[0-9]+x[0-9]+$/ {print $1}' /etc/passwd)
+    while read -r user; do
+        [ -n "$user" ] || continue
+        if pgrep -u "$user" >/dev/null 2>&1; then
+            keep "user $user (its processes run)"
+        else
+            act "user $user and its subordinate ids" sh -c "userdel $user && sed -i '/^$user:/d' /etc/subuid /etc/subgid"
+        fi
+    done <<<"$users"
 }
 
 [ "$(id -u)" = 0 ] || { echo "clean-machine: needs root (the images, /var/cache, the tests' state)" >&2; exit 1; }
@@ -171,6 +187,7 @@ clean_engine
 remove_each "$CACHE"
 clean_tree
 clean_tests
+clean_rootless_users
 if [ -n "$DRY" ]; then
     say "would remove $removed; keeps apt packages, the engine, the managed plugin, a host install and every volume"
 elif [ "$removed" -eq 0 ]; then

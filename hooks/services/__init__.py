@@ -10,7 +10,9 @@ A `Service` says, for one family (Redis, Valkey; PostgreSQL, MariaDB in the same
   files read from inside the container, its command line, its defaults) and `live(settings, container_id)`
   asks the running server (None when it does not answer); both give `Settings`, each fact with its origin;
 - its messages: `catalogue`, the patterns of hooks/patterns.py its log lines are matched against, and
-  `log_prefix`, how its lines begin (stripped before matching);
+  `log_prefix`, how its lines begin (stripped before matching); `locate` makes the path a message names
+  (context `path`) absolute in the container, through the links and settings the server writes by
+  (Settings.writes, links), and `path_settings` names the setting a line that names no path is about;
 - its probe: `probe(target, container_status, local_paths)` -> hooks.model.Health;
 - its plan: `plan(error_type)` -> the actions to try, or None for hooks/strategies.yaml's (the watcher puts
   the family in every incident's detail as "service"; hooks/recovery.py Recovery.plan_for asks plan_of).
@@ -30,7 +32,7 @@ import re
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from ..model import Health, ServerProcess, Settings, Target
+from ..model import Health, ServerProcess, Settings, Target, resolve
 from ..patterns import Pattern
 
 
@@ -75,6 +77,11 @@ class Service(ABC):
     # Seconds after its container started during which a server that does not answer yet is starting (an
     # initdb, a recovery), not stuck: it is never restarted then. 0: no such phase worth waiting for.
     startup_grace: float = 0.0
+    # pattern id -> the Settings.writes keys whose directory its line is about, for a line that names no path:
+    # one (MariaDB's "Bind on unix socket: Permission denied": the socket's), or several, of which the first
+    # whose directory the server's uid cannot write (InnoDB's "Operating system error number 13": its redo
+    # log's, undo or system tablespace's directory, when one is on a mount of its own)
+    path_settings: dict[str, tuple[str, ...]] = {}
 
     def runs_server(self, attrs: dict) -> bool:
         """An argument of the container's command runs one of `commands` (after an entrypoint, `sh -c`...)."""
@@ -116,6 +123,28 @@ class Service(ABC):
     @abstractmethod
     def probe(self, target: Target, container_status: str, local_paths: bool) -> Health:
         """Health of the server of target (see hooks/health.py STATES)."""
+
+    def locate(self, pattern_id: str, context: dict, target: Target, unwritable: dict[str, str] | None = None
+               ) -> dict:
+        """context with `path` the absolute path in the container that the message is about: the one it names,
+        a relative one taken from target's data dir through its links (model.resolve: PostgreSQL's
+        "pg_wal/..." is where pg_wal points), or, for a line that names none, the directory of the setting
+        path_settings gives, of the first of several in unwritable (setting -> directory its uid cannot
+        write, executor.unwritable), with `path_from` saying which and `directory` (the path is a directory
+        the server writes in, not a file it creates); context itself when none is known."""
+        path = context.get("path")
+        if path:
+            found = resolve(path, target.data_dir, target.links)
+            return context if found == path else {**context, "path": found, "named": path}
+        settings = self.path_settings.get(pattern_id, ())
+        if len(settings) == 1 and target.writes.get(settings[0]):
+            return {**context, "path": target.writes[settings[0]], "directory": True,
+                    "path_from": f"setting {settings[0]}"}
+        for setting in settings if len(settings) > 1 else ():
+            if (unwritable or {}).get(setting):
+                return {**context, "path": (unwritable or {})[setting], "directory": True,
+                        "path_from": f"setting {setting}, a directory the server's uid cannot write"}
+        return context
 
     def restart_hazard(self, target: Target) -> str | None:
         """Why a restart of the running server now could lose data (in recovery, writes not yet durable);

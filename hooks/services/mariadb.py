@@ -6,6 +6,13 @@ the command line, else the last `datadir` of its option groups ([mysqld], [serve
 and their versioned forms) in the option files it reads (/etc/mysql/my.cnf, /etc/my.cnf, ~/.my.cnf or the
 command line's --defaults-file, with their !include and !includedir), else /var/lib/mysql. Messages:
 tests/golden/mariadb-10.11 and -11.8, captured from the real servers (tests/golden/capture.sh).
+
+What it writes beside the data dir (Settings.writes; MariaDB's server system variables and option
+reference): the binary and relay logs (log-bin, log-bin-index, relay-log, relay-log-index: base names, a
+relative one in the data dir), the error, general and slow query logs, the pid file, the unix socket, tmpdir
+(a list separated by ':'), and InnoDB's redo log, undo and system tablespace directories
+(innodb-log-group-home-dir, innodb-undo-directory, innodb-data-home-dir, innodb-tmpdir). Read from the
+command line and the option files as above, or asked of the running server (SELECT @@log_bin_basename...).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import docker
 
-from ..model import Health, Settings
+from ..model import Health, Settings, writes_of
 from . import ContainerView, register
 from .sql import ExecProbed, flag, p, run_in, secret_from_env, server_argv
 
@@ -35,18 +42,35 @@ _ERRCODE = r"\(Errcode: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"\)"
 _OS_ERROR_13 = r"Operating system error number (?P<errnum>13) in a file operation\."
 _THREAD_0 = r"(?:^|\s)0 "
 _THREAD_N = r"(?:^|\s)[1-9]\d* "
+# The options that name a path the server writes (option -> whether it names the directory itself; else a file or
+# base name whose directory the server writes in), as option files spell them (dashes).
+PATH_OPTIONS = {"log-bin": False, "log-bin-index": False, "relay-log": False, "relay-log-index": False,
+                "log-error": False, "general-log-file": False, "slow-query-log-file": False, "pid-file": False,
+                "socket": False, "tmpdir": True, "innodb-log-group-home-dir": True, "innodb-undo-directory": True,
+                "innodb-data-home-dir": True, "innodb-tmpdir": True}
+# The same as the running server reports them (server system variables): variable -> option
+PATH_VARIABLES = {"log_bin_basename": "log-bin", "log_bin_index": "log-bin-index",
+                  "relay_log_basename": "relay-log", "relay_log_index": "relay-log-index", "log_error": "log-error",
+                  "pid_file": "pid-file", "socket": "socket", "tmpdir": "tmpdir",
+                  "innodb_log_group_home_dir": "innodb-log-group-home-dir",
+                  "innodb_undo_directory": "innodb-undo-directory", "innodb_data_home_dir": "innodb-data-home-dir"}
+DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"  # Debian's packages (/etc/mysql/mariadb.conf.d/50-server.cnf)
 ROOT = "0"  # the exec's user: root@localhost's unix_socket authentication, where the server grants it
 
 CATALOGUE = (
-    p("mariadb-file", rf"\[ERROR\] (?:mariadbd|mysqld): Can't create/write to file '(?P<file>[^']+)' {_ERRCODE}",
+    p("mariadb-file",
+      rf"\[ERROR\] (?:mariadbd|mysqld): Can't create/write to file '(?P<file>(?P<path>[^']+))' {_ERRCODE}",
       "data-file", "startup", True, VERSIONS, note="ddl_recovery.log first: the server aborts"),
-    p("mariadb-test-file", rf"\[Warning\] Can't create test file '(?P<file>[^']+)' {_ERRCODE}", "data-dir",
+    p("mariadb-test-file", rf"\[Warning\] Can't create test file '(?P<file>(?P<path>[^']+))' {_ERRCODE}", "data-dir",
       "startup", False, VERSIONS, note="the lower-case test at start-up; the abort follows"),
-    p("mariadb-chdir", rf"(?:mariadbd|mysqld): Can't change dir to '(?P<dir>[^']+)' {_ERRCODE}", "data-dir",
+    p("mariadb-chdir", rf"(?:mariadbd|mysqld): Can't change dir to '(?P<dir>(?P<path>[^']+))' {_ERRCODE}", "data-dir",
       "startup", True, VERSIONS, note="a data dir the server cannot enter (root's, mode 0700)"),
-    p("mariadb-file-open", rf"\[ERROR\] (?:mariadbd|mysqld): File '(?P<file>[^']+)' not found {_ERRCODE}",
-      "data-file", "startup", True, VERSIONS, note="Aria's control file of a data dir restored as root"),
-    p("innodb-file-writable", r"\[ERROR\] InnoDB: The data file '(?P<file>[^']+)' must be writable", "data-file",
+    p("mariadb-file-open", rf"\[ERROR\] (?:mariadbd|mysqld): File '(?P<file>(?P<path>[^']+))' not found {_ERRCODE}",
+      "data-file", "startup", True, VERSIONS,
+      note="Aria's control file of a data dir restored as root; the binary log's index (log-bin) in a directory "
+           "the server cannot write (case 20)"),
+    p("innodb-file-writable", r"\[ERROR\] InnoDB: The data file '(?P<file>(?P<path>[^']+))' must be writable",
+      "data-file",
       "startup", True, VERSIONS, default_type="permission-denied",
       note="ibdata1 of a data dir restored as root (the directory still the server's)"),
     # mariadbd's log names the thread: 0 for the server's own start-up, a connection's id for a statement
@@ -58,7 +82,23 @@ CATALOGUE = (
       False, VERSIONS, default_type="permission-denied",
       note="a statement that makes InnoDB open or stat a tablespace file of a data dir taken from it at run "
            "time (information_schema.INNODB_SYS_TABLESPACES, as monitoring agents read it)"),
+    p("mariadb-log-file", r"^(?:mariadbd|mysqld): Can't create file '(?P<file>(?P<path>[^']+))' "
+                          r"\(errno: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"\)",
+      "log-file", "startup", False, VERSIONS,
+      note="the error log (log-error) it cannot create, written to stderr before the first prefixed line: the "
+           "server starts and logs to stderr instead"),
+    p("mariadb-socket-bind", r"\[ERROR\] Can't start server ?: Bind on unix socket: (?P<errno>.+)$", "socket",
+      "startup", True, VERSIONS,
+      note="the unix socket's directory; the socket's path is on the next line ('another server running on "
+           "socket: PATH ?'), and in the settings (socket): the path comes from there"),
+    p("mariadb-relay-log", r"\[ERROR\] Failed when trying to open logs for '(?P<file>(?P<path>[^']+))' in "
+                           r"Relay_log_info::init\(\)\. Error: (?P<errnum>\d+) \"(?P<errno>[^\"]+)\"",
+      "relay-log", "runtime", False, VERSIONS, note="CHANGE MASTER TO (or a replica's start) opening its relay log"),
 )
+# Patterns whose line names no path, and the settings (Settings.writes) whose directory it is about (Service.locate)
+PATH_SETTINGS = {"mariadb-socket-bind": ("socket",),
+                 "innodb-os-error-13": ("innodb-log-group-home-dir", "innodb-undo-directory", "innodb-data-home-dir",
+                                        "tmpdir", "innodb-tmpdir")}
 
 
 class MariaDBService(ExecProbed):
@@ -67,6 +107,7 @@ class MariaDBService(ExecProbed):
     images = ("mariadb",)
     profile = "mariadb"
     catalogue = CATALOGUE
+    path_settings = PATH_SETTINGS
     startup_grace = 20.0  # initdb (or mariadb-install-db and its temporary server) runs before the server
 
     def configured(self, view: ContainerView) -> Settings:
@@ -90,28 +131,41 @@ class MariaDBService(ExecProbed):
         files = {"port": port, "socket": socket}
         if flag(args, "--defaults-file"):
             files["defaults-file"] = flag(args, "--defaults-file") or ""
+        paths = {name: options[name] for name in PATH_OPTIONS if options.get(name)}
+        paths.update(path_flags(args))
+        paths.setdefault("socket", DEFAULT_SOCKET)
         return Settings(data_dir, f"mysql://127.0.0.1:{port}/", labels.get(PASSWORD_LABEL), files, origins,
-                        tuple(problems))
+                        tuple(problems), writes=_writes(data_dir, paths))
 
     def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
-        """The data dir the running server uses (SELECT @@datadir through the exec); when it does not answer
-        (starting, initialising on its private socket, credentials refused) and its command line names none,
-        the option files' as the server's own reader finds them (`my_print_defaults --mysqld`, the groups
-        mariadbd reads, in the container); None when neither says (the configured settings stand)."""
+        """The data dir the running server uses (SELECT @@datadir through the exec), with the paths it writes
+        (PATH_VARIABLES, asked in the same query); when it does not answer (starting, initialising on its
+        private socket, credentials refused) and its command line names no data dir, the option files' as the
+        server's own reader finds them (`my_print_defaults --mysqld`, the groups mariadbd reads, in the
+        container), the paths too (the command line's win); None when neither says (the configured settings
+        stand)."""
         if not container_id:
             return None
-        answer = run_in(container_id, _client(settings, "SELECT @@datadir"), _env(settings), user=ROOT)
-        datadir, origin = (answer.first_line() if answer.ok else ""), "SELECT @@datadir"
+        answer = run_in(container_id, _client(settings, LIVE_SQL), _env(settings), user=ROOT)
+        row = _live_row(answer.output) if answer.ok else {}
+        datadir, origin = row.pop("datadir", ""), "SELECT @@datadir"
+        paths = {PATH_VARIABLES[k]: v for k, v in row.items() if v and v != "NULL"}
         if not datadir.startswith("/") and not settings.origins.get("dir", "").startswith("command line"):
             defaults_file = (settings.files or {}).get("defaults-file")
             first = f"--defaults-file={shlex.quote(defaults_file)} " if defaults_file else ""
             printed = run_in(container_id, f"exec my_print_defaults {first}--mysqld")
+            options = path_flags(printed.output.splitlines()) if printed.ok else {}
             values = [line.split("=", 1)[1] for line in printed.output.splitlines()
                       if printed.ok and line.startswith("--datadir=")]
             datadir, origin = (values[-1] if values else ""), "my_print_defaults --mysqld"
         if not datadir.startswith("/"):
             return None
-        return replace(settings, data_dir=posixpath.normpath(datadir), origins={**settings.origins, "dir": origin})
+        datadir = posixpath.normpath(datadir)
+        if origin == "SELECT @@datadir":
+            writes = _writes(datadir, paths) if paths else settings.writes
+        else:  # the command line's (in settings.writes) win over the option files'
+            writes = {**_writes(datadir, options), **settings.writes}
+        return replace(settings, data_dir=datadir, origins={**settings.origins, "dir": origin}, writes=writes)
 
     def probe(self, target, container_status: str, local_paths: bool) -> Health:
         owner, down = self.first_look(target, container_status, local_paths)
@@ -161,6 +215,51 @@ class MariaDBService(ExecProbed):
         if count.isdigit() and int(count) > 0:
             return f"{count} InnoDB transaction(s) in progress: not durable until they commit"
         return None
+
+
+LIVE_SQL = "SELECT " + ", ".join(f"'{v}', @@{v}" for v in ("datadir", *PATH_VARIABLES))
+
+
+def _live_row(output: str) -> dict[str, str]:
+    """LIVE_SQL's answer (name, value pairs on one tab-separated line) as {variable: value}."""
+    for line in output.splitlines():
+        cells = line.rstrip("\n").split("\t")
+        if cells and cells[0] == "datadir" and len(cells) % 2 == 0:
+            return dict(zip(cells[::2], cells[1::2], strict=True))
+    return {}
+
+
+def path_flags(args: list[str]) -> dict[str, str]:
+    """The PATH_OPTIONS a mariadbd command line (or my_print_defaults' output) sets, the last one winning:
+    `--name=value` (dashes or underscores), or `--name value` for those that take a value (all but log-bin
+    and relay-log... whose value is optional: `--log-bin` alone names the default base in the data dir)."""
+    found = {}
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        name = name.replace("_", "-")
+        if name not in PATH_OPTIONS:
+            continue
+        if not eq:
+            if name in ("log-bin", "relay-log") or i + 1 >= len(args) or args[i + 1].startswith("-"):
+                continue
+            value = args[i + 1]
+        found[name] = value
+    return found
+
+
+def _writes(data_dir: str, paths: dict[str, str]) -> dict[str, str]:
+    """Settings.writes of PATH_OPTIONS' values: tmpdir's list (':'-separated) as tmpdir, tmpdir.2..."""
+    split = {}
+    for name, value in paths.items():
+        if name == "tmpdir" and ":" in value:
+            for n, part in enumerate(value.split(":"), 1):
+                split["tmpdir" if n == 1 else f"tmpdir.{n}"] = part
+        else:
+            split[name] = value
+    directories = tuple(n for n in split if PATH_OPTIONS.get(n.split(".")[0]))
+    return writes_of(data_dir, split, directories)
 
 
 GALERA_SKIP = "a Galera node (wsrep_on=ON) would replicate the scratch schema's DDL to the whole cluster"
@@ -280,7 +379,7 @@ class _OptionFiles:
             elif in_server:
                 key, _, value = line.partition("=")
                 key = key.strip().replace("_", "-")
-                if key in ("datadir", "port", "socket"):
+                if key in ("datadir", "port") or key in PATH_OPTIONS:
                     self.options[key] = value.split("#", 1)[0].strip().strip("'\"")
                     self.origins[key] = f"{path}:{number}"
 

@@ -13,20 +13,24 @@ import redis
 
 from .. import patterns, redisconf
 from ..health import probe
-from ..model import ServerProcess, Settings
+from ..model import ServerProcess, Settings, writes_of
 from . import ContainerView, Service, command_of, register
 
 URL_LABEL = "ownvol.redis.url"
 PASSWORD_LABEL = "ownvol.redis.password"
 PASSWORD_ENV = "REDIS_PASSWORD"
-LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly", "save")
+LIVE_KEYS = ("dir", "port", "bind", "unixsocket", "appenddirname", "dbfilename", "appendonly", "save", "logfile",
+             "cluster-enabled", "cluster-config-file")
+# What the server writes beside its dir (Settings.writes): its log file ("" is stdout), its unix socket, and a
+# cluster node's config file (src/config.c; a relative path is taken from `dir`, which the server chdirs to)
+WRITES_KEYS = ("logfile", "unixsocket", "cluster-config-file")
 # bind entries that put the server on IPv4 loopback: any address, or loopback itself ("-" marks an optional one)
 _LOOPBACK_REACHES = ("", "*", "0.0.0.0", "127.0.0.1", "localhost")
 
 
 class RedisService(Service):
     family = "redis"
-    commands = ("redis-server",)
+    commands = ("redis-server", "redis-sentinel")
     images = ("redis", "redis-server", "redis-stack-server")
     profile = "redis"
     catalogue = patterns.CATALOGUE
@@ -38,7 +42,7 @@ class RedisService(Service):
         command = command_of(attrs)
         for i, arg in enumerate(command):
             if posixpath.basename(arg) in self.commands:
-                return command[i + 1:]
+                return _as_server(arg, command[i + 1:])
             if " " in arg.strip():
                 try:
                     words = shlex.split(arg)
@@ -46,7 +50,7 @@ class RedisService(Service):
                     continue
                 for j, word in enumerate(words):
                     if posixpath.basename(word) in self.commands:
-                        return _until_shell_operator(words[j + 1:])
+                        return _as_server(word, _until_shell_operator(words[j + 1:]))
         args = list(attrs.get("Args") or [])
         if args and (args[0].startswith("-") or args[0].endswith(".conf")):
             return args
@@ -63,7 +67,8 @@ class RedisService(Service):
         (proc-title-template, src/server.c redisSetProcTitle, after the config is loaded) the address of the
         socket it listens on, CONFIG GET telling the rest (live)."""
         if process.argv and not process.retitled and posixpath.basename(process.argv[0]) in self.commands:
-            settings = self._settings(view, list(process.argv[1:]), process.cwd, f"cwd of process {process.pid}")
+            settings = self._settings(view, _as_server(process.argv[0], list(process.argv[1:])), process.cwd,
+                                      f"cwd of process {process.pid}")
             return replace(settings, origins={**settings.origins, "argv": f"/proc/{process.pid}/cmdline"})
         if not process.listening:
             return None
@@ -95,10 +100,14 @@ class RedisService(Service):
         if conf.get("port") == "0" and not labels.get(URL_LABEL):
             problems.append("port 0: the server listens on a unix socket only (label ownvol.redis.url)")
         save = conf.values.get("save")
+        sentinel = "--sentinel" in argv
         return Settings(data_dir, address, password,
                         {k: conf.get(k) or "" for k in ("appenddirname", "dbfilename", "appendfilename")},
                         origins, tuple(problems),
-                        persists=_persists(conf.get("appendonly") or "no", None if save is None else " ".join(save)))
+                        persists=False if sentinel else _persists(conf.get("appendonly") or "no",
+                                                                  None if save is None else " ".join(save)),
+                        paths=_paths(argv, cwd, conf), role="sentinel" if sentinel else "",
+                        writes=_writes(data_dir, {k: conf.get(k) or "" for k in (*WRITES_KEYS, "cluster-enabled")}))
 
     def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
@@ -121,8 +130,9 @@ class RedisService(Service):
         origins = {**settings.origins, **{k: "CONFIG GET" for k in got}}
         files = {**settings.files, **{k: got[k] for k in ("appenddirname", "dbfilename") if got.get(k)}}
         persists = _persists(got["appendonly"], got["save"]) if "appendonly" in got and "save" in got else None
+        writes = _writes(got["dir"], got) if "logfile" in got else settings.writes
         return Settings(got["dir"], settings.address, settings.password, files, origins, settings.problems,
-                        persists=persists)
+                        persists=persists, paths=settings.paths, role=settings.role, writes=writes)
 
     def probe(self, target, container_status: str, local_paths: bool):
         return probe(target, container_status, local_paths)
@@ -130,9 +140,46 @@ class RedisService(Service):
 
 class ValkeyService(RedisService):
     family = "valkey"
-    commands = ("valkey-server",)
+    commands = ("valkey-server", "valkey-sentinel")
     images = ("valkey/valkey", "valkey", "valkey-server")
     profile = "valkey"
+
+
+SENTINEL_COMMANDS = ("redis-sentinel", "valkey-sentinel")
+
+
+def _as_server(executable: str, args: list[str]) -> list[str]:
+    """The server's arguments, `--sentinel` added for the Sentinel executable (src/server.c checkForSentinelMode:
+    argv[0] containing "redis-sentinel" runs Sentinel mode, as `--sentinel` does)."""
+    if posixpath.basename(executable) in SENTINEL_COMMANDS and "--sentinel" not in args:
+        return [*args, "--sentinel"]
+    return args
+
+
+def _paths(argv: list[str], cwd: str, conf: redisconf.RedisConfig) -> dict[str, str]:
+    """The paths beside the data dir a log line may name (hooks/patterns.py path_of): the config file, absolute
+    as the server makes it (src/server.c main: getAbsolutePath against its cwd at start), the unix socket, log
+    file, ACL file and, with cluster-enabled, the cluster config file (src/config.c default nodes.conf, relative
+    to dir) as configured."""
+    found = {}
+    config_file, _ = redisconf.command_line(argv)
+    if config_file and config_file != "-":
+        found["configfile"] = posixpath.normpath(posixpath.join(cwd, config_file))
+    for name in ("unixsocket", "logfile", "aclfile"):
+        if conf.get(name):
+            found[name] = conf.get(name) or ""
+    if (conf.get("cluster-enabled") or "no").lower() == "yes":
+        found["cluster-config-file"] = conf.get("cluster-config-file") or "nodes.conf"
+    return found
+
+
+def _writes(data_dir: str, values: dict[str, str]) -> dict[str, str]:
+    """Settings.writes of WRITES_KEYS' values (CONFIG GET's or the config's); the cluster config file only
+    when cluster-enabled is yes."""
+    paths = {k: values.get(k) or "" for k in WRITES_KEYS}
+    if (values.get("cluster-enabled") or "no").lower() != "yes":
+        paths.pop("cluster-config-file")
+    return writes_of(data_dir, paths)
 
 
 def _persists(appendonly: str, save: str | None) -> bool:

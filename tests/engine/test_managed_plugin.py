@@ -405,3 +405,40 @@ def test_dockerd_restart_keeps_volumes_data_and_references(plugin_dir, private_e
     mounts = [line for line in log.splitlines()
               if f"plugin={plugin_id}" in line and "action=VolumeDriver.Mount" in line and f"volume={kept} " in line]
     assert mounts and all("level=info" in line and "outcome=ok" in line and "seconds=" in line for line in mounts)
+
+
+def test_ownership_idmap_in_the_managed_plugin_serves_999_while_the_disk_stays_root_owned(
+        plugin_dir, private_engine, redis_image, tmp_path, port):
+    """config.json's CAP_SETUID and CAP_SETGID let the plugin write the map's user namespace; the idmapped mount it
+    attaches at the propagated mount reaches dockerd's namespace with its map: Redis as 999:999 writes, restarts
+    and reads back, and every file it made is 0:0 on disk (the map swaps 0 and 999)."""
+    client = private_engine.start()
+    private_engine.load_image(redis_image)
+    plugin = ManagedPlugin.prepared(plugin_dir, tmp_path, host=private_engine.host).create().enable()
+    volume = create_volume(client, plugin, ownership="idmap", uid="999", gid="999")
+    st = client.api.inspect_volume(volume)["Status"]
+    assert (st["ownership"], st["ownership_asked"]) == ("idmap", "idmap"), st
+    assert "idmapped mount on" in st["ownership_note"], st
+    data = plugin.data_dir(volume)
+    assert (data.stat().st_uid, data.stat().st_gid) == (0, 0)
+    container = redis_on(client, redis_image, volume, port)
+    try:
+        r = redis_at(port)
+        assert r.set("k", "through the map") and r.info("persistence")["aof_enabled"] == 1
+        assert client.api.inspect_volume(volume)["Status"]["mounts"] == 1
+        seen = client.containers.run(redis_image, ["stat", "-c", "%u:%g", "/bound", "/bound/appendonlydir"],
+                                     network_mode="none", labels=NO_HOOK, remove=True,
+                                     volumes={volume: {"bind": "/bound", "mode": "ro"}}).decode().split()
+        assert seen == ["999:999", "999:999"]
+        live = [line.split()[5] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4].endswith(f"/propagated-mount/{volume}")]
+        assert live and all({"idmapped", "nosuid", "nodev"} <= set(o.split(",")) for o in live), live
+        container.stop(timeout=30)
+    finally:
+        container.remove(force=True)
+    assert read_back(client, redis_image, volume, port, "k") == [b"through the map"]
+    on_disk = {str(p.relative_to(data)): (p.lstat().st_uid, p.lstat().st_gid) for p in [data, *data.rglob("*")]}
+    assert "appendonlydir" in on_disk and set(on_disk.values()) == {(0, 0)}, on_disk
+    assert client.api.inspect_volume(volume)["Status"]["mounts"] == 0
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4].endswith(f"/propagated-mount/{volume}")]

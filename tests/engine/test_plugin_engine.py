@@ -114,7 +114,7 @@ def test_the_symlink_attack_leaves_host_files_untouched(ownvol_plugin, engine_cl
     ("mode=888", "option mode: '888' is not an octal mode from 0 to 7777"),
     ("profile=oracle", "option profile: 'oracle' is not a known profile; known profiles: mariadb, mongo"),
     ("policy=sometimes", "option policy: 'sometimes' is not a policy; use one of on-root-mismatch, always, never"),
-    ("colour=red", "unknown option 'colour'; valid options: gid, mode, path, policy, profile, uid"),
+    ("colour=red", "unknown option 'colour'; valid options: gid, mode, ownership, path, policy, profile, uid, view-of"),
     ("path=/etc/redis", "option path: '/etc/redis' is inside /etc, which ownvol never adopts"),
     ("path=/", "option path: '/' is a system directory"),
     ("path=relative", "option path: 'relative' is not an absolute path"),

@@ -3,6 +3,7 @@
 Each scenario runs one server image of the matrix (make images) on a scratch directory with no network,
 provokes one way of not being able to use its data, and keeps `docker logs` (stdout and stderr, as the
 engine prints them) in tests/golden/<server>/<scenario>.log. Run as root (it chowns the scratch dirs).
+`--paths` captures only the paths-* scenarios (a config, socket, log or ACL file other than the data dir).
 The unit run checks every pattern against these files (tests/unit/test_patterns_golden.py); what each file
 must yield is in tests/golden/expected.json, written by hand from the lines, not by this script.
 """
@@ -109,6 +110,76 @@ def capture(client: docker.DockerClient, server: str, scenario: str, spec: dict,
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _path_scenarios(port: int) -> dict[str, dict]:
+    """paths-* scenarios (issue 24, kind A): a path other than the data dir the server cannot use. mounts:
+    destination -> (owner, mode, {file: (uid, gid, mode, content)}); args after the server; chown_after:
+    destination -> owner given (the tree) once the server runs, before commands."""
+    sentinel = f"port {port}\nbind 127.0.0.1\nsentinel monitor m 127.0.0.1 {port + 1} 1\n"
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "/node-conf/nodes.conf"]
+    return {
+        "paths-sentinel-config": {"mounts": {"/etc/ov": ((0, 0), 0o755, {"sentinel.conf": (0, 0, 0o644, sentinel)})},
+                                  "args": ["/etc/ov/sentinel.conf", "--sentinel"]},
+        "paths-sentinel-save": {"mounts": {"/etc/ov": ((0, 0), 0o755, {"sentinel.conf": (999, 999, 0o644, sentinel)})},
+                                "args": ["/etc/ov/sentinel.conf", "--sentinel"]},
+        "paths-cluster-lock": {"mounts": {"/node-conf": ((0, 0), 0o755, {})}, "args": cluster},
+        "paths-cluster-save": {"mounts": {"/node-conf": ((999, 999), 0o755, {})}, "args": cluster,
+                               "chown_after": {"/node-conf": (0, 0)}, "commands": [["CLUSTER", "ADDSLOTS", "1"]]},
+        "paths-logfile": {"mounts": {"/logs": ((0, 0), 0o755, {})}, "args": ["--logfile", "/logs/redis.log"]},
+        "paths-unixsocket": {"mounts": {"/sock": ((0, 0), 0o755, {})}, "args": ["--unixsocket", "/sock/redis.sock"]},
+        "paths-aclfile": {"mounts": {"/acl": ((999, 999), 0o755, {"users.acl": (0, 0, 0o600, "user default on "
+                                                                                          "nopass ~* +@all\n")})},
+                          "args": ["--aclfile", "/acl/users.acl"]},
+        "paths-include": {"mounts": {"/etc/ov": ((999, 999), 0o755, {"redis.conf": (999, 999, 0o644,
+                                                                                     "include /inc/extra.conf\n")}),
+                                     "/inc": ((0, 0), 0o755, {"extra.conf": (0, 0, 0o600, "maxclients 100\n")})},
+                          "args": ["/etc/ov/redis.conf"]},
+    }
+
+
+def capture_path(client: docker.DockerClient, server: str, spec: dict, port: int) -> str:
+    """One paths-* scenario's `docker logs`: the server as 999:999, no network, its data dir /tmp (the image's)."""
+    image, command = SERVERS[server]
+    scratch = Path(tempfile.mkdtemp(prefix="ownvol-golden-", dir="/var/tmp"))
+    volumes = {}
+    for n, (dest, (owner, mode, files)) in enumerate(spec["mounts"].items()):
+        host = scratch / str(n)
+        host.mkdir()
+        for name, (uid, gid, fmode, content) in files.items():
+            (host / name).write_text(content)
+            os.chown(host / name, uid, gid)
+            os.chmod(host / name, fmode)
+        os.chown(host, *owner)
+        os.chmod(host, mode)
+        volumes[str(host)] = {"bind": dest, "mode": "rw"}
+    argv = [command, *spec["args"]]
+    if not spec["args"][0].endswith(".conf"):
+        argv += ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    container = client.containers.run(image, argv, detach=True, user="999:999", network_mode="none",
+                                      working_dir="/tmp", labels={"ownvol.watch": "false"}, volumes=volumes)
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status != "running" or "Ready to accept connections" in container.logs().decode():
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        container.reload()
+        if container.status == "running":
+            for dest, owner in spec.get("chown_after", {}).items():
+                host = next(h for h, m in volumes.items() if m["bind"] == dest)
+                for root, dirs, files in os.walk(host):
+                    for entry in [root, *(os.path.join(root, f) for f in files + dirs)]:
+                        os.lchown(entry, *owner)
+            for cmd in spec.get("commands", []):
+                _cli(container, server, port, *cmd)
+                time.sleep(0.5)
+        return container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main(servers: list[str]) -> None:
     client = docker.from_env(timeout=60)
     for n, server in enumerate(servers or list(SERVERS)):
@@ -118,7 +189,24 @@ def main(servers: list[str]) -> None:
             text = capture(client, server, scenario, spec, 16900 + n)
             (out / f"{scenario}.log").write_text(text)
             print(f"{server}/{scenario}: {len(text.splitlines())} lines")
+        for scenario, spec in _path_scenarios(16900 + n).items():
+            text = capture_path(client, server, spec, 16900 + n)
+            (out / f"{scenario}.log").write_text(text)
+            print(f"{server}/{scenario}: {len(text.splitlines())} lines")
+
+
+def main_paths(servers: list[str]) -> None:
+    """The paths-* scenarios alone (`python -m tests.golden.capture --paths [SERVER...]`)."""
+    client = docker.from_env(timeout=60)
+    for n, server in enumerate(servers or list(SERVERS)):
+        for scenario, spec in _path_scenarios(16900 + 2 * n).items():
+            text = capture_path(client, server, spec, 16900 + 2 * n)
+            (HERE / server / f"{scenario}.log").write_text(text)
+            print(f"{server}/{scenario}: {len(text.splitlines())} lines")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--paths"]:
+        main_paths(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

@@ -94,7 +94,7 @@ def _cases(adopt: str, root: str) -> list[tuple[str, str, bytes | dict, str]]:
         ("opts-string", C, {"Name": "v", "Opts": "uid=1"}, "Opts must be an object"),
         ("opts-list", C, {"Name": "v", "Opts": ["uid", "1"]}, "Opts must be an object"),
         ("opts-number", C, {"Name": "v", "Opts": 7}, "Opts must be an object"),
-        ("unknown-option", C, opts(colour="red"), "unknown option 'colour'; valid options: gid, mode, path"),
+        ("unknown-option", C, opts(colour="red"), "unknown option 'colour'; valid options: gid, mode, ownership, path"),
         ("unknown-option-50k-name", C, opts(**{_long(50000): "1"}), "unknown option"),
         ("uid-minus-1", C, opts(uid="-1"), "option uid: '-1' is not an integer from 0 to 4294967294"),
         ("uid-2^32", C, opts(uid="4294967296"), "option uid"),

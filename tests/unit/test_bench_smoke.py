@@ -10,12 +10,13 @@ from bench.harness import percentile
 
 def test_every_group_of_the_issue_table_is_registered():
     assert set(run._groups()) == {"repair", "start", "mount", "preflight", "scale", "heal", "heal-db", "burst",
-                                  "watcher"}
+                                  "watcher", "idmap", "start-idmap"}
 
 
 def test_unknown_group_is_refused_with_the_known_ones(capsys):
     assert run.main(["no-such-group"]) == 2
-    known = "known: ['burst', 'heal', 'heal-db', 'mount', 'preflight', 'repair', 'scale', 'start', 'watcher']"
+    known = ("known: ['burst', 'heal', 'heal-db', 'idmap', 'mount', 'preflight', 'repair', 'scale', 'start', "
+             "'start-idmap', 'watcher']")
     assert known in capsys.readouterr().err
 
 

@@ -159,3 +159,16 @@ def test_what_cannot_be_told_blocks_nothing(data, reachable, monkeypatch):
     assert write_blocked(_ctx(data).target, False) is None
     monkeypatch.setattr(actions, "engine_paths_reachable", lambda: False)
     assert actions.data_dir_blocked(_ctx(data)) is None
+
+
+def test_an_idmapped_ownvol_volume_is_never_chowned(data, reachable):
+    os.chown(data, 0, 0)
+    before = os.stat(data)
+    ctx = _ctx(data)
+    ctx.target.idmapped = "ownvol volume v is an idmapped mount showing its data as 999:999"
+    result = actions.repair_ownership(ctx)
+    assert result.result == "skipped"
+    assert "never chowns the data of an idmapped volume" in result.detail["why"]
+    assert "-o uid=999 -o gid=999" in result.detail["why"]
+    after = os.stat(data)
+    assert (after.st_uid, after.st_gid, after.st_mode) == (before.st_uid, before.st_gid, before.st_mode)

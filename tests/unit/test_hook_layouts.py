@@ -11,8 +11,8 @@ from ownvol.hook.model import DataMount, ServerProcess
 from ownvol.hook.services import by_family
 from ownvol.hook.targets import (
     StartFacts,
-    _host_dir_state,
     _only_mount_instead,
+    host_dir_state,
     listening_sockets,
     nearest_existing,
     only_writable_mount,
@@ -100,13 +100,13 @@ def test_a_missing_data_dir_is_repaired_at_its_nearest_existing_directory_on_the
     source = tmp_path / "pg"
     source.mkdir()
     mount = DataMount("bind", str(source), "/var/lib/postgresql", "17/docker")
-    assert nearest_existing(mount, _host_dir_state(str(source))).subpath == ""
+    assert nearest_existing(mount, host_dir_state(str(source))).subpath == ""
     (source / "17").mkdir()
-    assert nearest_existing(mount, _host_dir_state(str(source))).subpath == "17"
+    assert nearest_existing(mount, host_dir_state(str(source))).subpath == "17"
     (source / "17" / "docker").mkdir()
-    assert nearest_existing(mount, _host_dir_state(str(source))) == mount
+    assert nearest_existing(mount, host_dir_state(str(source))) == mount
     at_root = DataMount("bind", str(source), "/data", "")
-    assert nearest_existing(at_root, _host_dir_state(str(source))) == at_root
+    assert nearest_existing(at_root, host_dir_state(str(source))) == at_root
 
 
 def test_the_walk_stops_at_a_link_or_a_file_and_leaves_the_path_to_data_path(tmp_path):
@@ -116,7 +116,7 @@ def test_the_walk_stops_at_a_link_or_a_file_and_leaves_the_path_to_data_path(tmp
     (source / "f").write_text("")
     for sub in ("17/docker", "f/docker"):
         mount = DataMount("bind", str(source), "/var/lib/postgresql", sub)
-        assert nearest_existing(mount, _host_dir_state(str(source))) == mount
+        assert nearest_existing(mount, host_dir_state(str(source))) == mount
 
 
 class _NoApi:

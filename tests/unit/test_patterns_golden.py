@@ -116,3 +116,63 @@ def test_explain_prints_each_failure_and_its_json():
     assert found[0]["line"].splitlines()[-1] == "Permission denied"
     empty = CliRunner().invoke(explain, ["-"], input="1:M 30 Nov 2026 01:00:00.000 * Ready to accept connections\n")
     assert empty.output.strip() == "no known failure in this log"
+
+
+def test_the_path_each_captured_path_failure_names():
+    expected = {"paths-sentinel-config": ("/etc/ov/sentinel.conf", ""),
+                "paths-cluster-lock": ("/node-conf/nodes.conf", ""),
+                "paths-aclfile": ("/acl/users.acl", ""), "paths-include": ("/inc/extra.conf", ""),
+                "paths-unixsocket": (None, "unixsocket"), "paths-sentinel-save": (None, "configfile"),
+                "paths-cluster-save": (None, "cluster-config-file")}
+    for server in ("redis-6.2", "redis-7.0", "redis-8.0", "valkey-8.0", "valkey-8.1"):
+        for scenario, (path, path_of) in expected.items():
+            found = read(f"{server}/{scenario}.log")
+            assert found, (server, scenario)
+            for _, detection in found:
+                assert detection.context.get("path") == path, (server, scenario)
+                assert detection.as_dict().get("path_of", "") == path_of, (server, scenario)
+                assert detection.as_dict()["needs"] in ("create", "read")
+
+
+def test_the_log_file_block_names_its_path_in_each_form():
+    four = read("redis-6.2/paths-logfile.log")
+    assert [(d.context.get("path"), d.as_dict().get("path_of")) for _, d in four] == [("/logs/redis.log", None)]
+    for server in ("redis-7.0", "redis-8.0", "valkey-8.0", "valkey-8.1"):
+        two = read(f"{server}/paths-logfile.log")
+        assert [(d.context.get("path"), d.as_dict().get("path_of"), d.error_type) for _, d in two] == [
+            (None, "logfile", "permission-denied")]
+        assert two[0][1].line.splitlines()[-1] == "Can't open the log file: Permission denied"
+
+
+def test_a_block_never_swallows_the_line_or_block_after_it():
+    two = ["*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***", "Can't open the log file: Permission denied"]
+    unfinished = ["*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***", "Reading the configuration file, at line 2"]
+    after = "1:M 30 Nov 2026 01:00:00.000 # Can't open /n/nodes.conf in order to acquire a lock: Permission denied"
+    # a two-line block, then a prefixed line: both read
+    found = patterns.read_log(["", *two, after])
+    assert [(n, d.pattern.id) for n, d in found] == [(3, "config-fatal"), (4, "cluster-config-lock")]
+    # an unfinished block ends at the next prefixed line, which is read itself
+    found = patterns.read_log([*unfinished, after])
+    assert [(n, d.pattern.id) for n, d in found] == [(3, "cluster-config-lock")]
+    # an unfinished block ends at the next header: the second block is read whole
+    found = patterns.read_log([*unfinished, "", *two])
+    assert [(n, d.pattern.id, d.as_dict().get("path_of")) for n, d in found] == [(5, "config-fatal", "logfile")]
+    # a bad directive's block (no errno) yields nothing and lets the next line through
+    bad = ["*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***", "Reading the configuration file, at line 2",
+           ">>> 'appendonly maybe'", "argument must be 'yes' or 'no'"]
+    assert [(n, d.pattern.id) for n, d in patterns.read_log([*bad, after])] == [(5, "cluster-config-lock")]
+
+
+def test_explain_says_which_path_a_failure_is_about():
+    from click.testing import CliRunner
+
+    from ownvol.hook.commands import explain
+
+    lock = CliRunner().invoke(explain, [str(GOLDEN / "redis-7.0" / "paths-cluster-lock.log")])
+    assert "cluster-config-lock" in lock.output and "path: /node-conf/nodes.conf; the hook repairs the directory " \
+                                                    "that holds it" in lock.output
+    save = CliRunner().invoke(explain, [str(GOLDEN / "valkey-8.1" / "paths-sentinel-save.log")])
+    assert "path: the server's `configfile` setting" in save.output
+    acl = CliRunner().invoke(explain, ["--json", str(GOLDEN / "redis-8.0" / "paths-aclfile.log")])
+    found = [json.loads(line) for line in acl.output.splitlines()]
+    assert [(f["pattern"], f["context"]["path"], f["needs"]) for f in found] == [("acl-file", "/acl/users.acl", "read")]

@@ -139,6 +139,8 @@ def test_settings_from_env():
     ({"OWNVOL_DEFAULT_POLICY": "x"}, "option policy"), ({"OWNVOL_LOG_LEVEL": "loud"}, "OWNVOL_LOG_LEVEL"),
     ({"OWNVOL_DRIVER_NAME": "a/b"}, "OWNVOL_DRIVER_NAME"), ({"OWNVOL_USERNS": "100000"}, "OWNVOL_USERNS"),
     ({"OWNVOL_USERNS": "0:100000:65536"}, "OWNVOL_USERNS"),
+    ({"OWNVOL_SOCKET_OWNER": "1000"}, "OWNVOL_SOCKET_OWNER"), ({"OWNVOL_SOCKET_OWNER": "0:0"}, "OWNVOL_SOCKET_OWNER"),
+    ({"OWNVOL_SOCKET_OWNER": "alice:alice"}, "OWNVOL_SOCKET_OWNER"),
 ])
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(SettingsError, match=words):

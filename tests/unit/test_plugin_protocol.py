@@ -77,7 +77,7 @@ def test_create_again_same_options_is_fine_different_is_refused(driver):
     ("{}", "Name is required"), ('{"Name": 5}', "Name must be a string"), ('{"Name": ""}', "Name must not be empty"),
     ('{"Name": "../../etc"}', "not a valid volume name"), ('{"Name": "a/b"}', "not a valid volume name"),
     ('{"Name": "v", "Opts": "uid=1"}', "Opts must be an object"),
-    ('{"Name": "v", "Opts": {"colour": "red"}}', "unknown option 'colour'; valid options: gid, mode, path"),
+    ('{"Name": "v", "Opts": {"colour": "red"}}', "unknown option 'colour'; valid options: gid, mode, ownership, path"),
     ('{"Name": "v", "Opts": {"uid": "x"}}', "option uid"), ('{"Name": "v", "Opts": {"mode": "8"}}', "option mode"),
     ('{"Name": "v", "Opts": {"profile": "x"}}', "option profile"),
     ('{"Name": "v", "Opts": {"policy": "x"}}', "option policy"),

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from ownvol.driver.options import VolumeSpec
-from ownvol.driver.store import Store, VolumeRecord
+from ownvol.driver.store import SCHEMA_VERSION, Store, VolumeRecord
 
 SPEC = VolumeSpec(999, 999, 0o755, "on-root-mismatch", "redis")
 
@@ -179,9 +179,10 @@ def test_a_version_1_store_is_migrated_when_opened(tmp_path):
     old.close()
     s = Store(str(path))
     try:
-        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         got = s.get("a")
         assert got.spec == SPEC and got.identity is None
+        assert (got.spec.ownership, got.spec.view_of, got.mapped, got.ownership_note) == ("walk", None, False, None)
         assert [(r.id, r.count, r.epoch) for r in s.references("a")] == [("m1", 2, 0)]
         with s.transaction():
             s.set_meta("epoch", "1")

@@ -1,0 +1,68 @@
+"""The probes' kept inspects (hooks/executor.py InspectCache): kept until an event about the container, the event
+stream's reconnection or the TTL; an inspect begun before an event is not kept after it."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+
+from ownvol.hook.executor import InspectCache
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.during = None  # called inside an inspect (an event arriving meanwhile)
+
+    def inspect(self, cid: str) -> object:
+        self.asked.append(cid)
+        if self.during:
+            self.during()
+        if cid == "gone":
+            raise docker.errors.NotFound("no such container")
+        return object()
+
+
+def test_kept_until_an_event_about_it() -> None:
+    engine, cache = _Engine(), InspectCache()
+    first = cache.get("a", engine.inspect)
+    assert cache.get("a", engine.inspect) is first
+    cache.get("b", engine.inspect)
+    assert engine.asked == ["a", "b"]
+    cache.forget("a")
+    assert cache.get("a", engine.inspect) is not first
+    assert cache.get("b", engine.inspect) is not None
+    assert engine.asked == ["a", "b", "a"]
+
+
+def test_an_event_during_the_inspect_is_not_overwritten() -> None:
+    engine, cache = _Engine(), InspectCache()
+    engine.during = lambda: cache.forget("a")
+    cache.get("a", engine.inspect)
+    engine.during = None
+    cache.get("a", engine.inspect)
+    assert engine.asked == ["a", "a"]
+
+
+def test_clear_and_ttl() -> None:
+    engine, cache = _Engine(), InspectCache()
+    cache.get("a", engine.inspect)
+    cache.clear()
+    engine.during = cache.clear  # a reconnection while inspecting: not kept either
+    cache.get("a", engine.inspect)
+    engine.during = None
+    cache.get("a", engine.inspect)
+    cache.get("a", engine.inspect)
+    assert engine.asked == ["a", "a", "a"]
+    expired = InspectCache(ttl=0.0)
+    expired.get("a", engine.inspect)
+    expired.get("a", engine.inspect)
+    assert engine.asked[3:] == ["a", "a"]
+
+
+def test_a_gone_container_is_not_kept() -> None:
+    engine, cache = _Engine(), InspectCache()
+    for _ in range(2):
+        with pytest.raises(docker.errors.NotFound):
+            cache.get("gone", engine.inspect)
+    assert engine.asked == ["gone", "gone"]
