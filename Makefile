@@ -7,7 +7,8 @@ BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
 .PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
-	systemd-tools rootless-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench clean-machine demo
+	systemd-tools rootless-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench \
+	chaos clean-machine demo
 # The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
 ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
 	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
@@ -141,6 +142,13 @@ test-unit: lint venv
 ## bench: every performance figure beside its anchor (minutes; not part of `make test`); writes bench/results.json
 bench: venv engine images
 	$(BIN)/python -m bench.run $(BENCH)
+
+## chaos: a seeded fault schedule against a private dockerd, driver and hook of its own for DURATION seconds (600),
+## SEED (27; printed first): prints a table per fault kind, writes build/chaos/*.json, fails on a broken invariant
+DURATION ?= 600
+SEED ?= 27
+chaos: venv engine images
+	$(BIN)/python -m tests.chaos --duration $(DURATION) --seed $(SEED) $(CHAOS_ARGS)
 
 ## clean-machine: remove what the project put on this machine (its images, /var/cache/ownvol, build outputs, the
 ## venv, the tests' leftovers), keeping apt packages, the engine and every volume; DRY_RUN=1 only says what it would

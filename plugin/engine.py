@@ -4,6 +4,7 @@ can see its processes, and how it maps user namespaces (the host uid:gid a volum
 from __future__ import annotations
 
 import logging
+import time
 
 from ownvol import userns
 
@@ -13,6 +14,17 @@ from .options import VolumeSpec
 from .store import Store
 
 log = logging.getLogger("ownvol.plugin")
+
+# A dockerd activates its plugins, and mounts the volumes of the containers it restarts, while it restores, before
+# its API serves: its socket listens but answers nothing until every restart is done (moby cmd/dockerd/daemon.go:
+# the API's Wait comes after NewDaemon, whose restore waits for restartContainers). A request that waits for GET /info
+# then holds that restore back by its whole wait. So once a mapping was learned (from an earlier run of the engine),
+# the ask is short and, once it went unanswered, not repeated by the requests of the next ASK_AGAIN seconds: they keep
+# the mapping learned before, as after any failed ask. With none learned yet, each request still asks, waiting up to
+# FIRST_ASK_TIMEOUT: a volume is never made to a mapping that was never asked for.
+ASK_TIMEOUT = 2.0  # seconds; a serving dockerd answers /info in milliseconds
+ASK_AGAIN = 10.0  # seconds
+FIRST_ASK_TIMEOUT = 10.0  # seconds
 
 
 class EngineIdentity:
@@ -58,6 +70,7 @@ class EngineIdentity:
         namespace of its own, dockerd none)."""
         if self.userns_setting != "auto":
             return
+        known = self.store.meta("userns") is not None
         try:
             kernel: userns.IdMap | None = userns.IdMap.from_process(engine.pid)
         except userns.UnknownMapping:
@@ -66,7 +79,7 @@ class EngineIdentity:
             if kernel is not None and not kernel.identity:
                 found: userns.IdMap | None = kernel
             else:
-                info = liveness.engine_info(engine.pid)
+                info = liveness.engine_info(engine.pid, timeout=ASK_TIMEOUT if known else FIRST_ASK_TIMEOUT)
                 if kernel is None and userns.rootless(info):
                     raise userns.UnknownMapping(f"the engine (pid {engine.pid}) is rootless, and its "
                                                 "/proc/PID/uid_map cannot be read from the driver")
@@ -75,9 +88,10 @@ class EngineIdentity:
         except userns.UnknownMapping as exc:
             text = f"!{exc}"
         except (OSError, ValueError) as exc:
-            # dockerd activates plugins while it restores, before its API listens: ask again at the next request
+            # unanswered (a dockerd still restoring: ASK_TIMEOUT): asked again by a request ASK_AGAIN seconds on
             with self.store.transaction():
                 self.store.set_meta("userns_pending", str(engine.pid))
+                self.store.set_meta("userns_ask_after", str(time.time() + ASK_AGAIN) if known else "")
             log.info("event=userns-pending pid=%s why=%s", engine.pid, exc)
             return
         with self.store.transaction():
@@ -87,11 +101,14 @@ class EngineIdentity:
                  "kernel" if kernel is not None and not kernel.identity else "docker-info")
 
     def _userns_due(self) -> int | None:
-        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due."""
+        """The pid of the engine to ask for its user namespaces before a Create or Mount, if one is due (with a
+        mapping learned before, not within ASK_AGAIN seconds of an ask it did not answer)."""
         if self.userns_setting != "auto":
             return None
         pid = self.store.meta("userns_pending")
-        return int(pid) if pid and liveness.process_start(int(pid)) is not None else None
+        if not pid or time.time() < float(self.store.meta("userns_ask_after") or 0):
+            return None
+        return int(pid) if liveness.process_start(int(pid)) is not None else None
 
     def userns_pending(self) -> None:
         """Before Create and Mount (outside any transaction): if the engine could not be asked at its activation,

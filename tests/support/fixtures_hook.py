@@ -56,7 +56,9 @@ class Hook:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(self._stderr, "ab"), text=True,
                                      env=self.env)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-        self.wait_event(lambda e: e["event"] == "engine-connected", 30, "the hook to connect to the engine")
+        pid = self.proc.pid  # a restarted hook (same events list): its own connection, not the last one's
+        self.wait_event(lambda e: e["event"] == "engine-connected" and e["_pid"] == pid, 30,
+                        "the hook to connect to the engine")
         return self
 
     def _read(self, proc: subprocess.Popen) -> None:
