@@ -131,9 +131,10 @@ test-matrix: venv engine images
 	$(BIN)/python -m pytest --engine 28 -m "not swarm" $(ENGINE_TESTS) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --engine 28 -m swarm tests/engine/test_swarm_nodes.py $(PYTEST_ARGS)
 
-## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves)
+## test-hostile: hostile input, link attacks, crashes, hook faults and load (SECURITY.md says what each proves); the
+## tests marked load (many containers or cycles at once) run only here
 test-hostile: venv engine images
-	$(BIN)/python -m pytest $(XDIST) tests/hostile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not swarm and not matrix" tests/hostile $(PYTEST_ARGS)
 
 ## test-unit: lint, then the quick run, no engine (without the slow packaging test, which `make test` runs)
 test-unit: lint venv

@@ -86,6 +86,7 @@ def _digest(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+@pytest.mark.load
 def test_workers_killed_at_random_under_200_cycles_then_the_plugin(bare_plugin):
     plugin = bare_plugin(mount_root=True, OWNVOL_WORKERS="4")
     client = Client(plugin)

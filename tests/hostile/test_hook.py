@@ -163,6 +163,7 @@ def test_a_failure_line_read_after_the_container_was_verified_healthy_opens_noth
 
 
 @pytest.mark.engine
+@pytest.mark.load
 def test_twenty_redis_failing_at_once_and_one_that_cannot_be_healed(hook, tracked, redis_image, tmp_path):
     """Twenty canaries start together on root-owned mounts, beside one on a read-only mount: each of the
     twenty is healed with at most one restart by the hook, and the breaker stops the hook on the one it

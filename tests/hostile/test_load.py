@@ -11,7 +11,7 @@ from docker.types import DriverConfig, Mount
 from tests.support.driver import NO_HOOK, status
 from tests.support.engine import wait_for
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.load]
 COUNT = 50
 
 # As uid 999: the volume must already be ours; write, then stay up so every mount is held at once.
