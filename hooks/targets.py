@@ -505,6 +505,10 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     cached = _start_facts(container, cache)
     running = state.get("Status") == "running"
     now = time.monotonic()
+    if cached.process and process_gone(cached.process[0], proc):
+        # a process that matched and is gone (the MariaDB entrypoint's `mariadbd --help` as root, before it drops
+        # to mysql) is not the server: looked for again now
+        cached.process, cached.process_next = None, 0.0
     looked = running and cached.process is None and now >= cached.process_next
     if looked:
         _look_for_server(cached, container, proc, now)
@@ -572,6 +576,13 @@ def _start_facts(container, cache: FactCache | None) -> StartFacts:
         if cache:
             cached = cache.put(key, cached)
     return cached
+
+
+def process_gone(pid: int, proc: str | None) -> bool:
+    """Whether process pid is known to have exited: its /proc entry (proc, else this host's /proc when the
+    engine's paths are ours) is absent; False when no /proc shows the engine's processes."""
+    reach = proc or ("/proc" if engine_paths_reachable() else None)
+    return reach is not None and not os.path.exists(f"{reach}/{pid}")
 
 
 def _look_for_server(cached: StartFacts, container, proc: str | None, now: float) -> None:

@@ -17,6 +17,7 @@ from ownvol.hook.targets import (
     nearest_existing,
     only_writable_mount,
     process_argv,
+    process_gone,
     read_process,
 )
 from tests.unit.test_hook_facts import _View, attrs
@@ -138,3 +139,9 @@ def test_a_wrapper_s_data_dir_is_the_only_writable_mount_else_unknown_and_said()
     origins, notes = {"dir": "WORKDIR"}, []
     assert _only_mount_instead(_NoApi(), official, StartFacts(redis, redis.configured(_View(official))), "/data",
                                origins, notes) == ("/data", None) and not notes
+
+
+def test_a_server_process_that_has_exited_is_looked_for_again(tmp_path):
+    (tmp_path / "41").mkdir()
+    assert not process_gone(41, str(tmp_path))
+    assert process_gone(42, str(tmp_path))
