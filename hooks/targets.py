@@ -505,10 +505,13 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     cached = _start_facts(container, cache)
     running = state.get("Status") == "running"
     now = time.monotonic()
-    if cached.process and process_gone(cached.process[0], proc):
-        # a process that matched and is gone (the MariaDB entrypoint's `mariadbd --help` as root, before it drops
-        # to mysql) is not the server: looked for again now
-        cached.process, cached.process_next = None, 0.0
+    if running and cached.process and process_gone(cached.process[0], proc):
+        # the process that matched is gone while the container runs: a passing one (the MariaDB entrypoint's
+        # `mariadbd --help` as root, before it drops to mysql) or the server dying now; looked for again, and
+        # kept when no other is found (the uid of a server that just died is still its owner)
+        before = cached.process
+        _look_for_server(cached, container, proc, now)
+        cached.process = cached.process or before
     looked = running and cached.process is None and now >= cached.process_next
     if looked:
         _look_for_server(cached, container, proc, now)
