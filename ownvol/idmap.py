@@ -227,18 +227,31 @@ def idmapped_bind(source: str, target: str, mapping: Mapping, extra: int = MOUNT
     """Attach at target (made if absent, mode 0755) an idmapped bind of source (a real directory: never followed
     if a symlink) with mapping's swap map, nosuid and nodev. Not recursive: mounts below source are not shown.
     IdmapError naming the step refused."""
+    tree = _idmapped_clone(source, swap_map(mapping.disk_uid, mapping.uid), swap_map(mapping.disk_gid, mapping.gid),
+                           extra)
+    try:
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        attach(tree, target)
+    finally:
+        os.close(tree)
+
+
+def _idmapped_clone(source: str, uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int, int, int]],
+                    extra: int) -> int:
+    """A detached clone of source (open_tree) with the map set (mount_setattr): its fd, which the caller closes
+    (closing a clone never attached leaves nothing behind). OSError/IdmapError naming the step refused."""
     fd = _source_fd(source)
     try:
         tree = open_tree_clone(fd)
     finally:
         os.close(fd)
     try:
-        with kept_userns(swap_map(mapping.disk_uid, mapping.uid), swap_map(mapping.disk_gid, mapping.gid)) as ns:
+        with kept_userns(uid_map, gid_map) as ns:
             set_idmap(tree, ns, extra)
-        os.makedirs(target, mode=0o755, exist_ok=True)
-        attach(tree, target)
-    finally:
+    except BaseException:
         os.close(tree)
+        raise
+    return tree
 
 
 def detach(target: str) -> None:
@@ -282,16 +295,8 @@ def idmap_supported(path: str) -> tuple[bool, str]:
     fstype = fstype_of(path)
     try:
         st = os.stat(path)
-        fd = _source_fd(path)
-        try:
-            tree = open_tree_clone(fd)
-        finally:
-            os.close(fd)
-        try:
-            with kept_userns(swap_map(st.st_uid, st.st_uid), swap_map(st.st_gid, st.st_gid)) as ns:
-                set_idmap(tree, ns)
-        finally:
-            os.close(tree)
+        os.close(_idmapped_clone(path, swap_map(st.st_uid, st.st_uid), swap_map(st.st_gid, st.st_gid),
+                                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV))
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         detail = exc.strerror if isinstance(exc, IdmapError) else f"{exc.strerror} [{name}]: {path}"

@@ -14,9 +14,9 @@ import ctypes
 import logging
 import os
 import signal
-import socket
-import struct
 import time
+
+from ownvol.userns import listener_pid
 
 log = logging.getLogger("ownvol.plugin")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -31,19 +31,6 @@ def die_with_parent(parent: int) -> None:
         log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def listener(sock_path: str, timeout: float = 2.0) -> int | None:
-    """The pid that called listen(2) on the unix socket at sock_path (SO_PEERCRED); None if it cannot be
-    reached."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        try:
-            conn.connect(sock_path)
-            pid, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        except OSError:
-            return None
-    return pid or None
 
 
 def _listening_inodes(sock_path: str) -> set[str]:
@@ -84,7 +71,7 @@ def orphans(sock_path: str) -> set[int] | None:
     not among them (it died: gunicorn's arbiter), or when there are several of them (workers of one dead
     arbiter; a worker that calls listen(2) itself, as uvicorn's did, is then the listener). A lone process that
     listened itself is taken for a live server."""
-    pid = listener(sock_path)
+    pid = listener_pid(sock_path)
     if pid is None:
         return set()
     held = holders(sock_path)
