@@ -51,11 +51,6 @@ class Runs(Protocol):
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
 
 
-def _inside(path: str, directory: str) -> bool:
-    directory = directory.rstrip("/") or "/"
-    return path == directory or directory == "/" or path.startswith(directory + "/")
-
-
 class InspectCache:
     """Each watched container's inspect (docker-py's model) as the last probe read it, until an engine event about
     that container (forget), the event stream's reconnection (clear) or INSPECT_TTL seconds: an idle container's
@@ -310,7 +305,7 @@ class DockerExecutor:
                           self._source_is_dir if local else paths.volume_is_dir)
         if plan.mount is None:
             return replace(target, path_plan=plan.as_dict())
-        if target.mount is not None and _inside(plan.target, target.data_dir) and \
+        if target.mount is not None and paths.inside(plan.target, target.data_dir) and \
                 (plan.mount.type, plan.mount.destination) == (target.mount.type, target.mount.destination):
             # in the data dir: repaired as the data dir always is (the whole of it, its modes)
             return replace(target, path_plan={**plan.as_dict(), "target": target.data_dir,

@@ -46,9 +46,10 @@ def resolve(path: str, cwd: str) -> str:
     return posixpath.normpath(posixpath.join(cwd or "/", path))
 
 
-def _inside(path: str, destination: str) -> bool:
-    dest = destination.rstrip("/") or "/"
-    return path == dest or dest == "/" or path.startswith(dest + "/")
+def inside(path: str, directory: str) -> bool:
+    """Whether absolute path is directory or below it (both normalised container paths)."""
+    directory = directory.rstrip("/") or "/"
+    return path == directory or directory == "/" or path.startswith(directory + "/")
 
 
 def holding_mount(mounts: tuple | list, path: str) -> dict | None:
@@ -57,7 +58,7 @@ def holding_mount(mounts: tuple | list, path: str) -> dict | None:
     best = None
     for m in mounts:
         dest = (m.get("Destination") or "").rstrip("/") or "/"
-        if _inside(path, dest) and (best is None or len(dest) > len((best.get("Destination") or "").rstrip("/"))):
+        if inside(path, dest) and (best is None or len(dest) > len((best.get("Destination") or "").rstrip("/"))):
             best = m
     return best
 
