@@ -7,7 +7,7 @@ BASE_IMAGE ?= ownvol/debian-base:bookworm
 export REDIS_IMAGE BASE_IMAGE
 
 .PHONY: tools venv engine images ownvol-image hook-image plugin plugin-rootfs plugin-set up down install uninstall \
-	systemd-tools rootless-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench \
+	systemd-tools rootless-tools fs-tools lint shellcheck-tool redis-image test test-unit test-hostile test-swarm test-matrix bench \
 	chaos clean-machine demo
 # The tests that run private engines (fixtures of tests/support: PrivateEngine, PluginEngine): both versions in test-matrix.
 ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptracked|make_plugin|ownvol_plugin|PrivateEngine|PluginEngine' \
@@ -95,6 +95,11 @@ systemd-tools:
 rootless-tools:
 	scripts/apt-tools.sh rootlesskit=rootlesskit slirp4netns=slirp4netns newuidmap=uidmap newgidmap=uidmap
 
+## fs-tools: Debian's xfsprogs, btrfs-progs and bindfs, for the idmap tests on xfs and btrfs (loop images the tests
+## make and remove) and on FUSE (tests/engine/test_plugin_idmap_filesystems.py; nothing mounted here)
+fs-tools:
+	scripts/apt-tools.sh mkfs.xfs=xfsprogs mkfs.btrfs=btrfs-progs bindfs=bindfs
+
 ## lint: ruff over the tree, mypy over the three packages as the tree holds them (ownvol/, plugin/, hooks/), shellcheck
 ## over every shell script of the tree (SHELL_SCRIPTS); seconds
 # Every shell script: files whose first line names sh or bash (*.sh, .ci/run), outside .git, .venv and build/.
@@ -115,7 +120,7 @@ shellcheck-tool:
 ENGINE ?= 20
 TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
-test: lint venv engine images systemd-tools tools rootless-tools
+test: lint venv engine images systemd-tools tools rootless-tools fs-tools
 	$(BIN)/python -m pytest $(XDIST) --engine $(ENGINE) $(PYTEST_ARGS)
 
 ## test-swarm: examples/stack.yaml on three engines in their own namespaces, plugin and images from a registry
