@@ -300,9 +300,22 @@ def idmap_supported(path: str) -> tuple[bool, str]:
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         detail = exc.strerror if isinstance(exc, IdmapError) else f"{exc.strerror} [{name}]: {path}"
-        hint = " (this filesystem does not support idmapped mounts)" if exc.errno == errno.EINVAL else ""
-        return False, f"idmapped mount refused on {fstype} at {path}: {detail}{hint}"
+        return False, f"idmapped mount refused on {fstype} at {path}: {detail}{refusal_hint(fstype, exc.errno)}"
     return True, fstype
+
+
+def refusal_hint(fstype: str, err: int | None) -> str:
+    """Why the kernel says EINVAL to mount_setattr(MOUNT_ATTR_IDMAP) on a filesystem of this type (mountinfo's
+    name: fuse, fuse.sshfs, fuseblk...), in words for an Err ("" for another errno). can_idmap_mount (fs/namespace.c)
+    says EINVAL where the type lacks FS_ALLOW_IDMAP (overlay, nfs, nfs4) or the superblock has SB_I_NOIDMAP: FUSE
+    has the flag since Linux 6.12 but sets SB_I_NOIDMAP unless its server answers FUSE_INIT with FUSE_ALLOW_IDMAP
+    (kernel commit 16e1503eaf32, "fuse: allow idmapped mounts"), which bindfs, sshfs and most servers do not."""
+    if err != errno.EINVAL:
+        return ""
+    if fstype in ("fuse", "fuseblk") or fstype.startswith(("fuse.", "fuseblk.")):
+        return (" (a FUSE filesystem takes an idmapped mount only where its server asks for one, FUSE_ALLOW_IDMAP "
+                "on Linux 6.12 or later; this one does not)")
+    return " (this filesystem does not support idmapped mounts)"
 
 
 def reachable_by_others(path: str) -> str | None:
