@@ -58,32 +58,42 @@ def test_redis_with_aof_on_an_adopted_root_owned_tree_changes_nothing_on_disk(ow
                                                                               ptracked, redis_image, unique_name,
                                                                               port):
     name = unique_name("idm")
-    tree = root_owned_tree(ownvol_plugin.adopt / name)
+    tree = ownvol_plugin.adopt / name
+    redis_on_an_adopted_root_owned_tree(ownvol_plugin, engine_client, ptracked, redis_image, name, port, tree, tree)
+
+
+def redis_on_an_adopted_root_owned_tree(plugin, client, ptracked, image: str, name: str, port: int, path: Path,
+                                        seen: Path) -> None:
+    """Volume name, ownership=idmap, adopted at path (as the driver sees it; seen: the same directory as this
+    process reaches it) where root_owned_tree is made: Redis (AOF on) as 999 writes, restarts and keeps its data,
+    and the stat of every file on disk but what it wrote (and the root's mtime) is unchanged.
+    Also the body of tests/engine/test_plugin_idmap_filesystems.py's test on xfs, btrfs and tmpfs."""
+    tree = root_owned_tree(seen)
     before = stats(tree)
-    create(engine_client, ownvol_plugin, ptracked, name, ownership="idmap", path=str(tree), uid="999", gid="999")
+    create(client, plugin, ptracked, name, ownership="idmap", path=str(path), uid="999", gid="999")
     assert stats(tree) == before
-    st = status(engine_client, name)
+    st = status(client, name)
     assert (st["ownership"], st["ownership_asked"]) == ("idmap", "idmap") and st["last_repair"] is None
-    seen = in_container(ptracked, redis_image, name, "stat -c '%u:%g %a %n' /bound /bound/README /bound/theirs")
-    assert seen.split("\n")[:3] == ["999:999 755 /bound", "999:999 644 /bound/README", "1234:1234 640 /bound/theirs"]
-    first = run_redis(ptracked, redis_image, name, port)
+    shown = in_container(ptracked, image, name, "stat -c '%u:%g %a %n' /bound /bound/README /bound/theirs")
+    assert shown.split("\n")[:3] == ["999:999 755 /bound", "999:999 644 /bound/README", "1234:1234 640 /bound/theirs"]
+    first = run_redis(ptracked, image, name, port)
     r = redis_answers(port)
     assert r.set("k", "kept") and r.info("persistence")["aof_enabled"] == 1
     first.restart(timeout=10)
     assert redis_answers(port).get("k") == b"kept"
     first.stop(timeout=10)
-    third = run_redis(ptracked, redis_image, name, port)
+    third = run_redis(ptracked, image, name, port)
     assert redis_answers(port).get("k") == b"kept"
     third.stop(timeout=10)
     after = stats(tree)
-    for path, (uid, gid, mode, mtime) in before.items():
-        assert after[path][:3] == (uid, gid, mode), path
-        if path != ".":  # the root's mtime moves when the server adds appendonlydir
-            assert after[path][3] == mtime, path
+    for entry, (uid, gid, mode, mtime) in before.items():
+        assert after[entry][:3] == (uid, gid, mode), entry
+        if entry != ".":  # the root's mtime moves when the server adds appendonlydir
+            assert after[entry][3] == mtime, entry
     written = sorted(set(after) - set(before))
     assert "appendonlydir" in written
     assert {after[p][:2] for p in written} == {(0, 0)}, "what 999 wrote through the map is 0:0 on disk"
-    assert status(engine_client, name)["mounts"] == 0
+    assert status(client, name)["mounts"] == 0
 
 
 def test_a_bitnami_style_tree_owned_1001_is_served_to_999_without_a_chown(ownvol_plugin, engine_client, ptracked,
