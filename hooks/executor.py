@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +20,7 @@ from . import actions, paths
 from .actions import SWARM_TASK, Context
 from .connection import UnsupportedHost, endpoint
 from .health import mount_verdicts, owner_of, saving
+from .inspect_cache import InspectCache
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
 from .targets import (
@@ -34,11 +34,6 @@ from .targets import (
 )
 
 IDMAP_TTL = 60.0  # seconds a `docker info` answer about user namespaces is trusted
-# Seconds a container's inspect is kept for its probes while no engine event names it (InspectCache): every change
-# of what a probe reads from it (its state, restart count, pid, health, restart policy, name) is an event of moby's
-# (daemon/monitor.go, start.go, update.go, rename.go, health.go), so this only bounds what a lost event could hide.
-INSPECT_TTL = 300.0
-
 SWARM_RESTART_DELAY_NS = 5_000_000_000
 SWARM_START = 10.0  # seconds for a new Swarm task's container to be created and started on a busy node
 
@@ -49,58 +44,6 @@ class Runs(Protocol):
     def last_run(self, container_id: str) -> tuple[int, int] | None: ...
 
     def record_run(self, container_id: str, container_name: str, uid: int, gid: int) -> None: ...
-
-
-class InspectCache:
-    """Each watched container's inspect (docker-py's model) as the last probe read it, until an engine event about
-    that container (forget), the event stream's reconnection (clear) or INSPECT_TTL seconds: an idle container's
-    probe asks the engine nothing (bench: watcher_cpu_pct_200, the inspect was 41 % of the hook's samples). A
-    generation per container keeps an inspect begun before an event from being stored after it. Bounded."""
-
-    LIMIT = 4096
-
-    def __init__(self, ttl: float = INSPECT_TTL) -> None:
-        self.ttl = ttl
-        self._kept: dict[str, tuple[Container, float]] = {}
-        self._generation: dict[str, int] = {}
-        self._epoch = 0
-        self._lock = threading.Lock()
-
-    def get(self, container_id: str, inspect: Callable[[str], Container]) -> Container:
-        """The kept model of container_id when fresh, else inspect(container_id), kept unless an event came
-        meanwhile; raises what inspect raises (docker.errors.NotFound: forgotten)."""
-        now = time.monotonic()
-        with self._lock:
-            kept = self._kept.get(container_id)
-            if kept is not None and now - kept[1] < self.ttl:
-                return kept[0]
-            seen = (self._epoch, self._generation.get(container_id, 0))
-        try:
-            container = inspect(container_id)
-        except docker.errors.NotFound:
-            self.forget(container_id)
-            raise
-        with self._lock:
-            if seen == (self._epoch, self._generation.get(container_id, 0)):
-                if len(self._kept) >= self.LIMIT:
-                    self._kept.clear()
-                self._kept[container_id] = (container, now)
-        return container
-
-    def forget(self, container_id: str) -> None:
-        """An event about the container: its next probe inspects it again."""
-        with self._lock:
-            self._kept.pop(container_id, None)
-            if len(self._generation) >= self.LIMIT:
-                self._generation.clear()
-                self._epoch += 1
-            self._generation[container_id] = self._generation.get(container_id, 0) + 1
-
-    def clear(self) -> None:
-        """Events may have been missed (the stream reconnects): every probe inspects again."""
-        with self._lock:
-            self._kept.clear()
-            self._epoch += 1
 
 
 def _crash_context(checked: str, wanted: str) -> dict:

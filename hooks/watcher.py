@@ -30,8 +30,9 @@ import requests
 from ownvol.dockertime import state_time_ns, timestamp_ns
 
 from . import patterns
-from .executor import DockerExecutor, InspectCache
+from .executor import DockerExecutor
 from .follow import LogStreams
+from .inspect_cache import InspectCache
 from .jsonfile import TAIL, JsonFiles, readable
 from .model import Health
 from .recovery import Recovery

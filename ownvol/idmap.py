@@ -261,6 +261,13 @@ def detach(target: str) -> None:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise IdmapError(err, f"umount2({target}, MNT_DETACH): {os.strerror(err)}")
+    remove_mount_point(target)
+
+
+def remove_mount_point(target: str) -> None:
+    """Remove the directory target once unmounted (the driver's binds too: plugin/binds.py unbind) when it is
+    empty: gone already, not empty (ENOTEMPTY) or still a mount point (EBUSY) is not an error; any other OSError
+    is raised."""
     try:
         os.rmdir(target)
     except FileNotFoundError:

@@ -12,6 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from ownvol.idmap import remove_mount_point
+
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -104,10 +106,4 @@ def unbind(target: str) -> None:
                 _libc.umount2(target.encode(), MNT_DETACH)
             elif err != errno.EINVAL:
                 raise BindError(err, f"unmount of {target} failed: {os.strerror(err)}")
-    try:
-        os.rmdir(target)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EBUSY):
-            raise
+    remove_mount_point(target)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from collections.abc import Callable
 from dataclasses import replace
 
 import redis
@@ -101,13 +102,13 @@ class RedisService(Service):
             problems.append("port 0: the server listens on a unix socket only (label ownvol.redis.url)")
         save = conf.values.get("save")
         sentinel = "--sentinel" in argv
+        paths = _paths(argv, cwd, conf)
         return Settings(data_dir, address, password,
                         {k: conf.get(k) or "" for k in ("appenddirname", "dbfilename", "appendfilename")},
                         origins, tuple(problems),
                         persists=False if sentinel else _persists(conf.get("appendonly") or "no",
                                                                   None if save is None else " ".join(save)),
-                        paths=_paths(argv, cwd, conf), role="sentinel" if sentinel else "",
-                        writes=_writes(data_dir, {k: conf.get(k) or "" for k in (*WRITES_KEYS, "cluster-enabled")}))
+                        paths=paths, role="sentinel" if sentinel else "", writes=_writes(data_dir, paths))
 
     def live(self, settings: Settings, container_id: str | None = None) -> Settings | None:
         """CONFIG GET of the running server (src/config.c configGetCommand); None when it does not answer
@@ -130,7 +131,7 @@ class RedisService(Service):
         origins = {**settings.origins, **{k: "CONFIG GET" for k in got}}
         files = {**settings.files, **{k: got[k] for k in ("appenddirname", "dbfilename") if got.get(k)}}
         persists = _persists(got["appendonly"], got["save"]) if "appendonly" in got and "save" in got else None
-        writes = _writes(got["dir"], got) if "logfile" in got else settings.writes
+        writes = _writes(got["dir"], _named(got.get)) if "logfile" in got else settings.writes
         return Settings(got["dir"], settings.address, settings.password, files, origins, settings.problems,
                         persists=persists, paths=settings.paths, role=settings.role, writes=writes)
 
@@ -158,28 +159,28 @@ def _as_server(executable: str, args: list[str]) -> list[str]:
 
 def _paths(argv: list[str], cwd: str, conf: redisconf.RedisConfig) -> dict[str, str]:
     """The paths beside the data dir a log line may name (hooks/patterns.py path_of): the config file, absolute
-    as the server makes it (src/server.c main: getAbsolutePath against its cwd at start), the unix socket, log
-    file, ACL file and, with cluster-enabled, the cluster config file (src/config.c default nodes.conf, relative
-    to dir) as configured."""
+    as the server makes it (src/server.c main: getAbsolutePath against its cwd at start), and the paths its
+    settings name (_named)."""
     found = {}
     config_file, _ = redisconf.command_line(argv)
     if config_file and config_file != "-":
         found["configfile"] = posixpath.normpath(posixpath.join(cwd, config_file))
-    for name in ("unixsocket", "logfile", "aclfile"):
-        if conf.get(name):
-            found[name] = conf.get(name) or ""
-    if (conf.get("cluster-enabled") or "no").lower() == "yes":
-        found["cluster-config-file"] = conf.get("cluster-config-file") or "nodes.conf"
+    return {**found, **_named(conf.get)}
+
+
+def _named(get: Callable[[str], str | None]) -> dict[str, str]:
+    """The paths settings name, by setting, as configured (get: the config's values or CONFIG GET's): the unix
+    socket, log file, ACL file and, with cluster-enabled, the cluster config file (src/config.c default
+    nodes.conf, relative to dir); unset and empty ones left out."""
+    found = {name: get(name) or "" for name in ("unixsocket", "logfile", "aclfile") if get(name)}
+    if (get("cluster-enabled") or "no").lower() == "yes":
+        found["cluster-config-file"] = get("cluster-config-file") or "nodes.conf"
     return found
 
 
-def _writes(data_dir: str, values: dict[str, str]) -> dict[str, str]:
-    """Settings.writes of WRITES_KEYS' values (CONFIG GET's or the config's); the cluster config file only
-    when cluster-enabled is yes."""
-    paths = {k: values.get(k) or "" for k in WRITES_KEYS}
-    if (values.get("cluster-enabled") or "no").lower() != "yes":
-        paths.pop("cluster-config-file")
-    return writes_of(data_dir, paths)
+def _writes(data_dir: str, paths: dict[str, str]) -> dict[str, str]:
+    """Settings.writes of the paths (_paths, _named) the server writes in: those of WRITES_KEYS."""
+    return writes_of(data_dir, {k: paths[k] for k in WRITES_KEYS if k in paths})
 
 
 def _persists(appendonly: str, save: str | None) -> bool:

@@ -155,21 +155,40 @@ def test_a_healthy_mariadb_with_a_root_owned_bind_it_never_writes_is_not_touched
     assert [x["health"] for x in status["containers"] if x["name"] == c.name] == ["healthy"]
 
 
+def moved_to_own_bind(hook, tracked, image, host_dir, port, tmp_path, pattern: str, name: str, setting: str):
+    """An initialised MariaDB (3 rows in kept.t) whose data dir's files matching pattern (at least one) were moved
+    to a bind of their own at /srv/NAME (root 0755, the files given to root), started with --SETTING=/srv/NAME:
+    (the hook, the container, the bind's host directory, the time.time() it was started at)."""
+    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
+    initialised_mariadb(tracked, image, port, host_dir, h.labels, rows=3)
+    bind = root_dir(tmp_path / name)
+    moved = sorted(host_dir.glob(pattern))
+    assert moved, f"no {pattern} in {host_dir}"
+    for f in moved:
+        shutil.move(str(f), str(bind / f.name))
+        os.chown(bind / f.name, 0, 0)
+    started = time.time()
+    c = run_mariadb_with(tracked, image, port, host_dir, h.labels, {bind: f"/srv/{name}"},
+                         (f"--{setting}=/srv/{name}",),
+                         restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
+    return h, c, bind, started
+
+
+def mariadb_healed_on(h, c, started: float, bind: Path, label: str) -> None:
+    """c recovered within 150 s (the time from started reported as label), bind and every entry in it 999:999's,
+    and the 3 rows of kept.t there."""
+    recovered = h.wait_event(by(c.name, "recovered"), 150, "MariaDB to be recovered")
+    heal_report(label, recovered["ts"] - started)
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [bind, *bind.iterdir()]} == {(999, 999)}
+    wait_for(lambda: mariadb_ready(c), 60, what="MariaDB to answer")
+    assert mariadb_run(c, "select count(*) from kept.t") == (0, "3")
+
+
 def undo_on_its_own_bind(hook, tracked, image, host_dir, port, tmp_path):
     """An initialised MariaDB whose undo tablespaces were moved to a bind of their own and given to root (a
     restore run as root): it dies at start with 'Failed to open the undo tablespace', a line the catalogue
     does not hold (it says so for a missing file too)."""
-    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
-    initialised_mariadb(tracked, image, port, host_dir, h.labels, rows=3)
-    undo = root_dir(tmp_path / "undo")
-    for f in sorted(host_dir.glob("undo0*")):
-        shutil.move(str(f), str(undo / f.name))
-        os.chown(undo / f.name, 0, 0)
-    started = time.time()
-    c = run_mariadb_with(tracked, image, port, host_dir, h.labels, {undo: "/srv/undo"},
-                         ("--innodb-undo-directory=/srv/undo",),
-                         restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
-    return h, c, undo, started
+    return moved_to_own_bind(hook, tracked, image, host_dir, port, tmp_path, "undo0*", "undo", "innodb-undo-directory")
 
 
 def test_a_crash_with_no_known_line_names_the_undo_directory_s_mount(hook, tracked, mariadb, host_dir, port,
@@ -188,26 +207,14 @@ def test_a_crash_with_no_known_line_is_healed_on_the_undo_directory_s_mount(hook
                                                                             port, tmp_path):
     """Needs the path-to-mount repair (hooks/targets.py, actions.py)."""
     h, c, undo, started = undo_on_its_own_bind(hook, tracked, mariadb, host_dir, port, tmp_path)
-    recovered = h.wait_event(by(c.name, "recovered"), 150, "MariaDB to be recovered")
-    heal_report("MariaDB undo directory on a root-owned bind, no known line", recovered["ts"] - started)
-    assert {(p.stat().st_uid, p.stat().st_gid) for p in [undo, *undo.iterdir()]} == {(999, 999)}
-    wait_for(lambda: mariadb_ready(c), 60, what="MariaDB to answer")
-    assert mariadb_run(c, "select count(*) from kept.t") == (0, "3")
+    mariadb_healed_on(h, c, started, undo, "MariaDB undo directory on a root-owned bind, no known line")
 
 
 def redo_on_its_own_bind(hook, tracked, image, host_dir, port, tmp_path):
     """An initialised MariaDB whose redo log was moved to a bind of its own (innodb-log-group-home-dir) and
     given to root: InnoDB's 'Operating system error number 13 in a file operation.', which names no file."""
-    h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
-    initialised_mariadb(tracked, image, port, host_dir, h.labels, rows=3)
-    redo = root_dir(tmp_path / "redo")
-    shutil.move(str(host_dir / "ib_logfile0"), str(redo / "ib_logfile0"))
-    os.chown(redo / "ib_logfile0", 0, 0)
-    started = time.time()
-    c = run_mariadb_with(tracked, image, port, host_dir, h.labels, {redo: "/srv/redo"},
-                         ("--innodb-log-group-home-dir=/srv/redo",),
-                         restart_policy={"Name": "on-failure", "MaximumRetryCount": 5})
-    return h, c, redo, started
+    return moved_to_own_bind(hook, tracked, image, host_dir, port, tmp_path, "ib_logfile0", "redo",
+                             "innodb-log-group-home-dir")
 
 
 def test_innodb_error_13_naming_no_file_is_about_the_redo_log_s_unwritable_directory(hook, tracked, mariadb,
@@ -230,11 +237,16 @@ def test_innodb_error_13_naming_no_file_is_about_the_redo_log_s_unwritable_direc
 def test_the_redo_log_s_mount_is_healed(hook, tracked, mariadb, host_dir, port, tmp_path):
     """Needs the path-to-mount repair (hooks/targets.py, actions.py)."""
     h, c, redo, started = redo_on_its_own_bind(hook, tracked, mariadb, host_dir, port, tmp_path)
-    recovered = h.wait_event(by(c.name, "recovered"), 150, "MariaDB to be recovered")
-    heal_report("MariaDB redo log on a root-owned bind", recovered["ts"] - started)
-    assert {(p.stat().st_uid, p.stat().st_gid) for p in [redo, *redo.iterdir()]} == {(999, 999)}
-    wait_for(lambda: mariadb_ready(c), 60, what="MariaDB to answer")
-    assert mariadb_run(c, "select count(*) from kept.t") == (0, "3")
+    mariadb_healed_on(h, c, started, redo, "MariaDB redo log on a root-owned bind")
+
+
+def postgres_healed_on(h, c, started: float, port: int, bind: Path, label: str) -> None:
+    """c recovered within 120 s (the time from started reported as label), bind 999's, and PostgreSQL answering
+    on port."""
+    recovered = h.wait_event(by(c.name, "recovered"), 120, "PostgreSQL to be recovered")
+    heal_report(label, recovered["ts"] - started)
+    assert bind.stat().st_uid == 999
+    wait_for(lambda: pg_ready(c, port), 60, what="PostgreSQL to answer")
 
 
 def pg_sockets_on_their_own_bind(hook, tracked, image, host_dir, port, tmp_path):
@@ -258,10 +270,7 @@ def test_postgres_the_detection_names_the_socket_s_lock_file(hook, tracked, post
 def test_postgres_socket_directory_is_healed(hook, tracked, postgres, host_dir, port, tmp_path):
     """Needs the path-to-mount repair (hooks/targets.py, actions.py)."""
     h, c, sockets, started = pg_sockets_on_their_own_bind(hook, tracked, postgres, host_dir, port, tmp_path)
-    recovered = h.wait_event(by(c.name, "recovered"), 120, "PostgreSQL to be recovered")
-    heal_report("PostgreSQL socket directory on a root-owned bind", recovered["ts"] - started)
-    assert sockets.stat().st_uid == 999
-    wait_for(lambda: pg_ready(c, port), 60, what="PostgreSQL to answer")
+    postgres_healed_on(h, c, started, port, sockets, "PostgreSQL socket directory on a root-owned bind")
     assert psql(c, port, "select 1") == "1"
 
 
@@ -305,8 +314,5 @@ def test_postgres_pg_wal_on_its_own_bind_the_incident_names_the_wal_directory(ho
 def test_postgres_pg_wal_on_its_own_bind_is_healed(hook, tracked, postgres, host_dir, port, tmp_path):
     """Needs the path-to-mount repair (hooks/targets.py, actions.py)."""
     h, c, wal, started = pg_wal_chowned(hook, tracked, postgres, host_dir, port, tmp_path)
-    recovered = h.wait_event(by(c.name, "recovered"), 120, "PostgreSQL to be recovered")
-    heal_report("PostgreSQL pg_wal on a bind given to root", recovered["ts"] - started)
-    assert wal.stat().st_uid == 999
-    wait_for(lambda: pg_ready(c, port), 60, what="PostgreSQL to answer")
+    postgres_healed_on(h, c, started, port, wal, "PostgreSQL pg_wal on a bind given to root")
     assert psql(c, port, "select count(*) from kept") == "500"

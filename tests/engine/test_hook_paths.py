@@ -88,6 +88,26 @@ def repair_of(h, name: str) -> dict:
     return next(e for e in h.of("action", name) if e["action"] == "repair-ownership" and e["result"] == "ok")
 
 
+def run_redis(tracked, docker_client, h, port: int, args: list[str], binds: dict[Path, str], restart: bool = True):
+    """ownvol/redis:7 as 999:999 on the host network, listening on 127.0.0.1:port, with more server arguments and
+    binds (host path -> destination, read-write); restarted on failure (5 times) unless not restart."""
+    policy = {"restart_policy": {"Name": "on-failure", "MaximumRetryCount": 5}} if restart else {}
+    return tracked.run(server_image(docker_client, "ownvol/redis:7"),
+                       ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *args],
+                       user="999:999", network_mode="host", labels=h.labels,
+                       volumes={str(host): {"bind": bind, "mode": "rw"} for host, bind in binds.items()}, **policy)
+
+
+def healed_within(h, c, what: str, line: str, label: str, within: float = STARTUP_WITHIN) -> dict:
+    """c's `recovered` event (waited for up to 60 s: `what`), reported and asserted within `within` seconds of c's
+    first log line holding `line`."""
+    recovered = h.wait_event(by(c.name, "recovered"), 60, what)
+    failed_at = first_line_at(c, line)
+    heal_report(label, recovered["ts"] - failed_at)
+    assert recovered["ts"] - failed_at <= within, timeline(h, c.name, failed_at)
+    return recovered
+
+
 def test_case_15_a_sentinel_refused_at_start_is_healed_on_its_config_dir(hook, tracked, official, tmp_path, port):
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     conf_dir = owned_dir(tmp_path, "conf")
@@ -95,10 +115,8 @@ def test_case_15_a_sentinel_refused_at_start_is_healed_on_its_config_dir(hook, t
     c = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
                     network_mode="host", labels=h.labels, restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
                     volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
-    recovered = h.wait_event(by(c.name, "recovered"), 60, "the Sentinel to be healed")
-    failed_at = first_line_at(c, "is not writable: Permission denied")
-    heal_report("case 15: Sentinel refused at start, config dir on a root-owned bind", recovered["ts"] - failed_at)
-    assert recovered["ts"] - failed_at <= STARTUP_WITHIN, timeline(h, c.name, failed_at)
+    healed_within(h, c, "the Sentinel to be healed", "is not writable: Permission denied",
+                  "case 15: Sentinel refused at start, config dir on a root-owned bind")
     repair = repair_of(h, c.name)
     assert repair["detail"]["path"] == str(conf_dir) and repair["detail"]["for"] == "/etc/ov/sentinel.conf"
     assert repair["detail"]["owner"] == "999:999" and (conf_dir.stat().st_uid, conf_dir.stat().st_gid) == (999, 999)
@@ -118,11 +136,9 @@ def test_case_15_a_sentinel_that_cannot_save_at_run_time_is_healed_within_a_seco
     c = tracked.run(image, [f"{family}-server", "/etc/ov/sentinel.conf", "--sentinel"],
                     network_mode="host", labels=h.labels, restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
                     volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
-    recovered = h.wait_event(by(c.name, "recovered"), 60, "the Sentinel's save to be healed")
-    failed_at = first_line_at(c, "Could not create tmp config file")
-    heal_report(f"case 15: {family} Sentinel cannot save at run time, config dir root-owned",
-                recovered["ts"] - failed_at)
-    assert recovered["ts"] - failed_at <= RUNTIME_WITHIN, timeline(h, c.name, failed_at)
+    recovered = healed_within(h, c, "the Sentinel's save to be healed", "Could not create tmp config file",
+                              f"case 15: {family} Sentinel cannot save at run time, config dir root-owned",
+                              RUNTIME_WITHIN)
     assert repair_of(h, c.name)["detail"]["path"] == str(conf_dir)
     c.reload()
     assert c.status == "running" and c.attrs["RestartCount"] == 0  # healed in place, never restarted
@@ -160,17 +176,11 @@ def test_case_16_nodes_conf_on_its_own_root_owned_bind_is_healed_the_data_dir_un
     data = owned_dir(tmp_path, "data", uid=999)
     node_conf = owned_dir(tmp_path, "node-conf")
     before = stat_of(data)
-    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                     "--cluster-config-file", "/node-conf/nodes.conf", "--appendonly", "yes", "--dir", "/data"],
-                    user="999:999", network_mode="host", labels=h.labels,
-                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
-                    volumes={str(data): {"bind": "/data", "mode": "rw"},
-                             str(node_conf): {"bind": "/node-conf", "mode": "rw"}})
-    recovered = h.wait_event(by(c.name, "recovered"), 60, "the cluster node to be healed")
-    failed_at = first_line_at(c, "in order to acquire a lock: Permission denied")
-    heal_report("case 16: nodes.conf on its own root-owned bind", recovered["ts"] - failed_at)
-    assert recovered["ts"] - failed_at <= STARTUP_WITHIN, timeline(h, c.name, failed_at)
+    c = run_redis(tracked, docker_client, h, port,
+                  ["--cluster-enabled", "yes", "--cluster-config-file", "/node-conf/nodes.conf", "--appendonly", "yes",
+                   "--dir", "/data"], {data: "/data", node_conf: "/node-conf"})
+    healed_within(h, c, "the cluster node to be healed", "in order to acquire a lock: Permission denied",
+                  "case 16: nodes.conf on its own root-owned bind")
     repairs = [e for e in h.of("action", c.name) if e["action"] == "repair-ownership"]
     assert [e["detail"]["path"] for e in repairs] == [str(node_conf)], repairs
     assert repairs[0]["detail"]["for"] == "/node-conf/nodes.conf"
@@ -190,13 +200,9 @@ def test_case_16_a_cluster_node_that_cannot_save_nodes_conf_at_run_time_is_heale
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     data = owned_dir(tmp_path, "data", uid=999)
     node_conf = owned_dir(tmp_path, "node-conf", uid=999)
-    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                     "--cluster-config-file", "/node-conf/nodes.conf", "--dir", "/data"],
-                    user="999:999", network_mode="host", labels=h.labels,
-                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
-                    volumes={str(data): {"bind": "/data", "mode": "rw"},
-                             str(node_conf): {"bind": "/node-conf", "mode": "rw"}})
+    c = run_redis(tracked, docker_client, h, port,
+                  ["--cluster-enabled", "yes", "--cluster-config-file", "/node-conf/nodes.conf", "--dir", "/data"],
+                  {data: "/data", node_conf: "/node-conf"})
     h.wait_event(lambda e: by(c.name, "health")(e) and e["state"] == "healthy", 30, "the node healthy")
     for entry in (node_conf, node_conf / "nodes.conf"):
         os.chown(entry, 0, 0)
@@ -205,10 +211,8 @@ def test_case_16_a_cluster_node_that_cannot_save_nodes_conf_at_run_time_is_heale
         r.execute_command("CLUSTER", "ADDSLOTS", "1")  # replied, or the node exits first
     except redis.exceptions.ConnectionError:
         pass
-    recovered = h.wait_event(by(c.name, "recovered"), 60, "the node to be healed")
-    failed_at = first_line_at(c, "Fatal: can't update cluster config file.")
-    heal_report("case 16: nodes.conf's dir given to root at run time (the node exits)", recovered["ts"] - failed_at)
-    assert recovered["ts"] - failed_at <= STARTUP_WITHIN, timeline(h, c.name, failed_at)
+    healed_within(h, c, "the node to be healed", "Fatal: can't update cluster config file.",
+                  "case 16: nodes.conf's dir given to root at run time (the node exits)")
     repair = repair_of(h, c.name)
     assert repair["detail"]["path"] == str(node_conf) and repair["detail"]["for"] == "/node-conf/nodes.conf"
     assert node_conf.stat().st_uid == 999 and (node_conf / "nodes.conf").stat().st_uid == 999
@@ -226,17 +230,9 @@ def test_a_log_file_or_socket_dir_on_its_own_root_owned_bind_is_healed(hook, tra
     own = owned_dir(tmp_path, directory)
     before = stat_of(data)
     name = "redis.log" if setting == "--logfile" else "redis.sock"
-    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
-                     setting, f"/{directory}/{name}"],
-                    user="999:999", network_mode="host", labels=h.labels,
-                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
-                    volumes={str(data): {"bind": "/data", "mode": "rw"}, str(own): {"bind": f"/{directory}",
-                                                                                       "mode": "rw"}})
-    recovered = h.wait_event(by(c.name, "recovered"), 60, f"the {directory} dir to be healed")
-    failed_at = first_line_at(c, line)
-    heal_report(f"{directory} dir on its own root-owned bind", recovered["ts"] - failed_at)
-    assert recovered["ts"] - failed_at <= STARTUP_WITHIN, timeline(h, c.name, failed_at)
+    c = run_redis(tracked, docker_client, h, port, ["--dir", "/data", setting, f"/{directory}/{name}"],
+                  {data: "/data", own: f"/{directory}"})
+    healed_within(h, c, f"the {directory} dir to be healed", line, f"{directory} dir on its own root-owned bind")
     repair = repair_of(h, c.name)
     assert repair["detail"]["path"] == str(own) and repair["detail"]["for"] == f"/{directory}/{name}"
     assert own.stat().st_uid == 999 and stat_of(data)[:3] == before[:3]
@@ -247,11 +243,8 @@ def test_a_socket_path_in_the_image_s_own_directories_is_only_diagnosed(hook, tr
     h = hook(strategies=fast_strategies(tmp_path / "s.yaml"))
     data = owned_dir(tmp_path, "data", uid=999)
     before = stat_of(data)
-    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
-                     "--unixsocket", "/usr/local/redis.sock"],
-                    user="999:999", network_mode="host", labels=h.labels,
-                    volumes={str(data): {"bind": "/data", "mode": "rw"}})
+    c = run_redis(tracked, docker_client, h, port, ["--dir", "/data", "--unixsocket", "/usr/local/redis.sock"],
+                  {data: "/data"}, restart=False)
     diagnosis = h.wait_event(by(c.name, "diagnosis"), 60, "the socket path to be diagnosed")
     assert diagnosis["target"] == "/usr/local" and "the image's own directory" in diagnosis["message"]
     assert "999:999" in diagnosis["message"]
@@ -271,12 +264,9 @@ def test_a_healthy_sentinel_and_a_healthy_cluster_node_are_never_touched(hook, t
     cluster_port = node_port()
     s = tracked.run(official, ["redis-server", "/etc/ov/sentinel.conf", "--sentinel"],
                     network_mode="host", labels=h.labels, volumes={str(conf_dir): {"bind": "/etc/ov", "mode": "rw"}})
-    n = tracked.run(server_image(docker_client, "ownvol/redis:7"),
-                    ["redis-server", "--port", str(cluster_port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                     "--cluster-config-file", "/node-conf/nodes.conf", "--dir", "/data"],
-                    user="999:999", network_mode="host", labels=h.labels,
-                    volumes={str(data): {"bind": "/data", "mode": "rw"},
-                             str(node_conf): {"bind": "/node-conf", "mode": "rw"}})
+    n = run_redis(tracked, docker_client, h, cluster_port,
+                  ["--cluster-enabled", "yes", "--cluster-config-file", "/node-conf/nodes.conf", "--dir", "/data"],
+                  {data: "/data", node_conf: "/node-conf"}, restart=False)
     for c in (s, n):
         h.wait_event(lambda e, c=c: e["event"] == "health" and e.get("container") == c.name and e["state"] == "healthy",
                      30, f"{c.name} healthy")
@@ -301,17 +291,10 @@ def test_an_acl_file_given_as_a_single_file_bind_is_repaired_as_that_file_alone(
     beside = host / "other.acl"
     beside.write_text("x\n")
     before = stat_of(host), stat_of(beside)
-    c = tracked.run(server_image(docker_client, "ownvol/redis:7"),
-                    ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", "/data",
-                     "--aclfile", "/etc/redis/users.acl"],
-                    user="999:999", network_mode="host", labels=h.labels,
-                    restart_policy={"Name": "on-failure", "MaximumRetryCount": 5},
-                    volumes={str(data): {"bind": "/data", "mode": "rw"},
-                             str(acl): {"bind": "/etc/redis/users.acl", "mode": "rw"}})
-    recovered = h.wait_event(by(c.name, "recovered"), 60, "the ACL file to be repaired")
-    failed_at = first_line_at(c, "Error loading ACLs, opening file")
-    heal_report("ACL file, a single-file bind the server only reads", recovered["ts"] - failed_at)
-    assert recovered["ts"] - failed_at <= STARTUP_WITHIN, timeline(h, c.name, failed_at)
+    c = run_redis(tracked, docker_client, h, port, ["--dir", "/data", "--aclfile", "/etc/redis/users.acl"],
+                  {data: "/data", acl: "/etc/redis/users.acl"})
+    healed_within(h, c, "the ACL file to be repaired", "Error loading ACLs, opening file",
+                  "ACL file, a single-file bind the server only reads")
     repair = repair_of(h, c.name)
     assert repair["detail"]["path"] == str(acl) and repair["detail"]["file"] and repair["detail"]["changed"] == 1
     assert (acl.stat().st_uid, acl.stat().st_gid, acl.stat().st_mode & 0o777) == (999, 999, 0o600)

@@ -35,6 +35,28 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.1, 
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}{last}")
 
 
+def answering_client(host: str, socket_there: Callable[[], object], timeout: float, what: str) -> docker.DockerClient:
+    """A client of the dockerd at host (a docker-py base_url) once socket_there() is truthy and the engine answers
+    a ping, each waited for up to timeout seconds (TimeoutError naming `what`). DockerClient asks the engine its
+    API version as it is made: not before the socket exists."""
+    wait_for(socket_there, timeout, interval=0.2, what=f"{what} socket")
+    client = wait_for(lambda: docker.DockerClient(base_url=host, timeout=120), timeout, interval=0.3,
+                      what=f"{what} to answer")
+    wait_for(client.ping, timeout, interval=0.3, what=what)
+    return client
+
+
+def remove_containers(proc: subprocess.Popen | None, client: Callable[[], docker.DockerClient], name: str) -> None:
+    """Every container of a test's own engine (name: for the message) removed, forced, while its process runs; an
+    engine that does not answer is printed, not raised."""
+    if proc and proc.poll() is None:
+        try:
+            for c in client().containers.list(all=True):
+                c.remove(force=True)
+        except docker.errors.DockerException as exc:
+            print(f"destroy {name}: {exc}")
+
+
 def redis_cmd(port: int, *extra: str, appendonly: bool = True, data_dir: str = "/data") -> list[str]:
     """A redis-server command line bound to loopback on port, persisting into data_dir."""
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", data_dir]
@@ -110,12 +132,7 @@ class PrivateEngine:
             ],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        # DockerClient asks the engine its API version as it is made: not before the socket exists.
-        wait_for(lambda: os.path.exists(self.sock), timeout, interval=0.2, what=f"private dockerd {self.name} socket")
-        client = wait_for(lambda: docker.DockerClient(base_url=self.host, timeout=120), timeout, interval=0.3,
-                          what=f"private dockerd {self.name} to answer")
-        wait_for(client.ping, timeout, interval=0.3, what=f"private dockerd {self.name}")
-        return client
+        return answering_client(self.host, lambda: os.path.exists(self.sock), timeout, f"private dockerd {self.name}")
 
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.host, timeout=120)
@@ -171,12 +188,7 @@ class PrivateEngine:
             raise RuntimeError(f"docker save {tag} failed")
 
     def destroy(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            try:
-                for c in self.client().containers.list(all=True):
-                    c.remove(force=True)
-            except docker.errors.DockerException as exc:
-                print(f"destroy {self.name}: {exc}")
+        remove_containers(self.proc, self.client, self.name)
         self.stop()
         self._kill_shims()
         for root in (self.exec_root, self.data_root):

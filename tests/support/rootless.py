@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker
 
-from tests.support.engine import wait_for
+from tests.support.engine import answering_client, remove_containers
 from tests.support.process import stop_child
 
 SCRIPT = "/usr/share/docker.io/contrib/dockerd-rootless.sh"
@@ -110,10 +110,7 @@ class RootlessEngine:
                 raise RuntimeError(f"the rootless engine exited {self.proc.returncode}: {self.log_tail()}")
             return self.sock.exists()
 
-        wait_for(answering, timeout, interval=0.2, what=f"rootless dockerd {self.name} socket")
-        client = wait_for(lambda: docker.DockerClient(base_url=self.host, timeout=120), timeout, interval=0.3,
-                          what=f"rootless dockerd {self.name} to answer")
-        wait_for(client.ping, timeout, interval=0.3, what=f"rootless dockerd {self.name}")
+        client = answering_client(self.host, answering, timeout, f"rootless dockerd {self.name}")
         self.userns = os.stat(f"/proc/{self.dockerd_pid()}/ns/user").st_ino
         self.restore_subids()
         return client
@@ -187,12 +184,7 @@ class RootlessEngine:
         """Remove its containers, stop it (rootlesskit's process group), end every process left in its namespace
         or of its user by pid, remove the user, restore the id files, remove the directories."""
         try:
-            if self.proc and self.proc.poll() is None:
-                try:
-                    for c in self.client().containers.list(all=True):
-                        c.remove(force=True)
-                except docker.errors.DockerException as exc:
-                    print(f"destroy {self.name}: {exc}")
+            remove_containers(self.proc, self.client, self.name)
             stop_child(self.proc, timeout=30, group=True)
             deadline = time.monotonic() + 10
             while (pids := self._processes()) and time.monotonic() < deadline:

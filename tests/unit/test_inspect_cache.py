@@ -1,4 +1,4 @@
-"""The probes' kept inspects (hooks/executor.py InspectCache): kept until an event about the container, the event
+"""The probes' kept inspects (hooks/inspect_cache.py InspectCache): kept until an event about the container, the event
 stream's reconnection or the TTL; an inspect begun before an event is not kept after it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import docker
 import pytest
 
-from ownvol.hook.executor import InspectCache
+from ownvol.hook.inspect_cache import InspectCache
 
 
 class _Engine:

@@ -91,6 +91,35 @@ def test_progress_counts_every_walkers_entries_and_ends_with_the_report(tmp_path
     assert tree_owned_by(str(root), 999, 999) == []
 
 
+def test_the_sum_never_counts_back_while_a_walker_stores_its_counts():
+    """A forked walker stores its counts while the parent sums them (the race a three-worker repair once showed
+    under load: a slot read between struct.pack_into's zeroing and its packing)."""
+    seen: list[tuple[int, int]] = []
+    meter = ownership._Meter(lambda v, c: seen.append((v, c)), 2, 0)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            meter.slot = 1
+            walker = RepairReport("/")
+            for n in range(1, 200_001):
+                walker.visited = walker.changed = n
+                meter.tick(walker)
+        finally:
+            os._exit(0)
+    parent = RepairReport("/")
+    reaped = False
+    try:
+        while not reaped:
+            meter.tick(parent)
+            reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
+    finally:
+        if not reaped:
+            os.waitpid(pid, 0)
+    meter.tick(parent)
+    assert seen[-1] == (200_000, 200_000)
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(seen, seen[1:], strict=False))
+
+
 def test_symlinks_are_reowned_themselves_never_their_targets(tree, decoys):
     os.symlink(decoys / "passwd", tree / "link-to-host-file")
     os.symlink(decoys / "etc", tree / "a" / "link-to-host-dir")
