@@ -20,7 +20,7 @@ from tests.chaos.schedule import schedule
 from tests.chaos.servers import SETS, Server
 from tests.chaos.stack import Stack
 from tests.chaos.writers import Writer, writer_for
-from tests.support.common import ROOT, free_port
+from tests.support.common import ROOT
 
 DEFAULT_SEED = 27
 BOUND = 60.0  # seconds the product may take to heal a fault before it counts as needing a hand
@@ -52,14 +52,14 @@ def make_servers(stack: Stack, which: str) -> list[Server]:
         name = f"{stack.engine.name}-{key}"
         if storage == "volume":
             stack.client.volumes.create(name, driver=stack.driver.name, driver_opts={"profile": family})
-            servers.append(Server(key, family, storage, name, free_port(), name, str(stack.driver.data_dir(name))))
+            servers.append(Server(key, family, storage, name, stack.port(), name, str(stack.driver.data_dir(name))))
             continue
         path = stack.small / "data" if storage == "tmpfs" else stack.base / "binds" / key
         path.mkdir(parents=True)
         owner = (0, 0) if storage == "control" else (999, 999)
         os.chown(path, *owner)
         path.chmod(0o755)
-        servers.append(Server(key, family, storage, name, free_port(), str(path), str(path), owner))
+        servers.append(Server(key, family, storage, name, stack.port(), str(path), str(path), owner))
     for server in servers:
         server.labels = stack.labels
     return servers

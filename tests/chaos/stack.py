@@ -47,7 +47,7 @@ class WalkVolume:
         self.name = f"{stack.engine.name}-walk"
         self.container = f"{stack.engine.name}-walker"
         self.owner = (999, 999)
-        self.port = free_port()
+        self.port = stack.port()
         stack.client.volumes.create(self.name, driver=stack.driver.name, driver_opts={"profile": "redis"})
         self.host_dir = str(stack.driver.data_dir(self.name))
         dirs, files = WALK_TREE
@@ -118,6 +118,7 @@ class Stack:
         self.servers: list[Server] = []
         self.supervisor_restarts = {"hook": 0, "driver": 0, "dockerd": 0}
         self.walk: WalkVolume | None = None
+        self.ports: set[int] = set()
 
     def start(self, families: set[str]) -> None:
         """The tmpfs (before the engine's namespace is made, so that dockerd sees it too), the engine with the
@@ -133,6 +134,15 @@ class Stack:
         self.driver.start()
         (self.base / "hook").mkdir()
         self.hook = Hook(self.base / "hook", env={"DOCKER_HOST": self.engine.host}).start()
+
+    def port(self) -> int:
+        """A free port of 127.0.0.1 that no other server of the run was given (free_port alone may hand out the same
+        port twice: its socket is closed before the server binds it)."""
+        while True:
+            port = free_port()
+            if port not in self.ports:
+                self.ports.add(port)
+                return port
 
     def walk_volume(self) -> WalkVolume:
         """The driver-kill-mid-mount fault's volume, made at its first use."""
