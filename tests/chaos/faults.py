@@ -182,7 +182,7 @@ def _kill_mid_mount(stack: Stack, every: list[Server], writers: dict[str, Writer
             container.start()
             outcome["started"] = "yes"
         except docker.errors.DockerException as exc:
-            outcome["error"] = str(exc)
+            outcome["error"] = _why(exc)
 
     starter = threading.Thread(target=start, daemon=True)
     starter.start()
@@ -203,10 +203,15 @@ def _kill_mid_mount(stack: Stack, every: list[Server], writers: dict[str, Writer
                 container.start()
                 break
             except docker.errors.DockerException as exc:
-                notes.append(f"retry failed: {str(exc)[:120]}")
+                notes.append(f"retry failed: {_why(exc)[:120]}")
                 time.sleep(1)
     healed = all_healed(stack, every, writers, lambda: stack.driver_answers() and walk.healthy(stack))
     return t0, healed, "; ".join(notes)
+
+
+def _why(exc: docker.errors.DockerException) -> str:
+    """The engine's own words for a refusal (an APIError's explanation), else the exception's."""
+    return str(getattr(exc, "explanation", None) or exc)
 
 
 def _hook_answers(stack: Stack) -> Callable[[], bool]:
