@@ -25,6 +25,15 @@ from .settings import Settings
 from .store import Store, VolumeRecord
 
 log = logging.getLogger("ownvol.plugin")
+# A Mount that walks marks its walk in the store's meta rows ("walking VOLUME MOUNT_ID" -> the worker's pid) in the
+# transaction that counts its reference, and unmarks it when the walk ends. A mark found at the next start is a Mount
+# the driver's death interrupted: its caller got no answer (dockerd's plugin client retries a call whose connection
+# broke with the body already sent, so with none: moby pkg/plugins/client.go callWithRetry, and the Mount fails;
+# moby volume/mounts MountPoint.Setup then keeps no mount ID, so no Unmount ever comes for it), so its reference is
+# dropped, and the walk it left half done (the root repaired first, ownership.repair) is due at the next Mount
+# whatever the root looks like.
+WALKING = "walking "
+WALK_INTERRUPTED = "walk interrupted"
 Ready = Callable[[str], VolumeRecord]  # a ready volume's record by name; NoSuchVolume else
 
 
@@ -58,6 +67,10 @@ def no_walk(spec: VolumeSpec, state: ownership.RootState) -> str | None:
     if spec.policy == "never" or (spec.policy == "on-root-mismatch" and state.ok):
         return "ok" if state.ok else f"mismatch, not repaired (policy never): {'; '.join(state.problems)}"
     return None
+
+
+def _walking(name: str, mount_id: str) -> str:
+    return f"{WALKING}{name} {mount_id}"
 
 
 def describe_repair(found: str, report: ownership.RepairReport) -> str:
@@ -114,16 +127,40 @@ class Mounts:
             if not problem:
                 plan = self._plan(record)
                 held = self._count(record, mount_id, plan)
+                if plan.walk_due:
+                    self.store.set_meta(_walking(name, mount_id), str(os.getpid()))
         if problem:
             self.store.record_check(name, now(), f"refused: {problem}")
             raise PluginError(f"volume {name} cannot be mounted: {problem}")
-        if plan.walk_due and not (held and self._held_live(record, plan)):
+        if plan.walk_due:
             try:
-                self._walk(record, plan)
+                if not (held and self._held_live(record, plan)):
+                    self._walk(record, plan)
             except BaseException:
                 self.unmount(name, mount_id)
                 raise
+            finally:
+                with self.store.transaction(durable=False):
+                    self.store.delete_meta(_walking(name, mount_id))
         return self.mountpoint(record)
+
+    def interrupted_walks(self) -> list[str]:
+        """At start, before any worker: each Mount whose walk the driver's death interrupted (see WALKING) loses
+        its reference, and its volume's next Mount walks. What was done, in words."""
+        done = []
+        for key, pid in self.store.metas(WALKING):
+            name, _, mount_id = key.removeprefix(WALKING).partition(" ")
+            with self.store.transaction(durable=False):
+                known, left = self.store.drop_ref(name, mount_id)
+                self.store.delete_meta(key)
+                if self.store.get(name) is not None:
+                    self.store.set_check(name, now(), f"{WALK_INTERRUPTED}: the driver died during the Mount of "
+                                                      f"{mount_id} (worker {pid}); the next Mount walks again")
+            log.warning("event=walk-interrupted volume=%s id=%s worker=%s reference_dropped=%s references_left=%d",
+                        name, mount_id, pid, known, left)
+            done.append(f"{name}: the Mount of {mount_id} was interrupted by the driver's death mid-walk; "
+                        f"its reference {'dropped' if known else 'was not counted'}, the next Mount walks again")
+        return done
 
     def data_of(self, record: VolumeRecord) -> VolumeRecord:
         """The record whose data directory the volume shows: its own, or for a view the viewed volume's."""
@@ -192,6 +229,8 @@ class Mounts:
             plan.error = exc  # _walk records and reports it
             return plan
         plan.result = no_walk(spec, plan.state)
+        if spec.policy != "never" and (record.last_check_result or "").startswith(WALK_INTERRUPTED):
+            plan.result = None  # the root was repaired before the walk stopped: what is below it may not be
         return plan
 
     def _count(self, record: VolumeRecord, mount_id: str, plan: MountPlan) -> int:

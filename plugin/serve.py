@@ -86,6 +86,10 @@ class _Gunicorn(BaseApplication):
             "errorlog": "-",
             "accesslog": None,
             "proc_name": f"ownvol-plugin-{s.driver_name}",
+            # the app (Flask, the volumes service) is made once in the arbiter and every worker is forked with it:
+            # a worker answers as soon as it is forked. Nothing of it is per process before a request: the store
+            # connects per process and thread (store.Store.conn), the rest holds settings only.
+            "preload_app": True,
             "when_ready": lambda server: _own_socket(s),
             # a worker stops when its arbiter dies (SIGKILL of the arbiter alone), instead of serving unsupervised
             "post_fork": lambda server, worker: orphans.die_with_parent(server.pid),

@@ -312,6 +312,15 @@ class Store:
         self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
                           " value = excluded.value", (key, value))
 
+    def metas(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, value) of every meta row whose key starts with prefix, in key order."""
+        rows = self.conn.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                                 (len(prefix), prefix)).fetchall()
+        return [(r["key"], r["value"]) for r in rows]
+
+    def delete_meta(self, key: str) -> None:
+        self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def epoch(self) -> int:
         """How many times an engine not seen before has activated the driver (0 before the first)."""
         return int(self.meta("epoch") or 0)

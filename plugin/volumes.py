@@ -407,6 +407,7 @@ class Volumes:
         done = []
         for record in self.store.all(state="creating") + self.store.all(state="removing"):
             done.append(self._finish_interrupted(record))
+        done += self.mounts.interrupted_walks()
         if os.path.isdir(self.trash):
             for leftover in os.listdir(self.trash):
                 shutil.rmtree(os.path.join(self.trash, leftover), ignore_errors=True)

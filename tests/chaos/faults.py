@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from tests.chaos.writers import Writer
 FILL_WAIT = 20.0  # seconds the filled tmpfs may take to make its server fail a write
 FILL_HOLD = 1.0  # seconds the space stays gone after that failure
 MID_INCIDENT_WAIT = 5.0  # seconds the hook may take to act before it is killed anyway
+MID_MOUNT_WAIT = 30.0  # seconds the Mount may take to begin its walk before the driver is killed anyway
+RETRIED = "started again by the runner, as a user would"  # in a Fault's note: Fault.retried
+RETRY_WAIT = 30.0  # seconds the runner keeps retrying `docker start` of a container whose start failed, as a user would
 
 
 @dataclass
@@ -39,6 +43,10 @@ class Fault:
     heal: float | None = None  # None: not healed within the bound
     writes_again: float = 0.0  # from t0 until the first write acknowledged after the last one that failed
     note: str = ""
+    # the product's part healed only after the runner retried `docker start` as a user would (Docker retries no
+    # failed start: a restart policy acts on a container that started; docs.docker.com "Start containers
+    # automatically"); not counted as healed by the product
+    retried: bool = False
     writes_by_server: dict[str, float] = field(default_factory=dict)  # writes_again of each server that failed one
     hook_events: list[str] = field(default_factory=list)  # the hook's incident/recovered/gave-up meanwhile
 
@@ -143,6 +151,8 @@ def inject(step: Step, stack: Stack, servers: dict[str, Server], writers: dict[s
         stack.driver.proc.send_signal(signal.SIGKILL)
         stack.restart_driver()
         return t0, all_healed(stack, every, writers, stack.driver_answers), note
+    elif step.kind == "driver-kill-mid-mount":
+        return _kill_mid_mount(stack, every, writers)
     elif step.kind == "dockerd-kill":
         stack.engine.kill()
         stack.restart_dockerd()
@@ -151,6 +161,57 @@ def inject(step: Step, stack: Stack, servers: dict[str, Server], writers: dict[s
         raise ValueError(f"unknown fault kind {step.kind}")
     assert server and writer
     return t0, server_healed(server, writer, stack), note
+
+
+def _kill_mid_mount(stack: Stack, every: list[Server], writers: dict[str, Writer]
+                    ) -> tuple[float, Callable[[], bool], str]:
+    """A container started on the walk volume (stack.walk_volume: its tree given to root, so the Mount walks it
+    all), the driver's group SIGKILLed once the walk began (the volume's root is repaired first, then the tree)
+    and restarted. Healed when the container runs with the whole tree its owner's and every file there, its Redis
+    acknowledges a write, the driver counts exactly one reference of the volume (the container's), and every
+    server acknowledged a write; when `docker start` failed, the runner starts it again (Fault.retried)."""
+    assert stack.client is not None and stack.driver is not None
+    walk = stack.walk_volume()
+    walk.remove_container(stack.client)
+    chown_tree(walk.host_dir, 0, 0)
+    container = walk.create_container(stack.client)
+    outcome: dict[str, str] = {}
+
+    def start() -> None:
+        try:
+            container.start()
+            outcome["started"] = "yes"
+        except docker.errors.DockerException as exc:
+            outcome["error"] = _why(exc)
+
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
+    deadline = time.monotonic() + MID_MOUNT_WAIT
+    while time.monotonic() < deadline and starter.is_alive() and os.stat(walk.host_dir).st_uid != walk.owner[0]:
+        time.sleep(0.005)
+    walking = starter.is_alive() and os.stat(walk.host_dir).st_uid == walk.owner[0]
+    t0 = time.monotonic()
+    os.killpg(stack.driver.proc.pid, signal.SIGKILL)
+    stack.restart_driver()
+    starter.join(120)
+    notes = [] if walking else ["the Mount was not walking when the driver was killed"]
+    if "error" in outcome:
+        notes.append(f"docker start failed: {outcome['error'][:160]}; {RETRIED}")
+        retry_until = time.monotonic() + RETRY_WAIT
+        while time.monotonic() < retry_until:
+            try:
+                container.start()
+                break
+            except docker.errors.DockerException as exc:
+                notes.append(f"retry failed: {_why(exc)[:120]}")
+                time.sleep(1)
+    healed = all_healed(stack, every, writers, lambda: stack.driver_answers() and walk.healthy(stack))
+    return t0, healed, "; ".join(notes)
+
+
+def _why(exc: docker.errors.DockerException) -> str:
+    """The engine's own words for a refusal (an APIError's explanation), else the exception's."""
+    return str(getattr(exc, "explanation", None) or exc)
 
 
 def _hook_answers(stack: Stack) -> Callable[[], bool]:

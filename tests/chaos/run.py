@@ -20,7 +20,7 @@ from tests.chaos.schedule import schedule
 from tests.chaos.servers import SETS, Server
 from tests.chaos.stack import Stack
 from tests.chaos.writers import Writer, writer_for
-from tests.support.common import ROOT, free_port
+from tests.support.common import ROOT
 
 DEFAULT_SEED = 27
 BOUND = 60.0  # seconds the product may take to heal a fault before it counts as needing a hand
@@ -52,14 +52,14 @@ def make_servers(stack: Stack, which: str) -> list[Server]:
         name = f"{stack.engine.name}-{key}"
         if storage == "volume":
             stack.client.volumes.create(name, driver=stack.driver.name, driver_opts={"profile": family})
-            servers.append(Server(key, family, storage, name, free_port(), name, str(stack.driver.data_dir(name))))
+            servers.append(Server(key, family, storage, name, stack.port(), name, str(stack.driver.data_dir(name))))
             continue
         path = stack.small / "data" if storage == "tmpfs" else stack.base / "binds" / key
         path.mkdir(parents=True)
         owner = (0, 0) if storage == "control" else (999, 999)
         os.chown(path, *owner)
         path.chmod(0o755)
-        servers.append(Server(key, family, storage, name, free_port(), str(path), str(path), owner))
+        servers.append(Server(key, family, storage, name, stack.port(), str(path), str(path), owner))
     for server in servers:
         server.labels = stack.labels
     return servers
@@ -108,6 +108,7 @@ def run_faults(stack: Stack, servers: dict[str, Server], writers: dict[str, Writ
         started = time.monotonic()
         try:
             fault.t0, healed, fault.note = chaos_faults.inject(step, stack, servers, writers)
+            fault.retried = chaos_faults.RETRIED in fault.note
         except Exception as exc:  # noqa: BLE001 - the fault could not be made: said, and the run goes on
             fault.t0, fault.note = started, f"injection failed: {exc!r}"[:300]
             healed = invariants_never
@@ -130,6 +131,22 @@ def run_faults(stack: Stack, servers: dict[str, Server], writers: dict[str, Writ
         heal = "NOT HEALED" if fault.heal is None else f"healed {fault.heal:.2f}s"
         log(f"+{fault.at:5.0f}s {step.kind} {step.target} {step.variant}: {heal}, writes again "
             f"{fault.writes_again:.2f}s {fault.note}")
+
+
+def remove_all(stack: Stack, servers: list[Server]) -> list[str]:
+    """Remove every container of the run (the servers', the walk volume's), then check the volumes: no stuck
+    reference, and the walk volume's tree whole and its owner's; the broken invariants."""
+    assert stack.client is not None
+    for server in servers:
+        stack.client.containers.get(server.name).remove(force=True)
+    broken = []
+    volumes = [s.source for s in servers if s.storage == "volume"]
+    if stack.walk is not None:
+        stack.walk.remove_container(stack.client)
+        if not stack.walk.tree_right():
+            broken.append(f"volume {stack.walk.name}: its tree is not whole and its owner's after the run")
+        volumes.append(stack.walk.name)
+    return broken + invariants.no_stuck_reference(stack.client, volumes)
 
 
 def invariants_never() -> bool:
@@ -185,9 +202,7 @@ def main(argv: list[str]) -> int:
         broken += lost
         broken += invariants.no_gave_up(stack.hook.events if stack.hook else [])
         log("every acknowledged write there after the restarts; removing the containers and volumes")
-        for server in servers:
-            stack.client.containers.get(server.name).remove(force=True)
-        broken += invariants.no_stuck_reference(stack.client, [s.source for s in servers if s.storage == "volume"])
+        broken += remove_all(stack, servers)
     except KeyboardInterrupt as exc:
         broken.append(f"interrupted ({exc or 'SIGINT'})")
         code = 130

@@ -20,6 +20,7 @@ KINDS: dict[str, tuple[str, ...] | None] = {
     "hook-kill-mid-incident": ("volume", "bind"),  # chown-running, SIGKILL of the hook once it acts, restarted
     "driver-kill-group": None,  # SIGKILL of the driver's whole process group, restarted
     "driver-kill-arbiter": None,  # SIGKILL of gunicorn's arbiter alone (its workers must not outlive it), restarted
+    "driver-kill-mid-mount": None,  # SIGKILL of the driver's group while a container's Mount walks its tree, restarted
     "dockerd-kill": None,  # SIGKILL of dockerd, restarted
 }
 

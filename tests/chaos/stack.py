@@ -1,7 +1,9 @@
 """The chaos run's private stack: a dockerd of its own (tests/support PluginEngine: its own mount namespace, where
 /run/docker/plugins is a directory of ours), its own driver (`ownvol driver` in that namespace, as
-tests/support/fixtures_plugin.py starts it) and its own hook (`ownvol watch` on that engine, tests/support
-fixtures_hook.Hook), a small tmpfs for the fill fault, and the teardown that leaves nothing behind.
+tests/support/fixtures_plugin.py starts it) on a listening socket the runner holds and hands to every start of the
+driver, as systemd holds ownvol-plugin.socket (a connection made while the driver restarts waits, none is refused),
+its own hook (`ownvol watch` on that engine, tests/support fixtures_hook.Hook), a small tmpfs for the fill fault,
+and the teardown that leaves nothing behind.
 
 The runner is the supervisor a real host would have (systemd's Restart=always): it restarts the hook, the driver
 or dockerd after the faults that kill them, after RESTART_DELAY seconds.
@@ -19,10 +21,11 @@ import time
 from pathlib import Path
 
 import docker
+import redis
 
 from ownvol.driver.serve import answers
 from tests.chaos.servers import IMAGES, Server
-from tests.support.common import new_name
+from tests.support.common import free_port, new_name
 from tests.support.engine import umount_below, wait_for
 from tests.support.fixtures_hook import Hook
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
@@ -30,6 +33,75 @@ from tests.support.process import stop_child
 
 RESTART_DELAY = 0.5  # seconds, like a unit's RestartSec=500ms
 TMPFS_SIZE = "16m"  # the fill fault's small filesystem
+
+
+WALK_TREE = (30, 1000)  # the walk volume's tree: directories of files each, all given to root before every start
+
+
+class WalkVolume:
+    """The driver-kill-mid-mount fault's own volume (a Redis profile: 999:999) holding a tree whose walk takes the
+    Mount a while, and its Redis container (no hook labels: no hook acts on it), made again for every fault."""
+
+    def __init__(self, stack: Stack) -> None:
+        assert stack.client is not None and stack.driver is not None
+        self.name = f"{stack.engine.name}-walk"
+        self.container = f"{stack.engine.name}-walker"
+        self.owner = (999, 999)
+        self.port = stack.port()
+        stack.client.volumes.create(self.name, driver=stack.driver.name, driver_opts={"profile": "redis"})
+        self.host_dir = str(stack.driver.data_dir(self.name))
+        dirs, files = WALK_TREE
+        for d in range(dirs):
+            os.mkdir(os.path.join(self.host_dir, f"d{d}"))
+            for f in range(files):
+                with open(os.path.join(self.host_dir, f"d{d}", f"f{f}"), "w") as out:
+                    out.write(f"{d}/{f}")
+        self.files = dirs * files
+
+    def create_container(self, client: docker.DockerClient):
+        mount = docker.types.Mount("/data", self.name, type="volume", no_copy=True)
+        return client.containers.create(IMAGES["redis"], ["redis-server", "--port", str(self.port), "--bind",
+                                                          "127.0.0.1", "--dir", "/data", "--appendonly", "yes"],
+                                        name=self.container, network_mode="host", user="999:999", mounts=[mount],
+                                        restart_policy={"Name": "always"})
+
+    def remove_container(self, client: docker.DockerClient) -> None:
+        try:
+            client.containers.get(self.container).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def tree_right(self) -> bool:
+        """Every entry below the data dir is the owner's and every file of the tree holds what it was made with."""
+        dirs, files = WALK_TREE
+        found = 0
+        for top, subdirs, names in os.walk(self.host_dir):
+            for entry in [top, *(os.path.join(top, n) for n in subdirs + names)]:
+                st = os.lstat(entry)
+                if (st.st_uid, st.st_gid) != self.owner:
+                    return False
+            found += sum(1 for n in names if n.startswith("f"))
+        return found == self.files and Path(self.host_dir, f"d{dirs - 1}", f"f{files - 1}").read_text() == \
+            f"{dirs - 1}/{files - 1}"
+
+    def healthy(self, stack: Stack) -> bool:
+        """The container runs, its Redis acknowledges a write, the driver counts one reference of the volume (the
+        running container's, as dockerd sees it) and the tree is right."""
+        assert stack.client is not None and stack.driver is not None
+        try:
+            if stack.client.containers.get(self.container).status != "running":
+                return False
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1)
+            try:
+                if not client.set("chaos:walk", "1"):
+                    return False
+            finally:
+                client.close()
+            _, reply = stack.driver.post("/Ownvol.References", {})
+        except (docker.errors.DockerException, redis.RedisError, OSError, ValueError):
+            return False
+        refs = sum(r["count"] for v in reply.get("Volumes", []) if v["name"] == self.name for r in v["references"])
+        return refs == 1 and self.tree_right()
 
 
 class Stack:
@@ -45,6 +117,8 @@ class Stack:
         self.client: docker.DockerClient | None = None
         self.servers: list[Server] = []
         self.supervisor_restarts = {"hook": 0, "driver": 0, "dockerd": 0}
+        self.walk: WalkVolume | None = None
+        self.ports: set[int] = set()
 
     def start(self, families: set[str]) -> None:
         """The tmpfs (before the engine's namespace is made, so that dockerd sees it too), the engine with the
@@ -55,9 +129,26 @@ class Stack:
         self.client = self.engine.start()
         for family in sorted(families):
             self.engine.load_image(IMAGES[family])
-        self.driver = PluginProcess(self.engine).start()
+        self.driver = PluginProcess(self.engine)
+        self.driver.hold_socket()
+        self.driver.start()
         (self.base / "hook").mkdir()
         self.hook = Hook(self.base / "hook", env={"DOCKER_HOST": self.engine.host}).start()
+
+    def port(self) -> int:
+        """A free port of 127.0.0.1 that no other server of the run was given (free_port alone may hand out the same
+        port twice: its socket is closed before the server binds it)."""
+        while True:
+            port = free_port()
+            if port not in self.ports:
+                self.ports.add(port)
+                return port
+
+    def walk_volume(self) -> WalkVolume:
+        """The driver-kill-mid-mount fault's volume, made at its first use."""
+        if self.walk is None:
+            self.walk = WalkVolume(self)
+        return self.walk
 
     @property
     def labels(self) -> dict[str, str]:

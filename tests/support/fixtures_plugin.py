@@ -19,10 +19,12 @@ a new dockerd knows only the drivers it meets again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -101,12 +103,33 @@ class PluginProcess:
             **env,
         }
         self.proc: subprocess.Popen | None = None
+        # a listening socket on self.socket held by the caller (hold_socket): each start is handed it as systemd's
+        # socket activation hands ownvol-plugin.socket's (sd_listen_fds(3): fd 3, LISTEN_FDS=1, LISTEN_PID)
+        self.listener: socket.socket | None = None
+
+    def hold_socket(self) -> socket.socket:
+        """Bind and listen on the driver's socket here, as ownvol-plugin.socket does (SocketMode=0600, the
+        kernel's largest backlog, systemd's Backlog= default): a connection made while no driver runs waits in
+        the backlog instead of being refused. Every later start gets it; destroy() closes it."""
+        if self.listener is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(self.socket)
+            os.chmod(self.socket, 0o600)
+            sock.listen(socket.SOMAXCONN)
+            self.listener = sock
+        return self.listener
 
     def start(self, timeout: float = 30) -> PluginProcess:
+        command = [OWNVOL, "driver"]
+        if self.listener is not None:
+            # the socket arrives on stdin and is moved to fd 3; LISTEN_PID is the shell's pid, which exec keeps
+            command = ["sh", "-c", 'exec 3<&0 0</dev/null; export LISTEN_FDS=1 LISTEN_PID=$$; exec "$@"', "sh",
+                       *command]
         with open(self.log_path, "ab") as log:
             prefix = self.engine._namespace() if self.engine else []
-            self.proc = subprocess.Popen([*prefix, OWNVOL, "driver"], env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen([*prefix, *command], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=self.listener.fileno() if self.listener else None,
+                                         start_new_session=True)
         try:
             wait_for(lambda: self.proc.poll() is not None or answers(self.socket), timeout,
                      what=f"plugin {self.name}")
@@ -161,6 +184,11 @@ class PluginProcess:
 
     def destroy(self) -> None:
         self.stop()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import time
 from dataclasses import replace
 
 import pytest
 
+from ownvol import ownership
 from ownvol.driver import binds
 from ownvol.driver.app import MEDIA_TYPE, create_app
+from ownvol.driver.mounts import WALK_INTERRUPTED, WALKING
 from ownvol.driver.options import parse_defaults
 from ownvol.driver.settings import from_env
 from ownvol.driver.store import Store
@@ -248,6 +253,50 @@ def test_recover_finishes_interrupted_creates_and_removes(driver):
     assert len(done) == 2
     assert store.all() == [] and os.listdir(driver.settings.volumes_dir) == []
     driver.ok("Create", Name="half-made")
+
+
+def test_a_mount_killed_mid_walk_loses_its_reference_and_the_next_mount_walks(driver, monkeypatch):
+    """The worker whose Mount walks is SIGKILLed after the root was repaired (ownership.repair does the root first):
+    its caller got no answer, so at the next start recover drops that Mount's reference, and the next Mount walks
+    the tree although the root now looks right."""
+    driver.ok("Create", Name="v")
+    path = driver.settings.volumes_dir + "/v"
+    os.makedirs(path + "/deep/er")
+    open(path + "/deep/er/f", "w").close()
+    subprocess.run(["chown", "-R", "0:0", path], check=True)
+
+    def stuck(root, uid, gid, mode=None, **kwargs):
+        os.chown(root, uid, gid)
+        while True:
+            time.sleep(1)
+
+    monkeypatch.setattr(ownership, "repair", stuck)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            driver.post("/VolumeDriver.Mount", {"Name": "v", "ID": "killed"})
+        finally:
+            os._exit(0)
+    store = driver.volumes.store
+    deadline = time.monotonic() + 30
+    while not store.metas(WALKING) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while os.stat(path).st_uid != 999 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    monkeypatch.undo()
+    assert store.mount_ids("v") == {"killed": 1}
+    assert (os.stat(path).st_uid, os.stat(path + "/deep/er/f").st_uid) == (999, 0)
+
+    done = driver.volumes.recover()
+    assert [d for d in done if "interrupted by the driver's death" in d] and store.metas(WALKING) == []
+    assert store.mount_ids("v") == {}
+    assert driver.ok("Get", Name="v")["Volume"]["Status"]["last_check_result"].startswith(WALK_INTERRUPTED)
+    driver.ok("Mount", Name="v", ID="next")
+    assert os.stat(path + "/deep/er/f").st_uid == 999 and store.mount_ids("v") == {"next": 1}
+    assert "walked" in driver.ok("Get", Name="v")["Volume"]["Status"]["last_check_result"]
+    assert store.metas(WALKING) == []
 
 
 def test_a_name_whose_holder_died_is_usable_at_once(driver):
