@@ -3,8 +3,9 @@
 tests/support/fixtures_plugin.py starts it) and its own hook (`ownvol watch` on that engine, tests/support
 fixtures_hook.Hook), a small tmpfs for the fill fault, and the teardown that leaves nothing behind.
 
-The runner is the supervisor a real host would have (systemd's Restart=always): it restarts the hook, the driver
-or dockerd after the faults that kill them, after RESTART_DELAY seconds.
+The runner is the supervisor a real host would have (systemd's Restart=): it restarts the hook, the driver or dockerd
+after the faults that kill them, the hook and the driver after their shipped units' RestartSec= (packaging/systemd,
+read here: the run waits what systemd would), dockerd after RESTART_DELAY["dockerd"].
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from tests.support.engine import umount_below, wait_for
 from tests.support.fixtures_hook import Hook
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
 from tests.support.process import stop_child
+from tests.support.systemd import restart_delay
 
-RESTART_DELAY = 0.5  # seconds, like a unit's RestartSec=500ms
+RESTART_DELAY = {"hook": restart_delay("ownvol-hook.service"), "driver": restart_delay("ownvol-plugin.service"),
+                 "dockerd": 0.5}  # seconds; dockerd's unit is not ours
 TMPFS_SIZE = "16m"  # the fill fault's small filesystem
 
 
@@ -69,7 +72,7 @@ class Stack:
     def restart_hook(self) -> None:
         assert self.hook is not None
         stop_child(self.hook.proc, signal.SIGKILL)  # reaps a killed one
-        time.sleep(RESTART_DELAY)
+        time.sleep(RESTART_DELAY["hook"])
         self.hook.start()
         self.supervisor_restarts["hook"] += 1
 
@@ -77,12 +80,12 @@ class Stack:
         """After the driver's arbiter (or its group) died: reap it, start a new one on the same state."""
         assert self.driver is not None
         stop_child(self.driver.proc, signal.SIGKILL, kill_group=True)
-        time.sleep(RESTART_DELAY)
+        time.sleep(RESTART_DELAY["driver"])
         self.driver.start(timeout=60)
         self.supervisor_restarts["driver"] += 1
 
     def restart_dockerd(self) -> None:
-        time.sleep(RESTART_DELAY)
+        time.sleep(RESTART_DELAY["dockerd"])
         self.client = self.engine.start(timeout=120)
         self.supervisor_restarts["dockerd"] += 1
 
