@@ -292,6 +292,8 @@ class Recovery:
             backoff_step = step if ran is None else max(ran, 1)
             wait = strategy.delay_before(backoff_step) - (self.clock() - last_finished if last_finished else 0)
             waited_for_room = self._wait_before(incident, action, step, wait, strategy, awaits_save)
+            if (healed := self._healed_while_waiting(incident, plan, step, waited_for_room)) is not None:
+                return healed
             for _name, guard in self._step_guards(step > len(done)):
                 if (ended := guard(incident, plan, step)) is not None:
                     return ended
@@ -329,13 +331,40 @@ class Recovery:
         a wait for room (_wait_for_room: its start, returned)."""
         if awaits_save:
             return None
-        if incident.error_type == "no-space" and action in NEEDS_ROOM:
-            began = self._wait_for_room(incident, wait if step else strategy.delay_before(1))
-            if began is not None:
-                return began
+        if incident.error_type == "no-space":
+            if action in NEEDS_ROOM:
+                began = self._wait_for_room(incident, wait if step else strategy.delay_before(1))
+                if began is not None:
+                    return began
+            if step and wait > 0:
+                self._wait_unless_healthy(incident, wait)
+            return None
         if step and wait > 0:
             self.sleep(wait)
         return None
+
+    def _healed_while_waiting(self, incident: Incident, plan: list, step: int, began: float | None) -> Incident | None:
+        """After the wait before a step of a no-space incident: when the watcher verified the container healthy
+        meanwhile and it still is, the incident resolved (never act on a healthy service); else None."""
+        if incident.error_type != "no-space" or not self._healthy_since(incident, began):
+            return None
+        late = self._verify(incident, 0)
+        return self._resolve(incident, plan[step - 1] if step else None, late) if late.healthy else None
+
+    def _healthy_since(self, incident: Incident, began: float | None) -> bool:
+        """Whether the watcher verified the container healthy (Recovery.healthy) after began (the clock's time;
+        None: after the incident's last step, or its detection)."""
+        since = began if began is not None else max(
+            [incident.detected_at, *(a.finished_at or a.started_at for a in self.journal.actions(incident.id))])
+        return self._last_healthy.get(incident.container_id, 0) > since
+
+    def _wait_unless_healthy(self, incident: Incident, seconds: float) -> None:
+        """Sleep seconds, in ROOM_POLL slices, ending early once the watcher has verified the container healthy
+        meanwhile (a no-space server that Docker's restart policy brought back once room came: its incident ends on
+        the verified state, not after the rest of a plan's delays)."""
+        began = self.clock()
+        while self.clock() - began < seconds and not self._healthy_since(incident, began):
+            self.sleep(min(ROOM_POLL, max(seconds - (self.clock() - began), 0.0)))
 
     def _wait_for_room(self, incident: Incident, bound: float) -> float | None:
         """Before a step that needs room in a no-space incident: when the data mount's filesystem has none now
@@ -348,7 +377,7 @@ class Recovery:
         if check is None or check() is None:
             return None
         began = self.clock()
-        while self.clock() - began < bound and check() is not None:
+        while self.clock() - began < bound and check() is not None and not self._healthy_since(incident, began):
             self.sleep(min(ROOM_POLL, max(bound - (self.clock() - began), 0.0)))
         return began
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import docker
 
 from ownvol.driver.serve import answers
 from tests.chaos.servers import IMAGES, Server
-from tests.support.common import new_name
+from tests.support.common import ROOT, new_name
 from tests.support.engine import umount_below, wait_for
 from tests.support.fixtures_hook import Hook
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
@@ -52,6 +53,11 @@ class Stack:
     def start(self, families: set[str]) -> None:
         """The tmpfs (before the engine's namespace is made, so that dockerd sees it too), the engine with the
         images of families loaded, the driver and the hook."""
+        # the tree's bytecode, as an installed wheel has it (pip compiles at install): the hook and the driver the
+        # supervisor starts then load it, rather than compile their sources at each start as they would here
+        # under PYTHONDONTWRITEBYTECODE
+        trees = [str(ROOT / d) for d in ("ownvol", "hooks", "plugin")]
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *trees], check=True, stdout=subprocess.DEVNULL)
         self.small.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0755", "ownvol-chaos", str(self.small)],
                        check=True)

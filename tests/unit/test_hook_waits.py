@@ -129,3 +129,27 @@ def test_no_room_is_less_than_a_mebibyte_free_and_unknown_is_not_told():
     assert no_room({"path": "/d", "free_bytes": MIN_ROOM, "size_bytes": 16 << 20}) is None
     assert no_room({"path": "/d", "free_bytes": 4096, "size_bytes": 16 << 20}) == \
         f"/d has 4096 bytes free of {16 << 20}"
+
+
+def test_a_no_space_incident_ends_when_the_server_is_verified_healthy_during_a_delay(tmp_path):
+    """Redis exits on its failed AOF write and Docker's restart policy brings it back once room came: the watcher
+    verifies it healthy during the next step's delay, and the incident ends then (resolved), not after the rest of
+    the plan's delays, which a second fill would otherwise find still open (seen in a chaos run: gave-up)."""
+    clock = Clock()
+    start = clock.now
+    ex = RoomAt(clock, room_at=start + 1.0, results={"persist-again": "skipped", "aof-off": "skipped"})
+    rec, out = recovery(tmp_path, ex, clock)
+    sleep = clock.sleep
+
+    def sleep_and_watch(seconds: float) -> None:
+        sleep(seconds)
+        if clock.now - start >= 2.0 and not ex.is_healthy:  # its restart, seen by the watcher's probe
+            ex.is_healthy = True
+            rec.healthy("c1")
+
+    rec.sleep = sleep_and_watch
+    inc = rec.report("c1", "r", "no-space", "log", {}, background=False)
+    assert rec.journal.incident(inc.id).status == "resolved"
+    assert ex.ran == ["persist-again"]  # skipped: "container is restarting"; aof-off never came
+    assert clock.now - start < 2.2
+    assert [e["event"] for e in events(out)][-1] == "recovered"
