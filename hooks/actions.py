@@ -21,7 +21,7 @@ from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progre
 from ownvol.system_paths import system_area
 
 from .data_path import data_path
-from .health import redis_client, unknown_health, write_blocked
+from .health import disk_usage, no_room, redis_client, unknown_health, write_blocked
 from .model import ActionResult, DataMount, Target
 from .repair_helpers import helper_labels
 from .services import Service, by_family
@@ -258,10 +258,20 @@ def data_dir_blocked(ctx: Context) -> str | None:
     return write_blocked(t, os.path.isdir(t.mount.host_path))
 
 
+def data_dir_full(ctx: Context) -> str | None:
+    """health.no_room of the filesystem of the target's data mount when this process can reach it (as
+    data_dir_blocked), read now; None when there is room or it cannot be told from here."""
+    t = ctx.target
+    if t.mount is None or ctx.repair_via == "helper":
+        return None
+    return no_room(disk_usage(t, engine_paths_reachable()))
+
+
 def persist_again(ctx: Context) -> ActionResult:
     """BGSAVE (and BGREWRITEAOF when the AOF failed) and wait for them: clears Redis's error state. Skipped while
-    the server's uid cannot write its data dir (data_dir_blocked): the save would fail there, and a failed BGSAVE
-    makes a Redis that serves refuse writes (MISCONF, stop-writes-on-bgsave-error)."""
+    the server's uid cannot write its data dir (data_dir_blocked) or its filesystem has no room (data_dir_full):
+    the save would fail there, and a failed BGSAVE makes a Redis that serves refuse writes (MISCONF,
+    stop-writes-on-bgsave-error)."""
     client = _redis_or_skip(ctx)
     if isinstance(client, ActionResult):
         return client
@@ -271,6 +281,10 @@ def persist_again(ctx: Context) -> ActionResult:
         client.close()
         return ActionResult("skipped", {"why": f"{blocked}: a BGSAVE there would fail and make Redis refuse writes "
                                                "(MISCONF); not saved", "blocked": blocked})
+    if full := data_dir_full(ctx):
+        client.close()
+        return ActionResult("skipped", {"why": f"{full}: a BGSAVE there would fail (no space) and make Redis refuse "
+                                               "writes (MISCONF); not saved", "no_room": full})
     done = []
     try:
         before = _wait_background(client, 30)
@@ -347,10 +361,11 @@ def restart(ctx: Context) -> ActionResult:
     """Restart a running (or restarting) container, start a stopped one (start_decision says whether); skipped for a
     Swarm task, for a data dir on the container's own tmpfs (targets.tmpfs_of), while Redis holds writes it could
     not persist (unpersisted_writes), while a running server's uid cannot write its data dir (data_dir_blocked: the
-    cause is still there) and while the server's health cannot be told (health.unknown_health); while its
-    service says a restart is unsafe (restart_hazard) it waits up to HAZARD_WAIT seconds (ok then says what it
-    waited for), then refuses with the reason (skipped, `refused`). A server that does not answer yet within its
-    service's startup_grace is waited for, not restarted: ok with how "none" when its start-up ends healthy."""
+    cause is still there), while its data dir's filesystem has no room (data_dir_full) and while the server's
+    health cannot be told (health.unknown_health); while its service says a restart is unsafe (restart_hazard) it
+    waits up to HAZARD_WAIT seconds (ok then says what it waited for), then refuses with the reason (skipped,
+    `refused`). A server that does not answer yet within its service's startup_grace is waited for, not restarted:
+    ok with how "none" when its start-up ends healthy."""
     try:
         container = ctx.container()
     except docker.errors.NotFound:
@@ -411,12 +426,20 @@ def _cause_remains(ctx: Context, container) -> str | None:
     return None
 
 
+def _no_room(ctx: Context, container) -> str | None:
+    if full := data_dir_full(ctx):
+        return (f"{full}: a restart cannot help while there is no room (the server could not create its files "
+                "there); not restarted")
+    return None
+
+
 # What makes restart skip a container before it looks at its server, in order: (name, check giving why or None).
 RESTART_GUARDS: tuple[tuple[str, Callable[[Context, object], str | None]], ...] = (
     ("swarm-task", _swarm_task),
     ("own-tmpfs", _own_tmpfs),
     ("unpersisted-writes", _writes_at_stake),
     ("cause-remains", _cause_remains),
+    ("no-room", _no_room),
 )
 
 

@@ -10,14 +10,10 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 import docker
-from rich import box
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from ownvol.dockertime import state_time
 
@@ -35,6 +31,11 @@ from .targets import engine_node, engine_paths_reachable
 from .telemetry import Telemetry
 from .watcher import INCIDENT_STATES
 
+if TYPE_CHECKING:  # rich draws the CLI's tables and bars; `watch` never loads it (its start is a heal's time)
+    from rich.console import Console  # types only
+    from rich.progress import Progress, TaskID  # types only
+    from rich.table import Table  # types only
+
 _state = click.option("--state-dir", envvar="OWNVOL_HOOK_STATE", default=assembly.DEFAULT_STATE_DIR,
                       show_default=True, help="Where the hook keeps its journal.")
 _db = click.option("--db", envvar="OWNVOL_HOOK_DB", default=None,
@@ -51,6 +52,7 @@ _VERIFIED = {True: " verified", False: " not verified", None: ""}
 
 def console() -> Console:
     """rich's console on stdout; a pipe gets 160 columns (or $COLUMNS) rather than rich's 80, so rows stay whole."""
+    from rich.console import Console  # rich: CLI output only, not on `watch`'s start
     return Console(width=shutil.get_terminal_size((160, 24)).columns, highlight=False)
 
 
@@ -113,6 +115,9 @@ def watch(state_dir, db, metrics_addr, webhook, selector, strategies, interval, 
 @click.option("--json", "as_json", is_flag=True)
 def status(addr, as_json) -> None:
     """The running hook's watched containers and their health."""
+    from rich import box  # rich: CLI output only, not on `watch`'s start
+    from rich.table import Table  # rich: CLI output only, not on `watch`'s start
+    from rich.text import Text  # rich: CLI output only, not on `watch`'s start
     try:
         with urllib.request.urlopen(f"http://{addr}/status", timeout=5) as reply:
             data = json.load(reply)
@@ -306,6 +311,7 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
 
     A local repair shows its progress (entries walked, changed, rate); a summary of every action follows.
     The hook's JSON events go to stderr."""
+    from rich import progress as bars  # rich: CLI output only, not on `watch`'s start
     executor = _executor(repair_via)
     report = diagnose(executor, container)
     options = assembly.Options(state_dir=state_dir, db=db)
@@ -313,9 +319,11 @@ def repair_cmd(container, state_dir, db, repair_via, strategies) -> None:
     cid = executor.target(container)[0].id
     name = report["container"]["name"]
     out = console()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[walked]:>10} walked"),
-                  TextColumn("{task.fields[changed]:>10} changed"), TextColumn("{task.fields[rate]:>14}"),
-                  TimeElapsedColumn(), console=out) as bar:
+    with bars.Progress(bars.SpinnerColumn(), bars.TextColumn("{task.description}"),
+                       bars.TextColumn("{task.fields[walked]:>10} walked"),
+                       bars.TextColumn("{task.fields[changed]:>10} changed"),
+                       bars.TextColumn("{task.fields[rate]:>14}"),
+                       bars.TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task(f"recovering {name}", walked=0, changed=0, rate="")
         executor.progress = _meter(bar, task)
         executor.start_stopped = True
@@ -347,6 +355,9 @@ def _meter(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
 
 
 def _summary(incident: Incident, actions: list[ActionRecord]) -> Table:
+    from rich import box  # rich: CLI output only, not on `watch`'s start
+    from rich.table import Table  # rich: CLI output only, not on `watch`'s start
+    from rich.text import Text  # rich: CLI output only, not on `watch`'s start
     took = f" in {incident.closed_at - incident.detected_at:.2f} s" if incident.closed_at else ""
     table = Table("step", "action", "result", "verified", "seconds", "detail", box=box.SIMPLE_HEAD,
                   title=f"incident #{incident.id} {incident.container_name}: {incident.status}{took}"
@@ -372,6 +383,9 @@ def _summary(incident: Incident, actions: list[ActionRecord]) -> Table:
 @click.option("--json", "as_json", is_flag=True)
 def history(state_dir, db, limit, as_json) -> None:
     """Incidents, their actions and outcomes, and success rates per (error type, action)."""
+    from rich import box  # rich: CLI output only, not on `watch`'s start
+    from rich.table import Table  # rich: CLI output only, not on `watch`'s start
+    from rich.text import Text  # rich: CLI output only, not on `watch`'s start
     path = db or os.path.join(state_dir, "journal.sqlite")
     if not os.path.exists(path):
         raise click.ClickException(f"no journal at {path}")

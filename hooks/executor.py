@@ -19,7 +19,7 @@ from ownvol.userns import IdMap
 from . import actions, paths
 from .actions import SWARM_TASK, Context
 from .connection import UnsupportedHost, endpoint
-from .health import mount_verdicts, owner_of, saving
+from .health import disk_usage, mount_verdicts, no_room, owner_of, saving
 from .inspect_cache import InspectCache
 from .model import ActionResult, Health, Incident, Target
 from .services import by_family
@@ -297,6 +297,20 @@ class DockerExecutor:
             return None
         plan = self.for_path(target, detail).path_plan
         return plan if plan and plan.get("plan") == "diagnose" else None
+
+    def room(self, container_id: str) -> Callable[[], str | None] | None:
+        """A check of the room on the filesystem of the container's data mount, read afresh at each call without
+        asking the engine again (health.no_room of its statvfs: why there is none, None when there is); None when
+        that cannot be told from here (no data mount, the paths not this process's, the container gone)."""
+        if self.repair_via == "helper" or not engine_paths_reachable():
+            return None
+        try:
+            _, target = self.target(container_id)
+        except docker.errors.DockerException:
+            return None
+        if target.mount is None:
+            return None
+        return lambda: no_room(disk_usage(target, True))
 
     def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult:
         """Run the registry's action on the container (for incident, when one is open): its ActionResult; skipped when

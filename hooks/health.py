@@ -274,6 +274,20 @@ def disk_usage(target: Target, local: bool) -> dict | None:
     return {"path": target.mount.source, "free_bytes": usage.free, "size_bytes": usage.total}
 
 
+# Below this many free bytes a data mount's filesystem has no room: a save (a new RDB or a rewritten AOF, written
+# whole before it replaces the old one) cannot finish there, nor can a server that creates its files at start.
+MIN_ROOM = 1 << 20
+
+
+def no_room(disk: dict | None) -> str | None:
+    """Why a filesystem (disk_usage's {"path", "free_bytes", "size_bytes"}) has no room for a save now (fewer than
+    MIN_ROOM bytes free), e.g. `/srv/data has 4096 bytes free of 16777216`; None when it has, or when disk is
+    None (not reachable from here: not told)."""
+    if disk is None or disk["free_bytes"] >= MIN_ROOM:
+        return None
+    return f"{disk['path']} has {disk['free_bytes']} bytes free of {disk['size_bytes']}"
+
+
 def probe(target: Target, container_status: str, local_paths: bool) -> Health:
     """Probe target now: health from the container status, PING and INFO persistence (Redis's own fields, redis.io INFO
     docs) and, when local_paths and the mount is reachable here, the mount's root owner and its filesystem's space;

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 # are the engine's and verdicts the hook's: the hook runs beside its engine, on one clock; the margin
 # keeps a line written while the verdict was being taken.
 STALE_MARGIN = 0.5
+# The actions that cannot help while the data mount's filesystem has no room (a save, a server's start): in a
+# no-space incident the wait before one of them is a wait for room, read every ROOM_POLL seconds.
+NEEDS_ROOM = ("persist-again", "restart")
+ROOM_POLL = 0.1
 # After a gave-up, further sightings of the same failure are counted; a `suppressed` event reports them at most
 # this often (seconds), with how many there were since the last one.
 SUPPRESSED_EVERY = 60.0
@@ -65,6 +69,8 @@ class Executor(Protocol):
 
     # optional: diagnosis(container_id, detail) -> the path plan (hooks/paths.py PathPlan.as_dict) of an incident
     # whose path no mount the hook may touch holds, else None (hooks/executor.py DockerExecutor.diagnosis)
+    # optional: room(container_id) -> a check (why there is no room on the data mount's filesystem, None when there
+    # is), or None when it cannot be told (hooks/executor.py DockerExecutor.room)
 
 
 # (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
@@ -273,23 +279,33 @@ class Recovery:
         if (resumed := self._resumed(incident, done)) is not None:
             return resumed
         last_finished = max((a.finished_at or a.started_at for a in done), default=0)
+        # A resumed plan backs off per action that ran (an interrupted one ran), not per step: the steps after an
+        # interrupted one are often skipped (they cannot help while its work is undone), and counting them would
+        # put the next action that can help (the next round's) seconds away from a hook that was down already.
+        ran = sum(1 for a in done if a.result != "skipped") if done else None
         # The last action did its part and Redis refuses writes (or its last rewrite failed) with no save in
         # progress: it waits for a save that only the next action starts, so no backoff before that one, and
         # the journal records that action's verification as undecided, not failed (see Journal.rates).
         awaits_save = False
         for step in range(len(done), len(plan)):
             action = plan[step]
-            wait = strategy.delay_before(step) - (self.clock() - last_finished if last_finished else 0)
-            if step and wait > 0 and not awaits_save:
-                self.sleep(wait)
+            backoff_step = step if ran is None else max(ran, 1)
+            wait = strategy.delay_before(backoff_step) - (self.clock() - last_finished if last_finished else 0)
+            waited_for_room = self._wait_before(incident, action, step, wait, strategy, awaits_save)
+            if (healed := self._healed_while_waiting(incident, plan, step, waited_for_room)) is not None:
+                return healed
             for _name, guard in self._step_guards(step > len(done)):
                 if (ended := guard(incident, plan, step)) is not None:
                     return ended
             self.journal.start_action(incident.id, step, action)
             started = self.clock()
             result = self._run(incident, step, action)
+            if ran is not None and result.result != "skipped":
+                ran += 1
             if result.result == "skipped":
                 self._record_step(incident, step, action, result)
+                if waited_for_room is not None:
+                    last_finished = waited_for_room  # that wait was the delay the next step's counts from
                 continue
             verdict = self._verify(incident, self.config.verify.get(action, 10))
             if not verdict.healthy:
@@ -307,6 +323,63 @@ class Recovery:
         if late.healthy:
             return self._resolve(incident, plan[-1] if plan else None, late)
         return self._give_up(incident, f"{len(plan)} planned actions did not make it healthy")
+
+    def _wait_before(self, incident: Incident, action: str, step: int, wait: float, strategy: Strategy,
+                     awaits_save: bool) -> float | None:
+        """The wait before a step: none before the first or after an action that left a save awaited, else the
+        step's delay (wait seconds), or, before a step that needs room in a no-space incident while there is none,
+        a wait for room (_wait_for_room: its start, returned)."""
+        if awaits_save:
+            return None
+        if incident.error_type == "no-space":
+            if action in NEEDS_ROOM:
+                began = self._wait_for_room(incident, wait if step else strategy.delay_before(1))
+                if began is not None:
+                    return began
+            if step and wait > 0:
+                self._wait_unless_healthy(incident, wait)
+            return None
+        if step and wait > 0:
+            self.sleep(wait)
+        return None
+
+    def _healed_while_waiting(self, incident: Incident, plan: list, step: int, began: float | None) -> Incident | None:
+        """After the wait before a step of a no-space incident: when the watcher verified the container healthy
+        meanwhile and it still is, the incident resolved (never act on a healthy service); else None."""
+        if incident.error_type != "no-space" or not self._healthy_since(incident, began):
+            return None
+        late = self._verify(incident, 0)
+        return self._resolve(incident, plan[step - 1] if step else None, late) if late.healthy else None
+
+    def _healthy_since(self, incident: Incident, began: float | None) -> bool:
+        """Whether the watcher verified the container healthy (Recovery.healthy) after began (the clock's time;
+        None: after the incident's last step, or its detection)."""
+        since = began if began is not None else max(
+            [incident.detected_at, *(a.finished_at or a.started_at for a in self.journal.actions(incident.id))])
+        return self._last_healthy.get(incident.container_id, 0) > since
+
+    def _wait_unless_healthy(self, incident: Incident, seconds: float) -> None:
+        """Sleep seconds, in ROOM_POLL slices, ending early once the watcher has verified the container healthy
+        meanwhile (a no-space server that Docker's restart policy brought back once room came: its incident ends on
+        the verified state, not after the rest of a plan's delays)."""
+        began = self.clock()
+        while self.clock() - began < seconds and not self._healthy_since(incident, began):
+            self.sleep(min(ROOM_POLL, max(seconds - (self.clock() - began), 0.0)))
+
+    def _wait_for_room(self, incident: Incident, bound: float) -> float | None:
+        """Before a step that needs room in a no-space incident: when the data mount's filesystem has none now
+        (the executor's room check), wait until it has, reading it every ROOM_POLL seconds, at most bound seconds
+        (the step's delay; the strategy's first delay before the first step). The clock's time the wait began, or
+        None when there was no wait (room now, or no check from here): the step's delay then applies as it is.
+        After the wait the step runs and reads the facts itself (persist-again and restart skip while no room)."""
+        check_of = getattr(self.executor, "room", None)
+        check = check_of(incident.container_id) if check_of else None
+        if check is None or check() is None:
+            return None
+        began = self.clock()
+        while self.clock() - began < bound and check() is not None and not self._healthy_since(incident, began):
+            self.sleep(min(ROOM_POLL, max(bound - (self.clock() - began), 0.0)))
+        return began
 
     def _planned(self, incident: Incident, strategy: Strategy) -> list[str]:
         """The incident's plan (action names): the one in its detail, else strategy's, kept in the journal so

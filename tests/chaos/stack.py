@@ -5,8 +5,9 @@ driver, as systemd holds ownvol-plugin.socket (a connection made while the drive
 its own hook (`ownvol watch` on that engine, tests/support fixtures_hook.Hook), a small tmpfs for the fill fault,
 and the teardown that leaves nothing behind.
 
-The runner is the supervisor a real host would have (systemd's Restart=always): it restarts the hook, the driver
-or dockerd after the faults that kill them, after RESTART_DELAY seconds.
+The runner is the supervisor a real host would have (systemd's Restart=): it restarts the hook, the driver or dockerd
+after the faults that kill them, the hook and the driver after their shipped units' RestartSec= (packaging/systemd,
+read here: the run waits what systemd would), dockerd after RESTART_DELAY["dockerd"].
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +27,15 @@ import redis
 
 from ownvol.driver.serve import answers
 from tests.chaos.servers import IMAGES, Server
-from tests.support.common import free_port, new_name
+from tests.support.common import ROOT, free_port, new_name
 from tests.support.engine import umount_below, wait_for
 from tests.support.fixtures_hook import Hook
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
 from tests.support.process import stop_child
+from tests.support.systemd import restart_delay
 
-RESTART_DELAY = 0.5  # seconds, like a unit's RestartSec=500ms
+RESTART_DELAY = {"hook": restart_delay("ownvol-hook.service"), "driver": restart_delay("ownvol-plugin.service"),
+                 "dockerd": 0.5}  # seconds; dockerd's unit is not ours
 TMPFS_SIZE = "16m"  # the fill fault's small filesystem
 
 
@@ -123,6 +127,11 @@ class Stack:
     def start(self, families: set[str]) -> None:
         """The tmpfs (before the engine's namespace is made, so that dockerd sees it too), the engine with the
         images of families loaded, the driver and the hook."""
+        # the tree's bytecode, as an installed wheel has it (pip compiles at install): the hook and the driver the
+        # supervisor starts then load it, rather than compile their sources at each start as they would here
+        # under PYTHONDONTWRITEBYTECODE
+        trees = [str(ROOT / d) for d in ("ownvol", "hooks", "plugin")]
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *trees], check=True, stdout=subprocess.DEVNULL)
         self.small.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0755", "ownvol-chaos", str(self.small)],
                        check=True)
@@ -160,7 +169,7 @@ class Stack:
     def restart_hook(self) -> None:
         assert self.hook is not None
         stop_child(self.hook.proc, signal.SIGKILL)  # reaps a killed one
-        time.sleep(RESTART_DELAY)
+        time.sleep(RESTART_DELAY["hook"])
         self.hook.start()
         self.supervisor_restarts["hook"] += 1
 
@@ -168,12 +177,12 @@ class Stack:
         """After the driver's arbiter (or its group) died: reap it, start a new one on the same state."""
         assert self.driver is not None
         stop_child(self.driver.proc, signal.SIGKILL, kill_group=True)
-        time.sleep(RESTART_DELAY)
+        time.sleep(RESTART_DELAY["driver"])
         self.driver.start(timeout=60)
         self.supervisor_restarts["driver"] += 1
 
     def restart_dockerd(self) -> None:
-        time.sleep(RESTART_DELAY)
+        time.sleep(RESTART_DELAY["dockerd"])
         self.client = self.engine.start(timeout=120)
         self.supervisor_restarts["dockerd"] += 1
 

@@ -9,6 +9,7 @@ NoNewPrivileges=), with the environment file's variables only, as systemd would.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -41,6 +42,32 @@ def unit(path: Path) -> dict[str, dict[str, list[str]]]:
         key, _, value = line.partition("=")
         current.setdefault(key.strip(), []).append(value.strip())
     return sections
+
+
+# systemd.time(7)'s time span units, in seconds
+_SPAN_UNITS = {**dict.fromkeys(("usec", "us", "\u00b5s"), 1e-6), **dict.fromkeys(("msec", "ms"), 1e-3),
+               **dict.fromkeys(("seconds", "second", "sec", "s", ""), 1.0),
+               **dict.fromkeys(("minutes", "minute", "min", "m"), 60.0),
+               **dict.fromkeys(("hours", "hour", "hr", "h"), 3600.0)}
+
+
+def timespan(text: str) -> float:
+    """A systemd time span (systemd.time(7): "250ms", "2", "1min 30s"; a bare number is seconds) in seconds;
+    ValueError for anything else."""
+    parts = re.findall(r"\s*(\d+(?:\.\d+)?)\s*([a-z\u00b5]*)", text)
+    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", text):
+        raise ValueError(f"not a systemd time span: {text!r}")
+    try:
+        return sum(float(number) * _SPAN_UNITS[suffix] for number, suffix in parts)
+    except KeyError as exc:
+        raise ValueError(f"not a systemd time span: {text!r}") from exc
+
+
+def restart_delay(service: str) -> float:
+    """The shipped unit's RestartSec= (packaging/systemd/SERVICE), in seconds: how long systemd waits before it
+    restarts that service after it failed (systemd's own default, 100 ms, when the unit sets none)."""
+    values = unit(UNITS_DIR / service).get("Service", {}).get("RestartSec", [])
+    return timespan(values[-1]) if values else 0.1
 
 
 def env_file(path: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from ownvol.driver.activation import ActivationError, listening_socket
 from ownvol.driver.settings import from_env
 from ownvol.hook.commands import watch
 from tests.support.common import ROOT
-from tests.support.systemd import HOST_OWNVOL, UNITS_DIR, unit
+from tests.support.systemd import HOST_OWNVOL, UNITS_DIR, restart_delay, timespan, unit
 
 EXAMPLE = UNITS_DIR / "ownvol.env"
 
@@ -68,6 +68,21 @@ def test_the_units_run_the_installed_command_with_the_environment_file_in_docker
     assert "ownvol-plugin.socket" in plugin["Unit"]["Requires"][0].split()
     assert "docker.service" in hook["Unit"]["After"][0].split()
     assert "docker.service" in hook["Unit"]["Requires"][0].split()
+
+
+def test_the_units_restart_a_crash_within_a_quarter_second_and_stop_a_crash_loop():
+    for name in ("ownvol-plugin.service", "ownvol-hook.service"):
+        assert restart_delay(name) == 0.25
+        service = unit(UNITS_DIR / name)
+        assert service["Unit"]["StartLimitIntervalSec"] == ["60s"] and service["Unit"]["StartLimitBurst"] == ["10"]
+
+
+def test_systemd_time_spans_read_as_systemd_reads_them():
+    assert [timespan(t) for t in ("250ms", "2", "0.5s", "1min 30s", "1h", "100 ms", "5sec")] == \
+        [0.25, 2.0, 0.5, 90.0, 3600.0, 0.1, 5.0]
+    for bad in ("", "soon", "2 fortnights", "-1s"):
+        with pytest.raises(ValueError):
+            timespan(bad)
 
 
 def test_socket_activation_is_only_taken_when_meant_for_this_process():
