@@ -23,7 +23,7 @@ error, another driver's volume, policy `no`) is the user's own `docker start` to
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import docker
 import requests
@@ -33,9 +33,19 @@ from ownvol.status import driver_name, is_driver
 from .services import service_for
 from .targets import is_watched
 
-if TYPE_CHECKING:
-    from .recovery import Recovery
-    from .telemetry import Telemetry
+
+class Reports(Protocol):
+    """What the sweep needs of hooks/recovery.py Recovery (not imported: the `start` action imports this module)."""
+
+    def busy(self, container_id: str) -> bool: ...
+
+    def report(self, container_id: str, name: str, error_type: str, origin: str, detail: dict) -> object: ...
+
+
+class Emits(Protocol):
+    """What the sweep needs of hooks/telemetry.py Telemetry."""
+
+    def emit(self, event: str, **fields) -> object: ...
 
 MOUNT_ERROR = "VolumeDriver.Mount"
 ERROR_TYPE = "mount-failed"
@@ -92,8 +102,8 @@ class FailedStarts:
     """The periodic check: sweep() finds the containers decide() starts and reports each to the recovery (an
     incident whose plan is ["start"]), once the driver answers; says once why any other failed start is left."""
 
-    def __init__(self, client: Callable[[], docker.DockerClient], selector: dict[str, str], recovery: Recovery,
-                 telemetry: Telemetry, driver: str | None = None) -> None:
+    def __init__(self, client: Callable[[], docker.DockerClient], selector: dict[str, str], recovery: Reports,
+                 telemetry: Emits, driver: str | None = None) -> None:
         self.client = client
         self.selector = selector
         self.recovery = recovery

@@ -96,11 +96,11 @@ def test_a_start_failed_on_the_drivers_mount_is_started_by_the_hook(plugin_engin
                             "the hook to open an incident on the failed start")
     assert incident["type"] == "mount-failed" and incident["origin"] == "engine"
     assert "VolumeDriver.Mount" in incident["detail"]["message"] and incident["detail"]["plan"] == ["start"]
-    action = h.wait_event(lambda e: e["event"] == "action" and e.get("incident") == incident["incident"], 60,
-                          "the hook's start")
+    opened = incident["incident"]
+    action = h.wait_event(lambda e: e["event"] == "action" and e.get("incident") == opened, 60, "the hook's start")
     assert (action["action"], action["result"], action["verified"]) == ("start", "ok", True), action
-    recovered = h.wait_event(lambda e: e["event"] in ("recovered", "gave-up") and e.get("incident") == incident["incident"],
-                             30, "the incident's end")
+    recovered = h.wait_event(lambda e: e["event"] in ("recovered", "gave-up") and e.get("incident") == opened, 30,
+                             "the incident's end")
     assert recovered["event"] == "recovered" and recovered["by"] == "start", recovered
     print(f"\n{policy}: started by the hook {time.monotonic() - failed_at:.2f}s after the failed start "
           f"(incident to recovered {recovered['seconds']}s)")

@@ -106,8 +106,9 @@ class FakeTelemetry:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict]] = []
 
-    def emit(self, event: str, **fields: object) -> None:
+    def emit(self, event: str, **fields: object) -> dict:
         self.events.append((event, fields))
+        return {"event": event, **fields}
 
 
 def sweep(containers: list[dict], warnings: list[str] | None = None, selector: dict | None = None):
