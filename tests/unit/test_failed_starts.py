@@ -8,6 +8,7 @@ import pytest
 from ownvol.hook import failed_starts
 from ownvol.hook.actions import ACTIONS, PLANNABLE
 from ownvol.hook.strategies import load
+from tests.support.fakes import FakeExecutor, engine, events
 
 CUT = "error while mounting volume '': VolumeDriver.Mount: Name is required"
 
@@ -145,3 +146,26 @@ def test_the_sweep_keeps_to_its_selector() -> None:
     starts, recovery, _, api = sweep([attrs(labels={"ownvol.hook": "other"})], selector={"ownvol.hook": "mine"})
     assert starts.sweep() == [] and not recovery.reports
     assert api.asked[0]["label"] == ["ownvol.hook=mine"]
+
+
+def incident_detail() -> dict:
+    return {"message": f"start failed: {CUT}", "plan": ["start"], "service": "redis"}
+
+
+def test_the_recovery_runs_the_one_start_verifies_and_resolves(tmp_path) -> None:
+    executor = FakeExecutor(heals="start")
+    rec, out = engine(tmp_path, executor)
+    inc = rec.report("c1", "walker", failed_starts.ERROR_TYPE, "engine", incident_detail(), background=False)
+    assert executor.ran == ["start"] and rec.journal.incident(inc.id).status == "resolved"
+    action = next(e for e in events(out) if e["event"] == "action")
+    assert (action["action"], action["result"], action["verified"]) == ("start", "ok", True)
+    assert [e["by"] for e in events(out) if e["event"] == "recovered"] == ["start"]
+
+
+def test_a_start_that_does_not_heal_gives_up_and_counts_in_the_breaker(tmp_path) -> None:
+    executor = FakeExecutor(heals=None, results={"start": "failed"})
+    rec, out = engine(tmp_path, executor)
+    inc = rec.report("c1", "walker", failed_starts.ERROR_TYPE, "engine", incident_detail(), background=False)
+    assert executor.ran == ["start"] and rec.journal.incident(inc.id).status == "gave-up"
+    assert rec.breaker.count("c1", rec.clock()) == 1
+    assert [e["actions"] for e in events(out) if e["event"] == "gave-up"] == [["start:failed"]]
