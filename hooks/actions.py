@@ -18,8 +18,10 @@ import redis
 
 from ownvol.dockertime import state_time
 from ownvol.ownership import PROGRESS_ENV, PROGRESS_LINE, OwnershipError, Progress, mode_to_set, repair
+from ownvol.status import driver_name
 from ownvol.system_paths import system_area
 
+from . import failed_starts
 from .data_path import data_path
 from .health import disk_usage, no_room, redis_client, unknown_health, write_blocked
 from .model import ActionResult, DataMount, Target
@@ -605,6 +607,22 @@ def aof_on(ctx: Context) -> ActionResult:
                                                    ("aof_enabled", "aof_last_bgrewrite_status")})
 
 
+def start_again(ctx: Context) -> ActionResult:
+    """Start a stopped container whose start failed on the driver's Mount (hooks/failed_starts.py decide, asked
+    again now: skipped when it no longer holds, e.g. its user started or removed it meanwhile)."""
+    container = ctx.container()
+    if container.status in ("running", "restarting"):
+        return ActionResult("skipped", {"why": f"{container.status}: started meanwhile"})
+    start, why = failed_starts.decide(container.attrs, driver_name())
+    if not start:
+        return ActionResult("skipped", {"why": why or "its last start did not fail"})
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        return ActionResult("failed", {"error": str(exc)[:300]})
+    return ActionResult("ok", {"how": "start", "restart_policy": ctx.target.restart_policy, "why": why})
+
+
 # The action registry: every action by the name strategies, the journal and the events use.
 ACTIONS: dict[str, Callable[[Context], ActionResult]] = {
     "repair-ownership": repair_ownership,
@@ -612,6 +630,8 @@ ACTIONS: dict[str, Callable[[Context], ActionResult]] = {
     "restart": restart,
     "aof-off": aof_off,
     "aof-on": aof_on,
+    "start": start_again,
 }
-# What a strategy may plan: all but aof-on, the AOF fallback's own step (Recovery.restore_aof).
-PLANNABLE = tuple(name for name in ACTIONS if name != "aof-on")
+# What a strategy may plan: all but aof-on, the AOF fallback's own step (Recovery.restore_aof), and start, the
+# failed start's own step (hooks/failed_starts.py).
+PLANNABLE = tuple(name for name in ACTIONS if name not in ("aof-on", "start"))

@@ -14,6 +14,7 @@ from . import connection, repair_helpers, web
 from .board import Board, DriverVolumes
 from .drift import DriftWatch
 from .executor import DockerExecutor
+from .failed_starts import FailedStarts
 from .forecast import DEFAULT_THRESHOLD_HOURS, SpaceWatch
 from .journal import Journal
 from .model import Health
@@ -78,6 +79,7 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
     recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval,
                       log_files=options.log_files)
+    watcher.periodic.append(FailedStarts(client, options.selector, recovery, telemetry).sweep)
     space = SpaceWatch(telemetry, options.fill_warning_hours)
 
     def observe_space(w: Watched, health: Health) -> None:

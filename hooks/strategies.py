@@ -230,6 +230,7 @@ def parse(data: object, source: str = "") -> Config:
     services = {family: {error_type: strategy(error_type, t) for error_type, t in types.items()}
                 for family, types in spec.services.items()}
     verify = {a: 10.0 for a in PLANNABLE} | {a: float(v) for a, v in spec.verify.items()}
+    verify["start"] = verify.get("restart", 10.0)  # failed_starts.py: a restart's time
     return Config(strategies, verify, spec.breaker.max_actions, spec.breaker.window, spec.breaker.cooldown,
                   spec.learning.min_samples, spec.learning.min_success_rate,
                   spec.aof_fallback.retry, spec.aof_fallback.max_retry, source, services)

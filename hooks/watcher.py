@@ -196,10 +196,12 @@ class Watcher:
         self.log_root: str | None = None  # the engine's DockerRootDir, when its files are this process's
         self.on_probe: list[Callable[[Watched, Health], None]] = []  # called after every probe (the forecast)
         self.on_forget: list[Callable[[str], None]] = []  # called with the id of a container destroyed
+        self.periodic: list[Callable[[], object]] = []  # called every interval (hooks/failed_starts.py)
 
     # --- the main loop --------------------------------------------------------------------------
     def run(self) -> None:
         threading.Thread(target=self._probe_loop, name="health", daemon=True).start()
+        threading.Thread(target=self._periodic_loop, name="periodic", daemon=True).start()
         backoff, connected_once = 0.5, False
         while not self._stop.is_set():
             try:
@@ -567,6 +569,14 @@ class Watcher:
         """Probe that container alone at once, at its first interval again (an event, a log line of its own, its
         data dir changed: hooks/drift.py)."""
         self._wake.poke(container_id)
+
+    def _periodic_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            for call in list(self.periodic):
+                try:
+                    call()
+                except Exception as exc:  # noqa: BLE001 - one check's failure must not stop the next
+                    self.telemetry.emit("periodic-failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def _probe_loop(self) -> None:
         while not self._stop.is_set():

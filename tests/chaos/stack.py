@@ -44,7 +44,8 @@ WALK_TREE = (30, 1000)  # the walk volume's tree: directories of files each, all
 
 class WalkVolume:
     """The driver-kill-mid-mount fault's own volume (a Redis profile: 999:999) holding a tree whose walk takes the
-    Mount a while, and its Redis container (no hook labels: no hook acts on it), made again for every fault."""
+    Mount a while, and its Redis container (the hook's labels, restart policy `always` as its user would set it:
+    the hook starts it again when its start failed on the driver's Mount), made again for every fault."""
 
     def __init__(self, stack: Stack) -> None:
         assert stack.client is not None and stack.driver is not None
@@ -62,12 +63,12 @@ class WalkVolume:
                     out.write(f"{d}/{f}")
         self.files = dirs * files
 
-    def create_container(self, client: docker.DockerClient):
+    def create_container(self, client: docker.DockerClient, labels: dict[str, str]):
         mount = docker.types.Mount("/data", self.name, type="volume", no_copy=True)
         return client.containers.create(IMAGES["redis"], ["redis-server", "--port", str(self.port), "--bind",
                                                           "127.0.0.1", "--dir", "/data", "--appendonly", "yes"],
                                         name=self.container, network_mode="host", user="999:999", mounts=[mount],
-                                        restart_policy={"Name": "always"})
+                                        labels=labels, restart_policy={"Name": "always"})
 
     def remove_container(self, client: docker.DockerClient) -> None:
         try:
@@ -142,7 +143,8 @@ class Stack:
         self.driver.hold_socket()
         self.driver.start()
         (self.base / "hook").mkdir()
-        self.hook = Hook(self.base / "hook", env={"DOCKER_HOST": self.engine.host}).start()
+        self.hook = Hook(self.base / "hook", env={"DOCKER_HOST": self.engine.host,
+                                                  "OWNVOL_DRIVER_NAME": self.driver.name}).start()
 
     def port(self) -> int:
         """A free port of 127.0.0.1 that no other server of the run was given (free_port alone may hand out the same

@@ -35,8 +35,9 @@ def test_an_unknown_action_names_the_registry_s_actions():
 
 
 def test_the_allowed_actions_are_the_registry_s_but_the_fallback_s_own_step():
-    assert set(PLANNABLE) == set(ACTIONS) - {"aof-on"}
+    assert set(PLANNABLE) == set(ACTIONS) - {"aof-on", "start"}
     assert "unknown action 'aof-on'" in refusal({"types": {"persistence-failed": {"actions": ["aof-on"]}}})
+    assert "unknown action 'start'" in refusal({"types": {"persistence-failed": {"actions": ["start"]}}})
 
 
 def test_an_unknown_error_type_names_the_known_ones():
@@ -67,7 +68,7 @@ def test_empty_sections_are_defaults_and_a_type_inherits_the_default_timing():
     assert config.breaker_max_actions == 8 and config.breaker_window == 600
     s = config.strategy("persistence-failed")
     assert (s.attempts, s.delay, s.backoff, s.max_delay) == (3, 0.5, 2.0, 30.0)
-    assert config.verify == {a: 10.0 for a in PLANNABLE}
+    assert config.verify == {a: 10.0 for a in PLANNABLE} | {"start": 10.0}  # a failed start's own step: restart's
 
 
 def test_the_packaged_file_passes_the_schema():
