@@ -70,7 +70,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 LONGEST_FIRST = (
     "tests/engine/test_chaos.py", "tests/engine/test_managed_plugin.py", "tests/engine/test_host_install.py",
     "tests/hostile/test_hook.py", "tests/hostile/test_crash.py", "tests/engine/test_hook_databases.py",
-    "tests/engine/test_plugin_idmap.py", "tests/engine/test_hook_db_paths.py",
+    "tests/engine/test_plugin_idmap.py", "tests/engine/test_hook_db_paths.py", "tests/engine/test_hook_failed_start.py",
 )
 
 
