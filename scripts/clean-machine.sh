@@ -38,14 +38,17 @@ act() {
 }
 keep() { say "kept $1"; kept=$((kept + 1)); }
 
-# Every live process but this script as "PID CWD CMDLINE", read once.
+# Every live process but this script as "PID CWD CMDLINE ENVIRONMENT", read once (a test's driver is given its
+# root in its environment, OWNVOL_ROOT=/var/tmp/ownvol-plugin-...: a chaos run's lost its data to a clean-machine
+# that read command lines only).
 PROCS=$(for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = $$ ] && continue
     cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
-    echo "${p#/proc/} $(readlink "$p/cwd" 2>/dev/null) $cmd"
+    env=$(tr '\0' ' ' 2>/dev/null <"$p/environ") || env=""
+    echo "${p#/proc/} $(readlink "$p/cwd" 2>/dev/null) $cmd $env"
 done)
 
-# The pids of live processes whose working directory or command line names DIR or a path below it.
+# The pids of live processes whose working directory, command line or environment names DIR or a path below it.
 users_of() {
     local dir=${1%/}
     awk -v d="$dir" '{for (i = 2; i <= NF; i++) if ($i == d || index($i, d "/") == 1 || index($i, "=" d) > 0) {print $1; break}}' \
