@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
 import requests
 
-from . import connection, repair_helpers
+from . import connection, repair_helpers, web
 from .board import Board, DriverVolumes
 from .drift import DriftWatch
 from .executor import DockerExecutor
@@ -160,51 +158,14 @@ def open_files_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def listen(address: str) -> socket.socket:
-    """A TCP socket bound to host:port (host as given, 127.0.0.1 when empty; IPv6 when it holds a colon) and
-    listening, as werkzeug's server binds one (werkzeug.serving BaseWSGIServer: SO_REUSEADDR, a backlog of 128): a
-    connection made before anything serves it waits in the backlog, none is refused. Raises OSError (the address
-    in use, a host that does not resolve)."""
-    host, _, port = address.rpartition(":")
-    host = host or "127.0.0.1"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    where = socket.getaddrinfo(host, int(port), family, socket.SOCK_STREAM, socket.IPPROTO_TCP)[0][4]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(where)
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def run(options: Options) -> None:
-    """`ownvol watch`: serve the status page, /status and /metrics when asked, then watch until stopped.
-
-    The address is bound before anything else (a port in use still ends the start), but the page's app is made
-    and served from a thread of its own beside the watch: flask, werkzeug and jinja2 cost ~0.1 s of CPU that the
-    engine connection, the resume of open incidents and the first probes do not wait for. A request made
-    meanwhile waits in the socket's backlog and is answered once the app serves."""
+    """`ownvol watch`: serve the status page, /status and /metrics when asked, then watch until stopped."""
     files_limit = open_files_limit()
-    listener = listen(options.metrics_addr) if options.metrics_addr else None
     watcher, recovery, telemetry, board, drift = build(options)
-    servers: list = []
-
-    def serve_status(listener: socket.socket, address: str) -> None:
-        try:
-            from . import web  # flask, werkzeug, jinja2: the status page only, never on the way to a repair
-            app = web.create_app(telemetry.metrics, lambda: status_of(watcher, recovery, drift), board.view)
-            servers.append(web.serve(address, app, listener))
-        except Exception as exc:  # noqa: BLE001 - the watch goes on without its page; say why
-            telemetry.emit("status-page-failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
-        finally:
-            listener.close()  # the server serves its own duplicate of it
-
-    if listener is not None and options.metrics_addr:
-        threading.Thread(target=serve_status, args=(listener, options.metrics_addr), name="status-start",
-                         daemon=True).start()
+    server = None
+    if options.metrics_addr:
+        app = web.create_app(telemetry.metrics, lambda: status_of(watcher, recovery, drift), board.view)
+        server = web.serve(options.metrics_addr, app)
     telemetry.emit("hook-started", pid=os.getpid(), db=options.db_path, selector=options.selector,
                    metrics=options.metrics_addr, strategies=recovery.config.source, repair_via=options.repair_via,
                    drift_watch=True if isinstance(drift, DriftWatch) else drift, open_files=files_limit[0])
@@ -214,5 +175,5 @@ def run(options: Options) -> None:
     finally:
         if isinstance(drift, DriftWatch):
             drift.close()
-        for server in servers:
+        if server:
             server.shutdown()

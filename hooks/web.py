@@ -8,7 +8,6 @@ loaded from anywhere but the hook.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -91,12 +90,10 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(address: str, app: Flask, listener: socket.socket | None = None) -> BaseWSGIServer:
+def serve(address: str, app: Flask) -> BaseWSGIServer:
     """Serve app on host:port (host as given: the hook's default is 127.0.0.1) from a daemon thread, one
-    thread per request; on listener instead when given (a socket already bound there and listening: the
-    connections it queued meanwhile are answered). Stop with .shutdown() then .server_close()."""
+    thread per request. Stop with .shutdown() then .server_close()."""
     host, _, port = address.rpartition(":")
-    server = make_server(host or "127.0.0.1", int(port), app, threaded=True, request_handler=_QuietHandler,
-                         fd=listener.fileno() if listener is not None else None)
+    server = make_server(host or "127.0.0.1", int(port), app, threaded=True, request_handler=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="status-http", daemon=True).start()
     return server
