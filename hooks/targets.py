@@ -451,7 +451,7 @@ class FactCache:
     def made(self, key: tuple[str, str], make: Callable[[], StartFacts]) -> StartFacts:
         """key's StartFacts, made by make() when there are none: one caller makes them while the others asking for
         the same key wait and take them (a hook just started probes a container while a resumed recovery verifies it:
-        each copied its files out of the container, twice the engine's work, both slower; bench/resume). make's
+        each copied its files out of the container, twice the engine's work, both slower; bench/resume_bench.py). make's
         exception is the caller's; a caller waiting then makes them itself."""
         cached = self.get(key)
         if cached is not None:

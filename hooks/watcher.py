@@ -57,7 +57,7 @@ REPORTERS = 8
 # Threads that probe the containers due at the same time (every container at the hook's start and at the engine's
 # reconnect). One after another, an exec'd probe (PostgreSQL, MariaDB: their own client run in the container, its
 # start facts read cold: 0.3-0.9 s) held up every container after it: a chowned Redis was found that much later
-# behind one (bench/resume).
+# behind one (bench/resume_bench.py).
 PROBERS = 4
 
 
