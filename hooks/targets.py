@@ -423,6 +423,9 @@ class StartFacts:
     volume_path: str | None = None
     volume_idmap: str | None = None
     idmap_checked: bool = False
+    # held while the running server is asked for its settings (Service.live): a caller that finds it asking waits
+    # for its answer rather than asking too (a probe and a resumed recovery's verification, a hook just started)
+    asking: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 class FactCache:
@@ -433,6 +436,7 @@ class FactCache:
     def __init__(self) -> None:
         self._facts: dict[tuple[str, str], StartFacts] = {}
         self._lock = threading.Lock()
+        self._making: dict[tuple[str, str], threading.Lock] = {}
 
     def get(self, key: tuple[str, str]) -> StartFacts | None:
         with self._lock:
@@ -443,6 +447,25 @@ class FactCache:
             if len(self._facts) >= self.LIMIT:
                 self._facts.clear()
             return self._facts.setdefault(key, facts)
+
+    def made(self, key: tuple[str, str], make: Callable[[], StartFacts]) -> StartFacts:
+        """key's StartFacts, made by make() when there are none: one caller makes them while the others asking for
+        the same key wait and take them (a hook just started probes a container while a resumed recovery verifies it:
+        each copied its files out of the container, twice the engine's work, both slower; bench/resume_bench.py). make's
+        exception is the caller's; a caller waiting then makes them itself."""
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        try:
+            with making:
+                cached = self.get(key)
+                return cached if cached is not None else self.put(key, make())
+        finally:
+            with self._lock:
+                if self._making.get(key) is making:
+                    del self._making[key]
 
 
 # While a started server does not answer yet (CONFIG GET) or is not yet in the process table (an entrypoint
@@ -516,9 +539,11 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     if looked:
         _look_for_server(cached, container, proc, now)
     if running and cached.live is None and now >= cached.live_next:
-        cached.live = cached.service.live(cached.settings, container.id)
-        cached.live_tries += 1
-        cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
+        with cached.asking:
+            if cached.live is None and now >= cached.live_next:  # not asked meanwhile by the caller it waited for
+                cached.live = cached.service.live(cached.settings, container.id)
+                cached.live_tries += 1
+                cached.live_next = now + min(LIVE_RETRY * 2 ** cached.live_tries, RETRY_MAX)
     settings = cached.live or cached.settings
     directory = settings.data_dir
     mount = _data_mount_found(client, attrs, directory, cached)
@@ -572,13 +597,11 @@ def _start_facts(container, cache: FactCache | None) -> StartFacts:
     configured settings, read now and put in cache."""
     attrs = container.attrs
     key = (container.id, (attrs.get("State") or {}).get("StartedAt") or "")
-    cached = cache.get(key) if cache else None
-    if cached is None:
+    def make() -> StartFacts:
         service = service_for(attrs) or by_family("redis")
-        cached = StartFacts(service, service.configured(ContainerFiles(container, attrs)))
-        if cache:
-            cached = cache.put(key, cached)
-    return cached
+        return StartFacts(service, service.configured(ContainerFiles(container, attrs)))
+
+    return cache.made(key, make) if cache else make()
 
 
 def process_gone(pid: int, proc: str | None) -> bool:

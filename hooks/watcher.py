@@ -54,6 +54,11 @@ QUIET_MAX = 12
 # (1 to 60 ms while 20 recoveries run); made on the log thread, 20 lines at once were read one report after
 # another, the last 160 ms late (bench: burst20_detect_p99_ms).
 REPORTERS = 8
+# Threads that probe the containers due at the same time (every container at the hook's start and at the engine's
+# reconnect). One after another, an exec'd probe (PostgreSQL, MariaDB: their own client run in the container, its
+# start facts read cold: 0.3-0.9 s) held up every container after it: a chowned Redis was found that much later
+# behind one (bench/resume_bench.py).
+PROBERS = 4
 
 
 class Serial:
@@ -187,6 +192,7 @@ class Watcher:
         self._resumed = False
         self.logs = LogStreams()
         self.reports = Serial(REPORTERS, "reports")  # each container's detections reported in order
+        self._probers = concurrent.futures.ThreadPoolExecutor(PROBERS, thread_name_prefix="probe")
         self.files: JsonFiles | None = None
         self.files_off = "turned off (--log-files off)"  # why no log is read from its file, when none is
         try:
@@ -586,19 +592,28 @@ class Watcher:
 
     def probe_due(self, everyone: bool, poked: set[str]) -> float:
         """Probe every container (everyone), those poked and those whose time has come; when the next one is due
-        (time.monotonic(); inf when none is scheduled)."""
+        (time.monotonic(); inf when none is scheduled). Several due are probed at once (PROBERS threads), each
+        container by one thread; this returns once every one is done."""
+        due = []
         for w in list(self.watched.values()):
             if w.id in poked:
                 w.quiet = 0.0
             elif not everyone and w.due > time.monotonic():
                 continue
-            try:
-                self.check(w)
-            except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
-                self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
-                w.quiet = 0.0
-            w.due = time.monotonic() + (w.quiet or self.interval)
+            due.append(w)
+        if len(due) > 1:
+            list(self._probers.map(self._probe, due))
+        elif due:
+            self._probe(due[0])
         return min((w.due for w in list(self.watched.values())), default=math.inf)
+
+    def _probe(self, w: Watched) -> None:
+        try:
+            self.check(w)
+        except Exception as exc:  # noqa: BLE001 - one container's probe must not stop the others
+            self.telemetry.emit("probe-failed", container=w.name, error=str(exc)[:200])
+            w.quiet = 0.0
+        w.due = time.monotonic() + (w.quiet or self.interval)
 
     def check(self, w: Watched) -> None:
         """Probe the container; report writes refused or at risk (INCIDENT_STATES) unless a recovery runs, note a

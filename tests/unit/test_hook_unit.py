@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 
 import pytest
 
@@ -695,3 +696,29 @@ def test_a_healthy_container_is_probed_less_often_until_something_happens(tmp_pa
     watcher.probe_due(True, set())
     watcher.probe_due(True, set())
     assert w.quiet == 5
+
+
+class _SlowFirst:
+    """Probe results by container; the probe of `slow` takes `seconds` (an exec'd PostgreSQL probe, facts read cold)."""
+
+    def __init__(self, slow: str, seconds: float) -> None:
+        self.slow, self.seconds, self.done = slow, seconds, []
+
+    def health(self, cid):
+        if cid == self.slow:
+            time.sleep(self.seconds)
+        self.done.append((cid, time.monotonic()))
+        return Health("healthy", [], "running", "PONG")
+
+
+def test_a_slow_probe_does_not_hold_up_the_containers_after_it(tmp_path):
+    rec, _ = engine(tmp_path, FakeExecutor())
+    probes = _SlowFirst("pg", 0.6)
+    watcher = Watcher(lambda: None, {}, rec, Telemetry(out=io.StringIO()), probes, interval=5)
+    watcher.watched = {cid: Watched(cid, cid) for cid in ("pg", "r1", "r2")}
+    began = time.monotonic()
+    watcher.probe_due(True, set())  # every container, as at the hook's start
+    at = dict(probes.done)
+    assert set(at) == {"pg", "r1", "r2"}  # every one probed before it returns
+    assert at["r1"] - began < 0.3 and at["r2"] - began < 0.3 < at["pg"] - began
+    assert all(w.due < math.inf and w.health == "healthy" for w in watcher.watched.values())
