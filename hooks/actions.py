@@ -244,7 +244,7 @@ def _redis_or_skip(ctx: Context) -> redis.Redis | ActionResult:
     except docker.errors.NotFound:
         return ActionResult("skipped", {"why": "container is gone"})
     if status != "running":
-        return ActionResult("skipped", {"why": f"container is {status}"})
+        return ActionResult("skipped", {"why": f"container is {status}", "status": status})
     client = redis_client(ctx.target, timeout=5)
     if client is None:
         return ActionResult("skipped", {"why": "no Redis address known"})

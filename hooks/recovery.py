@@ -300,10 +300,10 @@ class Recovery:
             self.journal.start_action(incident.id, step, action)
             started = self.clock()
             result = self._run(incident, step, action)
-            if ran is not None and result.result != "skipped":
-                ran += 1
+            ran = None if ran is None else ran + (result.result != "skipped")
             if result.result == "skipped":
-                self._record_step(incident, step, action, result)
+                if (healed := self._skipped(incident, step, action, result)) is not None:
+                    return healed
                 if waited_for_room is not None:
                     last_finished = waited_for_room  # that wait was the delay the next step's counts from
                 continue
@@ -323,6 +323,16 @@ class Recovery:
         if late.healthy:
             return self._resolve(incident, plan[-1] if plan else None, late)
         return self._give_up(incident, f"{len(plan)} planned actions did not make it healthy")
+
+    def _skipped(self, incident: Incident, step: int, action: str, result: ActionResult) -> Incident | None:
+        """A skipped step recorded; when it was skipped because its container's restart policy holds it
+        "restarting", a verification (which starts it as soon as the facts allow: DockerExecutor.start_held), the
+        incident resolved when it passes; else None (the plan goes on)."""
+        self._record_step(incident, step, action, result)
+        if result.detail.get("status") != "restarting":
+            return None
+        verdict = self._verify(incident, self.config.verify.get(action, 10))
+        return self._resolve(incident, action, verdict) if verdict.healthy else None
 
     def _wait_before(self, incident: Incident, action: str, step: int, wait: float, strategy: Strategy,
                      awaits_save: bool) -> float | None:

@@ -50,6 +50,34 @@ def test_canary_becomes_healthy_without_a_human(hook, tracked, redis_image, host
     status = h.status()
     assert any(s["name"] == c.name for s in status["containers"])
     assert 'ownvol_hook_incidents_total{type="permission-denied"} 1.0' in h.metrics()
+    # after its first exit the policy waits 100 ms: too short to start it safely before the engine does
+    assert not h.of("held-start", c.name)
+
+
+def test_a_long_back_off_is_cut_once_its_cause_is_gone(hook, tracked, redis_image, host_dir, port, docker_client):
+    """A canary that crash-looped before any hook watched it waits seconds for its restart policy: the hook repairs
+    it and starts it at once (one restart of the engine's, the policy kept), instead of leaving it to the back-off."""
+    h = hook()
+    h.stop()
+    began = time.time()
+    c = run_redis(tracked, redis_image, port, host_dir, h.labels, restart=True)
+    # 7 exits in a row: the policy's 7th wait is 6.4 s (moby restartmanager: 100 ms doubling)
+    wait_for(lambda: c.reload() or (c.attrs["RestartCount"] >= 7 and c.status == "restarting"), 60,
+             what="the canary's 7th exit under its restart policy")
+    hook(like=h)
+    held = h.wait_event(by(c.name, "held-start"), 30, "the held canary to be started")
+    recovered = h.wait_event(by(c.name, "recovered"), 30, "the canary to be recovered")
+    assert held["restart_policy"] == "on-failure" and recovered["ts"] >= held["ts"]
+    assert client(port).ping() and client(port).info("persistence")["aof_enabled"] == 1
+    events = [e for e in docker_client.api.events(since=began, until=time.time(), decode=True,
+                                                  filters={"container": c.id, "type": "container"})]
+    kinds = [(e["status"], e["timeNano"] / 1e9) for e in events if e["status"] in ("die", "start", "restart")]
+    last_die = max(t for k, t in kinds if k == "die")
+    after = [k for k, t in kinds if t > last_die]
+    assert after == ["start", "restart"], kinds  # the hook's restart alone started it, once
+    assert after and min(t for k, t in kinds if t > last_die) < last_die + 6.4, kinds  # before the back-off's end
+    c.reload()
+    assert c.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure" and c.attrs["RestartCount"] == 0
 
 
 def test_runtime_chown_bgsave_misconf_healed_and_every_acknowledged_key_survives(hook, tracked, redis_image,
