@@ -76,7 +76,8 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
         return holder["c"]
 
     executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
-    executor.on_held = lambda container_id, started: telemetry.emit("held-start", id=container_id[:12], **started)
+    executor.on_held = lambda container_id, held: telemetry.emit(
+        "held-start" if held.pop("started") else "held-left", id=container_id[:12], **held)
     recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval,
                       log_files=options.log_files)

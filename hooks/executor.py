@@ -85,8 +85,8 @@ class DockerExecutor:
         # verification reads them there instead of asking again (dockerd answers an inspect only once that
         # container's start is done: 20 crash-looping containers made each such question wait)
         self._seen: dict[str, tuple[dict, str]] = {}
-        # called with (container id, start_held's detail) each time start_held started a held container (assembly:
-        # the `held-start` event)
+        # called with (container id, start_held's answer) each time a verification asked it (assembly: the
+        # `held-start` event when it started the container, `held-left` with why when it did not)
         self.on_held: Callable[[str, dict], object] | None = None
 
     def target(self, container_id: str, kept: bool = False) -> tuple[Container, Target]:
@@ -441,7 +441,7 @@ class DockerExecutor:
                 return c.id
         return None
 
-    def start_held(self, container_id: str) -> dict | None:
+    def start_held(self, container_id: str) -> dict:
         """Start now a container its restart policy holds "restarting" (between a `die` and the end of the policy's
         back-off: hooks/backoff.py), when what made it exit is gone by the facts read now: its server's uid can
         write every directory it needs on its writable mounts (unwritable) and its data mount's filesystem has room
@@ -452,38 +452,47 @@ class DockerExecutor:
         events): a restart that came after the engine's own start would stop a server just started.
 
         Returns:
-            {"container" (its name), "why", "restart_policy", "seconds" (the restart call's)} when it was started;
-            None when it was not: not held (or not long enough), a Swarm task, the paths not this process's (not
-            told: nothing done), a cause still there, or the engine refused (the back-off then runs its course).
+            {"started": True, "container" (its name), "why", "restart_policy", "seconds" (the restart call's)};
+            {"started": False, "container", "why"} when it was not: not held (or not long enough), a Swarm task,
+            the paths not this process's (not told: nothing done), a cause still there, or the engine refused (the
+            back-off then runs its course).
         """
-        if self.repair_via == "helper" or not engine_paths_reachable():
-            return None
         try:
             container, target = self.target(container_id)
-        except docker.errors.DockerException:
-            return None
-        if container.status != "restarting" or SWARM_TASK in target.labels:
-            return None
-        if self.unwritable(container_id):
-            return None
-        if (room := self.room(container_id)) is not None and room() is not None:
-            return None
+        except docker.errors.DockerException as exc:
+            return {"started": False, "container": container_id[:12], "why": f"engine: {exc}"[:300]}
+
+        def left(why: str) -> dict:
+            return {"started": False, "container": target.name, "why": why}
+
+        if container.status != "restarting":
+            return left(f"{container.status}, not held by its restart policy")
+        if SWARM_TASK in target.labels:
+            return left("a Swarm task: its service starts a new task")
+        if self.repair_via == "helper" or not engine_paths_reachable():
+            return left("its paths cannot be read from here: whether the cause is gone is not known")
+        if unwritable := self.unwritable(container_id):
+            return left(f"its uid still cannot write {', '.join(sorted(set(unwritable.values())))}")
+        if (room := self.room(container_id)) is not None and (full := room()) is not None:
+            return left(full)
         now = time.time()
         try:
             events = list(self.client().api.events(since=now - HELD_HISTORY, until=now, decode=True,
                                                    filters={"container": container_id, "type": "container",
                                                             "event": list(backoff.LIFECYCLE)}))
-        except docker.errors.DockerException:
-            return None
+        except docker.errors.DockerException as exc:
+            return left(f"its events could not be read: {exc}"[:300])
         until = backoff.held_until(events, target.restart_policy)
         if until is None or until - time.time() < HELD_MARGIN:
-            return None  # the engine's own start may come first: restarting then would stop a server just started
+            # the engine's own start may come first: restarting then would stop a server just started
+            return left(f"its restart policy starts it within {HELD_MARGIN:g}s" if until is not None else
+                        "its last exit is not in the engine's events")
         began = time.monotonic()
         try:
             self.client().api.restart(container_id, timeout=10)
-        except docker.errors.APIError:
-            return None
-        return {"container": target.name,
+        except docker.errors.APIError as exc:
+            return left(f"the engine refused the restart: {exc}"[:300])
+        return {"started": True, "container": target.name,
                 "why": "held restarting by its restart policy's back-off, and the cause is gone: its uid can write "
                        "what it needs and its data mount has room; started now instead of at the back-off's end",
                 "restart_policy": target.restart_policy, "seconds": round(time.monotonic() - began, 3)}
@@ -513,8 +522,9 @@ class DockerExecutor:
             health = self.health(subject)
             if not held_tried and health.container == "restarting":
                 held_tried = True
-                if (started := self.start_held(container_id)) is not None and self.on_held is not None:
-                    self.on_held(container_id, started)
+                held = self.start_held(container_id)
+                if self.on_held is not None:
+                    self.on_held(container_id, held)
                 continue
             if time.monotonic() >= deadline or (not task and self._stays_down(container_id, health)):
                 return health
