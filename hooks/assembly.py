@@ -77,7 +77,7 @@ def build(options: Options) -> tuple[Watcher, Recovery, Telemetry, Board, DriftW
 
     executor = DockerExecutor(client, options.repair_via, options.helper_image, runs=journal)
     executor.on_held = lambda container_id, held: telemetry.emit(
-        "held-start" if held.pop("started") else "held-left", id=container_id[:12], **held)
+        "early-start" if held.pop("started") else "early-start-left", id=container_id[:12], **held)
     recovery = Recovery(journal, config, telemetry, executor, plans=plan_of)
     watcher = Watcher(client, options.selector, recovery, telemetry, executor, options.interval,
                       log_files=options.log_files)

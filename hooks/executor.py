@@ -13,6 +13,7 @@ import docker
 from docker.models.containers import Container
 
 from ownvol import userns
+from ownvol.dockertime import state_time
 from ownvol.ownership import Progress
 from ownvol.userns import IdMap
 
@@ -55,10 +56,18 @@ def _crash_context(checked: str, wanted: str) -> dict:
     return {"path": checked, "directory": True}
 
 
-# Seconds of the restart policy's back-off that must be left, at least, for start_held to start a container: the
-# restart call must reach the engine before the policy's own start (a call took 0.08 to 0.1 s on a quiet machine).
-HELD_MARGIN = 0.5
+# What start_held needs left of the restart policy's back-off to start a container: the restart must cancel the
+# policy's pending start before it fires (moby daemon/kill.go killWithSignal, ExitOnNext, the restart's first step):
+# HELD_ANSWERS times the time the engine took to answer the question just asked of it, and HELD_MARGIN seconds at
+# least. Quiet, the engine answers in about 5 ms and a whole restart call takes 0.08 to 0.1 s.
+HELD_MARGIN = 0.03
+HELD_ANSWERS = 4
 HELD_HISTORY = 600  # seconds of the container's events read back to learn its back-off
+
+
+def _left(name: str, how: str) -> Callable[[str], dict]:
+    """start_held's answer for a container it left to its restart policy, given why."""
+    return lambda why: {"started": False, "container": name, "how": how, "why": why}
 
 
 class DockerExecutor:
@@ -85,8 +94,8 @@ class DockerExecutor:
         # verification reads them there instead of asking again (dockerd answers an inspect only once that
         # container's start is done: 20 crash-looping containers made each such question wait)
         self._seen: dict[str, tuple[dict, str]] = {}
-        # called with (container id, start_held's answer) each time a verification asked it (assembly: the
-        # `held-start` event when it started the container, `held-left` with why when it did not)
+        # called with (container id, the answer) after each start_held or restart_exiting (assembly: an
+        # `early-start` event when it started the container, `early-start-left` with why when it did not)
         self.on_held: Callable[[str, dict], object] | None = None
 
     def target(self, container_id: str, kept: bool = False) -> tuple[Container, Target]:
@@ -443,58 +452,119 @@ class DockerExecutor:
 
     def start_held(self, container_id: str) -> dict:
         """Start now a container its restart policy holds "restarting" (between a `die` and the end of the policy's
-        back-off: hooks/backoff.py), when what made it exit is gone by the facts read now: its server's uid can
-        write every directory it needs on its writable mounts (unwritable) and its data mount's filesystem has room
-        (room). The engine would start it at the back-off's end; this starts it now, through
-        `POST /containers/{id}/restart` (moby daemon/restart.go: the stop of a restarting container only cancels the
-        pending start, daemon/kill.go killWithSignal; then it is started; the policy stays, RestartCount is reset).
-        Only while the policy holds it HELD_MARGIN seconds more at least (backoff.held_until, from the container's
-        events): a restart that came after the engine's own start would stop a server just started.
+        back-off: hooks/backoff.py), when what made it exit is gone by the facts read now (_cause_gone). The engine
+        would start it at the back-off's end; this starts it now, through `POST /containers/{id}/restart` (moby
+        daemon/restart.go: the stop of a restarting container only cancels the pending start, daemon/kill.go
+        killWithSignal, ExitOnNext; then it is started; the policy stays, RestartCount is reset). Only while the
+        policy holds it longer than the margin (backoff.held_until, from the container's events; HELD_ANSWERS
+        times the engine's answer to that question, HELD_MARGIN at least): a restart that came after the engine's
+        own start would stop a server just started.
 
         Returns:
-            {"started": True, "container" (its name), "why", "restart_policy", "seconds" (the restart call's)};
-            {"started": False, "container", "why"} when it was not: not held (or not long enough), a Swarm task,
-            the paths not this process's (not told: nothing done), a cause still there, or the engine refused (the
-            back-off then runs its course).
+            {"started": True, "container" (its name), "how": "held", "why", "restart_policy", "seconds" (the
+            restart call's)}; {"started": False, "container", "how", "why"} when it was not: not held (or not long
+            enough), a Swarm task, the paths not this process's (not told: nothing done), a cause still there, or
+            the engine refused (the back-off then runs its course).
         """
         try:
             container, target = self.target(container_id)
         except docker.errors.DockerException as exc:
-            return {"started": False, "container": container_id[:12], "why": f"engine: {exc}"[:300]}
+            return self._told(container_id, {"started": False, "container": container_id[:12], "how": "held",
+                                             "why": f"engine: {exc}"[:300]})
+        return self._told(container_id, self._start_held(container, target))
 
-        def left(why: str) -> dict:
-            return {"started": False, "container": target.name, "why": why}
+    def restart_exiting(self, container_id: str, since: float) -> dict:
+        """Restart at once a running container whose server said it exits (a fatal line of its current run, read
+        before since, epoch seconds), once what made it exit is gone by the facts read now (_cause_gone): the
+        restart's stop cancels the restart policy's start before there is one (moby daemon/kill.go killWithSignal:
+        ExitOnNext; daemon/monitor.go handleContainerExit: a cancelled restart manager does not restart), the
+        server's own exit ends the stop, and the restart starts it without the policy's back-off. One that exited
+        already and is held "restarting" is start_held's. Nothing when its current run began at or after since
+        (a start since the line: that run did not say it exits).
 
+        Returns:
+            start_held's shape, "how": "exiting" (or "held").
+        """
+        try:
+            container, target = self.target(container_id)
+        except docker.errors.DockerException as exc:
+            return self._told(container_id, {"started": False, "container": container_id[:12], "how": "exiting",
+                                             "why": f"engine: {exc}"[:300]})
+        return self._told(container_id, self._restart_exiting(container, target, since))
+
+    def _restart_exiting(self, container: Container, target: Target, since: float) -> dict:
+        if container.status == "restarting":
+            return self._start_held(container, target)
+        left = _left(target.name, "exiting")
+        if container.status != "running":
+            return left(f"{container.status}: not running")
+        started = state_time((container.attrs.get("State") or {}).get("StartedAt"))
+        if started is None or started >= since:
+            return left("started again since its server said it exits")
+        if why := self._cause_stays(container, target):
+            return left(why)
+        return self._restart(container.id, target, "exiting",
+                             "its server said it exits and the cause is gone: its uid can write what it needs and its "
+                             "data mount has room; restarted at once instead of after its restart policy's back-off")
+
+    def _told(self, container_id: str, answer: dict) -> dict:
+        if self.on_held is not None:
+            self.on_held(container_id, dict(answer))
+        return answer
+
+    def _start_held(self, container: Container, target: Target) -> dict:
+        left = _left(target.name, "held")
         if container.status != "restarting":
             return left(f"{container.status}, not held by its restart policy")
-        if SWARM_TASK in target.labels:
-            return left("a Swarm task: its service starts a new task")
-        if self.repair_via == "helper" or not engine_paths_reachable():
-            return left("its paths cannot be read from here: whether the cause is gone is not known")
-        if unwritable := self.unwritable(container_id):
-            return left(f"its uid still cannot write {', '.join(sorted(set(unwritable.values())))}")
-        if (room := self.room(container_id)) is not None and (full := room()) is not None:
-            return left(full)
+        if why := self._cause_stays(container, target):
+            return left(why)
         now = time.time()
         try:
             events = list(self.client().api.events(since=now - HELD_HISTORY, until=now, decode=True,
-                                                   filters={"container": container_id, "type": "container",
+                                                   filters={"container": container.id, "type": "container",
                                                             "event": list(backoff.LIFECYCLE)}))
         except docker.errors.DockerException as exc:
             return left(f"its events could not be read: {exc}"[:300])
+        answered = time.time()
         until = backoff.held_until(events, target.restart_policy)
-        if until is None or until - time.time() < HELD_MARGIN:
-            # the engine's own start may come first: restarting then would stop a server just started
-            return left(f"its restart policy starts it within {HELD_MARGIN:g}s" if until is not None else
-                        "its last exit is not in the engine's events")
+        if until is None:
+            return left("its last exit is not in the engine's events")
+        # the restart's first step, cancelling the pending start, is about one answer of the engine away: the one
+        # just measured, HELD_ANSWERS times over, and HELD_MARGIN at least
+        margin = max(HELD_MARGIN, HELD_ANSWERS * (answered - now))
+        if until - answered < margin:
+            return left(f"its restart policy starts it within {margin:.3f}s (the engine answered in "
+                        f"{answered - now:.3f}s): it may come first, and a restart then would stop a server just "
+                        "started")
+        return self._restart(container.id, target, "held",
+                             "held restarting by its restart policy's back-off, and the cause is gone: its uid can "
+                             "write what it needs and its data mount has room; started now instead of at the "
+                             "back-off's end")
+
+    def _cause_stays(self, container: Container, target: Target) -> str | None:
+        """Why what made the container's server exit may still be there (None when the facts read now say it is
+        gone): a Swarm task (its service starts a new task), the paths not this process's (not known), its uid
+        unable to write a directory it needs on a writable mount (health.mount_verdicts), no room on its data
+        mount's filesystem (health.no_room)."""
+        if SWARM_TASK in target.labels:
+            return "a Swarm task: its service starts a new task"
+        if self.repair_via == "helper" or not engine_paths_reachable():
+            return "its paths cannot be read from here: whether the cause is gone is not known"
+        blocked = {v["path"] for v in mount_verdicts(target, container.attrs.get("Mounts") or [], True)
+                   if not v["ok"] and v["needed_by"]}
+        if blocked:
+            return f"its uid still cannot write {', '.join(sorted(blocked))}"
+        if target.mount is not None and (full := no_room(disk_usage(target, True))):
+            return full
+        return None
+
+    def _restart(self, container_id: str, target: Target, how: str, why: str) -> dict:
         began = time.monotonic()
         try:
             self.client().api.restart(container_id, timeout=10)
         except docker.errors.APIError as exc:
-            return left(f"the engine refused the restart: {exc}"[:300])
-        return {"started": True, "container": target.name,
-                "why": "held restarting by its restart policy's back-off, and the cause is gone: its uid can write "
-                       "what it needs and its data mount has room; started now instead of at the back-off's end",
+            return _left(target.name, how)(f"the engine refused the restart: {exc}"[:300])
+        return {"started": True, "container": target.name, "how": how, "why": why,
                 "restart_policy": target.restart_policy, "seconds": round(time.monotonic() - began, 3)}
 
     def verify(self, container_id: str, timeout: float, interval: float = 0.05) -> Health:
@@ -522,9 +592,7 @@ class DockerExecutor:
             health = self.health(subject)
             if not held_tried and health.container == "restarting":
                 held_tried = True
-                held = self.start_held(container_id)
-                if self.on_held is not None:
-                    self.on_held(container_id, held)
+                self.start_held(container_id)
                 continue
             if time.monotonic() >= deadline or (not task and self._stays_down(container_id, health)):
                 return health

@@ -71,6 +71,8 @@ class Executor(Protocol):
     # whose path no mount the hook may touch holds, else None (hooks/executor.py DockerExecutor.diagnosis)
     # optional: room(container_id) -> a check (why there is no room on the data mount's filesystem, None when there
     # is), or None when it cannot be told (hooks/executor.py DockerExecutor.room)
+    # optional: restart_exiting(container_id, since) -> restart at once a container whose server said it exits, once
+    # its cause is gone (hooks/executor.py DockerExecutor.restart_exiting)
 
 
 # (service family, error type) -> that service's own plan, or None for the strategies file's (hooks/services
@@ -248,9 +250,15 @@ class Recovery:
 
     def _run(self, incident: Incident, step: int, action: str) -> ActionResult:
         """One action; an exception (the engine's socket gone mid-action, an APIError) ends the step as failed
-        with its reason, and the incident goes on."""
+        with its reason, and the incident goes on. A repair that did its part for a server that said it exits (a
+        fatal line) is followed by the executor's restart_exiting, when it has one: restarted at once rather than
+        after the restart policy's back-off."""
         try:
-            return self.executor.run(incident.container_id, action, incident=incident)
+            result = self.executor.run(incident.container_id, action, incident=incident)
+            if result.ok and action == "repair-ownership" and incident.detail.get("fatal") \
+                    and (restart := getattr(self.executor, "restart_exiting", None)) is not None:
+                restart(incident.container_id, incident.detected_at)
+            return result
         except Exception as exc:  # noqa: BLE001 - an action's failure is a result, not the worker's end
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
             self.telemetry.emit("action-raised", incident=incident.id, container=incident.container_name, step=step,
