@@ -102,10 +102,15 @@ class DockerExecutor:
         """The container (docker-py's model) and the facts the hook reads from it, its owner in host ids when
         the engine remaps user namespaces; with kept, from the inspect the last probe kept (InspectCache) while no
         event came about the container; raises docker.errors.NotFound."""
+        return self._target_of(self._inspect(container_id, kept))
+
+    def _inspect(self, container_id: str, kept: bool = False) -> Container:
         if kept:
-            container = self.inspects.get(container_id, self.client().containers.get)
-        else:
-            container = self.client().containers.get(container_id)
+            return self.inspects.get(container_id, self.client().containers.get)
+        return self.client().containers.get(container_id)
+
+    def _target_of(self, container: Container) -> tuple[Container, Target]:
+        container_id = container.id
         last_run: LastRun | None = self.runs.last_run if self.runs else None
         target = facts(self.client(), container, self.cache, last_run)
         if len(self._seen) >= FactCache.LIMIT:
@@ -345,7 +350,14 @@ class DockerExecutor:
         """One probe of the container: state, reasons, container status, PING reply, persistence, owner; with kept
         (the watcher's steady probes), the container's inspect as target(kept=True) gives it."""
         try:
-            container, target = self.target(container_id, kept)
+            container = self._inspect(container_id, kept)
+            if container.status == "created":
+                # its facts wait for its start: reading them copies files out of it (GET .../archive), and for a
+                # container not running the engine then mounts its filesystems (each volume through its driver)
+                # holding the container's lock, which its start waits for (moby daemon/archive.go
+                # containerArchivePath): a `docker run` was held up to 0.7 s by such reads
+                return Health("down", ["container created"], "created", "")
+            container, target = self._target_of(container)
         except docker.errors.NotFound:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
