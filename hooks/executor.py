@@ -31,6 +31,7 @@ from .targets import (
     facts,
     host_dir_state,
     nearest_existing,
+    restart_policy,
     volume_mountpoint,
 )
 
@@ -420,10 +421,9 @@ class DockerExecutor:
         if health.container != "gone" and container_id in self._seen:
             return self._seen[container_id][1] == "no"
         try:
-            policy = self.client().api.inspect_container(container_id)["HostConfig"].get("RestartPolicy") or {}
+            return restart_policy(self.client().api.inspect_container(container_id)) == "no"
         except docker.errors.DockerException:
             return True
-        return policy.get("Name") in (None, "", "no")
 
     def swarm_task(self, container_id: str) -> tuple[str, str, float] | None:
         """(service id, slot, restart delay in seconds) of a stopped Swarm task whose service may start a new

@@ -31,7 +31,7 @@ import requests
 from ownvol.status import driver_name, is_driver
 
 from .services import service_for
-from .targets import is_watched
+from .targets import is_watched, restart_policy
 
 
 class Reports(Protocol):
@@ -79,7 +79,7 @@ def decide(attrs: dict, driver: str) -> tuple[bool, str]:
     volumes = driver_volumes(attrs, driver)
     if not volumes:
         return False, f"its start failed on a volume of another driver than {driver}: left to its user"
-    policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+    policy = restart_policy(attrs)
     if policy == "no":
         return False, ("its start failed on the driver's Mount, but its restart policy is \"no\": left to its user's "
                        "own `docker start`")
@@ -150,7 +150,7 @@ class FailedStarts:
                                     why=f"the driver {self.driver} does not answer ({silent}): started once it does")
             return False
         self._said.pop(cid, None)
-        policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+        policy = restart_policy(attrs)
         service = service_for(attrs)
         detail = {"message": f"start failed: {error[:300]}", "error": error[:300], "restart_policy": policy,
                   "why": why, "plan": ["start"], "service": service.family if service else ""}

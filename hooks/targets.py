@@ -578,7 +578,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
         notes.append(f"{cached.volume_idmap}: its owner is judged as the container sees it, and never repaired by "
                      "a chown (a server that cannot write through it has a wrong map)")
     labels = config.get("Labels") or {}
-    policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+    policy = restart_policy(attrs)
     return Target(
         id=container.id, name=container.name, image=config.get("Image", ""), status=state.get("Status", ""),
         labels=labels, redis_url=settings.address, password=settings.password, data_dir=directory, mount=mount,
@@ -722,6 +722,12 @@ def _tmpfs_hint(attrs: dict, directory: str, uid: int | None, gid: int | None) -
     owner = f"uid={uid},gid={gid}," if uid is not None and gid is not None else "uid=UID,gid=GID,"
     return (f" ({hit} is a tmpfs the engine makes at each start: give it its owner with "
             f"`--tmpfs {hit}:{owner}mode=0755`)")
+
+
+def restart_policy(attrs: dict) -> str:
+    """The name of a container's restart policy (docker inspect's HostConfig.RestartPolicy.Name): no, always,
+    unless-stopped or on-failure; "no" when none is set (the engine's default)."""
+    return ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
 
 
 @functools.lru_cache(maxsize=1)
