@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -462,7 +463,7 @@ class DockerExecutor:
                 return c.id
         return None
 
-    def start_held(self, container_id: str) -> dict:
+    def start_held(self, container_id: str, tell: bool = True) -> dict:
         """Start now a container its restart policy holds "restarting" (between a `die` and the end of the policy's
         back-off: hooks/backoff.py), when what made it exit is gone by the facts read now (_cause_gone). The engine
         would start it at the back-off's end; this starts it now, through `POST /containers/{id}/restart` (moby
@@ -475,15 +476,17 @@ class DockerExecutor:
         Returns:
             {"started": True, "container" (its name), "how": "held", "why", "restart_policy", "seconds" (the
             restart call's)}; {"started": False, "container", "how", "why"} when it was not: not held (or not long
-            enough), a Swarm task, the paths not this process's (not told: nothing done), a cause still there, or
-            the engine refused (the back-off then runs its course).
+            enough), a Swarm task, the paths not this process's (not told: nothing done), a cause still there
+            ("cause": True: worth asking again), or the engine refused (the back-off then runs its course). With
+            tell, on_held hears the answer.
         """
         try:
             container, target = self.target(container_id)
         except docker.errors.DockerException as exc:
-            return self._told(container_id, {"started": False, "container": container_id[:12], "how": "held",
-                                             "why": f"engine: {exc}"[:300]})
-        return self._told(container_id, self._start_held(container, target))
+            answer = {"started": False, "container": container_id[:12], "how": "held", "why": f"engine: {exc}"[:300]}
+        else:
+            answer = self._start_held(container, target)
+        return self._told(container_id, answer) if tell else answer
 
     def restart_exiting(self, container_id: str, since: float) -> dict:
         """Restart at once a running container whose server said it exits (a fatal line of its current run, read
@@ -529,7 +532,7 @@ class DockerExecutor:
         if container.status != "restarting":
             return left(f"{container.status}, not held by its restart policy")
         if why := self._cause_stays(container, target):
-            return left(why)
+            return {**left(why), "cause": True}
         now = time.time()
         try:
             events = list(self.client().api.events(since=now - HELD_HISTORY, until=now, decode=True,
@@ -598,14 +601,20 @@ class DockerExecutor:
         if task:
             timeout += task[2] + SWARM_START
         deadline = time.monotonic() + timeout
-        held_tried = bool(task)
+        held_done, held_said = bool(task), ""
         while True:
             subject = (self.successor(*task[:2]) if task else None) or container_id
             health = self.health(subject)
-            if not held_tried and health.container == "restarting":
-                held_tried = True
-                self.start_held(container_id)
-                continue
+            if not held_done and health.container == "restarting":
+                # asked again at each look while a cause is what holds it (the room a full disk gets back), said
+                # once per reason
+                answer = self.start_held(container_id, tell=False)
+                held_done = answer["started"] or not answer.get("cause")
+                if answer["started"] or (said := re.sub(r"[0-9.]+", "#", answer["why"])) != held_said:
+                    held_said = "" if answer["started"] else said
+                    self._told(container_id, answer)
+                if answer["started"]:
+                    continue
             if time.monotonic() >= deadline or (not task and self._stays_down(container_id, health)):
                 return health
             if not saving(health) and (health.healthy or health.state in ("refusing-writes", "latent")):

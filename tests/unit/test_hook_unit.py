@@ -513,6 +513,45 @@ def test_a_redis_still_loading_is_waited_for_until_the_timeout():
     assert ex.verify("c", timeout=0.05, interval=0.01).state == "loading" and ex.looks > 1
 
 
+class _Held(_Observed):
+    """verify over observations of a container its restart policy holds, start_held answering from a script."""
+
+    def __init__(self, seen: list[Health], answers: list[dict]) -> None:
+        super().__init__(seen)
+        self.answers = answers
+        self.asked = 0
+        self.told: list[dict] = []
+        self.on_held = lambda cid, answer: self.told.append(answer)
+
+    def start_held(self, container_id: str, tell: bool = True) -> dict:
+        self.asked += 1
+        return self._told(container_id, self.answers.pop(0)) if tell else self.answers.pop(0)
+
+
+def _restarting() -> Health:
+    return Health("down", ["container restarting"], "restarting", "")
+
+
+def _full(free: int) -> dict:
+    return {"started": False, "container": "c", "how": "held", "why": f"/srv has {free} bytes free of 16777216",
+            "cause": True}
+
+
+def test_a_held_container_is_asked_for_again_while_a_cause_holds_it_and_said_once_per_reason():
+    started = {"started": True, "container": "c", "how": "held", "why": "started now"}
+    ex = _Held([_restarting(), _restarting(), _restarting(), _looked("healthy")], [_full(0), _full(4096), started])
+    assert ex.verify("c", timeout=5, interval=0).healthy
+    assert ex.asked == 3
+    assert [t["started"] for t in ex.told] == [False, True]  # the full disk said once, its bytes changing or not
+
+
+def test_a_held_container_the_policy_starts_soon_is_left_to_it_and_not_asked_again():
+    soon = {"started": False, "container": "c", "how": "held", "why": "its restart policy starts it within 0.030s"}
+    ex = _Held([_restarting(), _restarting(), _looked("healthy")], [soon])
+    assert ex.verify("c", timeout=5, interval=0).healthy
+    assert ex.asked == 1 and ex.told == [soon]
+
+
 class _RefusesUntilSaved(FakeExecutor):
     """repair-ownership leaves Redis refusing writes with no save in progress; persist-again heals it."""
 
