@@ -411,6 +411,9 @@ class DockerExecutor:
             container, target = self.target(container_id)
         except docker.errors.DockerException:
             return {}
+        return self._unwritable_of(container, target)
+
+    def _unwritable_of(self, container: Container, target: Target) -> dict[str, str]:
         local = self.repair_via != "helper" and engine_paths_reachable()
         return {name: v["path"] for v in mount_verdicts(target, container.attrs.get("Mounts") or [], local)
                 if not v["ok"] for name in v["needed_by"]}
@@ -465,7 +468,7 @@ class DockerExecutor:
 
     def start_held(self, container_id: str, tell: bool = True) -> dict:
         """Start now a container its restart policy holds "restarting" (between a `die` and the end of the policy's
-        back-off: hooks/backoff.py), when what made it exit is gone by the facts read now (_cause_gone). The engine
+        back-off: hooks/backoff.py), when what made it exit is gone by the facts read now (_cause_stays). The engine
         would start it at the back-off's end; this starts it now, through `POST /containers/{id}/restart` (moby
         daemon/restart.go: the stop of a restarting container only cancels the pending start, daemon/kill.go
         killWithSignal, ExitOnNext; then it is started; the policy stays, RestartCount is reset). Only while the
@@ -480,17 +483,12 @@ class DockerExecutor:
             ("cause": True: worth asking again), or the engine refused (the back-off then runs its course). With
             tell, on_held hears the answer.
         """
-        try:
-            container, target = self.target(container_id)
-        except docker.errors.DockerException as exc:
-            answer = {"started": False, "container": container_id[:12], "how": "held", "why": f"engine: {exc}"[:300]}
-        else:
-            answer = self._start_held(container, target)
+        answer = self._with_target(container_id, "held", self._start_held)
         return self._told(container_id, answer) if tell else answer
 
     def restart_exiting(self, container_id: str, since: float) -> dict:
         """Restart at once a running container whose server said it exits (a fatal line of its current run, read
-        before since, epoch seconds), once what made it exit is gone by the facts read now (_cause_gone): the
+        before since, epoch seconds), once what made it exit is gone by the facts read now (_cause_stays): the
         restart's stop cancels the restart policy's start before there is one (moby daemon/kill.go killWithSignal:
         ExitOnNext; daemon/monitor.go handleContainerExit: a cancelled restart manager does not restart), the
         server's own exit ends the stop, and the restart starts it without the policy's back-off. One that exited
@@ -500,12 +498,17 @@ class DockerExecutor:
         Returns:
             start_held's shape, "how": "exiting" (or "held").
         """
+        return self._told(container_id, self._with_target(
+            container_id, "exiting", lambda container, target: self._restart_exiting(container, target, since)))
+
+    def _with_target(self, container_id: str, how: str, act: Callable[[Container, Target], dict]) -> dict:
+        """act's answer on the container and its facts read now; the answer that says why not when the engine
+        could not be asked."""
         try:
             container, target = self.target(container_id)
         except docker.errors.DockerException as exc:
-            return self._told(container_id, {"started": False, "container": container_id[:12], "how": "exiting",
-                                             "why": f"engine: {exc}"[:300]})
-        return self._told(container_id, self._restart_exiting(container, target, since))
+            return _left(container_id[:12], how)(f"engine: {exc}"[:300])
+        return act(container, target)
 
     def _restart_exiting(self, container: Container, target: Target, since: float) -> dict:
         if container.status == "restarting":
@@ -565,10 +568,8 @@ class DockerExecutor:
             return "a Swarm task: its service starts a new task"
         if self.repair_via == "helper" or not engine_paths_reachable():
             return "its paths cannot be read from here: whether the cause is gone is not known"
-        blocked = {v["path"] for v in mount_verdicts(target, container.attrs.get("Mounts") or [], True)
-                   if not v["ok"] and v["needed_by"]}
-        if blocked:
-            return f"its uid still cannot write {', '.join(sorted(blocked))}"
+        if blocked := self._unwritable_of(container, target):
+            return f"its uid still cannot write {', '.join(sorted(set(blocked.values())))}"
         if target.mount is not None and (full := no_room(disk_usage(target, True))):
             return full
         return None
@@ -592,7 +593,7 @@ class DockerExecutor:
         progress, a Redis that refuses writes or whose last rewrite failed stays so until something
         starts a save: that verdict is final at once, and the next action can start the save.
         A container its restart policy holds "restarting" is started at once when nothing the facts show would make
-        it fail again (start_held), once per verification.
+        it fail again (start_held): asked again at each look while a cause holds it, once otherwise.
         A stopped Swarm task is never started again: its service starts a new task for the same slot
         after its restart delay, and that task is what is verified (timeout is extended by the delay
         and SWARM_START).
