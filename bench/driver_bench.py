@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from bench.common import Result, interleave, make_tree, median, timed
 from bench.harness import cpu_seconds, load_note, percentile
 from bench.profile import profiled
+from ownvol.driver.settings import DEFAULT_WORKERS
 from ownvol.driver.store import Store
 from tests.support.common import new_name
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
@@ -54,19 +55,31 @@ def socket_post(sock_path: str, endpoint: str, body: dict) -> dict:
 
 
 class KeptConnection:
-    """One connection kept open across requests, as dockerd's plugin client keeps it: requests one after the
-    other, each reply read by its Content-Length. Lean, as socket_post is. (moby pkg/plugins/client.go makes a
-    zero-value Go http.Transport: up to 2 idle connections a host, a finished request's connection taken by the
-    next one; a caller sending its next request at once keeps reusing one.)"""
+    """A connection kept open across requests as dockerd's plugin client keeps it: requests one after the other,
+    each reply read by its Content-Length, and after a reply saying `Connection: close` (the driver's sync workers
+    say it: plugin/serve.py) the next request on a new connection, as Go's http.Transport does. Lean, as socket_post
+    is. (moby pkg/plugins/client.go makes a zero-value Go http.Transport: up to 2 idle connections a host, a
+    finished request's connection taken by the next one; a caller sending its next request at once keeps reusing
+    one.)"""
 
     def __init__(self, sock_path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(sock_path)
+        self.sock_path = sock_path
+        self.sock: socket.socket | None = None
         self.buffer = b""
         self.requests = 0
+        self.connections = 0
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(60)
+        sock.connect(self.sock_path)
+        self.buffer = b""
+        self.connections += 1
+        return sock
 
     def post(self, endpoint: str, body: dict) -> dict:
+        if self.sock is None:
+            self.sock = self._connect()
         raw = json.dumps(body).encode()
         self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (endpoint.encode(), len(raw), raw))
@@ -82,18 +95,21 @@ class KeptConnection:
         if not head.startswith(b"HTTP/1.1 200") or reply.get("Err"):
             raise RuntimeError(f"{endpoint}: {head.splitlines()[0]!r} {reply}")
         if b"connection: close" in head.lower():
-            raise RuntimeError(f"{endpoint}: the plugin closed the connection after request {self.requests + 1}")
+            self.close()
         self.requests += 1
         return reply
 
     def _more(self) -> None:
+        assert self.sock is not None
         data = self.sock.recv(65536)
         if not data:
             raise RuntimeError(f"the plugin closed the connection after {self.requests} requests")
         self.buffer += data
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def _mount_pair(sock_path: str, volume: str, conn: KeptConnection | None = None) -> tuple[float, float]:
@@ -248,7 +264,7 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0, windows: int = 3) 
     """`windows` windows of `seconds` with connections kept alive (as dockerd keeps them), interleaved with as
     many with a connection per request (the first round's clients); each figure is the median of the
     kept-alive windows' own, the others are in the note."""
-    plugin = PluginProcess(None).start()
+    plugin = PluginProcess(None, OWNVOL_WORKERS=str(DEFAULT_WORKERS)).start()
     try:
         volumes = [f"bench-{i}" for i in range(clients)]
         for v in volumes:
@@ -266,7 +282,8 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0, windows: int = 3) 
         errors = [e for w in kept + fresh for e in w.errors]
         workers = plugin.env["OWNVOL_WORKERS"]
         note = (f"{clients} client processes x {seconds:g} s straight on the socket, each Mount+Unmount of its own "
-                f"volume with a fresh ID on one connection kept alive (as dockerd's plugin client keeps it), "
+                f"volume with a fresh ID through a client keeping its connection as dockerd's plugin client does "
+                f"(a new one after a reply's Connection: close), "
                 f"OWNVOL_WORKERS={workers}; median of {windows} windows: " + "; ".join(w.describe() for w in kept)
                 + ". Interleaved, the same with a connection per request: "
                 + "; ".join(w.describe() for w in fresh))
@@ -331,7 +348,7 @@ def _filled(count: int, through_socket: int = 10) -> PluginProcess:
     """A plugin on a socket no engine sees, with `count` volumes: the first `through_socket` created through
     its socket, the rest written straight into its store in one transaction, each with its directory, as a
     Create leaves them (a Create commits twice with an fsync: 10,000 of them would take minutes here)."""
-    plugin = PluginProcess(None).start()
+    plugin = PluginProcess(None, OWNVOL_WORKERS=str(DEFAULT_WORKERS)).start()
     for i in range(min(count, through_socket)):
         plugin.call("Create", Name=f"scale-{i}", Opts={"profile": "redis"})
     store = Store(str(plugin.root / "ownvol.db"))

@@ -3,7 +3,7 @@
 `create_app` is the app factory. One view per endpoint parses the body once into its request type (protocol.py)
 and calls the driver; one error handler per exception class (PluginError, werkzeug's HTTPException, any other)
 turns what was raised into an `{"Err": "..."}` reply, so a traceback never leaves the process. One log line per
-request says what was asked and how it ended. serve.py serves the app with gunicorn's threaded workers; the
+request says what was asked and how it ended. serve.py serves the app with gunicorn's workers; the
 tests call it through Flask's test client.
 """
 
@@ -163,8 +163,8 @@ def _views(driver: VolumeDriver) -> dict[str, Callable[[], Response]]:
         return _reply(None)
 
     def mount() -> Response:
-        """A Mount that walks a large tree does it here, in the worker's thread for this request; the worker's
-        other threads answer the other requests meanwhile."""
+        """A Mount that walks a large tree does it here, in the worker answering this request; the other workers
+        answer the other requests meanwhile."""
         return _reply(driver.mount(parse(MountRequest, _body())))
 
     def unmount() -> Response:

@@ -3,7 +3,7 @@ the data, the MOUNT_ROOT binds, and which references a live mount really stands 
 
 A Mount looks at the data directory's root once (ownership.inspect_root) and from that one look plans what it
 does: record the check and answer (no walk due), check only (other live mounts hold the volume), or walk and
-repair in the request's own thread (gunicorn's gthread worker: the worker's other threads answer meanwhile).
+repair in the request's own worker (serve.py: the other workers answer meanwhile).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Serve the driver on its unix socket, in the foreground: gunicorn (the socket, socket activation, workers and
-their restarts, graceful shutdown) running app.py's Flask app in its threaded workers (gthread): each worker
-answers up to THREADS requests at once, so a Mount that walks a large tree keeps no other request
-waiting, and keeps a connection open between requests as dockerd keeps it."""
+their restarts, graceful shutdown) running app.py's Flask app in its single-threaded workers (gunicorn's sync
+worker): each worker answers one request at a time and takes the next connection only when it is free, so a Mount
+that walks a large tree holds one worker and the others answer meanwhile. A worker closes each connection after
+its reply (`Connection: close`); dockerd's client then connects again for its next request (Go's http.Transport)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import http.client
 import logging
 import os
 import socket
-import sys
 
 from gunicorn.app.base import BaseApplication
 
@@ -22,16 +22,14 @@ from .volumes import Volumes
 log = logging.getLogger("ownvol.plugin")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 GRACEFUL_TIMEOUT = 30  # seconds a stopping worker gives the requests in progress
-# requests a worker answers at once (gunicorn's gthread threads): a Mount that walks holds one, the other answers
-# meanwhile; more threads add no throughput under the GIL and lengthen the tail (bench: mount_p99_ms, 2 vs 4)
-THREADS = 2
-# Seconds a thread that wants the GIL waits before it asks the holder to drop it (sys.setswitchinterval; CPython's
-# default 0.005). A request crosses its worker's threads (gthread: the poller's thread hands the connection to a pool
-# thread, which hands it back), and each return from a socket write, a flock or the wake-up pipe wanted the GIL back
-# from the worker's other busy thread: py-spy put most of a slow Mount's time there (BENCHMARKS.md, mount_p99_ms).
-# Measured beside the default, two drivers in interleaved windows: Mount p99 40 against 54 ms, CPU 1.53 against
-# 1.91 ms a pair (6 windows each, load 5 to 9).
-GIL_SWITCH = 0.0005
+# Processes, not threads. gunicorn's threaded worker (gthread, 2 workers of 2 threads before) passed each request
+# across a worker's threads (poller, pool thread, back), and each return from a syscall waited for the GIL held by
+# the worker's other busy thread (py-spy: BENCHMARKS.md, mount_p99_ms); its kept connections also stay with the
+# worker that accepted them, one queue per worker. A sync worker has one thread, and the waiting connections queue
+# in the socket's one backlog, taken by whichever worker is free. Measured beside 2 gthread workers of 2 threads
+# (two drivers, the bench's 8 clients, interleaved 10 s windows): Mount p99 6.8 and 8.3 against 10.1 and 10.4 ms
+# at load 0.7 to 2.6, 16.6 against 24.3 ms (median of 6, better in each) at load 4.5 to 7.
+WORKER_CLASS = "sync"
 
 
 class AlreadyServing(RuntimeError):
@@ -73,14 +71,15 @@ class _Gunicorn(BaseApplication):
         for key, value in {
             "bind": [f"unix:{s.socket}"],
             "workers": s.workers,
-            # gthread: a pool of threads per worker answers the requests (a walking Mount holds one of them), and
-            # a connection is kept open between requests, as dockerd's plugin client keeps it (Go's
-            # http.Transport; moby pkg/plugins/client.go); idle ones wait in the worker's poller, not in a thread.
-            "worker_class": "gthread",
-            "threads": THREADS,
-            "keepalive": 30,
+            # a request at a time per worker (a walking Mount holds one worker), each connection closed after its
+            # reply; threads=1 keeps gunicorn from turning sync into gthread
+            "worker_class": WORKER_CLASS,
+            "threads": 1,
             "umask": 0o077,  # the socket is born 0600: root only
-            "timeout": 600,  # the workers' heartbeat; the worker's main loop keeps beating while a thread walks
+            # no heartbeat deadline: a sync worker beats only between requests, and a Mount may walk a tree of any
+            # size (1,000,000 files: 6 s; BENCHMARKS.md, mount_idmap_1m_ms); the threaded worker's loop beat
+            # through a walk, so no request was ever cut by it
+            "timeout": 0,
             "graceful_timeout": GRACEFUL_TIMEOUT,
             "loglevel": s.log_level.lower(),
             "errorlog": "-",
@@ -126,7 +125,6 @@ def serve(settings: Settings) -> None:
     logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
-    sys.setswitchinterval(GIL_SWITCH)  # the workers, forked from this process, keep it
     inherited = listening_socket()
     if inherited is None and answers(settings.socket):
         _take_over(settings.socket)
@@ -140,9 +138,9 @@ def serve(settings: Settings) -> None:
     for line in Volumes(settings, store).recover():
         log.info("recover: %s", line)
     store.close()
-    log.info("driver %s on %s%s (root %s, mount root %s, %d workers of %d threads)", settings.driver_name,
+    log.info("driver %s on %s%s (root %s, mount root %s, %d workers)", settings.driver_name,
              settings.socket, " (socket activation)" if inherited else "", settings.root, settings.mount_root or "-",
-             settings.workers, THREADS)
+             settings.workers)
     _Gunicorn(settings).run()
 
 

@@ -15,6 +15,8 @@ from .options import Defaults, parse_defaults
 
 DEFAULT_ALLOWED_ROOTS = ("/srv", "/home", "/mnt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# worker processes, each answering one request at a time (serve.py): a walking Mount holds one, three answer
+DEFAULT_WORKERS = 4
 
 
 class SettingsError(ValueError):
@@ -84,7 +86,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     log_level = (env.get("OWNVOL_LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise SettingsError(f"OWNVOL_LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    workers_text = env.get("OWNVOL_WORKERS") or "2"
+    workers_text = env.get("OWNVOL_WORKERS") or str(DEFAULT_WORKERS)
     if not workers_text.isdigit() or not 1 <= int(workers_text) <= 64:
         raise SettingsError(f"OWNVOL_WORKERS: {workers_text!r} is not a number of workers from 1 to 64")
     userns = env.get("OWNVOL_USERNS") or "auto"
