@@ -92,6 +92,7 @@ class _Gunicorn(BaseApplication):
             "when_ready": lambda server: _own_socket(s),
             # a worker stops when its arbiter dies (SIGKILL of the arbiter alone), instead of serving unsupervised
             "post_fork": lambda server, worker: orphans.die_with_parent(server.pid),
+            "post_request": lambda worker, req, environ, resp: _reply_sent(environ),
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every instance on the host
             "control_socket_disable": True,
         }.items():
@@ -102,6 +103,20 @@ class _Gunicorn(BaseApplication):
         from .app import create_app
 
         return create_app(self.settings)
+
+
+def _reply_sent(environ: dict) -> None:
+    """After a request, its reply written: the connection's read side shut (shutdown(2) SHUT_RD), so the worker's
+    closing of it (gunicorn's util.close_graceful: SHUT_WR, then reading until the peer closes, 2 s at most) still
+    reads what of the request is left unread but waits no longer for the client to close its end. py-spy put 17 % of
+    a sync worker's time in that wait under the bench's 8 clients (a client on a busy machine closes when it next
+    gets a core); without it: 948 against 865 pairs/s, Mount p50 3.3 against 4.2 ms (5 interleaved windows)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def _own_socket(s: Settings) -> None:
