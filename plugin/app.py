@@ -222,10 +222,23 @@ def _log_request(response: Response) -> Response:
     return response
 
 
+def _checkpoint_after_reply(store: Store) -> Callable[[Response], Response]:
+    """An after_request that leaves the store's checkpoint (Store.checkpoint_if_due) until the reply is sent: the
+    WSGI server closes a response once its body is written (PEP 3333, close()), and the client has its answer."""
+    def after(response: Response) -> Response:
+        response.call_on_close(store.checkpoint_if_due)
+        return response
+    return after
+
+
 def create_app(settings: Settings | None = None, volumes: VolumeDriver | None = None) -> Flask:
     """The driver's Flask app: settings from the environment unless given; one store per process (a worker)."""
     settings = settings or from_env()
-    driver: VolumeDriver = volumes or Volumes(settings, Store(settings.db_path))
+    store = None
+    if volumes is None:
+        store = Store(settings.db_path, deferred_checkpoints=True)
+        volumes = Volumes(settings, store)
+    driver: VolumeDriver = volumes
     app = Flask("ownvol.driver")
     app.extensions["ownvol.volumes"] = driver
     views = _views(driver) | (_own_views(driver) if isinstance(driver, Volumes) else {})
@@ -234,6 +247,8 @@ def create_app(settings: Settings | None = None, volumes: VolumeDriver | None = 
         app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"], provide_automatic_options=False)
     app.before_request(_started)
     app.after_request(_log_request)
+    if store is not None:
+        app.after_request(_checkpoint_after_reply(store))
     app.register_error_handler(PluginError, _plugin_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)

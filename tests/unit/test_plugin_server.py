@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
+import sqlite3
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ownvol.driver.serve import UnixHTTPConnection
+from ownvol.driver.store import CHECKPOINT_EVERY
 
 
 def test_socket_is_root_only_and_replies_are_plugin_json(bare_plugin):
@@ -210,3 +214,30 @@ def test_a_driver_takes_over_a_socket_that_only_orphans_serve(bare_plugin):
     finally:
         if _running(orphan):
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_the_served_store_checkpoints_after_a_reply_not_inside_a_commit(bare_plugin, tmp_path):
+    """One worker: after CHECKPOINT_EVERY commits of its own (a Create commits twice, a Mount once) the next reply
+    is followed by a checkpoint, which leaves the references counted so far in the database file itself; the
+    references counted after it are in the WAL only, SQLite's own checkpoint off."""
+    plugin = bare_plugin(OWNVOL_WORKERS="1")
+    plugin.call("Create", Name="v", Opts={})
+    mounts = CHECKPOINT_EVERY + 40
+    for i in range(mounts):
+        plugin.call("Mount", Name="v", ID=f"m{i}")
+    alone = tmp_path / "alone.db"
+    deadline = time.monotonic() + 10
+    while True:
+        shutil.copyfile(plugin.root / "ownvol.db", alone)
+        conn = sqlite3.connect(alone)
+        try:
+            in_file = conn.execute("SELECT COUNT(*) FROM mounts WHERE volume = 'v'").fetchone()[0]
+        finally:
+            conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                (tmp_path / f"alone.db{suffix}").unlink(missing_ok=True)
+        if in_file or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert CHECKPOINT_EVERY - 2 <= in_file < mounts, in_file
+    assert plugin.call("Get", Name="v")["Volume"]["Status"]["mounts"] == mounts

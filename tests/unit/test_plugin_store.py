@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import sqlite3
 import threading
 
 import pytest
 
 from ownvol.driver.options import VolumeSpec
-from ownvol.driver.store import SCHEMA_VERSION, Store, VolumeRecord
+from ownvol.driver.store import CHECKPOINT_EVERY, SCHEMA_VERSION, Store, VolumeRecord
 
 SPEC = VolumeSpec(999, 999, 0o755, "on-root-mismatch", "redis")
 
@@ -140,7 +141,7 @@ def test_only_transactions_asked_not_to_be_durable_skip_the_fsync(store):
 
 
 def test_threads_of_one_store_each_have_their_own_connection_and_count_every_reference(store):
-    """A gthread worker's threads share its Store: each gets a connection (and writers' lock) of its own."""
+    """Threads sharing a Store each get a connection (and writers' lock) of their own."""
     with store.transaction():
         store.insert(record("a"))
     seen, errors = [], []
@@ -188,5 +189,62 @@ def test_a_version_1_store_is_migrated_when_opened(tmp_path):
             s.set_meta("epoch", "1")
             assert s.add_ref("a", "m1", "t2") == 1  # an earlier epoch's count is replaced, not added to
             assert s.add_ref("a", "m1", "t3") == 2
+    finally:
+        s.close()
+
+
+def _names_in_the_file_alone(db_path: str, tmp_path) -> set[str]:
+    """The volume names the database file itself holds, its WAL left aside (read from a copy of the file alone)."""
+    alone = tmp_path / "alone.db"
+    shutil.copyfile(db_path, alone)
+    conn = sqlite3.connect(alone)
+    try:
+        if conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'volumes'").fetchone()[0] == 0:
+            return set()  # not even the schema: every page is still in the WAL
+        return {row[0] for row in conn.execute("SELECT name FROM volumes")}
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"alone.db{suffix}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_store_with_deferred_checkpoints_never_checkpoints_inside_a_commit(tmp_path, deferred):
+    """1,200 commits make more WAL than SQLite's mark (1000 pages): SQLite's own checkpoint, run inside the COMMIT
+    that crosses it, has put rows into the database file; a store with deferred checkpoints has put none there
+    until checkpoint_if_due, which then puts all of them."""
+    path = str(tmp_path / "ownvol.db")
+    s = Store(path, deferred_checkpoints=deferred)
+    try:
+        for i in range(1200):
+            with s.transaction(durable=False):
+                s.insert(record(f"v{i}"))
+        in_file = _names_in_the_file_alone(path, tmp_path)
+        if not deferred:
+            assert in_file and not s.checkpoint_if_due()
+            return
+        assert in_file == set() and s.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert s.checkpoint_if_due()
+        assert _names_in_the_file_alone(path, tmp_path) == {f"v{i}" for i in range(1200)}
+        assert not s.checkpoint_if_due(), "due again with no commit since"
+    finally:
+        s.close()
+
+
+def test_a_deferred_checkpoint_is_due_after_checkpoint_every_commits_of_the_thread(tmp_path):
+    s = Store(str(tmp_path / "ownvol.db"), deferred_checkpoints=True)
+    try:
+        for i in range(CHECKPOINT_EVERY - 1):
+            with s.transaction(durable=False):
+                s.insert(record(f"v{i}"))
+        assert not s.checkpoint_if_due()
+        other: list[bool] = []
+        worker = threading.Thread(target=lambda: other.append(s.checkpoint_if_due()))
+        worker.start()
+        worker.join()
+        assert other == [False], "another thread's connection has made no commit"
+        with s.transaction(durable=False):
+            s.insert(record("last"))
+        assert s.checkpoint_if_due()
     finally:
         s.close()
