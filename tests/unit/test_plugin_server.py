@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
-import sqlite3
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ownvol.driver.serve import UnixHTTPConnection
 from ownvol.driver.store import CHECKPOINT_EVERY
+from tests.support.sqlite_file import rows_in_the_file_alone
 
 
 def test_socket_is_root_only_and_replies_are_plugin_json(bare_plugin):
@@ -225,17 +224,11 @@ def test_the_served_store_checkpoints_after_a_reply_not_inside_a_commit(bare_plu
     mounts = CHECKPOINT_EVERY + 40
     for i in range(mounts):
         plugin.call("Mount", Name="v", ID=f"m{i}")
-    alone = tmp_path / "alone.db"
     deadline = time.monotonic() + 10
     while True:
-        shutil.copyfile(plugin.root / "ownvol.db", alone)
-        conn = sqlite3.connect(alone)
-        try:
-            in_file = conn.execute("SELECT COUNT(*) FROM mounts WHERE volume = 'v'").fetchone()[0]
-        finally:
-            conn.close()
-            for suffix in ("", "-wal", "-shm"):
-                (tmp_path / f"alone.db{suffix}").unlink(missing_ok=True)
+        rows = rows_in_the_file_alone(plugin.root / "ownvol.db", tmp_path,
+                                      "SELECT COUNT(*) FROM mounts WHERE volume = 'v'")
+        in_file = rows[0][0] if rows else 0
         if in_file or time.monotonic() > deadline:
             break
         time.sleep(0.05)

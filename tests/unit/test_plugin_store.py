@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import sqlite3
 import threading
 
@@ -11,6 +10,7 @@ import pytest
 
 from ownvol.driver.options import VolumeSpec
 from ownvol.driver.store import CHECKPOINT_EVERY, SCHEMA_VERSION, Store, VolumeRecord
+from tests.support.sqlite_file import rows_in_the_file_alone
 
 SPEC = VolumeSpec(999, 999, 0o755, "on-root-mismatch", "redis")
 
@@ -194,18 +194,9 @@ def test_a_version_1_store_is_migrated_when_opened(tmp_path):
 
 
 def _names_in_the_file_alone(db_path: str, tmp_path) -> set[str]:
-    """The volume names the database file itself holds, its WAL left aside (read from a copy of the file alone)."""
-    alone = tmp_path / "alone.db"
-    shutil.copyfile(db_path, alone)
-    conn = sqlite3.connect(alone)
-    try:
-        if conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'volumes'").fetchone()[0] == 0:
-            return set()  # not even the schema: every page is still in the WAL
-        return {row[0] for row in conn.execute("SELECT name FROM volumes")}
-    finally:
-        conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            (tmp_path / f"alone.db{suffix}").unlink(missing_ok=True)
+    """The volume names the database file itself holds, its WAL left aside."""
+    rows = rows_in_the_file_alone(db_path, tmp_path, "SELECT name FROM volumes")
+    return {name for (name,) in rows or []}
 
 
 @pytest.mark.parametrize("deferred", [False, True])
