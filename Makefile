@@ -72,6 +72,8 @@ down:
 	-scripts/daemon.sh stop hook
 	-scripts/daemon.sh stop driver
 	-scripts/daemon.sh stop plugin  # a driver started by make up before it was named driver
+	@echo "down: dockerd keeps the driver it activated until dockerd restarts: while the driver is stopped, each" \
+	  "docker volume ls waits about 30 s for it (dockerd's retries); make up again ends that"
 
 ## install: ownvol on this host under systemd, from a wheel built here: /opt/ownvol, the units, /etc/ownvol/ownvol.env
 ## (PREFIX=DIR installs below DIR and tells systemd nothing); an upgrade keeps volumes, references, journal, settings

@@ -21,33 +21,59 @@ from .model import Incident
 
 INCIDENTS_SHOWN = 12
 VOLUMES_TTL = 5.0  # seconds a `docker volume ls/inspect` answer is reused: every viewer polls the page
+VOLUMES_WAIT = 1.0  # seconds a page or a scrape waits for that answer (DriverVolumes)
 
 
 class DriverVolumes:
     """The volumes of the driver called `name` (default: ownvol.status.driver_name()) as the engine reports
     them: `docker volume ls`, then `docker volume inspect` of each whose Driver is it (its Status is the
-    driver's Get reply, ownvol.status.VolumeStatus)."""
+    driver's Get reply, ownvol.status.VolumeStatus).
+
+    A reader never waits on the engine more than `wait` seconds: dockerd asks every volume driver it has
+    activated for its List, and one that no longer answers (a driver stopped without its socket) it retries for
+    about 30 s (moby pkg/plugins/client.go callWithRetry), so a `docker volume ls` then takes that long. The list
+    is asked for in a thread of its own; a reader that it keeps waiting gets the last list and says why."""
 
     def __init__(self, client: Callable[[], docker.DockerClient], name: str | None = None,
-                 ttl: float = VOLUMES_TTL) -> None:
+                 ttl: float = VOLUMES_TTL, wait: float = VOLUMES_WAIT) -> None:
         self.client = client
         self.name = name or driver_name()
         self.ttl = ttl
+        self.wait = wait
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict], str | None] = (0.0, [], None)
+        self._asking: threading.Thread | None = None
 
     def read(self) -> tuple[list[dict], str | None]:
-        """(volumes, None), or ([], why) when the engine could not be asked."""
+        """(volumes, None), or (volumes, why) when the engine could not be asked (volumes: []) or has not
+        answered within `wait` seconds (volumes: the last list it gave)."""
         with self._lock:
             at, volumes, error = self._cached
             if time.monotonic() - at < self.ttl:
                 return volumes, error
-            try:
-                volumes, error = self._read(), None
-            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-                volumes, error = [], f"engine: {exc}"[:200]
-            self._cached = (time.monotonic(), volumes, error)
+            if self._asking is None:
+                self._asking = threading.Thread(target=self._ask, name="driver-volumes", daemon=True)
+                self._asking.start()
+            asking = self._asking
+        asking.join(self.wait)
+        with self._lock:
+            at, volumes, error = self._cached
+            if asking.is_alive():
+                return volumes, (f"engine: no volume list within {self.wait:g} s (dockerd retries a volume driver "
+                                 f"it knows that does not answer); shown: the last one")
             return volumes, error
+
+    def _ask(self) -> None:
+        volumes: list[dict] = []
+        error: str | None = "engine: the volume list failed"
+        try:
+            volumes, error = self._read(), None
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            error = f"engine: {exc}"[:200]
+        finally:
+            with self._lock:
+                self._cached = (time.monotonic(), volumes, error)
+                self._asking = None
 
     def _read(self) -> list[dict]:
         api = self.client().api

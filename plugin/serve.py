@@ -30,7 +30,9 @@ GRACEFUL_TIMEOUT = 30  # seconds a stopping worker gives the requests in progres
 # (two drivers, the bench's 8 clients, interleaved 10 s windows, 4 sync workers): Mount p99 6.8 and 8.3 against
 # 10.1 and 10.4 ms at load 0.7 to 3.8; 16.6 against 24.3 ms (median of 6, better in each) at load 4.2 to 7.2; with
 # _reply_sent too, 21.7 against 30.5 ms (median of 8, better in 6), CPU 2.00 against 2.28 ms a pair, load 2.3 to 5.3;
-# at load 6 to 8 none seen (17.8 against 15.4 ms, better in 2 of 6; p50 3.7 against 4.5 ms).
+# at load 6 to 8 none seen (17.8 against 15.4 ms, better in 2 of 6; p50 3.7 against 4.5 ms). On a quiet machine
+# (4 rounds): p99 7.65 against 8.80 ms, 1496 against 1096 pairs/s, CPU 1.04 against 1.33 ms a pair; docker run's
+# start the same (container_start_ratio 1.039 against 1.043, 30 runs a side; BENCHMARKS.md, Issue 28).
 WORKER_CLASS = "sync"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,23 @@ def test_the_driver_volumes_are_read_through_the_engine(ownvol_plugin, engine_cl
                   DriverVolumes(lambda: engine_client, ownvol_plugin.name))
     faults = [f for f in board.view()["latent"] if f["subject"] in (name, broken)]
     assert [(f["subject"], f["kind"]) for f in faults] == [(broken, "volume")] and "missing" in faults[0]["what"]
+
+
+def test_a_driver_the_engine_knows_that_no_longer_answers_keeps_no_reader_waiting(make_plugin, engine_client):
+    """A driver stopped after dockerd activated it (its socket gone, as `make down` leaves it): dockerd retries it
+    at each `docker volume ls` for about 30 s. The page and the scrape read the volumes through DriverVolumes:
+    they get the last list within its wait, and say why, while the list is still being asked for."""
+    plugin = make_plugin()
+    plugin.call("Create", Name="gone-soon", Opts={})
+    engine_client.api.volumes()  # the engine lists (and has activated) the driver
+    volumes = DriverVolumes(lambda: engine_client, plugin.name, ttl=0, wait=1.0)
+    shown, error = volumes.read()
+    assert error is None and [v["name"] for v in shown] == ["gone-soon"]
+    plugin.stop()
+    Path(plugin.socket).unlink(missing_ok=True)  # a stopped driver leaves no socket (gunicorn unlinks its own)
+    started = time.monotonic()
+    shown, error = volumes.read()
+    waited = time.monotonic() - started
+    assert waited < 3, f"the reader waited {waited:.1f} s for the engine"
+    assert error and "no volume list within 1 s" in error, error
+    assert [v["name"] for v in shown] == ["gone-soon"], "the last list is shown"
