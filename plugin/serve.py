@@ -9,9 +9,12 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import queue
+import signal
 import socket
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from . import orphans
 from .activation import ActivationError, listening_socket
@@ -95,7 +98,7 @@ class _Gunicorn(BaseApplication):
             "preload_app": True,
             "when_ready": lambda server: _own_socket(s),
             # a worker stops when its arbiter dies (SIGKILL of the arbiter alone), instead of serving unsupervised
-            "post_fork": lambda server, worker: orphans.die_with_parent(server.pid),
+            "post_fork": lambda server, worker: _forked(server),
             "post_request": lambda worker, req, environ, resp: _reply_sent(environ),
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every instance on the host
             "control_socket_disable": True,
@@ -107,6 +110,23 @@ class _Gunicorn(BaseApplication):
         from .app import create_app
 
         return create_app(self.settings)
+
+
+def _forked(server: Arbiter) -> None:
+    """In a worker just forked, before gunicorn installs its own handlers (workers/base.py init_signals, after
+    its pipes and owner): a SIGTERM stops it at once. Until then the arbiter's handler, inherited, only queues a
+    signal in the worker's copy of the arbiter's queue, so a worker that the arbiter's stop met in that window
+    served on and held the stop for the whole graceful timeout (30 s; the arbiter forks its 4 workers up to 0.1 s
+    apart, so a stop right after a start could meet the last one). A SIGTERM already queued there ends it too.
+    The worker has answered nothing yet. Then: SIGTERM when its arbiter dies (orphans.die_with_parent)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        try:
+            if server.SIG_QUEUE.get_nowait() == signal.SIGTERM:
+                os.kill(os.getpid(), signal.SIGTERM)
+        except queue.Empty:
+            break
+    orphans.die_with_parent(server.pid)
 
 
 def _reply_sent(environ: dict) -> None:

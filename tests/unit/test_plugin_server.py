@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import signal
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
+import pytest
+
+from ownvol.driver import serve
 from ownvol.driver.serve import UnixHTTPConnection
 from ownvol.driver.store import CHECKPOINT_EVERY
 from tests.support.sqlite_file import rows_in_the_file_alone
@@ -234,3 +239,25 @@ def test_the_served_store_checkpoints_after_a_reply_not_inside_a_commit(bare_plu
         time.sleep(0.05)
     assert CHECKPOINT_EVERY - 2 <= in_file < mounts, in_file
     assert plugin.call("Get", Name="v")["Volume"]["Status"]["mounts"] == mounts
+
+
+@pytest.mark.parametrize("queued", [False, True])
+def test_a_worker_stopped_before_gunicorn_s_own_handlers_stops_at_once(queued):
+    """serve._forked, in a forked child as gunicorn's post_fork runs it: the arbiter's SIGTERM handler the child
+    inherited (which only queues the signal, so a worker met by a stop before its own handlers served on for the
+    whole graceful timeout) gives way to SIGTERM's default, and a SIGTERM it had already queued ends the child."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            arbiter = SimpleNamespace(SIG_QUEUE=queue.SimpleQueue(), pid=os.getppid())
+            signal.signal(signal.SIGTERM, lambda sig, frame: arbiter.SIG_QUEUE.put_nowait(sig))
+            if queued:
+                os.kill(os.getpid(), signal.SIGTERM)  # before post_fork: queued by the arbiter's handler
+            serve._forked(arbiter)
+            if not queued:
+                os.kill(os.getpid(), signal.SIGTERM)  # after it
+            time.sleep(5)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
