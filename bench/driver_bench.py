@@ -67,14 +67,12 @@ class KeptConnection:
         self.sock: socket.socket | None = None
         self.buffer = b""
         self.requests = 0
-        self.connections = 0
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(60)
         sock.connect(self.sock_path)
         self.buffer = b""
-        self.connections += 1
         return sock
 
     def post(self, endpoint: str, body: dict) -> dict:

@@ -135,7 +135,9 @@ def _reply_sent(environ: dict) -> None:
     reads what of the request is left unread but waits no longer for the client to close its end. py-spy put 17 % of
     a sync worker's time in that wait under the bench's 8 clients (a client on a busy machine closes when it next
     gets a core); without it: 948 against 865 pairs/s, Mount p50 3.3 against 4.2 ms (5 interleaved windows)."""
-    sock = environ.get("gunicorn.socket")
+    from .app import PEER_SOCKET  # loaded already (preload_app); here, as in load(), to keep the CLI off Flask
+
+    sock = environ.get(PEER_SOCKET)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RD)

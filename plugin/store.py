@@ -143,7 +143,7 @@ class Store:
         """This thread's connection: a connection never crosses a fork into a gunicorn worker, nor a thread
         (sqlite3 refuses that) into another of a worker's threads."""
         local = self._local
-        if getattr(local, "conn", None) is None or local.pid != os.getpid():
+        if not self._connected():
             local.conn = self._connect()
             local.durable = True
             local.commits = 0
@@ -151,6 +151,11 @@ class Store:
             local.lock_fd = os.open(self.db_path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             local.pid = os.getpid()
         return local.conn
+
+    def _connected(self) -> bool:
+        """Whether this thread holds a connection made in this process (a fork's child makes its own)."""
+        local = self._local
+        return getattr(local, "conn", None) is not None and local.pid == os.getpid()
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(self.db_path) or ".", mode=0o700, exist_ok=True)
@@ -163,7 +168,7 @@ class Store:
 
     def close(self) -> None:
         local = self._local
-        if getattr(local, "conn", None) is not None and local.pid == os.getpid():
+        if self._connected():
             local.conn.close()
             os.close(local.lock_fd)
         local.conn = None
@@ -205,8 +210,7 @@ class Store:
         meanwhile; sqlite.org/pragma.html#pragma_wal_checkpoint), outside the writers' lock. Whether it ran; one
         refused (another connection's checkpoint holds the file) is asked again after the next commit."""
         local = self._local
-        if not self.deferred_checkpoints or getattr(local, "conn", None) is None or local.pid != os.getpid() \
-                or local.commits < CHECKPOINT_EVERY:
+        if not self.deferred_checkpoints or not self._connected() or local.commits < CHECKPOINT_EVERY:
             return False
         try:
             local.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
