@@ -14,7 +14,7 @@ ENGINE_TESTS = $(shell grep -lE 'private_engine|plugin_engine|engine_client|ptra
 	tests/engine/test_*.py tests/hostile/test_*.py | grep -v test_swarm_nodes)
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml scripts/venv.sh
+$(VENV)/.installed: pyproject.toml setup.py ownvol/_entries.c scripts/venv.sh
 	scripts/venv.sh
 	touch $@
 

@@ -21,6 +21,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -32,6 +33,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # uid_t/gid_t passed as c_uint32 objects made once per directory (argtypes conversion was 0.45 us of a file's 8 us)
 _fchownat = _libc.fchownat
 
+
+_compiled: ModuleType | None  # the per-entry loop compiled (ownvol/_entries.c; setup.py builds it where gcc is)
+try:
+    from ownvol import _entries as _compiled
+except ImportError:  # a machine without a C compiler: the Python loop, the same walk
+    _compiled = None
 
 _COUNTS = ("changed", "visited", "vanished", "skipped_hardlinks", "skipped_other_fs")
 
@@ -274,6 +281,8 @@ def _chmod_held(fd: int, mode: int) -> None:
 def _fix_entries(dir_fd: int, where: str, dev: int, fix: _Fix, report: RepairReport) -> list[str]:
     """Re-own the non-directory entries of one directory (`where`, relative to the root); return its subdirectory
     names."""
+    if _compiled is not None:
+        return _fix_compiled(dir_fd, where, None, dev, fix, report)
     try:
         entries = list(os.scandir(dir_fd))
     except OSError as exc:
@@ -290,7 +299,13 @@ def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, rep
 
     Each non-directory entry is re-owned (and re-moded) through an O_PATH fd, so the inode checked is the inode
     changed (a name swapped between the listing and the chown cannot redirect it). The loop is the walk's per-file
-    cost (BENCHMARKS.md, repair_vs_chown_ratio): the os functions are bound once and the counts kept in locals."""
+    cost (BENCHMARKS.md, repair_vs_chown_ratio): ownvol._entries when it is built, else this loop, with the os
+    functions bound once and the counts kept in locals."""
+    if _compiled is not None:
+        listed_dirs = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+        report.visited += len(listed_dirs)
+        others = [entry.name for entry in entries if not entry.is_dir(follow_symlinks=False)]
+        return listed_dirs + _fix_compiled(dir_fd, where, others, dev, fix, report)
     subdirs: list[str] = []
     open_fd, fstat, close, fchownat = os.open, os.fstat, os.close, _fchownat
     is_dir_mode, is_reg = stat.S_ISDIR, stat.S_ISREG
@@ -338,6 +353,27 @@ def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, rep
     report.vanished += vanished
     report.skipped_hardlinks += hardlinks
     report.skipped_other_fs += other_fs
+    return subdirs
+
+
+def _fix_compiled(dir_fd: int, where: str, names: list[str] | None, dev: int, fix: _Fix,
+                  report: RepairReport) -> list[str]:
+    """_fix_listed through ownvol._entries: names, the entries listed as non-directories (None: it lists dir_fd
+    itself). Counts, errors and modes are the Python loop's, word for word."""
+    assert _compiled is not None
+    subdirs, counts, errors, modes, listing_errno = _compiled.fix(dir_fd, fix.uid, fix.gid, dev, fix.file_needs, names)
+    if listing_errno:
+        report.errors.append(f"listing a directory: {os.strerror(listing_errno)}")
+        return []
+    visited, changed, vanished, hardlinks, other_fs = counts
+    report.visited += visited
+    report.changed += changed
+    report.vanished += vanished
+    report.skipped_hardlinks += hardlinks
+    report.skipped_other_fs += other_fs
+    report.errors.extend(f"{name}: {os.strerror(err)}" for name, err in errors)
+    for name, old, new in modes:
+        report.mode_changed(f"{where}{name}", old, new)
     return subdirs
 
 

@@ -5,7 +5,7 @@
 #     (the legacy builder's leftovers); containers the tests labelled (ownvol.test.session) go first
 #   - the cache: $OWNVOL_CACHE (/var/cache/ownvol: debs, debootstrap, PyPI wheels, unpacked dockerd 26/28)
 #   - this checkout's build outputs and its .venv (build/, run/, *.egg-info, .mypy_cache, .pytest_cache,
-#     .hypothesis, __pycache__), after stopping make up's driver and hook, which run from that venv
+#     .hypothesis, __pycache__, ownvol/_entries.*.so), after stopping make up's driver and hook, which run from that venv
 #   - what the tests leave behind: private engines' data and exec roots (/var/lib/ownvol-test, /run/ovt-*),
 #     scratch directories (/var/tmp/ownvol-*, /var/tmp/ovsd-*, /tmp/ovproxy-*, /tmp/ovrl*, /tmp/pytest-of-root), their
 #     locks; a rootless engine's test user (ovrl<N>x<M>) and its subordinate ids;
@@ -137,6 +137,9 @@ clean_tree() {
     local path
     for path in .venv build run .mypy_cache .pytest_cache .hypothesis bench/results.json.tmp; do
         remove_tree "$TREE/$path"
+    done
+    for path in "$TREE"/ownvol/_entries.*.so; do  # the compiled walk loop, built in place by the venv's install
+        remove_tree "$path"
     done
     while IFS= read -r -d '' path; do
         remove_tree "$path"

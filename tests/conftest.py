@@ -16,7 +16,7 @@ import pytest
 from tests.support.common import ROOT, SESSION, SESSION_LABEL, Tracked, free_port, image_lock, new_name
 from tests.support.engine import ENGINES, PrivateEngine, engines_failed, settle_logs
 
-pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook"]
+pytest_plugins = ["tests.support.fixtures_plugin", "tests.support.fixtures_hook", "tests.support.walks"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

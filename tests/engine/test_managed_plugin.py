@@ -39,12 +39,13 @@ def docker_cli(*args: str, host: str | None = None, check: bool = True) -> subpr
 
 
 def _image_has_this_tree(rootfs: Path) -> bool:
-    """Whether the rootfs's installed ownvol packages are byte for byte this checkout's."""
+    """Whether the rootfs's installed ownvol packages are byte for byte this checkout's (sources: *.py, and *.c,
+    whose compiled module the wheel carries beside it)."""
     site = next(rootfs.glob("opt/ownvol/lib/python3*/site-packages"), None)
     if site is None:
         return False
     for package, folder in PACKAGE_DIRS.items():
-        for source in (ROOT / folder).glob("*.py"):
+        for source in [*(ROOT / folder).glob("*.py"), *(ROOT / folder).glob("*.c")]:
             installed = site.joinpath(*package.split(".")) / source.name
             if not installed.is_file() or installed.read_bytes() != source.read_bytes():
                 return False
@@ -255,6 +256,13 @@ def test_capabilities_are_the_ones_the_readme_names(managed):
     assert config["Interface"]["Types"] == ["docker.volumedriver/1.0"]
     assert config["Interface"]["Socket"] == "ownvol.sock"
     assert config["Network"]["Type"] == "none" and config["PropagatedMount"] == MOUNT_ROOT
+
+
+def test_the_plugin_walks_with_the_compiled_loop(plugin_dir):
+    """The managed plugin's ownvol carries ownvol._entries (built into the wheel by setup.py): its preflight
+    walks with the compiled loop, not the Python one it would fall back to."""
+    site = next((plugin_dir / "rootfs").glob("opt/ownvol/lib/python3*/site-packages"))
+    assert list(site.glob("ownvol/_entries.cpython-*.so")), "the plugin's ownvol has no compiled walk loop"
 
 
 def test_without_cap_sys_admin_a_mount_fails(plugin_dir, docker_client, tmp_path, redis_image):

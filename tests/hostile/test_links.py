@@ -66,7 +66,7 @@ def plant(root, decoys) -> None:
         os.chown(p, 0, 0, follow_symlinks=False)
 
 
-def test_a_directory_swapped_for_a_symlink_during_the_walk_is_never_entered(tmp_path):
+def test_a_directory_swapped_for_a_symlink_during_the_walk_is_never_entered(tmp_path, walk_loop):
     """A racing process swaps a directory for a symlink to a host directory, and a file for a symlink to a
     host file, thousands of times while repairs walk; the host entries keep their owner."""
     decoys = make_decoys(tmp_path / "host")
@@ -85,7 +85,7 @@ def test_a_directory_swapped_for_a_symlink_during_the_walk_is_never_entered(tmp_
     assert tree_owned_by(str(vol), 999, 999) == []
 
 
-def test_a_file_swapped_for_a_hard_link_to_a_host_file_is_never_reowned(tmp_path):
+def test_a_file_swapped_for_a_hard_link_to_a_host_file_is_never_reowned(tmp_path, walk_loop):
     """Between the look at a file (one link, wrong owner) and its chown, the name becomes a hard link to a
     host file: the chown must land on the inode that was looked at, never on the host file."""
     decoys = make_decoys(tmp_path / "host")

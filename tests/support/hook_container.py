@@ -30,7 +30,7 @@ _DIGESTS = (
 
 def _tree_digests() -> dict[str, str]:
     return {f"{p}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
-            for p, d in PACKAGE_DIRS.items() for f in (ROOT / d).iterdir() if f.suffix in (".py", ".yaml")}
+            for p, d in PACKAGE_DIRS.items() for f in (ROOT / d).iterdir() if f.suffix in (".py", ".yaml", ".c")}
 
 
 def _image_digests(client: docker.DockerClient, tag: str) -> dict[str, str]:

@@ -71,7 +71,7 @@ def mode(path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def test_a_usable_repair_gives_the_owner_what_stops_it_and_says_which_modes_changed(data):
+def test_a_usable_repair_gives_the_owner_what_stops_it_and_says_which_modes_changed(data, walk_loop):
     etc = mode("/etc")
     report = repair(str(data), 999, 999, mode_for(mode(data)), usable=True)
     assert (mode(data), mode(data / "appendonlydir"), mode(data / "appendonlydir" / "locked.aof")) == \
@@ -85,7 +85,7 @@ def test_a_usable_repair_gives_the_owner_what_stops_it_and_says_which_modes_chan
     assert again["changed"] == 0 and "modes" not in again
 
 
-def test_the_driver_s_repair_leaves_the_tree_s_modes_alone(data):
+def test_the_driver_s_repair_leaves_the_tree_s_modes_alone(data, walk_loop):
     """Without usable (the driver's Mount preflight) the modes below the root are the application's business."""
     os.chmod(data, 0o755)
     report = repair(str(data), 1000, 1000, None)
@@ -93,7 +93,7 @@ def test_the_driver_s_repair_leaves_the_tree_s_modes_alone(data):
     assert report.modes == [] and "modes" not in report.as_dict()
 
 
-def test_modes_are_counted_across_forked_walkers(tmp_path):
+def test_modes_are_counted_across_forked_walkers(tmp_path, walk_loop):
     root = tmp_path / "many"
     for i in range(6):
         (root / f"d{i}").mkdir(parents=True)

@@ -10,6 +10,8 @@ import pytest
 from ownvol import ownership
 from ownvol.ownership import OwnershipError, RepairReport, inspect_root, repair, tree_owned_by
 
+pytestmark = pytest.mark.usefixtures("walk_loop")  # each test with the compiled loop and the Python one
+
 
 def owner(path) -> tuple[int, int]:
     st = os.lstat(path)

@@ -15,6 +15,8 @@ import pytest
 
 from ownvol.ownership import repair
 
+pytestmark = pytest.mark.usefixtures("walk_loop")  # each test with the compiled loop and the Python one
+
 
 def _generate(root: Path, outside: Path, seed: int) -> None:
     """root: 8 subtrees of random depth with files, symlinks (inside, outside, dangling), hard links to a file
