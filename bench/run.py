@@ -98,8 +98,8 @@ def main(argv: list[str]) -> int:
             "cpu": _cpu_model(), "kernel": f"{platform.release()} {platform.version()}",
             "groups": dict.fromkeys(wanted, when), "loads": loads}
     if argv and RESULTS.exists():  # some groups: the other groups' lines stay, each group says when it ran
-        ours = {r.name for r in results}
-        payload = [line for line in json.loads(RESULTS.read_text()) if line["name"] not in ours] + payload
+        fresh = {line["name"]: line for line in payload}  # a line measured again keeps its place in the table
+        payload = [fresh.pop(line["name"], line) for line in json.loads(RESULTS.read_text())] + list(fresh.values())
         machine = RESULTS.parent / "machine.json"
         before = json.loads(machine.read_text()) if machine.exists() else {}
         meta["groups"] = {**before.get("groups", {}), **meta["groups"]}
