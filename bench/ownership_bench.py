@@ -10,6 +10,7 @@ from bench.common import Result, interleave, make_tree, median, timed
 from ownvol import ownership
 
 WORK = os.environ.get("OWNVOL_BENCH_DIR", "/var/tmp/ownvol-bench")
+RATIO_GOAL = 0.8  # issue 28
 
 
 def repair_vs_chown(files: int = 100_000, runs: int = 5) -> list[Result]:
@@ -29,7 +30,7 @@ def repair_vs_chown(files: int = 100_000, runs: int = 5) -> list[Result]:
         shutil.rmtree(WORK, ignore_errors=True)
     ratio = median(repair_s) / median(chown_s)
     return [
-        Result("repair_vs_chown_ratio", round(ratio, 3), "ratio", "GNU chown -R", 1.0, "<= 0.8",
+        Result("repair_vs_chown_ratio", round(ratio, 3), "ratio", "GNU chown -R", 1.0, f"<= {RATIO_GOAL:g}",
                f"{files} files, {runs} runs each interleaved; median repair {median(repair_s):.3f} s, "
-               f"chown -R {median(chown_s):.3f} s", ratio <= 0.8),
+               f"chown -R {median(chown_s):.3f} s", ratio <= RATIO_GOAL),
     ]

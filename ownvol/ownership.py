@@ -302,9 +302,11 @@ def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, rep
     cost (BENCHMARKS.md, repair_vs_chown_ratio): ownvol._entries when it is built, else this loop, with the os
     functions bound once and the counts kept in locals."""
     if _compiled is not None:
-        listed_dirs = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+        listed_dirs: list[str] = []
+        others: list[str] = []
+        for entry in entries:
+            (listed_dirs if entry.is_dir(follow_symlinks=False) else others).append(entry.name)
         report.visited += len(listed_dirs)
-        others = [entry.name for entry in entries if not entry.is_dir(follow_symlinks=False)]
         return listed_dirs + _fix_compiled(dir_fd, where, others, dev, fix, report)
     subdirs: list[str] = []
     open_fd, fstat, close, fchownat = os.open, os.fstat, os.close, _fchownat

@@ -17,7 +17,7 @@ import docker
 import pytest
 import redis
 
-from tests.support.common import PACKAGE_DIRS, ROOT, image_lock, new_name
+from tests.support.common import PACKAGE_DIRS, ROOT, SOURCE_SUFFIXES, image_lock, new_name
 from tests.support.engine import redis_cmd, wait_for
 
 pytestmark = pytest.mark.engine
@@ -39,13 +39,12 @@ def docker_cli(*args: str, host: str | None = None, check: bool = True) -> subpr
 
 
 def _image_has_this_tree(rootfs: Path) -> bool:
-    """Whether the rootfs's installed ownvol packages are byte for byte this checkout's (sources: *.py, and *.c,
-    whose compiled module the wheel carries beside it)."""
+    """Whether the rootfs's installed ownvol packages are byte for byte this checkout's (SOURCE_SUFFIXES)."""
     site = next(rootfs.glob("opt/ownvol/lib/python3*/site-packages"), None)
     if site is None:
         return False
     for package, folder in PACKAGE_DIRS.items():
-        for source in [*(ROOT / folder).glob("*.py"), *(ROOT / folder).glob("*.c")]:
+        for source in (f for f in (ROOT / folder).iterdir() if f.suffix in SOURCE_SUFFIXES):
             installed = site.joinpath(*package.split(".")) / source.name
             if not installed.is_file() or installed.read_bytes() != source.read_bytes():
                 return False

@@ -16,6 +16,9 @@ import docker
 ROOT = Path(__file__).resolve().parents[2]
 # Where each installed package's files come from in this checkout (pyproject.toml's package-dir).
 PACKAGE_DIRS = {"ownvol": "ownvol", "ownvol.driver": "plugin", "ownvol.hook": "hooks"}
+# The files of those folders an image of ownvol must carry as they are here (the compiled loop's .so is built from
+# the .c): what the images' staleness checks compare.
+SOURCE_SUFFIXES = (".py", ".yaml", ".c")
 
 
 SESSION = uuid.uuid4().hex[:6]

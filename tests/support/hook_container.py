@@ -13,7 +13,7 @@ import subprocess
 
 import docker
 
-from tests.support.common import PACKAGE_DIRS, ROOT, image_lock
+from tests.support.common import PACKAGE_DIRS, ROOT, SOURCE_SUFFIXES, image_lock
 from tests.support.engine import PrivateEngine
 
 HOOK_IMAGE = "ownvol/hook:latest"  # what examples/compose.yaml and examples/stack.yaml name
@@ -22,7 +22,7 @@ _DIGESTS = (
     "out = {}\n"
     f"for p in {tuple(PACKAGE_DIRS)!r}:\n"
     "    for f in pathlib.Path(importlib.import_module(p).__file__).parent.iterdir():\n"
-    "        if f.suffix in ('.py', '.yaml'):\n"
+    f"        if f.suffix in {SOURCE_SUFFIXES!r}:\n"
     "            out[p + '/' + f.name] = hashlib.sha256(f.read_bytes()).hexdigest()\n"
     "print(json.dumps(out))\n"
 )
@@ -30,7 +30,7 @@ _DIGESTS = (
 
 def _tree_digests() -> dict[str, str]:
     return {f"{p}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
-            for p, d in PACKAGE_DIRS.items() for f in (ROOT / d).iterdir() if f.suffix in (".py", ".yaml", ".c")}
+            for p, d in PACKAGE_DIRS.items() for f in (ROOT / d).iterdir() if f.suffix in SOURCE_SUFFIXES}
 
 
 def _image_digests(client: docker.DockerClient, tag: str) -> dict[str, str]:
