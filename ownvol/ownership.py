@@ -13,12 +13,15 @@ one hard link are left alone and reported, because their other name may lie outs
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import mmap
 import os
 import select
 import stat
+import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -220,10 +223,10 @@ def repair(
     application's business, except with usable (the hook's repair of a server's data dir): then each
     directory below that its owner cannot list, write or search gets u+rwx (DIR_NEEDS) and each regular file it
     cannot read or write gets u+rw (FILE_NEEDS), nothing else; symlinks, devices and the like keep theirs. The
-    report lists every mode changed (RepairReport.modes). The root's subtrees are shared among `workers` forked
-    walkers, so a large repair uses more than one core. progress, when given, is called with the entries
-    walked and changed so far (all walkers together) at most every progress_every seconds while
-    the walk goes on, and once more with the report's own counts at the end.
+    report lists every mode changed (RepairReport.modes). The tree is cut into units which `workers` walkers
+    (this process and forked children) take from one queue, so a large repair uses more than one core. progress,
+    when given, is called with the entries walked and changed so far (all walkers together) at most every
+    progress_every seconds while the walk goes on, and once more with the report's own counts at the end.
     """
     report = RepairReport(path)
     meter = _Meter(progress, workers, progress_every) if progress and walk else None
@@ -243,8 +246,7 @@ def repair(
         report.changed += int(wrong_owner or wrong_mode)
         report.root = _root_state(path, os.fstat(root_fd) if wrong_owner or wrong_mode else st, uid, gid, mode)
         if walk:
-            subdirs = _fix_entries(root_fd, "", st.st_dev, fix, report)
-            _walk_subtrees(root_fd, subdirs, st.st_dev, fix, report, max(1, workers), meter)
+            _walk_shared(root_fd, st.st_dev, fix, report, max(1, workers), meter)
     finally:
         os.close(root_fd)
     report.seconds = time.monotonic() - started
@@ -283,12 +285,16 @@ def _fix_entries(dir_fd: int, where: str, dev: int, fix: _Fix, report: RepairRep
     names."""
     if _compiled is not None:
         return _fix_compiled(dir_fd, where, None, dev, fix, report)
+    return _fix_listed(dir_fd, where, _listing(dir_fd, report), dev, fix, report)
+
+
+def _listing(dir_fd: int, report: RepairReport) -> list[os.DirEntry]:
+    """The entries of the directory dir_fd ([] with the error reported when it cannot be listed)."""
     try:
-        entries = list(os.scandir(dir_fd))
+        return list(os.scandir(dir_fd))
     except OSError as exc:
         report.errors.append(f"listing a directory: {exc.strerror}")
         return []
-    return _fix_listed(dir_fd, where, entries, dev, fix, report)
 
 
 def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, report: RepairReport) -> list[str]:
@@ -379,25 +385,145 @@ def _fix_compiled(dir_fd: int, where: str, names: list[str] | None, dev: int, fi
     return subdirs
 
 
-def _walk_subtrees(
-    root_fd: int, names: list[str], dev: int, fix: _Fix, report: RepairReport, workers: int,
-    meter: _Meter | None = None,
-) -> None:
-    """Share the root's subtrees among `workers` forked walkers (the walk is bound by Python's
-    per-entry cost, which threads cannot spread over cores). A share whose walker fails is walked
-    again here: a repair is idempotent."""
-    if workers == 1 or len(names) < 2:
-        _walk(root_fd, names, dev, fix, report, meter)
+# How a repair's walk is shared among its forked walkers (_walk_shared)
+_UNITS_PER_WALKER = 8  # the walk is cut into at least this many units a walker, so one slowed takes fewer
+_CHUNK = 1000  # most entries of one directory in one unit: a large flat directory is shared too
+_BATCHES_MAX = 1024  # the queue's 4-byte records fit one page, what any pipe holds (pipe(7), pipe-user-pages-soft)
+_OPENED_MAX = 64  # most directories the planning enters (their fds held until every walker is done)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One piece of a shared walk, below the directory dir_fd (`where`, relative to the root): the subtree `name`,
+    or with entries (os.DirEntry, listed as non-directories), those entries of dir_fd itself."""
+
+    dir_fd: int
+    where: str
+    name: str = ""
+    entries: tuple = ()
+
+
+def _walk_shared(root_fd: int, dev: int, fix: _Fix, report: RepairReport, workers: int,
+                 meter: _Meter | None = None) -> None:
+    """Walk below root_fd with `workers` walkers: the parent and workers - 1 forked children (the walk's cost is the
+    kernel's, a few syscalls an entry, which one core cannot do faster). The tree is cut into units (_plan), and
+    each walker takes the next batch of units from one queue until it is empty, so a walker slowed by the
+    machine's other work takes fewer instead of being waited for. A child reports each batch done; a batch no
+    successful walker reported done is walked again here (a repair is idempotent)."""
+    if workers == 1:
+        _walk(root_fd, _fix_entries(root_fd, "", dev, fix, report), dev, fix, report, meter)
         return
-    shares = [names[k::workers] for k in range(min(workers, len(names)))]
-    children: list[tuple[int, int, list[str], int]] = []
-    for slot, share in enumerate(shares[1:], start=1):
+    units, opened = _plan(root_fd, dev, fix, report, workers * _UNITS_PER_WALKER)
+    try:
+        if not units:
+            return
+        size = -(-len(units) // _BATCHES_MAX)
+        batches = [units[k:k + size] for k in range(0, len(units), size)]
+        queue = _queue(len(batches))
+        try:
+            children = _fork_walkers(queue, batches, dev, fix, report, min(workers, len(batches)) - 1, meter)
+            done: set[int] = set()
+            try:
+                _take(queue, batches, dev, fix, report, meter, done.add)
+            finally:
+                for child in children:
+                    done |= _collect(child, report, meter)
+        finally:
+            os.close(queue)
+        for k in sorted(set(range(len(batches))) - done):
+            _walk_batch(batches[k], dev, fix, report, meter)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _plan(root_fd: int, dev: int, fix: _Fix, report: RepairReport, want: int) -> tuple[list[_Unit], list[int]]:
+    """Cut the walk below root_fd into units: the root's subtrees and its other entries in chunks of _CHUNK; while
+    there are fewer than `want`, the first subtree is entered and cut the same way (at most _OPENED_MAX of them).
+    Returns the units and the fds of the directories entered, which the caller closes once the walk is done."""
+    subtrees: deque[_Unit] = deque()
+    chunks: list[_Unit] = []
+    opened: list[int] = []
+
+    def cut(dir_fd: int, where: str) -> None:
+        listed = _listing(dir_fd, report)
+        dirs = [e.name for e in listed if e.is_dir(follow_symlinks=False)]
+        others = [e for e in listed if not e.is_dir(follow_symlinks=False)]
+        report.visited += len(dirs)
+        subtrees.extend(_Unit(dir_fd, where, name) for name in dirs)
+        chunks.extend(_Unit(dir_fd, where, entries=tuple(others[k:k + _CHUNK])) for k in range(0, len(others), _CHUNK))
+
+    cut(root_fd, "")
+    try:
+        while subtrees and len(subtrees) + len(chunks) < want and len(opened) < _OPENED_MAX:
+            unit = subtrees.popleft()
+            fd = _enter(unit.dir_fd, unit.where, unit.name, dev, fix, report)
+            if fd is not None:
+                opened.append(fd)
+                cut(fd, f"{unit.where}{unit.name}/")
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return chunks + list(subtrees), opened
+
+
+def _queue(batches: int) -> int:
+    """A pipe holding the batch numbers 0..batches-1 as 4-byte records, its write end closed: the read end, from
+    which each walker takes the next number (a read of 4 bytes takes one whole record: every record was written
+    before the first read) until end of file."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, b"".join(struct.pack("<I", k) for k in range(batches)))
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def _take(queue: int, batches: list[list[_Unit]], dev: int, fix: _Fix, report: RepairReport,
+          meter: _Meter | None, done: Callable[[int], object]) -> None:
+    """Walk the batches taken from the queue until it is empty, calling done(k) after batch k."""
+    while record := os.read(queue, 4):
+        (k,) = struct.unpack("<I", record)
+        _walk_batch(batches[k], dev, fix, report, meter)
+        done(k)
+
+
+def _walk_batch(batch: list[_Unit], dev: int, fix: _Fix, report: RepairReport, meter: _Meter | None) -> None:
+    for unit in batch:
+        if unit.entries:
+            found = _fix_listed(unit.dir_fd, unit.where, list(unit.entries), dev, fix, report)
+            _walk(unit.dir_fd, found, dev, fix, report, meter, unit.where)
+        else:
+            _walk(unit.dir_fd, [unit.name], dev, fix, report, meter, unit.where)
+
+
+@dataclass
+class _Child:
+    pid: int
+    results: int  # the read end of its pipe: "done K" lines, then "counts {json}" when it succeeded
+    slot: int
+
+
+def _fork_walkers(queue: int, batches: list[list[_Unit]], dev: int, fix: _Fix, report: RepairReport, count: int,
+                  meter: _Meter | None) -> list[_Child]:
+    """Fork up to count walkers taking from the queue; fewer when the kernel refuses a fork (the parent's own
+    taking then covers their part)."""
+    children: list[_Child] = []
+    for slot in range(1, count + 1):
         try:
             read_fd, write_fd = os.pipe()
+        except OSError:
+            break
+        try:
             pid = os.fork()
         except OSError:
-            _walk(root_fd, share, dev, fix, report, meter)
-            continue
+            os.close(read_fd)
+            os.close(write_fd)
+            break
         if pid == 0:
             os.close(read_fd)
             status = 1
@@ -405,72 +531,100 @@ def _walk_subtrees(
                 own = RepairReport(report.path)
                 if meter:
                     meter.slot = slot
-                _walk(root_fd, share, dev, fix, own, meter)
-                os.write(write_fd, json.dumps(own.counts()).encode())
+                _take(queue, batches, dev, fix, own, meter, functools.partial(_report_done, write_fd))
+                os.write(write_fd, b"counts " + json.dumps(own.counts()).encode() + b"\n")
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_fd)
-        children.append((pid, read_fd, share, slot))
-    _walk(root_fd, shares[0], dev, fix, report, meter)
-    for pid, read_fd, share, slot in children:
-        while meter and not select.select([read_fd], [], [], meter.every)[0]:
-            meter.tick(report, force=True)
-        with os.fdopen(read_fd, "rb") as pipe:
-            data = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if meter:
-            meter.merged(slot)
-        if status == 0 and data:
-            report.merge_counts(json.loads(data))
-        else:
-            _walk(root_fd, share, dev, fix, report, meter)
-        if meter:
-            meter.tick(report, force=True)
+        children.append(_Child(pid, read_fd, slot))
+    return children
+
+
+def _report_done(results: int, batch: int) -> None:
+    os.write(results, b"done %d\n" % batch)
+
+
+def _collect(child: _Child, report: RepairReport, meter: _Meter | None) -> set[int]:
+    """Wait for a forked walker (ticking progress meanwhile); merge its counts. Returns the batches it walked, or
+    none when it failed (they are walked again)."""
+    data = b""
+    try:
+        while True:
+            if meter and not select.select([child.results], [], [], meter.every)[0]:
+                meter.tick(report, force=True)
+                continue
+            chunk = os.read(child.results, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(child.results)
+        _, status = os.waitpid(child.pid, 0)
+    if meter:
+        meter.merged(child.slot)
+    lines = data.decode().splitlines()
+    if status != 0 or not lines or not lines[-1].startswith("counts "):
+        return set()
+    report.merge_counts(json.loads(lines[-1].removeprefix("counts ")))
+    if meter:
+        meter.tick(report, force=True)
+    return {int(line.removeprefix("done ")) for line in lines[:-1]}
+
+
+def _enter(parent_fd: int, where: str, name: str, dev: int, fix: _Fix, report: RepairReport) -> int | None:
+    """Open the subdirectory `name` of parent_fd (`where`, relative to the root) with O_NOFOLLOW|O_DIRECTORY and
+    give it its owner (and with fix.usable, u+rwx). Returns its fd, or None when it vanished, is no longer a
+    directory (a link or a file by now: never followed) or lies on another filesystem, each counted in report."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        report.vanished += 1
+        return None
+    except OSError as exc:
+        # ELOOP/ENOTDIR: swapped for a link or a file since it was listed; never follow.
+        report.errors.append(f"{name}: not entered ({exc.strerror})")
+        return None
+    st = os.fstat(fd)
+    if st.st_dev != dev:
+        report.skipped_other_fs += 1
+        os.close(fd)
+        return None
+    needs = fix.dir_needs
+    wrong_owner = st.st_uid != fix.uid or st.st_gid != fix.gid
+    lacks = needs and st.st_mode & needs != needs
+    if wrong_owner or lacks:
+        try:
+            if wrong_owner:
+                os.fchown(fd, fix.uid, fix.gid)
+            if lacks:
+                old = stat.S_IMODE(st.st_mode)
+                os.fchmod(fd, old | needs)
+                report.mode_changed(f"{where}{name}", old, old | needs)
+            report.changed += 1
+        except OSError as exc:
+            report.errors.append(f"{name}: {exc.strerror}")
+    return fd
 
 
 def _walk(root_fd: int, names: list[str], dev: int, fix: _Fix, report: RepairReport,
-          meter: _Meter | None = None) -> None:
-    """Depth-first below root_fd's subdirectories `names`; open fds stay bounded by the depth."""
-    stack: list[tuple[int, str, list[str]]] = [(root_fd, "", names)]
-    uid, gid, needs = fix.uid, fix.gid, fix.dir_needs
+          meter: _Meter | None = None, where: str = "") -> None:
+    """Depth-first below root_fd's subdirectories `names` (root_fd being `where`, relative to the repair's root, and
+    left open); open fds stay bounded by the depth."""
+    stack: list[tuple[int, str, list[str]]] = [(root_fd, where, names)]
     try:
         while stack:
-            parent_fd, where, pending = stack[-1]
+            parent_fd, at, pending = stack[-1]
             if not pending:
                 stack.pop()
                 if parent_fd != root_fd:
                     os.close(parent_fd)
                 continue
             name = pending.pop()
-            try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-            except FileNotFoundError:
-                report.vanished += 1
+            fd = _enter(parent_fd, at, name, dev, fix, report)
+            if fd is None:
                 continue
-            except OSError as exc:
-                # ELOOP/ENOTDIR: swapped for a link or a file since it was listed; never follow.
-                report.errors.append(f"{name}: not entered ({exc.strerror})")
-                continue
-            st = os.fstat(fd)
-            if st.st_dev != dev:
-                report.skipped_other_fs += 1
-                os.close(fd)
-                continue
-            wrong_owner = st.st_uid != uid or st.st_gid != gid
-            lacks = needs and st.st_mode & needs != needs
-            if wrong_owner or lacks:
-                try:
-                    if wrong_owner:
-                        os.fchown(fd, uid, gid)
-                    if lacks:
-                        old = stat.S_IMODE(st.st_mode)
-                        os.fchmod(fd, old | needs)
-                        report.mode_changed(f"{where}{name}", old, old | needs)
-                    report.changed += 1
-                except OSError as exc:
-                    report.errors.append(f"{name}: {exc.strerror}")
-            inner = f"{where}{name}/"
+            inner = f"{at}{name}/"
             stack.append((fd, inner, _fix_entries(fd, inner, dev, fix, report)))
             if meter:
                 meter.tick(report)

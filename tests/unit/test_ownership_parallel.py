@@ -9,11 +9,13 @@ import random
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from ownvol.ownership import repair
+from ownvol import ownership
+from ownvol.ownership import RepairReport, repair, tree_owned_by
 
 pytestmark = pytest.mark.usefixtures("walk_loop")  # each test with the compiled loop and the Python one
 
@@ -99,3 +101,94 @@ def test_errors_in_each_walker_are_reported_as_by_one_walker(tmp_path):
     assert reports[1].errors == ["stuck: Operation not permitted"] * 8
     assert _outcome(reports[2]) == _outcome(reports[1])
     assert _state(trees[2]) == _state(trees[1])
+
+
+def _wide(root: Path, dirs: int, files: int) -> None:
+    """root: `dirs` directories of `files` empty files each, all root:root."""
+    for i in range(dirs):
+        (root / f"d{i:03d}").mkdir(parents=True)
+        for j in range(files):
+            (root / f"d{i:03d}" / f"f{j}").touch()
+
+
+def test_a_walker_slowed_down_takes_fewer_units(tmp_path, monkeypatch):
+    """The walkers take units from one queue: the forked one, made slow here, walks fewer than a quarter of them
+    (none at all when the parent has emptied the queue before it starts), where a fixed split would give it half."""
+    root = tmp_path / "vol"
+    _wide(root, 40, 3)
+    walked_by = tmp_path / "walked-by"
+    parent = os.getpid()
+    walk_batch = ownership._walk_batch
+
+    def slow_child(batch, *args):
+        with open(walked_by, "a") as log:
+            log.write(f"{os.getpid() == parent}\n")
+        if os.getpid() != parent:
+            time.sleep(0.05)
+        walk_batch(batch, *args)
+
+    monkeypatch.setattr(ownership, "_walk_batch", slow_child)
+    report = repair(str(root), 999, 999, workers=2)
+    walkers = walked_by.read_text().split()
+    assert len(walkers) == 40 and walkers.count("False") < 10
+    assert report.changed == 1 + 40 * 4 and tree_owned_by(str(root), 999, 999) == []
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_the_units_of_a_walker_that_dies_are_walked_again(tmp_path, monkeypatch, after):
+    """A forked walker killed after `after` units of its own (their `done` sent, its counts never): every unit it
+    took is walked again by the parent, so the tree ends as one walker leaves it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("x")
+    trees = {w: tmp_path / f"w{w}" for w in (1, 2)}
+    for tree in trees.values():
+        _generate(tree, outside, 5)
+        _wide(tree / "wide", 30, 2)
+    serial = repair(str(trees[1]), 999, 998, workers=1)
+    died = tmp_path / "died"
+    parent = os.getpid()
+    walk_batch = ownership._walk_batch
+    walked = []
+
+    def dying_child(batch, *args):
+        if os.getpid() != parent:
+            if len(walked) == after:
+                died.write_text("x")
+                os._exit(3)
+            walked.append(batch)
+        else:
+            time.sleep(0.02)  # leaves the child units to take
+        walk_batch(batch, *args)
+
+    monkeypatch.setattr(ownership, "_walk_batch", dying_child)
+    report = repair(str(trees[2]), 999, 998, workers=2)
+    assert died.exists()
+    assert _state(trees[2]) == _state(trees[1])
+    assert report.visited == serial.visited and report.errors == serial.errors
+    assert os.lstat(outside / "secret").st_uid == 0
+
+
+def test_a_tree_with_few_subtrees_is_cut_below_its_root(tmp_path):
+    """One directory at the root holding the whole tree: five small directories and a flat one of 2,500 files. The
+    planning enters directories until there are units enough or none left to enter, cutting a large directory's
+    entries into chunks; the tree ends as one walker leaves it."""
+    trees = {w: tmp_path / f"w{w}" for w in (1, 2, "plan")}
+    for tree in trees.values():
+        _wide(tree / "all", 5, 2)
+        flat = tree / "all" / "flat"
+        flat.mkdir()
+        for j in range(2500):
+            (flat / f"f{j}").touch()
+    fd = os.open(trees["plan"], os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        units, opened = ownership._plan(fd, os.fstat(fd).st_dev, ownership._Fix(999, 999),
+                                        RepairReport(str(trees["plan"])), 16)
+        for held in opened:
+            os.close(held)
+    finally:
+        os.close(fd)
+    assert sorted(len(unit.entries) for unit in units) == [2, 2, 2, 2, 2, 500, 1000, 1000]
+    reports = {w: repair(str(trees[w]), 999, 999, workers=w) for w in (1, 2)}
+    assert _outcome(reports[2]) == _outcome(reports[1])
+    assert _state(trees[2]) == _state(trees[1]) and tree_owned_by(str(trees[2]), 999, 999) == []
