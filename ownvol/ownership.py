@@ -409,13 +409,15 @@ def _walk_shared(root_fd: int, dev: int, fix: _Fix, report: RepairReport, worker
     kernel's, a few syscalls an entry, which one core cannot do faster). The tree is cut into units (_plan), and
     each walker takes the next batch of units from one queue until it is empty, so a walker slowed by the
     machine's other work takes fewer instead of being waited for. A child reports each batch done; a batch no
-    successful walker reported done is walked again here (a repair is idempotent)."""
+    successful walker reported done is walked again here (a repair is idempotent). A tree the planning saw whole
+    with fewer than _CHUNK entries left is walked here alone (a data dir of a few files: no fork)."""
     if workers == 1:
         _walk(root_fd, _fix_entries(root_fd, "", dev, fix, report), dev, fix, report, meter)
         return
     units, opened = _plan(root_fd, dev, fix, report, workers * _UNITS_PER_WALKER)
     try:
-        if not units:
+        if all(unit.entries for unit in units) and sum(len(unit.entries) for unit in units) < _CHUNK:
+            _walk_batch(units, dev, fix, report, meter)  # the whole tree is planned and small: not worth a fork
             return
         size = -(-len(units) // _BATCHES_MAX)
         batches = [units[k:k + size] for k in range(0, len(units), size)]

@@ -20,6 +20,27 @@ from ownvol.ownership import RepairReport, repair, tree_owned_by
 pytestmark = pytest.mark.usefixtures("walk_loop")  # each test with the compiled loop and the Python one
 
 
+@pytest.fixture
+def forks(monkeypatch) -> list[int]:
+    """os.fork counted: one item a fork the repair made."""
+    made: list[int] = []
+    fork = os.fork
+
+    def counted() -> int:
+        made.append(1)
+        return fork()
+
+    monkeypatch.setattr(os, "fork", counted)
+    return made
+
+
+@pytest.fixture
+def small_units(monkeypatch) -> None:
+    """Units of 8 entries: the generated trees (a few hundred entries) are shared among the walkers, and their
+    directories cut into several chunks, as a volume of millions of files is with the real size."""
+    monkeypatch.setattr(ownership, "_CHUNK", 8)
+
+
 def _generate(root: Path, outside: Path, seed: int) -> None:
     """root: 8 subtrees of random depth with files, symlinks (inside, outside, dangling), hard links to a file
     outside, fifos and unusable modes; all root:root."""
@@ -64,7 +85,7 @@ def _outcome(report) -> dict:
 
 @pytest.mark.parametrize("usable", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_parallel_walk_equals_serial(tmp_path, seed, usable):
+def test_parallel_walk_equals_serial(tmp_path, seed, usable, small_units, forks):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_text("x")
@@ -72,6 +93,7 @@ def test_parallel_walk_equals_serial(tmp_path, seed, usable):
     for tree in trees.values():
         _generate(tree, outside, seed)
     reports = {w: repair(str(tree), 999, 998, 0o750, workers=w, usable=usable) for w, tree in trees.items()}
+    assert len(forks) == 1 + 2  # the second walker of workers=2, the second and third of workers=3
     assert _outcome(reports[1])["visited"] > 20
     assert _outcome(reports[2]) == _outcome(reports[1]) == _outcome(reports[3])
     assert _state(trees[2]) == _state(trees[1]) == _state(trees[3])
@@ -79,7 +101,7 @@ def test_parallel_walk_equals_serial(tmp_path, seed, usable):
 
 
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr (e2fsprogs) is not installed")
-def test_errors_in_each_walker_are_reported_as_by_one_walker(tmp_path):
+def test_errors_in_each_walker_are_reported_as_by_one_walker(tmp_path, small_units, forks):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_text("x")
@@ -98,7 +120,7 @@ def test_errors_in_each_walker_are_reported_as_by_one_walker(tmp_path):
     finally:
         for target in stuck:
             subprocess.run(["chattr", "-i", str(target)], check=True)
-    assert reports[1].errors == ["stuck: Operation not permitted"] * 8
+    assert reports[1].errors == ["stuck: Operation not permitted"] * 8 and forks == [1]
     assert _outcome(reports[2]) == _outcome(reports[1])
     assert _state(trees[2]) == _state(trees[1])
 
@@ -192,3 +214,18 @@ def test_a_tree_with_few_subtrees_is_cut_below_its_root(tmp_path):
     reports = {w: repair(str(trees[w]), 999, 999, workers=w) for w in (1, 2)}
     assert _outcome(reports[2]) == _outcome(reports[1])
     assert _state(trees[2]) == _state(trees[1]) and tree_owned_by(str(trees[2]), 999, 999) == []
+
+
+def test_a_small_tree_is_walked_without_a_fork(tmp_path, forks):
+    """A data dir of a few files (Redis's: a dump and an append-only dir) is planned whole and walked by the repair's
+    own process; a tree with a subtree the planning did not enter is shared."""
+    small = tmp_path / "small"
+    (small / "appendonlydir").mkdir(parents=True)
+    for name in ("appendonlydir/a.1.base.rdb", "appendonlydir/a.1.incr.aof", "appendonlydir/a.manifest", "dump.rdb"):
+        (small / name).touch()
+    large = tmp_path / "large"
+    _wide(large, 20, 2)
+    assert repair(str(small), 999, 999, workers=2).changed == 1 + 5 and forks == []
+    assert tree_owned_by(str(small), 999, 999) == []
+    assert repair(str(large), 999, 999, workers=2).changed == 1 + 20 * 3 and forks == [1]
+    assert tree_owned_by(str(large), 999, 999) == []
