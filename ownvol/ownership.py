@@ -442,7 +442,8 @@ def _walk_shared(root_fd: int, dev: int, fix: _Fix, report: RepairReport, worker
 def _plan(root_fd: int, dev: int, fix: _Fix, report: RepairReport, want: int) -> tuple[list[_Unit], list[int]]:
     """Cut the walk below root_fd into units: the root's subtrees and its other entries in chunks of _CHUNK; while
     there are fewer than `want`, the first subtree is entered and cut the same way (at most _OPENED_MAX of them).
-    Returns the units and the fds of the directories entered, which the caller closes once the walk is done."""
+    Returns the units, subtrees before chunks, and the fds of the directories entered, which the caller closes
+    once the walk is done."""
     subtrees: deque[_Unit] = deque()
     chunks: list[_Unit] = []
     opened: list[int] = []
@@ -467,7 +468,7 @@ def _plan(root_fd: int, dev: int, fix: _Fix, report: RepairReport, want: int) ->
         for fd in opened:
             os.close(fd)
         raise
-    return chunks + list(subtrees), opened
+    return list(subtrees) + chunks, opened  # the subtrees' sizes unknown, the chunks' at most _CHUNK: largest first
 
 
 def _queue(batches: int) -> int:
