@@ -13,7 +13,6 @@ one hard link are left alone and reported, because their other name may lie outs
 from __future__ import annotations
 
 import ctypes
-import functools
 import json
 import mmap
 import os
@@ -297,6 +296,19 @@ def _listing(dir_fd: int, report: RepairReport) -> list[os.DirEntry]:
         return []
 
 
+def _split(entries: list) -> tuple[list[str], list]:
+    """A listing's entries (os.DirEntry or alike) in one pass: the names of those listed as directories, and the
+    other entries."""
+    dirs: list[str] = []
+    others: list = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            dirs.append(entry.name)
+        else:
+            others.append(entry)
+    return dirs, others
+
+
 def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, report: RepairReport) -> list[str]:
     """Re-own the listed non-directory entries (os.DirEntry or alike: name, is_dir(follow_symlinks=False)) of the
     directory dir_fd (`where`, relative to the root); return the subdirectory names, with those listed as something
@@ -308,12 +320,9 @@ def _fix_listed(dir_fd: int, where: str, entries: list, dev: int, fix: _Fix, rep
     cost (BENCHMARKS.md, repair_vs_chown_ratio): ownvol._entries when it is built, else this loop, with the os
     functions bound once and the counts kept in locals."""
     if _compiled is not None:
-        listed_dirs: list[str] = []
-        others: list[str] = []
-        for entry in entries:
-            (listed_dirs if entry.is_dir(follow_symlinks=False) else others).append(entry.name)
+        listed_dirs, others = _split(entries)
         report.visited += len(listed_dirs)
-        return listed_dirs + _fix_compiled(dir_fd, where, others, dev, fix, report)
+        return listed_dirs + _fix_compiled(dir_fd, where, [entry.name for entry in others], dev, fix, report)
     subdirs: list[str] = []
     open_fd, fstat, close, fchownat = os.open, os.fstat, os.close, _fchownat
     is_dir_mode, is_reg = stat.S_ISDIR, stat.S_ISREG
@@ -408,9 +417,10 @@ def _walk_shared(root_fd: int, dev: int, fix: _Fix, report: RepairReport, worker
     """Walk below root_fd with `workers` walkers: the parent and workers - 1 forked children (the walk's cost is the
     kernel's, a few syscalls an entry, which one core cannot do faster). The tree is cut into units (_plan), and
     each walker takes the next batch of units from one queue until it is empty, so a walker slowed by the
-    machine's other work takes fewer instead of being waited for. A child reports each batch done; a batch no
-    successful walker reported done is walked again here (a repair is idempotent). A tree the planning saw whole
-    with fewer than _CHUNK entries left is walked here alone (a data dir of a few files: no fork)."""
+    machine's other work takes fewer instead of being waited for. A child reports the batches it walked with its
+    counts when it is done; a batch no successful walker reported is walked again here (a repair is idempotent). A
+    tree the planning saw whole with fewer than _CHUNK entries left is walked here alone (a data dir of a few
+    files: no fork)."""
     if workers == 1:
         _walk(root_fd, _fix_entries(root_fd, "", dev, fix, report), dev, fix, report, meter)
         return
@@ -449,9 +459,7 @@ def _plan(root_fd: int, dev: int, fix: _Fix, report: RepairReport, want: int) ->
     opened: list[int] = []
 
     def cut(dir_fd: int, where: str) -> None:
-        listed = _listing(dir_fd, report)
-        dirs = [e.name for e in listed if e.is_dir(follow_symlinks=False)]
-        others = [e for e in listed if not e.is_dir(follow_symlinks=False)]
+        dirs, others = _split(_listing(dir_fd, report))
         report.visited += len(dirs)
         subtrees.extend(_Unit(dir_fd, where, name) for name in dirs)
         chunks.extend(_Unit(dir_fd, where, entries=tuple(others[k:k + _CHUNK])) for k in range(0, len(others), _CHUNK))
@@ -487,7 +495,7 @@ def _queue(batches: int) -> int:
 
 
 def _take(queue: int, batches: list[list[_Unit]], dev: int, fix: _Fix, report: RepairReport,
-          meter: _Meter | None, done: Callable[[int], object]) -> None:
+          meter: _Meter | None, done: Callable[[int], None]) -> None:
     """Walk the batches taken from the queue until it is empty, calling done(k) after batch k."""
     while record := os.read(queue, 4):
         (k,) = struct.unpack("<I", record)
@@ -507,7 +515,7 @@ def _walk_batch(batch: list[_Unit], dev: int, fix: _Fix, report: RepairReport, m
 @dataclass
 class _Child:
     pid: int
-    results: int  # the read end of its pipe: "done K" lines, then "counts {json}" when it succeeded
+    results: int  # the read end of its pipe: when it succeeded, its counts and the batches it walked, as JSON
     slot: int
 
 
@@ -534,18 +542,15 @@ def _fork_walkers(queue: int, batches: list[list[_Unit]], dev: int, fix: _Fix, r
                 own = RepairReport(report.path)
                 if meter:
                     meter.slot = slot
-                _take(queue, batches, dev, fix, own, meter, functools.partial(_report_done, write_fd))
-                os.write(write_fd, b"counts " + json.dumps(own.counts()).encode() + b"\n")
+                walked: list[int] = []
+                _take(queue, batches, dev, fix, own, meter, walked.append)
+                os.write(write_fd, json.dumps(own.counts() | {"batches": walked}).encode())
                 status = 0
             finally:
                 os._exit(status)
         os.close(write_fd)
         children.append(_Child(pid, read_fd, slot))
     return children
-
-
-def _report_done(results: int, batch: int) -> None:
-    os.write(results, b"done %d\n" % batch)
 
 
 def _collect(child: _Child, report: RepairReport, meter: _Meter | None) -> set[int]:
@@ -566,13 +571,13 @@ def _collect(child: _Child, report: RepairReport, meter: _Meter | None) -> set[i
         _, status = os.waitpid(child.pid, 0)
     if meter:
         meter.merged(child.slot)
-    lines = data.decode().splitlines()
-    if status != 0 or not lines or not lines[-1].startswith("counts "):
+    if status != 0 or not data:
         return set()
-    report.merge_counts(json.loads(lines[-1].removeprefix("counts ")))
+    counts = json.loads(data)
+    report.merge_counts(counts)
     if meter:
         meter.tick(report, force=True)
-    return {int(line.removeprefix("done ")) for line in lines[:-1]}
+    return set(counts["batches"])
 
 
 def _enter(parent_fd: int, where: str, name: str, dev: int, fix: _Fix, report: RepairReport) -> int | None:

@@ -158,8 +158,8 @@ def test_a_walker_slowed_down_takes_fewer_units(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("after", [0, 2])
 def test_the_units_of_a_walker_that_dies_are_walked_again(tmp_path, monkeypatch, after):
-    """A forked walker killed after `after` units of its own (their `done` sent, its counts never): every unit it
-    took is walked again by the parent, so the tree ends as one walker leaves it."""
+    """A forked walker killed after `after` units of its own (its counts and the batches it walked never sent):
+    every unit it took is walked again by the parent, so the tree ends as one walker leaves it."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_text("x")
