@@ -368,13 +368,38 @@ _SM_MASK, _SM_UIDMAP, _SM_STR = 8, 152, 512  # offsets in struct statmount: mask
 _libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
 
 
-def unique_mount_id(target: str) -> int:
-    """The 64-bit mount ID (never reused) of the mount whose root target is: statx(STATX_MNT_ID_UNIQUE)."""
+AT_SYMLINK_NOFOLLOW = 0x100  # include/uapi/linux/fcntl.h
+STATX_ATTR_MOUNT_ROOT = 0x2000  # include/uapi/linux/stat.h, Linux 5.8
+_STATX_ATTRIBUTES, _STATX_ATTRIBUTES_MASK = 8, 56  # offsets of stx_attributes and stx_attributes_mask
+
+
+def _statx(target: str, mask: int) -> bytes:
+    """struct statx of target, a symlink at target not followed (statx(2)). IdmapError with the kernel's errno."""
     buf = ctypes.create_string_buffer(256)
-    if _libc.statx(AT_FDCWD, os.fsencode(target), 0x100, STATX_MNT_ID_UNIQUE, buf) != 0:
+    if _libc.statx(AT_FDCWD, os.fsencode(target), AT_SYMLINK_NOFOLLOW, mask, buf) != 0:
         err = ctypes.get_errno()
         raise IdmapError(err, f"statx({target}): {os.strerror(err)}")
-    return int(struct.unpack_from("=Q", buf.raw, _STATX_MNT_ID)[0])
+    return buf.raw
+
+
+def unique_mount_id(target: str) -> int:
+    """The 64-bit mount ID (never reused) of the mount whose root target is: statx(STATX_MNT_ID_UNIQUE)."""
+    return int(struct.unpack_from("=Q", _statx(target, STATX_MNT_ID_UNIQUE), _STATX_MNT_ID)[0])
+
+
+def mount_root(target: str) -> bool | None:
+    """Whether a mount is attached at target (target is the root of the topmost mount there), from one statx(2):
+    STATX_ATTR_MOUNT_ROOT, which the kernel sets when the dentry is its mount's root (fs/stat.c
+    vfs_getattr_nosec, Linux 5.8). A symlink at target is not followed (it is no mount point), and a target that
+    does not exist has nothing mounted. None where the kernel does not say (before 5.8 the attribute is not in
+    stx_attributes_mask) or statx is refused for another reason: the caller reads the mount table then."""
+    try:
+        raw = _statx(target, 0)
+    except IdmapError as exc:
+        return False if exc.errno in (errno.ENOENT, errno.ENOTDIR) else None
+    attributes, known = (struct.unpack_from("=Q", raw, offset)[0] for offset in (_STATX_ATTRIBUTES,
+                                                                                _STATX_ATTRIBUTES_MASK))
+    return bool(attributes & STATX_ATTR_MOUNT_ROOT) if known & STATX_ATTR_MOUNT_ROOT else None
 
 
 def mount_maps(target: str) -> tuple[list[str], list[str]] | None:

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ownvol.idmap import remove_mount_point
+from ownvol.idmap import mount_root, remove_mount_point
 
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
@@ -79,8 +79,10 @@ def filesystem_of(path: str, table: list[MountEntry] | None = None) -> tuple[Mou
 
 
 def is_mounted(target: str) -> bool:
-    """Whether target is a mount point in this process's mount namespace."""
-    return target in mountpoints()
+    """Whether target is a mount point in this process's mount namespace: one statx (idmap.mount_root), which
+    costs the same with 10,000 mounts as with 20; the mount table, read whole, where the kernel does not say."""
+    found = mount_root(target)
+    return target in mountpoints() if found is None else found
 
 
 def bind(source: str, target: str) -> None:

@@ -192,3 +192,28 @@ def test_without_cap_setuid_and_cap_setgid_the_probe_says_so(tmp_path: Path) -> 
     assert out.stdout.strip() == (f"(False, 'idmapped mount refused on {idmap.fstype_of(str(tmp_path))} at "
                                   f"{tmp_path}: writing uid_map: Operation not permitted (EPERM); the driver needs "
                                   "CAP_SETUID and CAP_SETGID')"), out
+
+
+@needs_root
+def test_mount_root_says_what_the_mount_table_says(tmpfs: Path, open_base: Path, monkeypatch) -> None:
+    """One statx answers where a mount is attached as the mount table does: the tmpfs, a bind stacked inside it
+    and then detached, a plain directory, a symlink to the mount point (not followed), a file, a missing path."""
+    from ownvol.driver import binds
+
+    plain = open_base / "plain"
+    plain.mkdir()
+    (open_base / "link").symlink_to(tmpfs)
+    (open_base / "file").write_text("")
+    inner = tmpfs / "inner"
+    inner.mkdir()
+    cases = [tmpfs, inner, plain, open_base / "link", open_base / "file", open_base / "missing", Path("/")]
+    subprocess.run(["mount", "--bind", str(plain), str(inner)], check=True)
+    try:
+        seen = {str(p): idmap.mount_root(str(p)) for p in cases}
+        assert seen == {str(p): str(p) in binds.mountpoints() for p in cases}
+        assert [str(p) for p in cases if seen[str(p)]] == [str(tmpfs), str(inner), "/"]
+    finally:
+        subprocess.run(["umount", "-l", str(inner)], check=True)
+    assert idmap.mount_root(str(inner)) is False and binds.is_mounted(str(tmpfs))
+    monkeypatch.setattr(binds, "mount_root", lambda target: None)  # a kernel before 5.8: the table answers
+    assert binds.is_mounted(str(tmpfs)) and not binds.is_mounted(str(inner))
