@@ -13,7 +13,7 @@ from dataclasses import replace
 import redis
 
 from .. import patterns, redisconf
-from ..health import probe
+from ..health import connect, probe
 from ..model import ServerProcess, Settings, writes_of
 from . import ContainerView, Service, command_of, register
 
@@ -116,8 +116,7 @@ class RedisService(Service):
         if not settings.address:
             return None
         try:
-            client = redis.Redis.from_url(settings.address, password=settings.password or None, socket_timeout=2,
-                                          socket_connect_timeout=2, decode_responses=True)
+            client = connect(settings.address, settings.password, 2.0)
             try:
                 got: dict[str, str] = {}
                 for key in LIVE_KEYS:
