@@ -100,21 +100,21 @@ class DockerExecutor:
         # `early-start` event when it started the container, `early-start-left` with why when it did not)
         self.on_held: Callable[[str, dict], object] | None = None
 
-    def target(self, container_id: str, kept: bool = False) -> tuple[Container, Target]:
+    def target(self, container_id: str, kept: bool = False, ask_server: bool = True) -> tuple[Container, Target]:
         """The container (docker-py's model) and the facts the hook reads from it, its owner in host ids when
         the engine remaps user namespaces; with kept, from the inspect the last probe kept (InspectCache) while no
-        event came about the container; raises docker.errors.NotFound."""
-        return self._target_of(self._inspect(container_id, kept))
+        event came about the container; ask_server as targets.facts takes it; raises docker.errors.NotFound."""
+        return self._target_of(self._inspect(container_id, kept), ask_server)
 
     def _inspect(self, container_id: str, kept: bool = False) -> Container:
         if kept:
             return self.inspects.get(container_id, self.client().containers.get)
         return self.client().containers.get(container_id)
 
-    def _target_of(self, container: Container) -> tuple[Container, Target]:
+    def _target_of(self, container: Container, ask_server: bool = True) -> tuple[Container, Target]:
         container_id = container.id
         last_run: LastRun | None = self.runs.last_run if self.runs else None
-        target = facts(self.client(), container, self.cache, last_run)
+        target = facts(self.client(), container, self.cache, last_run, ask_server=ask_server)
         if len(self._seen) >= FactCache.LIMIT:
             self._seen.clear()
         self._seen[container_id] = (target.labels, target.restart_policy)
@@ -339,9 +339,10 @@ class DockerExecutor:
 
     def run(self, container_id: str, action: str, incident: Incident | None = None) -> ActionResult:
         """Run the registry's action on the container (for incident, when one is open): its ActionResult; skipped when
-        the container is gone, failed when the engine refused."""
+        the container is gone, failed when the engine refused. The server of an incident opened by a fatal line is
+        not asked its settings (targets.facts, ask_server)."""
         try:
-            _, target = self.target(container_id)
+            _, target = self.target(container_id, ask_server=not (incident and incident.detail.get("fatal")))
         except docker.errors.NotFound:
             return ActionResult("skipped", {"why": "container is gone"})
         except docker.errors.DockerException as exc:
@@ -499,13 +500,15 @@ class DockerExecutor:
             start_held's shape, "how": "exiting" (or "held").
         """
         return self._told(container_id, self._with_target(
-            container_id, "exiting", lambda container, target: self._restart_exiting(container, target, since)))
+            container_id, "exiting", lambda container, target: self._restart_exiting(container, target, since),
+            ask_server=False))
 
-    def _with_target(self, container_id: str, how: str, act: Callable[[Container, Target], dict]) -> dict:
-        """act's answer on the container and its facts read now; the answer that says why not when the engine
-        could not be asked."""
+    def _with_target(self, container_id: str, how: str, act: Callable[[Container, Target], dict],
+                     ask_server: bool = True) -> dict:
+        """act's answer on the container and its facts read now (ask_server as targets.facts takes it); the answer
+        that says why not when the engine could not be asked."""
         try:
-            container, target = self.target(container_id)
+            container, target = self.target(container_id, ask_server=ask_server)
         except docker.errors.DockerException as exc:
             return _left(container_id[:12], how)(f"engine: {exc}"[:300])
         return act(container, target)

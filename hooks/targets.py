@@ -297,10 +297,22 @@ def _non_root(user: str) -> bool:
 
 def server_process(container, service: Service, pid: int | None = None, proc: str = "/proc"
                    ) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of the service's server process in the container: the lowest pid whose name or
-    command is the server's in the engine's process table (`docker top`: moby daemon/top_unix.go runs
-    ps on the engine's host with these columns); else, given the container's main pid and a /proc that
-    shows it, that process's effective uid/gid (proc(5) Uid/Gid lines) when it is the server."""
+    """(pid, uid, gid) of the service's server process in the container: the lowest pid whose name or command is
+    the server's among the container's main process (pid) and the processes below it, read from proc when it
+    shows pid's children (_below) and pid is the container's (_of_container); None at once when proc shows no pid
+    (the engine's table, asked then, waits until the engine has handled the exit); else in the engine's process
+    table (`docker top`: moby daemon/top_unix.go runs ps on the engine's host with these columns, 20 ms or more,
+    holding the container's lock); else, that table refused, the main process's effective uid/gid (proc(5)
+    Uid/Gid lines) when it is the server."""
+    tree = None
+    if pid and os.path.isdir(proc):
+        if not os.path.exists(f"{proc}/{pid}"):
+            return None  # the container's init has exited, and every process below it with it (pid_namespaces(7))
+        tree = _below(pid, proc) if _of_container(pid, container.id, proc) else None
+    if tree is not None:
+        found = [(p, uid, gid) for p in tree if (row := _process_row(p, proc)) is not None
+                 for comm, args, uid, gid in (row,) if service.is_server(comm, args)]
+        return min(found) if found else None
     try:
         table = container.top(ps_args="-o pid,euid,egid,comm,args")
         titles = [t.upper() for t in table.get("Titles") or []]
@@ -319,17 +331,56 @@ def server_process(container, service: Service, pid: int | None = None, proc: st
         pass
     if not pid:
         return None
+    row = _process_row(pid, proc)
+    if row is None or not service.is_server(row[0], row[1]):
+        return None
+    return pid, row[2], row[3]
+
+
+def _of_container(pid: int, container_id: str, proc: str) -> bool:
+    """Whether process pid, as proc shows it, is in the container's cgroup: its /proc/PID/cgroup names the
+    container's id (moby's cgroup parent: `/docker/ID`, or `docker-ID.scope` with the systemd driver; the paths
+    are relative to the reader's cgroup namespace, cgroup_namespaces(7)). A pid the engine gave in a pid
+    namespace this process does not share names another process here, or none."""
+    try:
+        return bool(container_id) and container_id in open(f"{proc}/{pid}/cgroup").read()
+    except OSError:
+        return False
+
+
+PROCESSES_MAX = 4096  # processes _below reads at most: a container's, not a fork bomb's
+
+
+def _below(pid: int, proc: str) -> list[int] | None:
+    """pid and the processes below it, parents first: each one's children from proc's /proc/PID/task/TID/children
+    (proc(5): Linux 3.5, CONFIG_PROC_CHILDREN; a snapshot, as ps takes one). In a container these are what its
+    init started, an orphan included (reparented to the namespace's init, pid_namespaces(7)); what `docker exec`
+    started is not (its parent is the runtime). None when proc does not show pid's children."""
+    seen: list[int] = []
+    todo = [pid]
+    while todo and len(seen) < PROCESSES_MAX:
+        current = todo.pop(0)
+        try:
+            tasks = os.listdir(f"{proc}/{current}/task")
+            children = [int(c) for tid in tasks for c in open(f"{proc}/{current}/task/{tid}/children").read().split()]
+        except (OSError, ValueError):
+            if current == pid:
+                return None
+            continue  # exited meanwhile
+        seen.append(current)
+        todo += children
+    return seen
+
+
+def _process_row(pid: int, proc: str) -> tuple[str, str, int, int] | None:
+    """(name, command line, effective uid, effective gid) of process pid from proc (proc(5) status Name, Uid, Gid;
+    cmdline's NULs as spaces, empty for a zombie), as ps shows comm, args, euid and egid; None when unreadable."""
     try:
         status = open(f"{proc}/{pid}/status").read()
         cmdline = open(f"{proc}/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    if not service.is_server(fields.get("Name", "").strip(), cmdline):
-        return None
-    try:
-        return pid, int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
-    except (KeyError, IndexError, ValueError):
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return fields.get("Name", "").strip(), cmdline, int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+    except (OSError, KeyError, IndexError, ValueError):
         return None
 
 
@@ -519,9 +570,17 @@ def owner(client: docker.DockerClient, container, attrs: dict, mount: DataMount 
 
 
 def facts(client: docker.DockerClient, container, cache: FactCache | None = None, last_run: LastRun | None = None,
-          proc: str | None = None) -> Target:
+          proc: str | None = None, ask_server: bool = True) -> Target:
     """The container's Target now: start facts from cache (computed on a first call per start), the server's
-    process and CONFIG GET once they are found, the state and restart policy as inspected now."""
+    process and CONFIG GET once they are found, the state and restart policy as inspected now.
+
+    ask_server False: a server that said it exits (a fatal line of its current run) is not asked its settings
+    now. It cannot answer, and the question waits for its exit: a Redis failing at start-up has accepted the
+    connection before it loads its data (src/server.c main: the listeners are opened before loadDataFromDisk, no
+    command is read before aeMain), and its CONFIG GET, or another thread's the facts wait for, held the repair 18
+    to 51 ms. What it
+    answered earlier in this run, else its configured settings, are its facts, as for a server that does not
+    answer CONFIG GET."""
     attrs = container.attrs
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
@@ -538,7 +597,7 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     looked = running and cached.process is None and now >= cached.process_next
     if looked:
         _look_for_server(cached, container, proc, now)
-    if running and cached.live is None and now >= cached.live_next:
+    if ask_server and running and cached.live is None and now >= cached.live_next:
         with cached.asking:
             if cached.live is None and now >= cached.live_next:  # not asked meanwhile by the caller it waited for
                 cached.live = cached.service.live(cached.settings, container.id)

@@ -181,3 +181,31 @@ def test_case_19_by_hand_doctor_names_the_mount_and_ownvol_repair_heals_it(track
     assert done.returncode == 0, done.stdout + done.stderr
     assert (host_dir.stat().st_uid, host_dir.stat().st_gid) == (999, 999)
     wait_for(lambda: pg_ready(c, port), 60, what="pg_isready to answer")
+
+
+def test_the_server_below_an_init_is_found_in_proc_as_the_engine_lists_it(tracked, redis_image, port):
+    """`--init` (docker-init as the container's pid 1) and a wrapper shell that keeps running with redis-server
+    below it, as uid 999: the server found through /proc (the children below the container's main pid) is the one
+    the engine's process table (`docker top`) names, with the same ids (the tests' engine shares this host's pid
+    namespace)."""
+    from ownvol.hook.services import by_family
+    from ownvol.hook.targets import _below, server_process
+
+    container = tracked.run(redis_image, ["sh", "-c", f"redis-server --port {port} --bind 127.0.0.1 --save '' & wait"],
+                            init=True, user="999:999", network_mode="host", labels={"ownvol.watch": "false"})
+    client = redis.Redis(port=port, socket_timeout=1)
+    wait_for(lambda: _answers(client), 20, "redis below sh below docker-init to answer")
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    assert len(_below(pid, "/proc") or []) >= 3, "docker-init, sh and redis-server"
+    from_proc = server_process(container, by_family("redis"), pid, "/proc")
+    from_engine = server_process(container, by_family("redis"))  # no pid: the engine's process table
+    assert from_proc is not None and from_proc == from_engine and from_proc[1:] == (999, 999)
+    assert from_proc[0] != pid
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False

@@ -108,6 +108,49 @@ def test_proc_status_when_the_engine_has_no_process_table(tmp_path):
     assert server_process(_Container(), by_family("redis"), 42, str(tmp_path)) == (42, 998, 996)
 
 
+def _proc(root, pid, name, cmdline, uid, gid, children=(), cgroup="0::/docker/c1\n"):
+    d = root / str(pid)
+    (d / "task" / str(pid)).mkdir(parents=True)
+    (d / "task" / str(pid) / "children").write_text("".join(f"{c} " for c in children))
+    (d / "status").write_text(f"Name:\t{name}\nUid:\t0\t{uid}\t{uid}\t{uid}\nGid:\t0\t{gid}\t{gid}\t{gid}\n")
+    (d / "cmdline").write_bytes(cmdline)
+    (d / "cgroup").write_text(cgroup)
+
+
+class _NoTable(_Container):
+    def top(self, ps_args=None):
+        raise AssertionError("the engine's process table was asked")
+
+
+def test_the_server_process_below_the_containers_init_is_read_from_proc(tmp_path):
+    """A wrapper as the container's init (tini, then the official entrypoint's sh) with the server below it: the
+    lowest pid that is the server, read from /proc (children files), the engine not asked; a zombie server
+    (empty cmdline) is still found by its name, as ps finds it."""
+    redis = by_family("redis")
+    _proc(tmp_path, 40, "tini", b"/sbin/tini\0--\0docker-entrypoint.sh\0", 0, 0, children=(41,))
+    _proc(tmp_path, 41, "docker-entrypoi", b"/bin/sh\0/usr/local/bin/docker-entrypoint.sh\0redis-server\0", 0, 0,
+          children=(57, 43))
+    _proc(tmp_path, 57, "redis-server", b"redis-server *:6379\0", 999, 999)
+    _proc(tmp_path, 43, "redis-server", b"", 999, 1000)  # a zombie: no cmdline
+    assert server_process(_NoTable(), redis, 40, str(tmp_path)) == (43, 999, 1000)
+    assert server_process(_NoTable(), by_family("valkey"), 40, str(tmp_path)) is None
+    (tmp_path / "43" / "task" / "43" / "children").unlink()  # exited between the two reads: skipped
+    assert server_process(_NoTable(), redis, 40, str(tmp_path)) == (57, 999, 999)
+    assert server_process(_NoTable(), redis, 39, str(tmp_path)) is None  # the container's init has exited
+
+
+def test_a_pid_that_is_not_the_containers_is_not_read_from_proc(tmp_path):
+    """The engine's pid names another process here (another pid namespace), or the kernel has no children files:
+    the engine's process table answers."""
+    redis = by_family("redis")
+    table = [["7", "999", "999", "redis-server", "redis-server *:6379"]]
+    _proc(tmp_path, 40, "redis-server", b"redis-server *:6379\0", 1234, 1234, cgroup="0::/user.slice/other\n")
+    assert server_process(_Container(table), redis, 40, str(tmp_path)) == (7, 999, 999)
+    _proc(tmp_path, 50, "redis-server", b"redis-server *:6379\0", 1234, 1234)
+    (tmp_path / "50" / "task" / "50" / "children").unlink()
+    assert server_process(_Container(table), redis, 50, str(tmp_path)) == (7, 999, 999)
+
+
 def test_dir_and_port_from_the_config_file_the_command_line_names():
     """Case 01: `redis-server /usr/local/etc/redis/redis.conf` with dir and port in the file."""
     a = attrs(path="redis-server", args=["/usr/local/etc/redis/redis.conf", "--appendonly", "yes"])
