@@ -51,6 +51,15 @@ class InspectCache:
                 self._kept[container_id] = (container, now)
         return container
 
+    def young(self, container_id: str, age: float) -> tuple[Container, float] | None:
+        """The kept model of container_id and the time.monotonic() its inspect was asked, when that was less than
+        age seconds ago and no event has come about the container since; else None (nothing is asked)."""
+        with self._lock:
+            kept = self._kept.get(container_id)
+        if kept is None or time.monotonic() - kept[1] >= age:
+            return None
+        return kept
+
     def forget(self, container_id: str) -> None:
         """An event about the container: its next probe inspects it again."""
         with self._lock:

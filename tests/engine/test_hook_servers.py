@@ -234,6 +234,9 @@ def test_a_stopped_container_with_restart_policy_no_is_not_started(hook, tracked
     assert actions["repair-ownership"]["result"] == "ok" and data.stat().st_uid == 999
     assert actions["restart"]["result"] == "skipped" and "ownvol.start=true" in actions["restart"]["detail"]["why"]
     assert tracked.client.containers.get(c.id).status == "exited"
+    # nor restarted at once as its server said it exits (the hook reads nothing that waits for the exit, so it
+    # is asked while the container still runs): policy "no" would not start it again
+    assert not h.of("early-start", c.name)
 
 
 def test_a_container_user_against_its_ownvol_volume_gets_one_repair_and_a_conflict(

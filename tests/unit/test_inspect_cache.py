@@ -66,3 +66,20 @@ def test_a_gone_container_is_not_kept() -> None:
         with pytest.raises(docker.errors.NotFound):
             cache.get("gone", engine.inspect)
     assert engine.asked == ["gone", "gone"]
+
+
+def test_young_is_the_kept_inspect_while_younger_than_asked_and_no_event_came(monkeypatch) -> None:
+    """young(cid, age): the kept model and when its inspect was asked, only while younger than age; never asks."""
+    import hooks.inspect_cache as module
+
+    clock = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    engine, cache = _Engine(), InspectCache()
+    assert cache.young("a", 0.1) is None and engine.asked == []
+    kept = cache.get("a", engine.inspect)
+    clock[0] += 0.05
+    assert cache.young("a", 0.1) == (kept, 100.0)
+    clock[0] += 0.06
+    assert cache.young("a", 0.1) is None and cache.young("a", 0.2) == (kept, 100.0)
+    cache.forget("a")
+    assert cache.young("a", 0.2) is None and engine.asked == ["a"]
