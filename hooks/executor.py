@@ -378,8 +378,11 @@ class DockerExecutor:
             return Health("down", ["container is gone"], "gone", "")
         except docker.errors.DockerException as exc:
             return Health("unreachable", [f"engine: {exc}"], "unknown", "")
-        health = by_family(target.service).probe(target, container.status,
-                                                  self.repair_via != "helper" and engine_paths_reachable())
+        local = self.repair_via != "helper" and engine_paths_reachable()
+        health = by_family(target.service).probe(target, container.status, local)
+        if health.ping == "PONG" and self.cache.answered(container):  # its own settings, now it answers
+            container, target = self._target_of(container)
+            health = by_family(target.service).probe(target, container.status, local)
         if health.target is None:
             health.target = target.as_dict()  # every service's facts ride along (the status page, the drift watch)
         if health.healthy and target.owner_source == "process" and self.runs is not None \

@@ -518,6 +518,17 @@ class FactCache:
                 if self._making.get(key) is making:
                     del self._making[key]
 
+    def answered(self, container) -> bool:
+        """The server of container's current start has just answered a probe: when its settings are not known from
+        it yet (no CONFIG GET answered), they are asked at the next facts() instead of after LIVE_RETRY's back-off;
+        True then. A first question at the start event finds the server not yet listening, and a rename under the
+        data dir before the next (Redis's `dir` is its getcwd(), src/config.c) would give the hook the moved path."""
+        cached = self.get((container.id, (container.attrs.get("State") or {}).get("StartedAt") or ""))
+        if cached is None or cached.live is not None or cached.live_next <= time.monotonic():
+            return False
+        cached.live_next = 0.0
+        return True
+
 
 # While a started server does not answer yet (CONFIG GET) or is not yet in the process table (an entrypoint
 # still running as root), the hook asks again after LIVE_RETRY seconds, doubling up to RETRY_MAX.

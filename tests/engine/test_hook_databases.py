@@ -316,7 +316,9 @@ def test_mariadb_data_dir_chowned_under_it_wakes_its_probe_at_once(hook, tracked
 def test_mariadb_tablespace_it_could_not_open_at_start_is_healed_with_its_rows(hook, tracked, image, host_dir, port):
     """One table's file given to root while the server was down (a file copied in as root): InnoDB's
     `Operating system error number 13`, and the server starts without the table. Repaired, then restarted (its
-    probe sees the tablespace unopened until a restart), every row written before is there."""
+    probe sees the tablespace unopened until a restart), every row written before is there. A repair made while
+    InnoDB is still starting (milliseconds after the line) can come before InnoDB's next open of the file: the
+    table is then opened, the verification finds it healthy and nothing restarts it; every row is there too."""
     h = hook(strategies=fast_strategies(host_dir.parent / "s.yaml"))
     initialised_mariadb(tracked, image, port, host_dir, h.labels)
     os.chown(host_dir / "kept" / "t.ibd", 0, 0)
@@ -328,7 +330,7 @@ def test_mariadb_tablespace_it_could_not_open_at_start_is_healed_with_its_rows(h
     recovered = h.wait_event(by(c.name, "recovered"), 120, "MariaDB to be recovered")
     heal_report(f"{image} start-up, a tablespace root's (InnoDB error 13)", recovered["ts"] - started)
     actions = [(e["action"], e["result"]) for e in h.of("action", c.name)]
-    assert actions == [("repair-ownership", "ok"), ("restart", "ok")], actions
+    assert actions in ([("repair-ownership", "ok"), ("restart", "ok")], [("repair-ownership", "ok")]), actions
     assert (host_dir / "kept" / "t.ibd").stat().st_uid == 999
     code, out = mariadb_run(c, "select count(*), sum(i) from kept.t")
     assert code == 0 and out == "500\t125250", out

@@ -51,3 +51,21 @@ def test_a_failed_making_is_the_callers_and_the_next_caller_makes_them():
     assert cache.get(("c1", "t1")) is None
     assert cache.made(("c1", "t1"), _facts) is cache.get(("c1", "t1"))
     assert not cache._making
+
+
+class _Started:
+    id = "c1"
+    attrs = {"State": {"StartedAt": "t1"}}
+
+
+def test_a_server_that_answers_is_asked_its_settings_at_once_if_not_known():
+    """answered(): the server's CONFIG GET, refused at the start event and put off by the back-off, is due at once
+    when a probe finds it answering; never asked again once known, nor for a start with no facts yet."""
+    cache = FactCache()
+    assert not cache.answered(_Started())  # no facts made for this start
+    facts = cache.put(("c1", "t1"), _facts())
+    facts.live_next = time.monotonic() + 1.0  # refused once: asked again in a second
+    assert cache.answered(_Started()) and facts.live_next == 0.0
+    assert not cache.answered(_Started())  # due already: nothing to change
+    facts.live, facts.live_next = _facts().settings, time.monotonic() + 1.0
+    assert not cache.answered(_Started()) and facts.live_next > 0  # known from the server: kept
