@@ -378,19 +378,31 @@ def _process_row(pid: int, proc: str) -> tuple[str, str, int, int] | None:
     try:
         status = open(f"{proc}/{pid}/status").read()
         cmdline = open(f"{proc}/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        return fields.get("Name", "").strip(), cmdline, int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
-    except (OSError, KeyError, IndexError, ValueError):
+    except OSError:
+        return None
+    ids = _effective_ids(status)
+    if ids is None:
+        return None
+    name = next((line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Name:")), "")
+    return name, cmdline, ids[0], ids[1]
+
+
+def _effective_ids(status: str) -> tuple[int, int] | None:
+    """(effective uid, effective gid) from a /proc/PID/status text (proc(5) Uid/Gid lines: real, effective, saved,
+    filesystem, each shown in the reader's user namespace); None when they are not there."""
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    try:
+        return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+    except (KeyError, IndexError, ValueError):
         return None
 
 
 def process_ids(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
-    """(effective uid, effective gid) of process pid in this process's ids (proc(5) Uid/Gid lines: real,
-    effective, saved, filesystem, each shown in the reader's user namespace); None when it cannot be read."""
+    """(effective uid, effective gid) of process pid in this process's ids (_effective_ids); None when it cannot be
+    read."""
     try:
-        fields = dict(line.split(":", 1) for line in open(f"{proc}/{pid}/status").read().splitlines() if ":" in line)
-        return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
-    except (OSError, KeyError, IndexError, ValueError):
+        return _effective_ids(open(f"{proc}/{pid}/status").read())
+    except OSError:
         return None
 
 
@@ -589,9 +601,8 @@ def facts(client: docker.DockerClient, container, cache: FactCache | None = None
     now. It cannot answer, and the question waits for its exit: a Redis failing at start-up has accepted the
     connection before it loads its data (src/server.c main: the listeners are opened before loadDataFromDisk, no
     command is read before aeMain), and its CONFIG GET, or another thread's the facts wait for, held the repair 18
-    to 51 ms. What it
-    answered earlier in this run, else its configured settings, are its facts, as for a server that does not
-    answer CONFIG GET."""
+    to 51 ms. What it answered earlier in this run, else its configured settings, are its facts, as for a server
+    that does not answer CONFIG GET."""
     attrs = container.attrs
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
