@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from bench.common import Result, interleave, make_tree, median, timed
 from bench.harness import cpu_seconds, load_note, percentile
 from bench.profile import profiled
-from ownvol.driver.settings import DEFAULT_WORKERS
+from ownvol.driver.settings import default_workers
 from ownvol.driver.store import Store
 from tests.support.common import new_name
 from tests.support.fixtures_plugin import PluginEngine, PluginProcess
@@ -267,7 +267,7 @@ def mount_throughput(clients: int = 8, seconds: float = 10.0, windows: int = 3) 
     """`windows` windows of `seconds` with connections kept alive (as dockerd keeps them), interleaved with as
     many with a connection per request (the first round's clients); each figure is the median of the
     kept-alive windows' own, the others are in the note."""
-    plugin = PluginProcess(None, OWNVOL_WORKERS=str(DEFAULT_WORKERS)).start()
+    plugin = PluginProcess(None, OWNVOL_WORKERS=str(default_workers())).start()
     try:
         volumes = [f"bench-{i}" for i in range(clients)]
         for v in volumes:
@@ -351,7 +351,7 @@ def _filled(count: int, through_socket: int = 10) -> PluginProcess:
     """A plugin on a socket no engine sees, with `count` volumes: the first `through_socket` created through
     its socket, the rest written straight into its store in one transaction, each with its directory, as a
     Create leaves them (a Create commits twice with an fsync: 10,000 of them would take minutes here)."""
-    plugin = PluginProcess(None, OWNVOL_WORKERS=str(DEFAULT_WORKERS)).start()
+    plugin = PluginProcess(None, OWNVOL_WORKERS=str(default_workers())).start()
     for i in range(min(count, through_socket)):
         plugin.call("Create", Name=f"scale-{i}", Opts={"profile": "redis"})
     store = Store(str(plugin.root / "ownvol.db"))

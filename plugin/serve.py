@@ -116,7 +116,7 @@ def _forked(server: Arbiter) -> None:
     """In a worker just forked, before gunicorn installs its own handlers (workers/base.py init_signals, after
     its pipes and owner): a SIGTERM stops it at once. Until then the arbiter's handler, inherited, only queues a
     signal in the worker's copy of the arbiter's queue, so a worker that the arbiter's stop met in that window
-    served on and held the stop for the whole graceful timeout (30 s; the arbiter forks its 4 workers up to 0.1 s
+    served on and held the stop for the whole graceful timeout (30 s; the arbiter forks its workers up to 0.1 s
     apart, so a stop right after a start could meet the last one). A SIGTERM already queued there ends it too.
     The worker has answered nothing yet. Then: SIGTERM when its arbiter dies (orphans.die_with_parent)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

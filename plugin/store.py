@@ -124,7 +124,7 @@ class Reference:
 # Commits a connection makes before checkpoint_if_due copies the WAL back into the database. SQLite's own
 # checkpoint (wal_autocheckpoint, 1000 pages by default) runs inside the COMMIT that crosses the mark, so the writers'
 # lock stays held through its two fsyncs while every other writer queues (bench: mount_p99_ms; sqlite.org/wal.html,
-# "Automatic Checkpoint"). A Mount or an Unmount commits 2 to 3 pages: 100 commits in each of 4 workers is about as
+# "Automatic Checkpoint"). A Mount or an Unmount commits 2 to 3 pages: 100 commits in each of a few workers is about as
 # much WAL between checkpoints as SQLite's mark.
 CHECKPOINT_EVERY = 100
 

@@ -9,7 +9,7 @@ import click
 import pytest
 
 from ownvol.driver.activation import ActivationError, listening_socket
-from ownvol.driver.settings import DEFAULT_WORKERS, from_env
+from ownvol.driver.settings import default_workers, from_env
 from ownvol.hook.commands import watch
 from tests.support.common import ROOT
 from tests.support.systemd import HOST_OWNVOL, UNITS_DIR, restart_delay, timespan, unit
@@ -47,7 +47,7 @@ def test_the_environment_file_as_shipped_is_accepted(monkeypatch):
     settings = example_settings()
     driver = from_env(settings)
     assert (driver.socket, driver.root, driver.workers) == ("/run/docker/plugins/ownvol.sock", "/var/lib/ownvol",
-                                                                 DEFAULT_WORKERS)
+                                                                 default_workers())
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     with watch.make_context("watch", []) as ctx:
