@@ -271,13 +271,18 @@ def test_hook_killed_mid_incident_resumes_without_repeating_an_action(hook, trac
     # no restart policy: only the hook starts it (opted in with ownvol.start=true)
     c = run_redis(tracked, redis_image, port, host_dir, {**h.labels, "ownvol.start": "true"})
     first = h.wait_event(lambda e: by(c.name, "action")(e) and e["step"] == 0, 60, "the first action")
-    assert first["action"] == "restart" and first.get("verified") is False, first
+    # Redis's exit may still be under way when the hook reaches step 0 (a busy machine): the restart of a container
+    # still running on a data dir its server cannot write is skipped, the cause being there (actions.restart's
+    # guards). Either way step 0 is done and must not be repeated.
+    assert first["action"] == "restart", first
+    assert (first["result"], first.get("verified")) == ("ok", False) or (
+        first["result"] == "skipped" and "not restarted" in first["detail"]["why"]), first
     h.kill()  # in the 6 s delay before step 1
 
     h2 = hook(like=h)
     resumed = h2.wait_event(by(c.name, "resumed"), 30, "the incident to resume")
     assert resumed["incident"] == first["incident"]
-    assert resumed["done"] == ["0:restart:ok"]
+    assert resumed["done"] == [f"0:restart:{first['result']}"]
     recovered = h2.wait_event(by(c.name, "recovered"), 120, "the resumed incident to recover")
     heal_report("start-up, across a hook kill", recovered["ts"] - started)
     steps = [(e["step"], e["action"]) for e in h2.of("action", c.name) if e["incident"] == first["incident"]]
