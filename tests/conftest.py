@@ -65,23 +65,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settle_logs()
 
 
-# Every file of 9 s or more, longest first (each file's test times summed from `make test
-# PYTEST_ARGS=--junitxml=FILE`, 2026-12-07: 31 files, 1,489 s of the suite's 1,580), collected before the rest:
-# pytest-xdist's loadfile hands files out in collection order, to whichever worker is free, so the longest start
-# first and the short ones fill the end, so no worker is left alone with a long file (with only the 9 longest
-# ranked, a run of 14 min 16 s took 65 s more than half the summed test times).
+# The files that take longest (`make test PYTEST_ARGS=--durations=50`, 2026-12-07), collected first: pytest-xdist's
+# loadfile hands files out in collection order, so the longest start at once and none is left alone at the end.
 LONGEST_FIRST = (
-    "tests/engine/test_managed_plugin.py", "tests/engine/test_chaos.py", "tests/engine/test_hook_databases.py",
-    "tests/engine/test_plugin_idmap.py", "tests/engine/test_hook_failed_start.py", "tests/engine/test_host_install.py",
-    "tests/engine/test_hook_servers.py", "tests/engine/test_swarm.py", "tests/hostile/test_hook.py",
-    "tests/hostile/test_crash.py", "tests/engine/test_hook_db_paths.py", "tests/engine/test_hook_recovery.py",
-    "tests/engine/test_hook_shared_volume.py", "tests/engine/test_hook_postgres.py",
-    "tests/engine/test_plugin_host_faults.py", "tests/hostile/test_links.py", "tests/engine/test_compose.py",
-    "tests/engine/test_field.py", "tests/engine/test_status_page.py", "tests/engine/test_hook_paths.py",
-    "tests/engine/test_plugin_engine.py", "tests/engine/test_userns_remap.py", "tests/engine/test_rootless.py",
-    "tests/engine/test_plugin_databases.py", "tests/engine/test_hook_tls.py", "tests/engine/test_hook_layouts.py",
-    "tests/unit/test_plugin_server.py", "tests/engine/test_hook_supervision.py", "tests/unit/test_packaging.py",
-    "tests/engine/test_plugin_restart.py", "tests/hostile/test_host_faults.py",
+    "tests/engine/test_chaos.py", "tests/engine/test_managed_plugin.py", "tests/engine/test_host_install.py",
+    "tests/hostile/test_hook.py", "tests/hostile/test_crash.py", "tests/engine/test_hook_databases.py",
+    "tests/engine/test_plugin_idmap.py", "tests/engine/test_hook_db_paths.py", "tests/engine/test_hook_failed_start.py",
 )
 
 
