@@ -517,7 +517,11 @@ class Watcher:
             return detail
         several = len(service.path_settings.get(detail.get("pattern", ""), ())) > 1
         try:
-            _, target = self.executor.target(w.id)
+            # the probes' kept inspect (its mounts and settings change only with an event, which forgets it) and,
+            # for a line saying the server exits, no question to the server: a fresh inspect waits for the engine's
+            # handling of the exit, and a server that fails at start-up accepts the question and never reads it
+            # (bench: burst20_detect_p99_ms, the 20 incidents opened up to 0.27 s after their lines)
+            _, target = self.executor.target(w.id, kept=True, ask_server=not detail.get("fatal"))
             unwritable = self.executor.unwritable(w.id) if several and not path else None
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return detail  # the incident is reported all the same, with the path as the line gave it

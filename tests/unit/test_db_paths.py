@@ -326,11 +326,13 @@ class _Recovery:
 class _Executor:
     def __init__(self, evidence: dict | None, t: Target | None = None, unwritable: dict | None = None) -> None:
         self.evidence, self.t, self.unwritable_dirs = evidence, t, unwritable or {}
+        self.asked: list[tuple[bool, bool]] = []  # (kept, ask_server) of each target()
 
     def crash_evidence(self, cid):
         return self.evidence
 
-    def target(self, cid):
+    def target(self, cid, kept=False, ask_server=True):
+        self.asked.append((kept, ask_server))
         return None, self.t
 
     def unwritable(self, cid):
@@ -373,11 +375,15 @@ def test_the_watcher_locates_a_relative_path_and_a_line_that_names_none():
     from ownvol.hook.watcher import Watched
 
     t = target(data_dir="/pg", links={"pg_wal": "/wal"}, writes={"innodb-log-group-home-dir": "/redo"})
-    watcher, _, _ = watcher_with(_Executor(None, t, {"innodb-log-group-home-dir": "/redo"}))
+    executor = _Executor(None, t, {"innodb-log-group-home-dir": "/redo"})
+    watcher, _, _ = watcher_with(executor)
     pg = watcher._located(Watched("c1", "pg", service="postgres"),
                           {"pattern": "pg-missing-dir", "context": {"path": "pg_wal/archive_status"}})
     assert pg["context"] == {"path": "/wal/archive_status", "named": "pg_wal/archive_status"}
-    db = watcher._located(Watched("c1", "db", service="mariadb"), {"pattern": "innodb-os-error-13", "context": {}})
+    db = watcher._located(Watched("c1", "db", service="mariadb"),
+                          {"pattern": "innodb-os-error-13", "context": {}, "fatal": True})
     assert db["context"]["path"] == "/redo"
+    # the probes' kept inspect each time; the server asked its settings unless its line says it exits
+    assert executor.asked == [(True, True), (True, False)]
     absolute = {"pattern": "mariadb-file-open", "context": {"path": "/var/log/mysql/mariadb-bin.index"}}
     assert watcher._located(Watched("c1", "db", service="mariadb"), absolute) is absolute
