@@ -375,22 +375,29 @@ def _below(pid: int, proc: str) -> list[int] | None:
 def _process_row(pid: int, proc: str) -> tuple[str, str, int, int] | None:
     """(name, command line, effective uid, effective gid) of process pid from proc (proc(5) status Name, Uid, Gid;
     cmdline's NULs as spaces, empty for a zombie), as ps shows comm, args, euid and egid; None when unreadable."""
+    fields = _status_fields(pid, proc)
+    ids = _effective_ids(fields) if fields is not None else None
+    if fields is None or ids is None:
+        return None
     try:
-        status = open(f"{proc}/{pid}/status").read()
         cmdline = open(f"{proc}/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    ids = _effective_ids(status)
-    if ids is None:
+    return fields.get("Name", "").strip(), cmdline, ids[0], ids[1]
+
+
+def _status_fields(pid: int, proc: str) -> dict[str, str] | None:
+    """Process pid's proc(5) status lines as {field: value as written}; None when it cannot be read."""
+    try:
+        status = open(f"{proc}/{pid}/status").read()
+    except OSError:
         return None
-    name = next((line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Name:")), "")
-    return name, cmdline, ids[0], ids[1]
+    return dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
 
 
-def _effective_ids(status: str) -> tuple[int, int] | None:
-    """(effective uid, effective gid) from a /proc/PID/status text (proc(5) Uid/Gid lines: real, effective, saved,
+def _effective_ids(fields: dict[str, str]) -> tuple[int, int] | None:
+    """(effective uid, effective gid) from a status's fields (proc(5) Uid/Gid lines: real, effective, saved,
     filesystem, each shown in the reader's user namespace); None when they are not there."""
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     try:
         return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
     except (KeyError, IndexError, ValueError):
@@ -400,10 +407,8 @@ def _effective_ids(status: str) -> tuple[int, int] | None:
 def process_ids(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
     """(effective uid, effective gid) of process pid in this process's ids (_effective_ids); None when it cannot be
     read."""
-    try:
-        return _effective_ids(open(f"{proc}/{pid}/status").read())
-    except OSError:
-        return None
+    fields = _status_fields(pid, proc)
+    return _effective_ids(fields) if fields is not None else None
 
 
 def process_argv(raw: bytes) -> tuple[str, ...]:
