@@ -19,7 +19,10 @@ class InspectCache:
     """Each watched container's inspect (docker-py's model) as the last probe read it, until an engine event about
     that container (forget), the event stream's reconnection (clear) or INSPECT_TTL seconds: an idle container's
     probe asks the engine nothing (bench: watcher_cpu_pct_200, the inspect was 41 % of the hook's samples). A
-    generation per container keeps an inspect begun before an event from being stored after it. Bounded."""
+    generation per container keeps an inspect begun before an event from being stored after it. Bounded.
+
+    Only while `followed` (an event stream is read that forgets: the watcher sets it once its stream is open and
+    clears it when the stream ends) is anything kept; otherwise every get asks the engine."""
 
     LIMIT = 4096
 
@@ -29,13 +32,14 @@ class InspectCache:
         self._generation: dict[str, int] = {}
         self._epoch = 0
         self._lock = threading.Lock()
+        self.followed = False
 
     def get(self, container_id: str, inspect: Callable[[str], Container]) -> Container:
         """The kept model of container_id when fresh, else inspect(container_id), kept unless an event came
         meanwhile; raises what inspect raises (docker.errors.NotFound: forgotten)."""
         now = time.monotonic()
         with self._lock:
-            kept = self._kept.get(container_id)
+            kept = self._kept.get(container_id) if self.followed else None
             if kept is not None and now - kept[1] < self.ttl:
                 return kept[0]
             seen = (self._epoch, self._generation.get(container_id, 0))
@@ -45,7 +49,7 @@ class InspectCache:
             self.forget(container_id)
             raise
         with self._lock:
-            if seen == (self._epoch, self._generation.get(container_id, 0)):
+            if self.followed and seen == (self._epoch, self._generation.get(container_id, 0)):
                 if len(self._kept) >= self.LIMIT:
                     self._kept.clear()
                 self._kept[container_id] = (container, now)
@@ -55,7 +59,7 @@ class InspectCache:
         """The kept model of container_id and the time.monotonic() its inspect was asked, when that was less than
         age seconds ago and no event has come about the container since; else None (nothing is asked)."""
         with self._lock:
-            kept = self._kept.get(container_id)
+            kept = self._kept.get(container_id) if self.followed else None
         if kept is None or time.monotonic() - kept[1] >= age:
             return None
         return kept
@@ -69,8 +73,10 @@ class InspectCache:
                 self._epoch += 1
             self._generation[container_id] = self._generation.get(container_id, 0) + 1
 
-    def clear(self) -> None:
-        """Events may have been missed (the stream reconnects): every probe inspects again."""
+    def clear(self, followed: bool = False) -> None:
+        """Events may have been missed (the stream reconnects, or ends): every probe inspects again; followed: an
+        event stream is open from now on that forgets (what is inspected from now is kept), else none is."""
         with self._lock:
             self._kept.clear()
             self._epoch += 1
+            self.followed = followed

@@ -217,8 +217,6 @@ class Watcher:
                 self.telemetry.emit("engine-connected", reconnect=connected_once)
                 connected_once, backoff = True, 0.5
                 self.log_root = self._files_root(client)
-                if self.inspects is not None:
-                    self.inspects.clear()  # events between the streams were not seen
                 # the events are asked for from the whole second (since=int(since)) and replayed from there, and a
                 # start event's log is read from 2 s before it (_follow_from): the logs of the containers running now
                 # are read from the same point, or a failure logged between the replayed start and this connection
@@ -230,7 +228,10 @@ class Watcher:
                 filters: dict[str, str | list[str]] = {"type": "container"}
                 if self.selector:
                     filters["label"] = [f"{k}={v}" for k, v in self.selector.items()]
-                for event in client.api.events(decode=True, since=int(since), filters=filters):
+                stream = client.api.events(decode=True, since=int(since), filters=filters)
+                if self.inspects is not None:
+                    self.inspects.clear(followed=True)  # the stream is open: its events forget what is kept now
+                for event in stream:
                     self.dispatch(event)
                     if self._stop.is_set():
                         return
@@ -238,6 +239,9 @@ class Watcher:
             except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
                 if connected_once:
                     self.telemetry.emit("engine-disconnected", error=str(exc)[:200])
+            finally:
+                if self.inspects is not None:
+                    self.inspects.clear()  # no stream forgets until the next one is open
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 10)
 

@@ -474,9 +474,11 @@ class _Observed(DockerExecutor):
         super().__init__(client=lambda: None)
         self.seen = seen
         self.looks = 0
+        self.looked: list[tuple[bool, bool]] = []  # each look's (kept asked for, an inspect kept before it)
 
-    def health(self, container_id: str) -> Health:
+    def health(self, container_id: str, kept: bool = False) -> Health:
         self.looks += 1
+        self.looked.append((kept, self.inspects.young(container_id, 60) is not None))
         return self.seen[min(self.looks, len(self.seen)) - 1]
 
     def _stays_down(self, container_id: str, health: Health) -> bool:
@@ -496,6 +498,16 @@ def test_verification_waits_out_a_save_begun_before_the_action():
                     _looked("refusing-writes")])
     verdict = ex.verify("c", timeout=5, interval=0)
     assert verdict.state == "refusing-writes" and ex.looks == 3
+
+
+def test_verification_looks_fresh_after_the_action_then_takes_the_kept_inspect():
+    """An inspect kept from before the action (a probe's) is forgotten: the first look asks the engine; the looks
+    after it take the kept inspect, which every engine event about the container forgets."""
+    ex = _Observed([_looked("loading"), _looked("loading"), _looked("healthy")])
+    ex.inspects.clear(followed=True)
+    ex.inspects.get("c", lambda _: "the probe's")
+    assert ex.verify("c", timeout=5, interval=0).healthy
+    assert ex.looked == [(True, False)] * 3
 
 
 def test_a_refusal_with_no_save_in_progress_is_final_at_once():

@@ -1,5 +1,6 @@
 """The probes' kept inspects (hooks/inspect_cache.py InspectCache): kept until an event about the container, the event
-stream's reconnection or the TTL; an inspect begun before an event is not kept after it."""
+stream's reconnection or the TTL; an inspect begun before an event is not kept after it; nothing kept while no event
+stream forgets."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import docker
 import pytest
 
 from ownvol.hook.inspect_cache import InspectCache
+
+
+def _followed(ttl: float | None = None) -> InspectCache:
+    cache = InspectCache() if ttl is None else InspectCache(ttl=ttl)
+    cache.clear(followed=True)
+    return cache
 
 
 class _Engine:
@@ -24,7 +31,7 @@ class _Engine:
 
 
 def test_kept_until_an_event_about_it() -> None:
-    engine, cache = _Engine(), InspectCache()
+    engine, cache = _Engine(), _followed()
     first = cache.get("a", engine.inspect)
     assert cache.get("a", engine.inspect) is first
     cache.get("b", engine.inspect)
@@ -36,7 +43,7 @@ def test_kept_until_an_event_about_it() -> None:
 
 
 def test_an_event_during_the_inspect_is_not_overwritten() -> None:
-    engine, cache = _Engine(), InspectCache()
+    engine, cache = _Engine(), _followed()
     engine.during = lambda: cache.forget("a")
     cache.get("a", engine.inspect)
     engine.during = None
@@ -45,23 +52,23 @@ def test_an_event_during_the_inspect_is_not_overwritten() -> None:
 
 
 def test_clear_and_ttl() -> None:
-    engine, cache = _Engine(), InspectCache()
+    engine, cache = _Engine(), _followed()
     cache.get("a", engine.inspect)
-    cache.clear()
-    engine.during = cache.clear  # a reconnection while inspecting: not kept either
+    cache.clear(followed=True)
+    engine.during = lambda: cache.clear(followed=True)  # a reconnection while inspecting: not kept either
     cache.get("a", engine.inspect)
     engine.during = None
     cache.get("a", engine.inspect)
     cache.get("a", engine.inspect)
     assert engine.asked == ["a", "a", "a"]
-    expired = InspectCache(ttl=0.0)
+    expired = _followed(ttl=0.0)
     expired.get("a", engine.inspect)
     expired.get("a", engine.inspect)
     assert engine.asked[3:] == ["a", "a"]
 
 
 def test_a_gone_container_is_not_kept() -> None:
-    engine, cache = _Engine(), InspectCache()
+    engine, cache = _Engine(), _followed()
     for _ in range(2):
         with pytest.raises(docker.errors.NotFound):
             cache.get("gone", engine.inspect)
@@ -74,7 +81,7 @@ def test_young_is_the_kept_inspect_while_younger_than_asked_and_no_event_came(mo
 
     clock = [100.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
-    engine, cache = _Engine(), InspectCache()
+    engine, cache = _Engine(), _followed()
     assert cache.young("a", 0.1) is None and engine.asked == []
     kept = cache.get("a", engine.inspect)
     clock[0] += 0.05
@@ -83,3 +90,19 @@ def test_young_is_the_kept_inspect_while_younger_than_asked_and_no_event_came(mo
     assert cache.young("a", 0.1) is None and cache.young("a", 0.2) == (kept, 100.0)
     cache.forget("a")
     assert cache.young("a", 0.2) is None and engine.asked == ["a"]
+
+
+def test_nothing_is_kept_while_no_event_stream_forgets() -> None:
+    """A new cache (no watcher, or before its stream is open) and one whose stream ended ask the engine each time."""
+    engine, cache = _Engine(), InspectCache()
+    cache.get("a", engine.inspect)
+    cache.get("a", engine.inspect)
+    assert engine.asked == ["a", "a"] and cache.young("a", 60) is None
+    cache.clear(followed=True)
+    cache.get("a", engine.inspect)
+    cache.get("a", engine.inspect)
+    assert engine.asked == ["a", "a", "a"]
+    cache.clear()  # the stream ended
+    assert cache.young("a", 60) is None
+    cache.get("a", engine.inspect)
+    assert engine.asked == ["a", "a", "a", "a"]
