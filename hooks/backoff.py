@@ -51,3 +51,14 @@ def held_until(events: list[dict], policy: str) -> float | None:
             break
         i = earlier
     return kinds[-1][1] + min(FIRST_WAIT * 2 ** (max(exits, 1) - 1), LONGEST_WAIT)
+
+
+def wait_after_exit(events: list[dict], policy: str, exit_at: float) -> float | None:
+    """The least seconds the restart policy waits after the coming exit of the container's current run, were it to
+    fail at exit_at (epoch seconds): held_until with that exit added. None when the latest event is not a `start`
+    (the current run's beginning is not known)."""
+    if not events or (events[-1].get("status") or events[-1].get("Action")) != "start":
+        return None
+    coming = {"status": "die", "timeNano": int(exit_at * 1e9), "Actor": {"Attributes": {"exitCode": "1"}}}
+    until = held_until([*events, coming], policy)
+    return None if until is None else until - exit_at

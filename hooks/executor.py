@@ -67,6 +67,18 @@ HELD_ANSWERS = 4
 HELD_HISTORY = 600  # seconds of the container's events read back to learn its back-off
 
 
+# The stop timeout of start_held's and restart_exiting's restarts (seconds; `docker restart -t`). Each stops a run
+# that is ending on its own (a server that said it exits, or a container the policy holds, whose stop sends no
+# signal: moby daemon/kill.go killWithSignal, container.Restarting): a stop still waiting after this is signalling
+# a run the policy started first, whose PID 1 may ignore SIGTERM (a wrapper shell): that run is killed now, not 10 s on.
+EARLY_STOP_TIMEOUT = 2
+
+
+def _held_margin(took: float) -> float:
+    """The seconds a restart's first step needs before the policy's start, the engine having answered in took."""
+    return max(HELD_MARGIN, HELD_ANSWERS * took)
+
+
 def _left(name: str, how: str) -> Callable[[str], dict]:
     """start_held's answer for a container it left to its restart policy, given why."""
     return lambda why: {"started": False, "container": name, "how": how, "why": why}
@@ -508,7 +520,11 @@ class DockerExecutor:
         before since, epoch seconds), once what made it exit is gone by the facts read now (_cause_stays): the
         restart's stop cancels the restart policy's start before there is one (moby daemon/kill.go killWithSignal:
         ExitOnNext; daemon/monitor.go handleContainerExit: a cancelled restart manager does not restart), the
-        server's own exit ends the stop, and the restart starts it without the policy's back-off. One that exited
+        server's own exit ends the stop, and the restart starts it without the policy's back-off. Only while that
+        back-off, after the coming exit, is longer than start_held's margin (backoff.wait_after_exit, from the
+        container's events): the exit's handling holds the container's lock, the policy's timer runs from inside
+        it, and a stop that gets the lock after the policy's start signals the new run (a burst of 20 on a busy
+        engine: a wrapper shell as PID 1 ignored the SIGTERM and the restart waited its 10 s out). One that exited
         already and is held "restarting" is start_held's. Nothing when its current run began at or after since
         (a start since the line: that run did not say it exits), nor, unless labelled ownvol.start=true or a
         person asked, under restart policy "no", which would not start it again: its start after the exit is
@@ -564,6 +580,18 @@ class DockerExecutor:
                         "(actions.start_decision)")
         if why := self._cause_stays(container, target):
             return left(why)
+        if target.restart_policy != "no":
+            try:
+                events, answered, took = self._policy_events(container)
+            except docker.errors.DockerException as exc:
+                return left(f"its events could not be read: {exc}"[:300])
+            wait = backoff.wait_after_exit(events, target.restart_policy, answered)
+            if wait is None:
+                return left("its current run's start is not in the engine's events")
+            if wait < (margin := _held_margin(took)):
+                return left(f"its restart policy starts it {wait:.3f}s after its exit, within {margin:.3f}s (the "
+                            f"engine answered in {took:.3f}s): the restart's stop may come after that start and stop "
+                            "a server just started; left to the policy")
         return self._restart(container.id, target, "exiting",
                              "its server said it exits and the cause is gone: its uid can write what it needs and its "
                              "data mount has room; restarted at once instead of after its restart policy's back-off")
@@ -579,28 +607,30 @@ class DockerExecutor:
             return left(f"{container.status}, not held by its restart policy")
         if why := self._cause_stays(container, target):
             return {**left(why), "cause": True}
-        now = time.time()
         try:
-            events = list(self.client().api.events(since=now - HELD_HISTORY, until=now, decode=True,
-                                                   filters={"container": container.id, "type": "container",
-                                                            "event": list(backoff.LIFECYCLE)}))
+            events, answered, took = self._policy_events(container)
         except docker.errors.DockerException as exc:
             return left(f"its events could not be read: {exc}"[:300])
-        answered = time.time()
         until = backoff.held_until(events, target.restart_policy)
         if until is None:
             return left("its last exit is not in the engine's events")
-        # the restart's first step, cancelling the pending start, is about one answer of the engine away: the one
-        # just measured, HELD_ANSWERS times over, and HELD_MARGIN at least
-        margin = max(HELD_MARGIN, HELD_ANSWERS * (answered - now))
-        if until - answered < margin:
-            return left(f"its restart policy starts it within {margin:.3f}s (the engine answered in "
-                        f"{answered - now:.3f}s): it may come first, and a restart then would stop a server just "
-                        "started")
+        if until - answered < (margin := _held_margin(took)):
+            return left(f"its restart policy starts it within {margin:.3f}s (the engine answered in {took:.3f}s): "
+                        "it may come first, and a restart then would stop a server just started")
         return self._restart(container.id, target, "held",
                              "held restarting by its restart policy's back-off, and the cause is gone: its uid can "
                              "write what it needs and its data mount has room; started now instead of at the "
                              "back-off's end")
+
+    def _policy_events(self, container: Container) -> tuple[list[dict], float, float]:
+        """The container's lifecycle events of the last HELD_HISTORY seconds (oldest first), when they were read
+        (epoch seconds) and the seconds the engine took to answer. Raises docker.errors.DockerException."""
+        now = time.time()
+        events = list(self.client().api.events(since=now - HELD_HISTORY, until=now, decode=True,
+                                               filters={"container": container.id, "type": "container",
+                                                        "event": list(backoff.LIFECYCLE)}))
+        answered = time.time()
+        return events, answered, answered - now
 
     def _cause_stays(self, container: Container, target: Target) -> str | None:
         """Why what made the container's server exit may still be there (None when the facts read now say it is
@@ -620,7 +650,7 @@ class DockerExecutor:
     def _restart(self, container_id: str, target: Target, how: str, why: str) -> dict:
         began = time.monotonic()
         try:
-            self.client().api.restart(container_id, timeout=10)
+            self.client().api.restart(container_id, timeout=EARLY_STOP_TIMEOUT)
         except docker.errors.APIError as exc:
             return _left(target.name, how)(f"the engine refused the restart: {exc}"[:300])
         return {"started": True, "container": target.name, "how": how, "why": why,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ownvol.hook.backoff import held_until
+from ownvol.hook.backoff import held_until, wait_after_exit
 
 
 def ev(kind: str, at: float, exit_code: str | None = None) -> dict:
@@ -75,3 +75,15 @@ def test_events_as_newer_engines_name_them():
     events = [{"Action": "start", "timeNano": int(1e9)}, {"Action": "die", "timeNano": int(1.05e9),
                                                            "Actor": {"Attributes": {"exitCode": "1"}}}]
     assert held_until(events, "always") == pytest.approx(1.05 + 0.1)
+
+
+@pytest.mark.parametrize("exits, wait", [(0, 0.1), (1, 0.2), (4, 1.6)])
+def test_the_wait_after_the_coming_exit_of_a_run_the_policy_started(exits, wait):
+    """A run started by the policy after `exits` short runs in a row: its own failure will wait twice the last."""
+    events = loop(exits) if exits else [ev("create", 99.0), ev("start", 100.0)]
+    if exits:
+        events.append(ev("start", events[-1]["timeNano"] / 1e9 + wait / 2))
+    now = events[-1]["timeNano"] / 1e9 + 0.05
+    assert wait_after_exit(events, "always", now) == pytest.approx(wait)
+    assert wait_after_exit(events, "always", now + 10.0) == pytest.approx(0.1)  # a run of 10 s resets it
+    assert wait_after_exit(events[:-1], "always", now) is None  # not running: held_until's question
