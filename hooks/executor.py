@@ -376,7 +376,7 @@ class DockerExecutor:
 
     def health(self, container_id: str, kept: bool = False) -> Health:
         """One probe of the container: state, reasons, container status, PING reply, persistence, owner; with kept
-        (the watcher's steady probes), the container's inspect as target(kept=True) gives it."""
+        (the watcher's steady probes, a verification's looks), the container's inspect as target(kept=True) gives it."""
         try:
             container = self._inspect(container_id, kept)
             if container.status == "created":

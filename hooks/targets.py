@@ -376,8 +376,7 @@ def _process_row(pid: int, proc: str) -> tuple[str, str, int, int] | None:
     """(name, command line, effective uid, effective gid) of process pid from proc (proc(5) status Name, Uid, Gid;
     cmdline's NULs as spaces, empty for a zombie), as ps shows comm, args, euid and egid; None when unreadable."""
     fields = _status_fields(pid, proc)
-    ids = _effective_ids(fields) if fields is not None else None
-    if fields is None or ids is None:
+    if fields is None or (ids := _effective_ids(fields)) is None:
         return None
     try:
         cmdline = open(f"{proc}/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
